@@ -1,0 +1,32 @@
+"""dlforge: from a data file to a tuned, audited, served deep-learning model.
+
+The public API; everything else is private unless documented.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from dlforge.config import RunConfig, load_config  # noqa: E402
+from dlforge.errors import (  # noqa: E402
+    ConfigError,
+    DataError,
+    DlforgeError,
+    NotFittedError,
+    RunDirError,
+)
+from dlforge.estimators import TextClassifier  # noqa: E402
+from dlforge.run import load  # noqa: E402
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "DlforgeError",
+    "NotFittedError",
+    "RunConfig",
+    "RunDirError",
+    "TextClassifier",
+    "__version__",
+    "load",
+    "load_config",
+]

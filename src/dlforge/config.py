@@ -1,0 +1,314 @@
+"""The run schema: one validated description of a run, whichever front door built it.
+
+Python (``TextClassifier(...)``), YAML (``dlforge train run.yaml``) and CLI flags
+(``dlforge train --data ... --text ... --label ...``) all produce a :class:`RunConfig`.
+Unknown keys and wrong types raise :class:`~dlforge.errors.ConfigError` naming the key's path
+(``model.heads: ...``). The resolved config, every default filled in, is saved in each run
+directory as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dlforge.errors import ConfigError
+
+__all__ = [
+    "CNNConfig",
+    "CleanConfig",
+    "DataConfig",
+    "OutputConfig",
+    "RNNConfig",
+    "RunConfig",
+    "TextInput",
+    "TrainConfig",
+    "TransformerConfig",
+    "apply_overrides",
+    "dump_config",
+    "load_config",
+    "validate_config",
+]
+
+MODEL_FAMILIES = ("transformer", "cnn", "rnn")
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors; assignments are validated too (set_params goes through them).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------------------------------- data
+class CleanConfig(_Strict):
+    """Cleaning steps applied to the text column before anything else; each one is counted."""
+
+    html: bool = True  # unescape HTML entities, strip tags
+    unicode_nfkc: bool = True  # Unicode NFKC normalisation
+    whitespace: bool = True  # collapse runs of whitespace, strip the ends
+    drop_empty: bool = True  # drop rows whose text is empty after the steps above
+    drop_duplicates: bool = True  # drop exact duplicate (text, label) rows
+    drop_missing_label: bool = True  # drop rows with no label; false makes them an error
+
+
+class DataConfig(_Strict):
+    path: str | None = None  # CSV, TSV, JSONL or Parquet; None when data comes from Python
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    validation_split: float = Field(0.1, gt=0.0, lt=1.0)
+    test_split: float = Field(0.0, ge=0.0, lt=1.0)  # held out, scored once after training
+    seed: int = 0
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+
+    @model_validator(mode="after")
+    def _splits_leave_training_rows(self) -> DataConfig:
+        if self.validation_split + self.test_split >= 0.9:
+            raise ValueError("validation_split + test_split must leave at least 10% for training")
+        return self
+
+
+# -------------------------------------------------------------------------------------- inputs
+class TextInput(_Strict):
+    name: str  # the column holding the text
+    type: Literal["text"] = "text"
+    tokenizer: Literal["bpe", "wordpiece"] = "bpe"
+    vocab_size: int = Field(10_000, ge=50, le=1_000_000)
+    max_length: int = Field(128, ge=2, le=100_000)
+    lowercase: bool = True
+    min_frequency: int = Field(2, ge=1)
+
+
+class OutputConfig(_Strict):
+    name: str  # the column holding the label
+    type: Literal["auto", "binary", "category", "multilabel"] = "auto"
+    separator: str = "|"  # splits a multi-label string such as "sports|politics"
+
+
+# -------------------------------------------------------------------------------------- models
+class TransformerConfig(_Strict):
+    """The article's encoder: token + position embeddings, pre-LN blocks, masked mean pooling."""
+
+    name: Literal["transformer"] = "transformer"
+    d_model: int = Field(512, ge=4)
+    heads: int = Field(4, ge=1)
+    layers: int = Field(1, ge=1)
+    ffn_dim: int | None = Field(None, ge=1)  # None: 4 x d_model
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    attention_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # > 0 disables the fused CPU kernel
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TransformerConfig:
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class CNNConfig(_Strict):
+    """TextCNN (Kim, 2014): parallel 1-D convolutions of several widths, max-pooled over time."""
+
+    name: Literal["cnn"] = "cnn"
+    d_model: int = Field(128, ge=2)  # embedding width
+    kernel_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [3, 4, 5])
+    filters: int = Field(100, ge=1)
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+
+
+class RNNConfig(_Strict):
+    """A (bidirectional) GRU or LSTM over packed sequences; final states feed the head."""
+
+    name: Literal["rnn"] = "rnn"
+    cell: Literal["gru", "lstm"] = "gru"
+    d_model: int = Field(128, ge=2)  # embedding width
+    hidden: int = Field(128, ge=1)
+    layers: int = Field(1, ge=1)
+    bidirectional: bool = True
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+
+
+ModelConfig = Annotated[TransformerConfig | CNNConfig | RNNConfig, Field(discriminator="name")]
+
+
+# ---------------------------------------------------------------------------------------- train
+class TrainConfig(_Strict):
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(5e-4, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    warmup: float = Field(0.1, ge=0.0, lt=1.0)  # fraction of all steps spent warming up
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    grad_clip: float | None = Field(1.0, gt=0.0)
+    patience: int | None = Field(3, ge=1)  # early stopping; None trains every epoch
+    monitor: Literal["auto", "loss", "accuracy", "macro_f1", "roc_auc"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
+    seed: int = 0
+    bucket_by_length: bool = True
+    compile: bool = False
+    num_threads: int | None = Field(None, ge=1)
+
+
+# ------------------------------------------------------------------------------------------ run
+class RunConfig(_Strict):
+    data: DataConfig = Field(default_factory=DataConfig)
+    inputs: list[TextInput] = Field(min_length=1, max_length=1)
+    output: OutputConfig
+    model: ModelConfig = Field(default_factory=TransformerConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @property
+    def text(self) -> TextInput:
+        return self.inputs[0]
+
+
+# ------------------------------------------------------------------------------------- helpers
+def _loc_to_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for i, item in enumerate(loc):
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+            continue
+        # Discriminated unions put the tag in the location (model.transformer.heads): drop it.
+        if i > 0 and loc[i - 1] == "model" and item in MODEL_FAMILIES:
+            continue
+        if item in ("function-after", "function-before"):
+            continue
+        parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "<root>"
+
+
+def format_validation_error(err: ValidationError, source: str = "config") -> str:
+    """One line per problem, each naming the key's dotted path."""
+    lines = []
+    for e in err.errors():
+        path = _loc_to_path(tuple(e["loc"]))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+            parent = _parent_model_fields(tuple(e["loc"])[:-1])
+            if parent:
+                msg += f"; valid keys here are: {', '.join(parent)}"
+        elif e["type"] == "union_tag_invalid":
+            msg = f"unknown model {e.get('ctx', {}).get('tag')!r}; choose one of: {', '.join(MODEL_FAMILIES)}"
+        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict):
+            msg += f" (got {e['input']!r})"
+        lines.append(f"{source}: {path}: {msg}")
+    return "; ".join(lines)
+
+
+def _parent_model_fields(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = RunConfig
+    for item in loc:
+        if isinstance(item, int):
+            continue
+        if model is None:
+            return []
+        if item in MODEL_FAMILIES and loc and "model" in loc:
+            model = {"transformer": TransformerConfig, "cnn": CNNConfig, "rnn": RNNConfig}[item]
+            continue
+        field = model.model_fields.get(item)
+        if field is None:
+            return []
+        ann = field.annotation
+        model = None
+        for cand in (ann, *getattr(ann, "__args__", ())):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                model = cand
+                break
+    return list(model.model_fields) if model is not None else []
+
+
+def validate_config(data: dict[str, Any], source: str = "config") -> RunConfig:
+    """Build a RunConfig from plain data, raising ConfigError naming each bad key's path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys at the top level, got "
+                          f"{type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML run config; ``overrides`` (dotted paths) win over the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{p}: not UTF-8 text ({err.reason})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}:{where} is not valid YAML: {getattr(err, 'problem', err)}") from None
+    if data is None:
+        raise ConfigError(f"{p}: the config file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of keys at the top level")
+    if overrides:
+        data = apply_overrides(data, overrides)
+    return validate_config(data, source=str(p))
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted-path keys (``train.epochs``, ``inputs.0.name``) in a copy of ``data``.
+
+    Switching ``model.name`` to another family drops the old family's settings, so
+    ``--model cnn`` on a file written for the transformer does what it says.
+    """
+    import copy
+
+    out = copy.deepcopy(data)
+    new_family = overrides.get("model.name")
+    if new_family is not None and isinstance(out.get("model"), dict):
+        if out["model"].get("name", "transformer") != new_family:
+            out["model"] = {}
+    for key, value in overrides.items():
+        node: Any = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if isinstance(node, list):
+                idx = int(part)
+                while len(node) <= idx:
+                    node.append({})
+                node = node[idx]
+            else:
+                nxt = node.get(part)
+                if nxt is None:
+                    nxt = [] if parts[parts.index(part) + 1].isdigit() else {}
+                    node[part] = nxt
+                node = nxt
+        last = parts[-1]
+        if isinstance(node, list):
+            idx = int(last)
+            while len(node) <= idx:
+                node.append({})
+            node[idx] = value
+        else:
+            node[last] = value
+    return out
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")
+
+
+def dump_config(cfg: RunConfig, path: str | os.PathLike[str]) -> None:
+    """Write the resolved config as YAML, atomically."""
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
+    write_text_atomic(Path(path), text)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,1 @@
+"""Step 1 of the pipeline: read, clean, split and featurise data."""

@@ -1,0 +1,106 @@
+"""Text cleaning. Each step is counted, so a user sees what it did to their data."""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dlforge.config import CleanConfig
+from dlforge.errors import DataError
+
+__all__ = ["clean_frame", "clean_text", "is_missing"]
+
+_TAG = re.compile(r"</?[A-Za-z][^<>]*>")
+_SPACE = re.compile(r"\s+")
+
+
+def is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float | np.floating):
+        return bool(np.isnan(value))
+    return value is pd.NA or value is pd.NaT
+
+
+def clean_text(text: Any, cfg: CleanConfig) -> str:
+    """Apply the configured per-text steps; used both when training and when predicting."""
+    s = "" if is_missing(text) else str(text)
+    if cfg.html:
+        s = _TAG.sub(" ", html.unescape(s))
+    if cfg.unicode_nfkc:
+        s = unicodedata.normalize("NFKC", s)
+    if cfg.whitespace:
+        s = _SPACE.sub(" ", s).strip()
+    return s
+
+
+def clean_frame(
+    df: pd.DataFrame,
+    text_col: str,
+    label_col: str | None,
+    cfg: CleanConfig,
+    source: str = "data",
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Clean the text column and drop unusable rows; returns the frame and step -> count.
+
+    With ``label_col`` None (predicting), no row is dropped: every input row gets a prediction.
+    """
+    report: dict[str, int] = {"rows_in": len(df)}
+    raw = df[text_col]
+    texts = raw.map(lambda v: "" if is_missing(v) else str(v))
+    if cfg.html:
+        new = texts.map(lambda s: _TAG.sub(" ", html.unescape(s)))
+        report["html_cleaned"] = int((new != texts).sum())
+        texts = new
+    if cfg.unicode_nfkc:
+        new = texts.map(lambda s: unicodedata.normalize("NFKC", s))
+        report["unicode_normalised"] = int((new != texts).sum())
+        texts = new
+    if cfg.whitespace:
+        new = texts.map(lambda s: _SPACE.sub(" ", s).strip())
+        report["whitespace_fixed"] = int((new != texts).sum())
+        texts = new
+    out = df.copy()
+    out[text_col] = texts
+    if label_col is None:
+        return out.reset_index(drop=True), report
+
+    keep = pd.Series(True, index=out.index)
+    if cfg.drop_empty:
+        empty = texts.str.len() == 0
+        report["empty_dropped"] = int(empty.sum())
+        keep &= ~empty
+    missing = out[label_col].map(is_missing)
+    if bool(missing.all()):
+        raise DataError(f"{source}: column {label_col!r} has no labels: all {len(out)} values "
+                        "are missing (NaN or empty)")
+    if cfg.drop_missing_label:
+        report["missing_label_dropped"] = int((missing & keep).sum())
+        keep &= ~missing
+    elif bool(missing.any()):
+        first = int(np.flatnonzero(missing.to_numpy())[0])
+        raise DataError(f"{source}: row {first + 1}: missing label in column {label_col!r} "
+                        "(set data.clean.drop_missing_label: true to drop such rows)")
+    out = out[keep]
+    if cfg.drop_duplicates:
+        key = out[label_col].map(lambda v: repr(list(v)) if _is_listlike(v) else repr(v))
+        dup = pd.DataFrame({"t": out[text_col], "k": key}).duplicated()
+        report["duplicates_dropped"] = int(dup.sum())
+        out = out[~dup.to_numpy()]
+    report["rows_out"] = len(out)
+    if len(out) == 0:
+        raise DataError(f"{source}: no rows left after cleaning ({_describe(report)})")
+    return out.reset_index(drop=True), report
+
+
+def _is_listlike(v: Any) -> bool:
+    return isinstance(v, list | tuple | np.ndarray)
+
+
+def _describe(report: dict[str, int]) -> str:
+    return ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in report.items())

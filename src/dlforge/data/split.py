@@ -1,0 +1,22 @@
+"""Seeded, stratified splits."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+__all__ = ["stratified_split"]
+
+
+def stratified_split(strata: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held_out) with ``fraction`` held out, stratified by ``strata`` when every
+    class has at least two members (otherwise a plain seeded shuffle split)."""
+    n = len(strata)
+    idx = np.arange(n)
+    n_out = max(1, int(round(n * fraction)))
+    if n - n_out < 1:
+        raise ValueError(f"cannot hold out {fraction:.0%} of {n} rows and keep any")
+    _, counts = np.unique(strata, return_counts=True)
+    stratify = strata if counts.min() >= 2 and n_out >= len(counts) else None
+    keep, out = train_test_split(idx, test_size=n_out, random_state=seed, stratify=stratify)
+    return np.sort(keep), np.sort(out)

@@ -1,0 +1,181 @@
+"""The core algorithms as layers: attention, convolution, recurrence, and what they share.
+
+Every model family is assembled from these; ``dlforge.reference`` holds the same formulas in
+NumPy and the tests check these layers against it.
+"""
+
+from __future__ import annotations
+
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+__all__ = [
+    "ClassifierHead",
+    "ConvBank",
+    "MultiHeadSelfAttention",
+    "RecurrentEncoder",
+    "TokenPositionEmbedding",
+    "TransformerBlock",
+    "masked_mean",
+]
+
+
+class TokenPositionEmbedding(nn.Module):
+    """Token embedding plus a learned absolute position embedding."""
+
+    def __init__(self, vocab_size: int, d_model: int, max_length: int, dropout: float = 0.0):
+        super().__init__()
+        self.tok = nn.Embedding(vocab_size, d_model, padding_idx=0)
+        self.pos = nn.Embedding(max_length, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        T = input_ids.shape[1]
+        pos = torch.arange(T, device=input_ids.device)
+        return self.drop(self.tok(input_ids) + self.pos(pos))  # (B, T, C)
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """softmax(Q Kᵀ / √d_k + mask) V per head, through PyTorch's fused SDPA kernel.
+
+    ``mask`` is (B, T) bool, True on real tokens; padded keys get no attention. The scale is
+    applied *inside* the softmax (the article put it outside: see docs/math.md).
+    """
+
+    def __init__(self, d_model: int, heads: int, attention_dropout: float = 0.0,
+                 dropout: float = 0.0, causal: bool = False):
+        super().__init__()
+        assert d_model % heads == 0  # validated in the config; here for direct users
+        self.heads = heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.attention_dropout = attention_dropout
+        self.drop = nn.Dropout(dropout)
+        self.causal = causal
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, T, hs)
+        attn_mask = None
+        if mask is not None and not bool(mask.all()):
+            attn_mask = mask[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=self.causal and attn_mask is None,
+            dropout_p=self.attention_dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
+        return self.drop(self.proj(y))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm block: x + Attn(LN(x)), then x + MLP(LN(x)) with a GELU MLP."""
+
+    def __init__(self, d_model: int, heads: int, ffn_dim: int, dropout: float = 0.0,
+                 attention_dropout: float = 0.0):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d_model)
+        self.attn = MultiHeadSelfAttention(d_model, heads, attention_dropout, dropout)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, ffn_dim), nn.GELU(), nn.Linear(ffn_dim, d_model), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), mask)
+        return x + self.mlp(self.ln2(x))
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over time of (B, T, C) using only positions where mask (B, T) is True."""
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+class ConvBank(nn.Module):
+    """Parallel 1-D convolutions of several widths + ReLU, each max-pooled over time (TextCNN).
+
+    ``nn.Conv1d`` computes cross-correlation, as every deep-learning framework does:
+    y[t] = Σ_k w[k]·x[t+k] + b (see ``dlforge.reference.conv1d``).
+    """
+
+    def __init__(self, in_dim: int, filters: int, kernel_sizes: list[int]):
+        super().__init__()
+        self.kernel_sizes = list(kernel_sizes)
+        self.convs = nn.ModuleList(nn.Conv1d(in_dim, filters, k) for k in self.kernel_sizes)
+        self.out_dim = filters * len(self.kernel_sizes)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # x: (B, T, C) -> (B, C, T) for Conv1d; pad so the widest kernel fits a short batch.
+        x = x.transpose(1, 2)
+        kmax = max(self.kernel_sizes)
+        if x.shape[2] < kmax:
+            pad = kmax - x.shape[2]
+            x = F.pad(x, (0, pad))
+            mask = F.pad(mask, (0, pad), value=False)
+        pooled = []
+        for k, conv in zip(self.kernel_sizes, self.convs, strict=True):
+            h = F.relu(conv(x))  # (B, F, T-k+1)
+            # A window is valid if it starts on a real token; windows wholly in padding are out.
+            valid = mask[:, : h.shape[2]].unsqueeze(1)
+            h = h.masked_fill(~valid, float("-inf"))
+            pooled.append(h.max(dim=2).values)  # (B, F)
+        return torch.cat(pooled, dim=1)  # (B, F * len(kernel_sizes))
+
+
+class RecurrentEncoder(nn.Module):
+    """A (bidirectional) GRU or LSTM over packed sequences; returns the last layer's final
+    hidden state of each direction, concatenated: (B, hidden * directions)."""
+
+    def __init__(self, in_dim: int, hidden: int, layers: int = 1, cell: str = "gru",
+                 bidirectional: bool = True, dropout: float = 0.0):
+        super().__init__()
+        rnn_cls = {"gru": nn.GRU, "lstm": nn.LSTM}[cell]
+        self.rnn = rnn_cls(in_dim, hidden, num_layers=layers, batch_first=True,
+                           bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0)
+        self.directions = 2 if bidirectional else 1
+        self.out_dim = hidden * self.directions
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        lengths = mask.sum(1).clamp_min(1).cpu()
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        _, h = self.rnn(packed)
+        if isinstance(h, tuple):  # LSTM returns (h_n, c_n)
+            h = h[0]
+        last = h[-self.directions:]  # (directions, B, hidden) of the top layer
+        return last.transpose(0, 1).reshape(x.shape[0], self.out_dim)
+
+
+class ClassifierHead(nn.Module):
+    """Dropout + one linear layer to logits: 1 for binary (sigmoid), C for softmax/multi-label."""
+
+    def __init__(self, in_dim: int, n_outputs: int, dropout: float = 0.0):
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(in_dim, n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.drop(x))
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """GPT/BERT-style initialisation for Linear and Embedding layers."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+            if m.padding_idx is not None:
+                with torch.no_grad():
+                    m.weight[m.padding_idx].zero_()
+
+
+def param_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+

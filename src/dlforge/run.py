@@ -1,0 +1,240 @@
+"""The run directory: the one contract between training and everything downstream.
+
+```
+runs/tweets/
+  dlforge.json        manifest: format, version, task, file sizes and SHA-256 digests
+  config.yaml         the resolved config, every default filled in
+  model.safetensors   the best weights (safetensors: never pickle)
+  tokenizer.json      the fitted Hugging Face tokenizer
+  labels.json         the label map
+  metrics.json        validation (and test) metrics next to the majority baseline
+  data.json           cleaning counts, split sizes, class counts
+  history.csv         one row per epoch
+  plots/              curves.png, confusion_matrix.png
+  checkpoints/        last weights and the training state, when trained from the CLI
+```
+It is written into a temporary sibling folder and renamed into place, so a crash never leaves
+half a run; :func:`load` refuses anything incomplete or altered.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from safetensors.torch import load_file, save_file
+
+from dlforge.errors import DlforgeError, RunDirError
+
+if TYPE_CHECKING:
+    from dlforge.estimators import TextClassifier
+
+__all__ = ["MANIFEST", "check_run", "load", "partial_dir", "read_manifest", "save_run"]
+
+MANIFEST = "dlforge.json"
+FORMAT = 1
+REQUIRED = ("config.yaml", "model.safetensors", "tokenizer.json", "labels.json", "metrics.json")
+
+
+def partial_dir(out: Path) -> Path:
+    """Where an unfinished training run into ``out`` keeps its checkpoints."""
+    return out.parent / f".{out.name}.partial"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, ensure_ascii=False, default=_jsonable) + "\n"
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+
+
+def save_run(clf: TextClassifier, path: Path, checkpoints: Path | None = None) -> Path:
+    """Write ``clf`` as a run directory at ``path`` (replacing an older run there)."""
+    from dlforge import __version__
+    from dlforge.config import dump_config
+    from dlforge.train.metrics import plot_confusion, plot_history
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{path}: exists and is a file; choose another output folder")
+    if path.is_dir() and any(path.iterdir()) and not (path / MANIFEST).exists():
+        raise RunDirError(f"{path}: exists and is not a dlforge run; refusing to replace it. "
+                          "Choose another output folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        dump_config(clf.config_, tmp / "config.yaml")
+        state = {k: v.detach().contiguous().cpu() for k, v in clf.model_.state_dict().items()}
+        save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+        clf.tokenizer_.save(tmp / "tokenizer.json")
+        clf.labels_.save(tmp / "labels.json")
+        (tmp / "metrics.json").write_text(_json(clf.metrics_), encoding="utf-8")
+        (tmp / "data.json").write_text(_json(clf.data_report_), encoding="utf-8")
+        (tmp / "history.csv").write_text(_history_csv(clf.history_), encoding="utf-8")
+        (tmp / "plots").mkdir()
+        if clf.history_:
+            plot_history(clf.history_, clf.metrics_["monitor"], tmp / "plots" / "curves.png")
+        cm = clf.metrics_["validation"].get("confusion_matrix")
+        if cm is not None:
+            plot_confusion(cm, clf.labels_.classes, tmp / "plots" / "confusion_matrix.png",
+                           "Confusion matrix (validation)")
+        if checkpoints is not None and checkpoints.is_dir():
+            shutil.copytree(checkpoints, tmp / "checkpoints")
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        manifest = {
+            "format": FORMAT,
+            "dlforge_version": __version__,
+            "task": "text_classification",
+            "model": clf.config_.model.name,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "files": {p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size,
+                                                      "sha256": _sha256(p)}
+                      for p in files},
+        }
+        (tmp / MANIFEST).write_text(_json(manifest), encoding="utf-8")
+        _swap_into_place(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _swap_into_place(tmp: Path, path: Path) -> None:
+    if not path.exists():
+        os.replace(tmp, path)
+        return
+    old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+    os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _history_csv(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    keys: list[str] = []
+    for r in rows:
+        keys.extend(k for k in r if k not in keys)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise RunDirError(f"{path}: no such run directory")
+    if not path.is_dir():
+        raise RunDirError(f"{path}: is a file, not a run directory")
+    mf = path / MANIFEST
+    if not mf.is_file():
+        hint = ""
+        if partial_dir(path).is_dir():
+            hint = f" (an unfinished run is in {partial_dir(path)}: finish it with --resume)"
+        raise RunDirError(f"{path}: not a dlforge run directory: {MANIFEST} is missing{hint}")
+    try:
+        manifest = json.loads(mf.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RunDirError(f"{mf}: damaged manifest (not valid JSON)") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise RunDirError(f"{mf}: unknown run format {manifest.get('format')!r}; this dlforge "
+                          f"reads format {FORMAT}")
+    return manifest
+
+
+def check_run(path: Path, verify_digests: bool = True) -> dict[str, Any]:
+    """Raise RunDirError unless ``path`` is a complete, unaltered run; return its manifest."""
+    manifest = read_manifest(path)
+    files = manifest.get("files", {})
+    for name in REQUIRED:
+        if name not in files:
+            raise RunDirError(f"{path}: incomplete run: {name} is not in the manifest")
+    for name, meta in files.items():
+        p = Path(path) / name
+        if not p.is_file():
+            raise RunDirError(f"{path}: incomplete run: {name} is missing")
+        if p.stat().st_size != meta["bytes"] or (verify_digests and _sha256(p) != meta["sha256"]):
+            raise RunDirError(f"{path}: {name} was changed after the run was saved "
+                              "(size or SHA-256 differs from the manifest)")
+    return manifest
+
+
+def load(path: str | Path, device: str | None = None) -> TextClassifier:
+    """Load a run directory as a fitted estimator that predicts exactly as the saved one."""
+    from dlforge.config import load_config
+    from dlforge.data.features import LabelEncoder, TextTokenizer
+    from dlforge.estimators import TextClassifier, _label_array
+    from dlforge.models.registry import build_model
+    from dlforge.train.device import resolve_device, resolve_precision
+
+    path = Path(path)
+    check_run(path)
+    try:
+        cfg = load_config(path / "config.yaml")
+    except DlforgeError as err:
+        raise RunDirError(f"{path}: config.yaml does not validate: {err}") from None
+    labels = LabelEncoder.load(path / "labels.json")
+    tok = TextTokenizer.load(path / "tokenizer.json", cfg.text.max_length)
+    net = build_model(cfg.model, tok.vocab_size, cfg.text.max_length, labels.n_outputs)
+    dev = resolve_device(device or cfg.train.device)
+    state = load_file(path / "model.safetensors", device="cpu")
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RunDirError(f"{path}: model.safetensors does not match config.yaml "
+                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    clf = TextClassifier(config=cfg, verbose=0)
+    clf.config_ = cfg
+    clf.labels_ = labels
+    clf.classes_ = _label_array(labels.classes)
+    clf.tokenizer_ = tok
+    clf.model_ = net.to(dev).eval()
+    clf.device_ = dev
+    clf.precision_ = resolve_precision(cfg.train.precision, dev)
+    clf.metrics_ = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    data_json = path / "data.json"
+    clf.data_report_ = (json.loads(data_json.read_text(encoding="utf-8"))
+                        if data_json.is_file() else {})
+    clf.history_ = _read_history(path / "history.csv")
+    clf.best_epoch_ = clf.metrics_.get("best_epoch", 0)
+    clf.baseline_ = np.asarray(clf.data_report_.get("baseline_majority", [0]), dtype=np.int64)
+    return clf
+
+
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file() or path.stat().st_size == 0:
+        return []
+    with path.open(encoding="utf-8") as fh:
+        return [{k: _num(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _num(v: str) -> Any:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return v
+    return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f

@@ -1,0 +1,1 @@
+"""Step 4: the training loop, its callbacks and metrics."""

@@ -1,0 +1,143 @@
+"""Classification metrics (scikit-learn underneath) and the plots that show them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+__all__ = ["baseline_metrics", "classification_metrics", "monitor_mode", "probabilities",
+           "plot_confusion", "plot_history", "predict_indices"]
+
+
+def probabilities(kind: str, logits: np.ndarray) -> np.ndarray:
+    """Logits to probabilities: (N, 2) for binary, (N, C) softmax or per-class sigmoid."""
+    logits = logits.astype(np.float64)
+    if kind == "binary":
+        p1 = 1.0 / (1.0 + np.exp(-logits[:, 0]))
+        return np.stack([1.0 - p1, p1], axis=1)
+    if kind == "multilabel":
+        return 1.0 / (1.0 + np.exp(-logits))
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def predict_indices(kind: str, proba: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    if kind == "multilabel":
+        return (proba >= threshold).astype(np.int64)
+    if kind == "binary":
+        return (proba[:, 1] >= threshold).astype(np.int64)
+    return proba.argmax(axis=1)
+
+
+def classification_metrics(kind: str, y_true: np.ndarray, proba: np.ndarray,
+                           classes: list[Any], full: bool = True) -> dict[str, Any]:
+    """accuracy, macro-F1, ROC-AUC (binary) and, with ``full``, per-class precision/recall/F1
+    and the confusion matrix. For multi-label, accuracy is the exact-match (subset) accuracy."""
+    y_pred = predict_indices(kind, proba)
+    y_true = np.asarray(y_true)
+    labels = list(range(len(classes)))
+    out: dict[str, Any] = {
+        "n": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0,
+                                   **({} if kind == "multilabel" else {"labels": labels}))),
+    }
+    if kind == "binary":
+        out["roc_auc"] = (float(roc_auc_score(y_true, proba[:, 1]))
+                          if len(np.unique(y_true)) == 2 else None)
+    if kind == "multilabel":
+        out["micro_f1"] = float(f1_score(y_true, y_pred, average="micro", zero_division=0))
+    if not full:
+        return out
+    p, r, f, s = precision_recall_fscore_support(
+        y_true, y_pred, zero_division=0, **({} if kind == "multilabel" else {"labels": labels}))
+    out["per_class"] = {
+        str(c): {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                 "support": int(s[i])} for i, c in enumerate(classes)}
+    if kind != "multilabel":
+        out["confusion_matrix"] = confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    return out
+
+
+def baseline_metrics(kind: str, y_train: np.ndarray, y_eval: np.ndarray,
+                     classes: list[Any]) -> dict[str, Any]:
+    """The majority-class baseline: always predict the most frequent training label (for
+    multi-label, each label's majority value)."""
+    if kind == "multilabel":
+        majority = (np.asarray(y_train).mean(axis=0) >= 0.5).astype(np.int64)
+        y_pred = np.tile(majority, (len(y_eval), 1))
+        name = [classes[j] for j in np.flatnonzero(majority)]
+    else:
+        counts = np.bincount(np.asarray(y_train), minlength=len(classes))
+        y_pred = np.full(len(y_eval), int(counts.argmax()))
+        name = classes[int(counts.argmax())]
+    kw = {} if kind == "multilabel" else {"labels": list(range(len(classes)))}
+    return {
+        "strategy": "majority class",
+        "predicts": name,
+        "accuracy": float(accuracy_score(y_eval, y_pred)),
+        "macro_f1": float(f1_score(y_eval, y_pred, average="macro", zero_division=0, **kw)),
+    }
+
+
+def monitor_mode(metric: str) -> str:
+    return "min" if metric == "loss" else "max"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(rows: list[dict[str, Any]], metric: str, path: Path) -> None:
+    """Loss (train and validation) and the monitored metric per epoch, side by side."""
+    plt = _pyplot()
+    epochs = [r["epoch"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
+    a.plot(epochs, [r["val_loss"] for r in rows], "o-", label="validation")
+    a.set(xlabel="epoch", ylabel="loss", title="Loss")
+    a.legend()
+    key = f"val_{metric}"
+    b.plot(epochs, [r.get(key) for r in rows], "o-", color="C2")
+    b.set(xlabel="epoch", ylabel=metric, title=f"Validation {metric}")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.set_xticks(epochs)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(matrix: list[list[int]], classes: list[Any], path: Path,
+                   title: str = "Confusion matrix") -> None:
+    plt = _pyplot()
+    m = np.asarray(matrix)
+    size = max(3.5, 0.6 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(m, cmap="Blues")
+    ticks = range(len(classes))
+    ax.set_xticks(ticks, [str(c) for c in classes], rotation=45, ha="right")
+    ax.set_yticks(ticks, [str(c) for c in classes])
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center",
+                    color="white" if m[i, j] > m.max() / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,260 @@
+"""One training loop for every model family.
+
+Go deeper in steps: ``fit()`` for everyone; subclass and override ``train_step()`` or
+``compute_loss()``; or write your own loop from the same parts (model, loaders, optimizer).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader
+
+from dlforge.config import TrainConfig
+from dlforge.train.callbacks import Callback, EarlyStopping, Progress
+from dlforge.train.device import autocast, resolve_device, resolve_precision
+from dlforge.train.metrics import monitor_mode
+
+__all__ = ["Trainer", "make_optimizer", "make_scheduler", "predict_logits"]
+
+MetricFn = Callable[[np.ndarray, np.ndarray], dict[str, Any]]
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; weight decay on weight matrices only (not biases, norms or 1-D parameters)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig,
+                   total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup`` of the steps, then cosine (or linear) decay to zero."""
+    warm = int(cfg.warmup * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        if cfg.schedule == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class Trainer:
+    """Train ``model`` on batches of ``{"input_ids", "attention_mask", "labels"}``.
+
+    ``kind`` (binary, category, multilabel) picks the loss: BCE-with-logits on one logit,
+    softmax cross-entropy, or per-class BCE. ``metric_fn(y_true, logits)`` scores validation.
+    With ``checkpoint_dir`` the last and best weights and the full training state are written
+    after every epoch, and ``fit(resume=True)`` continues from them to the same result.
+    """
+
+    def __init__(self, model: nn.Module, kind: str, cfg: TrainConfig, metric_fn: MetricFn,
+                 monitor: str, callbacks: Sequence[Callback] = (),
+                 checkpoint_dir: str | Path | None = None, verbose: int = 1,
+                 log: Callable[[str], None] | None = None):
+        self.cfg = cfg
+        self.kind = kind
+        self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.model = model.to(self.device)
+        self.metric_fn = metric_fn
+        self.monitor = monitor
+        self.mode = monitor_mode(monitor)
+        self.callbacks = list(callbacks)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.verbose = verbose
+        self._log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+        self.should_stop = False
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best_score": None,
+                                      "best_epoch": 0, "bad_epochs": 0, "history": []}
+        self._forward = model
+        if cfg.compile:
+            self._forward = torch.compile(model, dynamic=True)
+
+    def log(self, msg: str) -> None:
+        if self.verbose:
+            self._log(msg)
+
+    # ------------------------------------------------------------------ the steps
+    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if self.kind == "binary":
+            return F.binary_cross_entropy_with_logits(logits[:, 0], labels.float())
+        if self.kind == "multilabel":
+            return F.binary_cross_entropy_with_logits(logits, labels.float())
+        return F.cross_entropy(logits, labels)
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> float:
+        batch = self._to_device(batch)
+        with autocast(self.device, self.precision):
+            logits = self._forward(batch["input_ids"], batch["attention_mask"])
+        loss = self.compute_loss(logits, batch["labels"])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return float(loss.detach())
+
+    def predict_logits(self, loader: DataLoader) -> np.ndarray:
+        return predict_logits(self._forward, loader, self.device, self.precision)
+
+    def evaluate(self, loader: DataLoader, targets: np.ndarray) -> dict[str, Any]:
+        logits = self.predict_logits(loader)
+        loss = float(self.compute_loss(torch.from_numpy(logits), torch.from_numpy(targets)))
+        return {"loss": loss, **self.metric_fn(targets, logits)}
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, train_loader: DataLoader, val_loader: DataLoader, val_targets: np.ndarray,
+            resume: bool = False) -> list[dict[str, Any]]:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        steps_per_epoch = len(train_loader)
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg, cfg.epochs * steps_per_epoch)
+        if resume:
+            self.load_checkpoint()
+        callbacks = list(self.callbacks)
+        if cfg.patience:
+            callbacks.append(EarlyStopping(cfg.patience))
+        if self.verbose:
+            callbacks.append(Progress(cfg.epochs, steps_per_epoch))
+        for cb in callbacks:
+            cb.on_train_begin(self)
+        self.should_stop = bool(self.state.get("stopped"))
+        sampler = train_loader.batch_sampler
+        for epoch in range(self.state["epoch"] + 1, cfg.epochs + 1):
+            if self.should_stop:
+                break
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
+            for cb in callbacks:
+                cb.on_epoch_begin(self, epoch)
+            self.model.train()
+            t0, seen, loss_sum = time.perf_counter(), 0, 0.0
+            for step, batch in enumerate(train_loader, start=1):
+                n = len(batch["labels"])
+                loss = self.train_step(batch)
+                seen += n
+                loss_sum += loss * n
+                self.state["step"] += 1
+                for cb in callbacks:
+                    cb.on_batch_end(self, step, loss, n)
+            elapsed = time.perf_counter() - t0
+            val = self.evaluate(val_loader, val_targets)
+            row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
+                   **{f"val_{k}": v for k, v in val.items() if not isinstance(v, dict | list)},
+                   "lr": self.scheduler.get_last_lr()[0], "seconds": elapsed,
+                   "samples_per_s": seen / max(elapsed, 1e-9)}
+            self._track_best(epoch, row[f"val_{self.monitor}"])
+            self.state["epoch"] = epoch
+            self.state["history"].append(row)
+            for cb in callbacks:
+                cb.on_epoch_end(self, row)
+            self.state["stopped"] = self.should_stop
+            if self.checkpoint_dir is not None:
+                self.save_checkpoint()
+        for cb in callbacks:
+            cb.on_train_end(self)
+        if self.best_weights is not None:
+            self.model.load_state_dict(self.best_weights)
+        return self.state["history"]
+
+    def _track_best(self, epoch: int, score: float | None) -> None:
+        if score is None or (isinstance(score, float) and math.isnan(score)):
+            score = -math.inf if self.mode == "max" else math.inf
+        best = self.state["best_score"]
+        better = best is None or (score > best if self.mode == "max" else score < best)
+        if better:
+            self.state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
+            self.best_weights = copy.deepcopy(self.model.state_dict())
+            if self.checkpoint_dir is not None:
+                self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+                save_file(_contiguous(self.best_weights), self.checkpoint_dir / "best.safetensors")
+        else:
+            self.state["bad_epochs"] += 1
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> None:
+        """Last weights (safetensors) and the training state (our own tensors and numbers,
+        loaded back with ``weights_only=True``), each written to a temp name and renamed."""
+        d = self.checkpoint_dir
+        assert d is not None
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / ".last.safetensors.tmp"
+        save_file(_contiguous(self.model.state_dict()), tmp)
+        tmp.replace(d / "last.safetensors")
+        state = {
+            "trainer": {k: v for k, v in self.state.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        tmp = d / ".train_state.pt.tmp"
+        torch.save(state, tmp)
+        tmp.replace(d / "train_state.pt")
+
+    def load_checkpoint(self) -> None:
+        d = self.checkpoint_dir
+        assert d is not None
+        state = torch.load(d / "train_state.pt", weights_only=True, map_location="cpu")
+        self.model.load_state_dict(load_file(d / "last.safetensors", device=str(self.device)))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.state = state["trainer"]
+        if (d / "best.safetensors").exists():
+            self.best_weights = load_file(d / "best.safetensors", device=str(self.device))
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device,
+                   precision: str) -> np.ndarray:
+    """Logits in the dataset's order (the loader may batch in length order)."""
+    model.eval()
+    order, outs = [], []
+    for idx in loader.batch_sampler:
+        batch = loader.collate_fn([loader.dataset[i] for i in idx])
+        ids = batch["input_ids"].to(device)
+        mask = batch["attention_mask"].to(device)
+        with autocast(device, precision):
+            logits = model(ids, mask)
+        outs.append(logits.float().cpu().numpy())
+        order.extend(idx)
+    out = np.empty((len(order), outs[0].shape[1]), dtype=np.float32)
+    out[np.asarray(order)] = np.concatenate(outs)
+    return out
+
+
+def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous() for k, v in sd.items()}
