@@ -1,0 +1,163 @@
+"""File-level operations behind the CLI: train from a config, evaluate, predict, info.
+
+Each one reads files, calls the estimator, and writes its outputs atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dlforge.config import RunConfig, load_config
+from dlforge.data.clean import clean_frame
+from dlforge.data.io import read_table, require_columns
+from dlforge.errors import DataError, RunDirError
+from dlforge.estimators import TextClassifier
+from dlforge.run import MANIFEST, check_run, load, partial_dir, save_run
+
+__all__ = ["evaluate", "info", "predict", "train"]
+
+
+def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+          verbose: int = 1, callbacks: tuple = ()) -> TextClassifier:
+    """Train the run ``cfg`` describes into the run directory ``out``.
+
+    Checkpoints go to a hidden ``.NAME.partial`` folder beside ``out`` after every epoch; if
+    training is interrupted, ``resume=True`` continues from there (with the saved config) to
+    the same result an uninterrupted run gives.
+    """
+    out = Path(out)
+    work = partial_dir(out)
+    if resume:
+        if not (work / "checkpoints" / "train_state.pt").is_file():
+            if (out / MANIFEST).is_file():
+                raise RunDirError(f"{out}: this run is complete; there is nothing to resume")
+            raise RunDirError(f"{out}: no unfinished run to resume (looked in {work})")
+        cfg = load_config(work / "config.yaml")
+    else:
+        if out.exists() and not out.is_dir():
+            raise RunDirError(f"{out}: exists and is a file; choose another --out folder")
+        if out.is_dir() and any(out.iterdir()):
+            if not (out / MANIFEST).exists():
+                raise RunDirError(f"{out}: exists and is not a dlforge run; choose another "
+                                  "--out folder")
+            if not overwrite:
+                raise RunDirError(f"{out}: a run already exists there; pass --overwrite to "
+                                  "replace it or choose another --out folder")
+        if work.exists():
+            shutil.rmtree(work)
+    if cfg.data.path is None:
+        raise DataError("data.path: no data file given; use --data FILE or data.path in the "
+                        "config")
+    df = read_table(cfg.data.path, cfg.data.format)
+    require_columns(df, {cfg.text.name: "--text", cfg.output.name: "--label"}, cfg.data.path)
+    clf = TextClassifier(config=cfg, verbose=verbose)
+    clf._fit_frame(df, cfg, source=str(cfg.data.path), workdir=work, resume=resume,
+                   callbacks=callbacks)
+    save_run(clf, out, checkpoints=work / "checkpoints")
+    shutil.rmtree(work, ignore_errors=True)
+    return clf
+
+
+def _load_eval_frame(clf: TextClassifier, data: str | Path, text: str | None,
+                     label: str | None) -> tuple[pd.DataFrame, str, str | None]:
+    df = read_table(data)
+    text_col = text or clf.config_.text.name
+    cols = {text_col: "--text"}
+    if label is not None:
+        cols[label] = "--label"
+    require_columns(df, cols, str(data))
+    return df, text_col, label
+
+
+def evaluate(run_dir: str | Path, data: str | Path, *, text: str | None = None,
+             label: str | None = None) -> dict[str, Any]:
+    """Score a run on a labelled file: the same metrics as training, with the baseline."""
+    clf = load(run_dir)
+    label = label or clf.config_.output.name
+    df, text_col, _ = _load_eval_frame(clf, data, text, label)
+    clean = clf.config_.data.clean.model_copy(update={"drop_duplicates": False,
+                                                      "drop_missing_label": True})
+    df, report = clean_frame(df, text_col, label, clean, source=str(data))
+    metrics = clf.evaluate(df[text_col], df[label])
+    metrics["cleaning"] = report
+    return metrics
+
+
+def predict(run_dir: str | Path, data: str | Path, out: str | Path, *,
+            text: str | None = None) -> pd.DataFrame:
+    """Predict every row of ``data``; write its columns plus ``prediction`` and one
+    ``proba_<class>`` column per class to ``out`` (format from its extension)."""
+    clf = load(run_dir)
+    df, text_col, _ = _load_eval_frame(clf, data, text, None)
+    proba = clf.predict_proba(df[text_col])
+    pred = clf.predict(df[text_col])
+    result = df.copy()
+    kind, classes = clf.labels_.kind, clf.labels_.classes
+    sep = clf.config_.output.separator
+    result["prediction"] = [sep.join(map(str, p)) for p in pred] if kind == "multilabel" else pred
+    for j, c in enumerate(classes):
+        result[f"proba_{c}"] = proba[:, j]
+    write_table(result, Path(out))
+    return result
+
+
+def write_table(df: pd.DataFrame, out: Path) -> None:
+    """Write CSV/TSV/JSONL/Parquet by extension, to a temp file renamed into place."""
+    suffix = out.suffix.lower()
+    if suffix not in (".csv", ".tsv", ".jsonl", ".parquet"):
+        raise DataError(f"{out}: unsupported output format {suffix or '(none)'!r}; use .csv, "
+                        ".tsv, .jsonl or .parquet")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        elif suffix == ".tsv":
+            df.to_csv(tmp, sep="\t", index=False)
+        elif suffix == ".jsonl":
+            df.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        else:
+            df.to_parquet(tmp, index=False)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def info(run_dir: str | Path) -> dict[str, Any]:
+    """What a run is: task, model, size, data, metrics, files."""
+    path = Path(run_dir)
+    manifest = check_run(path)
+    cfg = load_config(path / "config.yaml")
+    from safetensors import safe_open
+
+    with safe_open(path / "model.safetensors", framework="pt") as fh:
+        n_params = sum(_prod(fh.get_slice(k).get_shape()) for k in fh.keys())
+    return {
+        "path": str(path),
+        "task": manifest["task"],
+        "created": manifest["created"],
+        "dlforge_version": manifest["dlforge_version"],
+        "model": cfg.model.model_dump(),
+        "parameters": n_params,
+        "labels": json.loads((path / "labels.json").read_text(encoding="utf-8")),
+        "data": json.loads((path / "data.json").read_text(encoding="utf-8"))
+        if (path / "data.json").is_file() else {},
+        "metrics": json.loads((path / "metrics.json").read_text(encoding="utf-8")),
+        "files": sorted(manifest["files"]),
+    }
+
+
+def _prod(shape: list[int]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n

