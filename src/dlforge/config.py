@@ -80,6 +80,16 @@ class TextInput(_Strict):
     lowercase: bool = True
     min_frequency: int = Field(2, ge=1)
 
+    @model_validator(mode="after")
+    def _bpe_needs_room_for_merges(self) -> TextInput:
+        # Byte-level BPE starts from 256 byte symbols + 5 special tokens; below that it can
+        # learn no merge and every text becomes single bytes.
+        if self.tokenizer == "bpe" and self.vocab_size < 300:
+            raise ValueError(f"vocab_size {self.vocab_size} is too small for the byte-level BPE "
+                             "tokenizer (256 byte symbols come first); use at least 300, or "
+                             "tokenizer: wordpiece")
+        return self
+
 
 class OutputConfig(_Strict):
     name: str  # the column holding the label
@@ -139,8 +149,8 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.01, ge=0.0)
     warmup: float = Field(0.1, ge=0.0, lt=1.0)  # fraction of all steps spent warming up
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    grad_clip: float | None = Field(1.0, gt=0.0)
-    patience: int | None = Field(3, ge=1)  # early stopping; None trains every epoch
+    grad_clip: float | None = Field(1.0, ge=0.0)  # 0 or None: no clipping
+    patience: int | None = Field(3, ge=0)  # early stopping; 0 or None: every epoch
     monitor: Literal["auto", "loss", "accuracy", "macro_f1", "roc_auc"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
@@ -225,6 +235,9 @@ def validate_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of keys at the top level, got "
                           f"{type(data).__name__}")
+    model = data.get("model")
+    if isinstance(model, dict) and "name" not in model:
+        data = {**data, "model": {"name": "transformer", **model}}  # the default family
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:

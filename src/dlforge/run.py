@@ -148,15 +148,16 @@ def _history_csv(rows: list[dict[str, Any]]) -> str:
 def read_manifest(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
-        raise RunDirError(f"{path}: no such run directory")
+        hint = ""
+        if partial_dir(path).is_dir():
+            hint = (f" (an unfinished run is in {partial_dir(path)}: finish it with "
+                    f"dlforge train --resume {path})")
+        raise RunDirError(f"{path}: no such run directory{hint}")
     if not path.is_dir():
         raise RunDirError(f"{path}: is a file, not a run directory")
     mf = path / MANIFEST
     if not mf.is_file():
-        hint = ""
-        if partial_dir(path).is_dir():
-            hint = f" (an unfinished run is in {partial_dir(path)}: finish it with --resume)"
-        raise RunDirError(f"{path}: not a dlforge run directory: {MANIFEST} is missing{hint}")
+        raise RunDirError(f"{path}: not a dlforge run directory: {MANIFEST} is missing")
     try:
         manifest = json.loads(mf.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):

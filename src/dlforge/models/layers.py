@@ -113,15 +113,16 @@ class ConvBank(nn.Module):
         x = x.transpose(1, 2)
         kmax = max(self.kernel_sizes)
         if x.shape[2] < kmax:
-            pad = kmax - x.shape[2]
-            x = F.pad(x, (0, pad))
-            mask = F.pad(mask, (0, pad), value=False)
+            x = F.pad(x, (0, kmax - x.shape[2]))  # zeros, like the [PAD] embedding
+        lengths = mask.sum(1, keepdim=True)  # (B, 1)
         pooled = []
         for k, conv in zip(self.kernel_sizes, self.convs, strict=True):
             h = F.relu(conv(x))  # (B, F, T-k+1)
-            # A window is valid if it starts on a real token; windows wholly in padding are out.
-            valid = mask[:, : h.shape[2]].unsqueeze(1)
-            h = h.masked_fill(~valid, float("-inf"))
+            # Windows wholly inside the text count; a text shorter than k keeps its first
+            # window (zero-padded). So a text's output never depends on the batch's padding.
+            start = torch.arange(h.shape[2], device=h.device)[None, :]  # (1, T-k+1)
+            valid = start <= (lengths - k).clamp_min(0)  # (B, T-k+1)
+            h = h.masked_fill(~valid.unsqueeze(1), float("-inf"))
             pooled.append(h.max(dim=2).values)  # (B, F)
         return torch.cat(pooled, dim=1)  # (B, F * len(kernel_sizes))
 

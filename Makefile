@@ -1,0 +1,27 @@
+# Set-up is part of every target: a fresh machine with Python 3.11 needs nothing else.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: quickstart test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+quickstart: $(STAMP)  ## train the article's Transformer on real tweets, end to end
+	$(BIN)/dlforge quickstart
+
+test: $(STAMP)  ## lint, then the test suite
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/pytest
+
+bench: $(STAMP)  ## training-throughput benchmark against hand-written PyTorch and HF Trainer
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

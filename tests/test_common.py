@@ -1,0 +1,38 @@
+"""Every registered model family passes the shared contract."""
+
+import pytest
+import torch
+
+from dlforge.config import validate_config
+from dlforge.models.registry import MODELS, build_model
+from dlforge.testing import TINY_MODELS, check_model
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_check_model(name):
+    check_model(name)
+
+
+def test_every_family_has_a_tiny_config():
+    assert set(TINY_MODELS) == set(MODELS)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_rnn_cells_and_directions(cell):
+    for bidirectional in (True, False):
+        cfg = validate_config({"inputs": [{"name": "t"}], "output": {"name": "y"},
+                               "model": {"name": "rnn", "cell": cell, "hidden": 6,
+                                         "d_model": 8, "layers": 2,
+                                         "bidirectional": bidirectional}})
+        m = build_model(cfg.model, 30, 10, 2).eval()
+        ids = torch.randint(1, 30, (3, 5))
+        assert m(ids, torch.ones(3, 5, dtype=torch.bool)).shape == (3, 2)
+
+
+def test_article_model_shape():
+    """Embedding(10000→512) → Transformer(4 heads, d_model 512) → one output."""
+    cfg = validate_config({"inputs": [{"name": "t"}], "output": {"name": "y"}})
+    m = build_model(cfg.model, 10_000, 128, 1)
+    assert m.embed.tok.weight.shape == (10_000, 512)
+    assert m.blocks[0].attn.heads == 4
+    assert m.head.out.out_features == 1
