@@ -1,18 +1,11 @@
 """Training throughput of dlforge's Transformer classifier on the tweets task, against baselines.
 
-Every contender trains the same model shape (1 layer, d_model 512, 4 heads, FFN 2048) on the same
-tokens, in this one process, for the same number of epochs:
-
-  dlforge          dlforge's Trainer, precision "auto" (bf16 autocast where the CPU has it)
-  dlforge-fp32     dlforge's Trainer, precision "fp32"
-  hand-fp32/-bf16  a minimal PyTorch loop over the identical model and the identical batches
-  hf-padded        Hugging Face BertForSequenceClassification + transformers.Trainer, every
-                   sequence padded to 128 (default_data_collator), fp32
-  hf-fp32/-bf16    the same with DataCollatorWithPadding and length-grouped sampling
-  dlforge-compile  (--compile) dlforge's Trainer with torch.compile(dynamic=True), bf16
-
-samples/s counts training-loop time only (no validation); with 2+ epochs the first epoch
-(warm-up, compilation) is left out. Run: python benchmarks/train_throughput.py [--smoke]
+Every contender trains the same shape (1 layer, d_model 512, 4 heads, FFN 2048) on the same tokens,
+in this one process, for the same epochs: dlforge's Trainer (default precision, and fp32), a
+hand-written PyTorch loop over the identical model and batches (fp32, bf16), and Hugging Face
+BertForSequenceClassification + transformers.Trainer (padded to 128; dynamic padding with length
+grouping in fp32 and bf16). samples/s counts training-loop time only; with 2+ epochs the first
+epoch (warm-up, compilation) is left out. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -31,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from importlib.metadata import version as _version
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +48,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SEED, VOCAB, MAX_LEN, BATCH, LR = 0, 10_000, 128, 64, 5e-4
 D_MODEL, HEADS, LAYERS, FFN, DROPOUT = 512, 4, 1, 2048, 0.1
 RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.json"
-LABELS = {  # key -> row label, in run order
-    "dlforge": "dlforge (default precision)",
-    "dlforge-fp32": "dlforge fp32",
-    "hand-fp32": "hand-written loop, fp32",
-    "hand-bf16": "hand-written loop, bf16",
-    "hf-padded": "HF padded to max_length",
-    "hf-fp32": "HF fastest fp32",
-    "hf-bf16": "HF fastest bf16",
-    "dlforge-compile": "dlforge + torch.compile",
-}
 
 
 # ------------------------------------------------------------------------------------ data
@@ -106,10 +90,8 @@ def _status_bytes(key: str) -> int:
 def _rss() -> int:
     try:
         return _status_bytes("VmRSS")
-    except (OSError, KeyError):
-        import psutil  # not on Linux: psutil, if installed
-
-        return psutil.Process().memory_info().rss
+    except (OSError, KeyError):  # not Linux: psutil, if installed
+        return __import__("psutil").Process().memory_info().rss
 
 
 class PeakRSS:
@@ -292,23 +274,24 @@ def run_hf(data: Data, epochs: int, variant: str) -> Result:
         trainer = transformers.Trainer(
             model=model, args=args, data_collator=collator, callbacks=[timer],
             train_dataset=DictDataset(data.train_ids, data.train_y, pad_to))
+        trainer.remove_callback(transformers.trainer_callback.PrinterCallback)  # no metric dicts
         metrics = trainer.train().metrics
         pred = trainer.predict(DictDataset(data.val_ids, data.val_y, pad_to))
     acc = float((pred.predictions.argmax(-1) == data.val_y).mean())
     return Result("bf16" if bf16 else "fp32", timer.seconds, len(data.train_ids), acc,
                   {"hf_train_samples_per_second": metrics["train_samples_per_second"],
-                   "transformers": transformers.__version__, "training_args": sorted(kw)})
+                   "training_args": sorted(kw)})
 
 
-CONTENDERS: dict[str, Callable[[Data, int], Result]] = {
-    "dlforge": lambda d, e: run_dlforge(d, e, "auto"),
-    "dlforge-fp32": lambda d, e: run_dlforge(d, e, "fp32"),
-    "hand-fp32": lambda d, e: run_handwritten(d, e, "fp32"),
-    "hand-bf16": lambda d, e: run_handwritten(d, e, "bf16"),
-    "hf-padded": lambda d, e: run_hf(d, e, "hf-padded"),
-    "hf-fp32": lambda d, e: run_hf(d, e, "hf-fp32"),
-    "hf-bf16": lambda d, e: run_hf(d, e, "hf-bf16"),
-    "dlforge-compile": lambda d, e: run_dlforge(d, e, "bf16", compile=True),
+CONTENDERS: dict[str, tuple[str, Callable[[Data, int], Result]]] = {  # key: (row, run)
+    "dlforge": ("dlforge (default precision)", lambda d, e: run_dlforge(d, e, "auto")),
+    "dlforge-fp32": ("dlforge fp32", lambda d, e: run_dlforge(d, e, "fp32")),
+    "hand-fp32": ("hand-written loop, fp32", lambda d, e: run_handwritten(d, e, "fp32")),
+    "hand-bf16": ("hand-written loop, bf16", lambda d, e: run_handwritten(d, e, "bf16")),
+    "hf-padded": ("HF padded to max_length", lambda d, e: run_hf(d, e, "hf-padded")),
+    "hf-fp32": ("HF fastest fp32", lambda d, e: run_hf(d, e, "hf-fp32")),
+    "hf-bf16": ("HF fastest bf16", lambda d, e: run_hf(d, e, "hf-bf16")),
+    "dlforge-compile": ("dlforge + torch.compile", lambda d, e: run_dlforge(d, e, "bf16", True)),
 }
 
 
@@ -316,7 +299,7 @@ CONTENDERS: dict[str, Callable[[Data, int], Result]] = {
 def summarise(runs: dict[str, list[Result]]) -> dict[str, dict[str, Any]]:
     out = {}
     for key, rs in runs.items():
-        out[key] = {"label": LABELS[key], "precision": rs[0].precision,
+        out[key] = {"label": CONTENDERS[key][0], "precision": rs[0].precision,
                     "samples_per_s": statistics.median(r.samples_per_s for r in rs),
                     "accuracy": statistics.median(r.accuracy for r in rs),
                     "peak_mb": statistics.median(r.peak_mb for r in rs)}
@@ -371,17 +354,18 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--smoke", action="store_true", help="600 training tweets, 1 epoch")
-    ap.add_argument("--only", help="comma-separated subset of: " + ", ".join(LABELS))
+    ap.add_argument("--only", help="comma-separated subset of: " + ", ".join(CONTENDERS))
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--compile", action="store_true", help="add dlforge-compile")
     args = ap.parse_args()
-    keys = [k for k in LABELS if k != "dlforge-compile" or args.compile]
+    keys = [k for k in CONTENDERS if k != "dlforge-compile" or args.compile]
     if args.only:
         wanted = [k.strip() for k in args.only.split(",") if k.strip()]
-        unknown = sorted(set(wanted) - set(LABELS))
+        unknown = sorted(set(wanted) - set(CONTENDERS))
         if unknown:
-            ap.error(f"unknown contender(s) {', '.join(unknown)}; choose from {', '.join(LABELS)}")
-        keys = [k for k in LABELS if k in wanted]
+            ap.error(f"unknown contender(s) {', '.join(unknown)}; choose from "
+                     + ", ".join(CONTENDERS))
+        keys = [k for k in CONTENDERS if k in wanted]
     epochs = 1 if args.smoke else args.epochs
     torch.set_num_threads(args.threads)
     torch.manual_seed(SEED)
@@ -394,11 +378,11 @@ def main() -> None:
     for rep in range(args.repeats):  # A/B/A/B: every contender once per repeat
         for key in keys:
             with PeakRSS() as mem:
-                res = CONTENDERS[key](data, epochs)
+                res = CONTENDERS[key][1](data, epochs)
             res.peak_mb = mem.mb
             res.extra["memory_method"] = mem.method
             runs[key].append(res)
-            print(f"[{rep + 1}/{args.repeats}] {LABELS[key]:<28} {res.samples_per_s:8.1f} "
+            print(f"[{rep + 1}/{args.repeats}] {CONTENDERS[key][0]:<28} {res.samples_per_s:8.1f} "
                   f"samples/s  acc {res.accuracy:.4f}  peak +{mem.mb:.0f} MB", flush=True)
             gc.collect()
 
@@ -410,6 +394,7 @@ def main() -> None:
         "settings": {**vars(args), "epochs": epochs, "n_train": len(data.train_ids),
                      "n_val": len(data.val_ids), "vocab_size": data.tok.vocab_size,
                      "threads": torch.get_num_threads(), "torch": torch.__version__,
+                     "transformers": _version("transformers"),
                      "machine": platform.machine(), "cpu_count": os.cpu_count()},
         "summary": summary, "checks": cks,
         "runs": {k: [{**asdict(r), "samples_per_s": r.samples_per_s} for r in rs]

@@ -140,7 +140,7 @@ def info(run_dir: str | Path) -> dict[str, Any]:
     from safetensors import safe_open
 
     with safe_open(path / "model.safetensors", framework="pt") as fh:
-        n_params = sum(_prod(fh.get_slice(k).get_shape()) for k in fh.keys())
+        n_params = sum(_prod(fh.get_slice(k).get_shape()) for k in fh.keys())  # noqa: SIM118 (safe_open)
     return {
         "path": str(path),
         "task": manifest["task"],

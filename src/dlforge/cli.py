@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from dlforge.errors import ConfigError, DlforgeError
@@ -129,7 +128,12 @@ def train(
                               "needs --data FILE --text COLUMN --label COLUMN")
         cfg = validate_config(apply_overrides({"inputs": [{}], "output": {}}, flags),
                               source="options")
-    clf = api.train(cfg, out, overwrite=overwrite, verbose=0 if quiet else 1)
+    try:
+        clf = api.train(cfg, out, overwrite=overwrite, verbose=0 if quiet else 1)
+    except KeyboardInterrupt:
+        _err(f"interrupted; continue from the last finished epoch with: dlforge train "
+             f"--resume {out}")
+        raise typer.Exit(130) from None
     _report_trained(clf, out)
 
 
@@ -264,22 +268,14 @@ def quickstart(
 
 # ----------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code (usage errors and user errors: 2)."""
     try:
-        app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as e:
-        return int(e.exit_code or 0)
-    except click.exceptions.UsageError as e:
-        e.show()
-        return 2
-    except click.exceptions.Abort:
-        _err("aborted")
-        return 130
+        app(args=argv, standalone_mode=True)  # typer reports bad flags itself, exit code 2
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except DlforgeError as e:
         _err(str(e))
         return 2
-    except KeyboardInterrupt:
-        _err("interrupted; an interrupted `dlforge train` continues with --resume OUT")
-        return 130
     return 0
 
 

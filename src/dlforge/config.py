@@ -201,7 +201,8 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
             if parent:
                 msg += f"; valid keys here are: {', '.join(parent)}"
         elif e["type"] == "union_tag_invalid":
-            msg = f"unknown model {e.get('ctx', {}).get('tag')!r}; choose one of: {', '.join(MODEL_FAMILIES)}"
+            tag = e.get("ctx", {}).get("tag")
+            msg = f"unknown model {tag!r}; choose one of: {', '.join(MODEL_FAMILIES)}"
         elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict):
             msg += f" (got {e['input']!r})"
         lines.append(f"{source}: {path}: {msg}")
@@ -256,7 +257,8 @@ def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None =
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}:{where} is not valid YAML: {getattr(err, 'problem', err)}") from None
+        problem = getattr(err, "problem", err)
+        raise ConfigError(f"{p}:{where} is not valid YAML: {problem}") from None
     if data is None:
         raise ConfigError(f"{p}: the config file is empty")
     if not isinstance(data, dict):
@@ -276,9 +278,10 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
 
     out = copy.deepcopy(data)
     new_family = overrides.get("model.name")
-    if new_family is not None and isinstance(out.get("model"), dict):
-        if out["model"].get("name", "transformer") != new_family:
-            out["model"] = {}
+    model = out.get("model")
+    if (new_family is not None and isinstance(model, dict)
+            and model.get("name", "transformer") != new_family):
+        out["model"] = {}
     for key, value in overrides.items():
         node: Any = out
         parts = key.split(".")

@@ -8,7 +8,8 @@ from sklearn.model_selection import train_test_split
 __all__ = ["stratified_split"]
 
 
-def stratified_split(strata: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(strata: np.ndarray, fraction: float,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (keep, held_out) with ``fraction`` held out, stratified by ``strata`` when every
     class has at least two members (otherwise a plain seeded shuffle split)."""
     n = len(strata)

@@ -6,7 +6,6 @@ NumPy and the tests check these layers against it.
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -82,7 +81,8 @@ class TransformerBlock(nn.Module):
         self.attn = MultiHeadSelfAttention(d_model, heads, attention_dropout, dropout)
         self.ln2 = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(
-            nn.Linear(d_model, ffn_dim), nn.GELU(), nn.Linear(ffn_dim, d_model), nn.Dropout(dropout))
+            nn.Linear(d_model, ffn_dim), nn.GELU(), nn.Linear(ffn_dim, d_model),
+            nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), mask)
