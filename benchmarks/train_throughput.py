@@ -19,12 +19,12 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib.metadata import version as _version
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.json"
 
 # ------------------------------------------------------------------------------------ data
 @dataclass
-class Data:
+class Data:  # token ids per tweet, 0/1 targets
     tok: TextTokenizer
     train_ids: list[np.ndarray]
     train_y: np.ndarray
@@ -355,7 +355,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--smoke", action="store_true", help="600 training tweets, 1 epoch")
     ap.add_argument("--only", help="comma-separated subset of: " + ", ".join(CONTENDERS))
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0))
+                    if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     ap.add_argument("--compile", action="store_true", help="add dlforge-compile")
     args = ap.parse_args()
     keys = [k for k in CONTENDERS if k != "dlforge-compile" or args.compile]
@@ -394,7 +395,7 @@ def main() -> None:
         "settings": {**vars(args), "epochs": epochs, "n_train": len(data.train_ids),
                      "n_val": len(data.val_ids), "vocab_size": data.tok.vocab_size,
                      "threads": torch.get_num_threads(), "torch": torch.__version__,
-                     "transformers": _version("transformers"),
+                     "transformers": getattr(sys.modules.get("transformers"), "__version__", None),
                      "machine": platform.machine(), "cpu_count": os.cpu_count()},
         "summary": summary, "checks": cks,
         "runs": {k: [{**asdict(r), "samples_per_s": r.samples_per_s} for r in rs]
