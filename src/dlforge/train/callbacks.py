@@ -59,14 +59,19 @@ class Progress(Callback):
 
             self._progress = Progress(
                 TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[speed]}"),
+                TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[metric]}"),
+                TextColumn("{task.fields[speed]}"),
                 TimeRemainingColumn(), console=Console(file=self.stream), transient=True)
             self._progress.start()
 
     def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
         self._t0, self._seen, self._loss_sum = time.perf_counter(), 0, 0.0
         if self._progress is not None:
+            last = trainer.state["history"][-1] if trainer.state["history"] else {}
+            metric = last.get(f"val_{trainer.monitor}")
+            shown = f"val {trainer.monitor} {metric:.4f}" if metric is not None else ""
             self._task = self._progress.add_task("train", total=self.steps, loss=0.0, speed="",
+                                                 metric=shown,
                                                  epoch=f"{epoch}/{self.total_epochs}")
 
     def on_batch_end(self, trainer: Trainer, step: int, loss: float, n: int) -> None:
