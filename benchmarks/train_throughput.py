@@ -219,6 +219,24 @@ class DictDataset(torch.utils.data.Dataset):
         return self.rows[i]
 
 
+@torch.no_grad()
+def hf_accuracy(model: nn.Module, ids: list[np.ndarray], y: np.ndarray) -> float:
+    """Validation accuracy of a BertForSequenceClassification, in the data's own order."""
+    model.eval()
+    device = next(model.parameters()).device
+    preds = []
+    for i in range(0, len(ids), 256):
+        chunk = ids[i:i + 256]
+        width = max(len(x) for x in chunk)
+        input_ids = torch.zeros((len(chunk), width), dtype=torch.long)
+        for r, x in enumerate(chunk):
+            input_ids[r, :len(x)] = torch.from_numpy(x)
+        logits = model(input_ids=input_ids.to(device),
+                       attention_mask=(input_ids != 0).long().to(device)).logits
+        preds.append(logits.argmax(-1).cpu().numpy())
+    return float((np.concatenate(preds) == y).mean())
+
+
 def run_hf(data: Data, epochs: int, variant: str) -> Result:
     import transformers
     from transformers import (
@@ -276,8 +294,9 @@ def run_hf(data: Data, epochs: int, variant: str) -> Result:
             train_dataset=DictDataset(data.train_ids, data.train_y, pad_to))
         trainer.remove_callback(transformers.trainer_callback.PrinterCallback)  # no metric dicts
         metrics = trainer.train().metrics
-        pred = trainer.predict(DictDataset(data.val_ids, data.val_y, pad_to))
-    acc = float((pred.predictions.argmax(-1) == data.val_y).mean())
+    # Not trainer.predict: with group_by_length, transformers 5.x also length-groups the
+    # *evaluation* sampler, so predictions come back shuffled against the labels.
+    acc = hf_accuracy(model, data.val_ids, data.val_y)
     return Result("bf16" if bf16 else "fp32", timer.seconds, len(data.train_ids), acc,
                   {"hf_train_samples_per_second": metrics["train_samples_per_second"],
                    "training_args": sorted(kw)})

@@ -208,3 +208,25 @@ def test_bad_flag_is_a_usage_error(capsys):
 def test_train_without_data_flags(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", "--out", tmp_path / "r")
     assert_user_error(code, err, "missing --data, --text, --label")
+
+
+def test_resume_from_the_shell(toy_csv, tmp_path, capsys):
+    from dlforge import api
+    from dlforge.config import validate_config
+    from tests.test_run import _CrashAt
+
+    cfg = validate_config({"data": {"path": str(toy_csv)},
+                           "inputs": [{"name": "review", "vocab_size": 300, "max_length": 16}],
+                           "output": {"name": "sentiment"},
+                           "model": {"name": "transformer", "d_model": 16, "heads": 2},
+                           "train": {"epochs": 3, "batch_size": 16, "precision": "fp32"}})
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError):
+        api.train(cfg, out, verbose=0, callbacks=(_CrashAt(2),))
+    code, _, err = run_cli(capsys, "train", "--resume", out, "--epochs", "9")
+    assert_user_error(code, err, "--resume continues with the run's saved config", "--epochs")
+    code, _, err = run_cli(capsys, "train", "--resume", out, "--quiet")
+    assert code == 0, err
+    assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 3
+    code, _, err = run_cli(capsys, "train", "--resume", tmp_path / "never")
+    assert_user_error(code, err, "no unfinished run to resume")

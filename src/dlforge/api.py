@@ -24,8 +24,8 @@ from dlforge.run import MANIFEST, check_run, load, partial_dir, save_run
 __all__ = ["evaluate", "info", "predict", "train"]
 
 
-def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
-          verbose: int = 1, callbacks: tuple = ()) -> TextClassifier:
+def train(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
+          overwrite: bool = False, verbose: int = 1, callbacks: tuple = ()) -> TextClassifier:
     """Train the run ``cfg`` describes into the run directory ``out``.
 
     Checkpoints go to a hidden ``.NAME.partial`` folder beside ``out`` after every epoch; if
@@ -40,6 +40,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: b
                 raise RunDirError(f"{out}: this run is complete; there is nothing to resume")
             raise RunDirError(f"{out}: no unfinished run to resume (looked in {work})")
         cfg = load_config(work / "config.yaml")
+    elif cfg is None:
+        raise ValueError("cfg is required unless resume=True")
     else:
         if out.exists() and not out.is_dir():
             raise RunDirError(f"{out}: exists and is a file; choose another --out folder")

@@ -110,7 +110,7 @@ def train(
         if config is not None or given or (out is not None and out != resume):
             raise ConfigError("--resume continues with the run's saved config; pass no config "
                               f"file or other options (got {', '.join(given) or config or out})")
-        clf = api.train(None, resume, resume=True, verbose=0 if quiet else 1)  # type: ignore[arg-type]
+        clf = api.train(None, resume, resume=True, verbose=0 if quiet else 1)
         _report_trained(clf, resume)
         return
     if out is None:

@@ -18,6 +18,8 @@ __all__ = [
     "RecurrentEncoder",
     "TokenPositionEmbedding",
     "TransformerBlock",
+    "attention",
+    "explicit_attention",
     "masked_mean",
 ]
 
@@ -37,8 +39,41 @@ class TokenPositionEmbedding(nn.Module):
         return self.drop(self.tok(input_ids) + self.pos(pos))  # (B, T, C)
 
 
+# Up to this length, attention on the CPU is computed explicitly: PyTorch's CPU flash kernel has
+# a slow backward for short sequences (2-4x slower than the explicit product at T <= 128 in
+# training, batch 64 x 4 heads x 128; see benchmarks/attention_cpu.py). Past it, SDPA wins.
+EXPLICIT_MAX_LEN = 128
+
+
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(Q Kᵀ / √d_k, masked) V, written out; ``key_mask`` (B, 1, 1, T) is True on keys
+    that may be attended to. Same result as SDPA's math back-end."""
+    scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (B, nh, T, T)
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask, float("-inf"))
+    wide = torch.promote_types(scores.dtype, torch.float32)  # softmax in fp32 at least
+    weights = torch.softmax(scores.to(wide), dim=-1).to(v.dtype)
+    return weights @ v  # (B, nh, T, hs)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+              causal: bool = False, dropout_p: float = 0.0) -> torch.Tensor:
+    """Scaled dot-product attention for (B, nh, T, hs) inputs; ``mask`` (B, T) is True on real
+    tokens. ``F.scaled_dot_product_attention`` does the work, except for short sequences on
+    the CPU without attention dropout or a causal mask (see EXPLICIT_MAX_LEN)."""
+    key_mask = None
+    if mask is not None and not bool(mask.all()):
+        key_mask = mask[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
+    if (q.device.type == "cpu" and q.shape[-2] <= EXPLICIT_MAX_LEN and dropout_p == 0.0
+            and not causal):
+        return explicit_attention(q, k, v, key_mask)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=key_mask, is_causal=causal and key_mask is None, dropout_p=dropout_p)
+
+
 class MultiHeadSelfAttention(nn.Module):
-    """softmax(Q Kᵀ / √d_k + mask) V per head, through PyTorch's fused SDPA kernel.
+    """softmax(Q Kᵀ / √d_k + mask) V per head (see :func:`attention`).
 
     ``mask`` is (B, T) bool, True on real tokens; padded keys get no attention. The scale is
     applied *inside* the softmax (the article put it outside: see docs/math.md).
@@ -61,12 +96,8 @@ class MultiHeadSelfAttention(nn.Module):
         q = q.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, T, hs)
-        attn_mask = None
-        if mask is not None and not bool(mask.all()):
-            attn_mask = mask[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, is_causal=self.causal and attn_mask is None,
-            dropout_p=self.attention_dropout if self.training else 0.0)
+        y = attention(q, k, v, mask, causal=self.causal,
+                      dropout_p=self.attention_dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
         return self.drop(self.proj(y))
 
