@@ -36,3 +36,24 @@ def test_article_model_shape():
     assert m.embed.tok.weight.shape == (10_000, 512)
     assert m.blocks[0].attn.heads == 4
     assert m.head.out.out_features == 1
+
+
+def test_dropout_matches_nn_dropout_in_distribution():
+    from dlforge.models.layers import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.25)
+    x = torch.ones(400, 500, requires_grad=True)
+    y = drop(x)
+    zeroed = (y == 0).float().mean().item()
+    assert abs(zeroed - 0.25) < 0.005  # 200k draws: the rate is p
+    assert torch.all((y == 0) | torch.isclose(y, torch.tensor(1 / 0.75)))
+    assert abs(y.mean().item() - 1.0) < 0.01  # inverted dropout keeps the expectation
+    y.sum().backward()
+    assert torch.equal(x.grad == 0, y == 0)  # gradient flows through kept units only
+    drop.eval()
+    assert drop(x) is x
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert Dropout(0.5).train()(x.bfloat16()).dtype == torch.bfloat16
+    with pytest.raises(ValueError):
+        Dropout(1.0)
