@@ -2,8 +2,8 @@
 softmax(QKᵀ/√d_k)·V, forward + backward (training) and forward only (inference), under bf16
 autocast, at the article's shape (batch 64, 4 heads, head size 128) and several lengths.
 
-This is why ``dlforge.models.layers.attention`` computes attention explicitly on the CPU for
-sequences up to ``EXPLICIT_MAX_LEN`` tokens and calls SDPA elsewhere.
+This is why ``dlforge.models.layers.attention`` computes attention explicitly when training on
+the CPU on sequences up to ``EXPLICIT_MAX_LEN`` tokens, and calls SDPA elsewhere.
 
     .venv/bin/python benchmarks/attention_cpu.py [--lengths 16,40,80,128,256] [--fp32]
 """
@@ -61,7 +61,8 @@ def main() -> None:
     args = ap.parse_args()
     dtype = torch.float32 if args.fp32 else torch.bfloat16
     print(f"batch 64, 4 heads, head size 128, {'fp32' if args.fp32 else 'bf16 autocast'}; "
-          f"{torch.get_num_threads()} threads; explicit path used up to T={EXPLICIT_MAX_LEN}")
+          f"{torch.get_num_threads()} threads; dlforge trains with the explicit path up to "
+          f"T={EXPLICIT_MAX_LEN}")
     print(f"{'T':>5} {'mode':>9} {'flash ms':>9} {'math ms':>8} {'explicit ms':>12} "
           f"{'flash/explicit':>15}")
     for T in (int(x) for x in args.lengths.split(",")):

@@ -230,3 +230,32 @@ def test_resume_from_the_shell(toy_csv, tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 3
     code, _, err = run_cli(capsys, "train", "--resume", tmp_path / "never")
     assert_user_error(code, err, "no unfinished run to resume")
+
+
+def test_multilabel_jsonl_and_separator_csv(tmp_path, capsys):
+    from dlforge.testing import toy_texts
+
+    texts, labels = toy_texts(160, seed=4, classes=3)
+    tags = [[lab] + (["long"] if len(t.split()) > 5 else []) for t, lab in zip(texts, labels,
+                                                                              strict=True)]
+    pd.DataFrame({"review": texts, "sentiment": tags}).to_json(
+        tmp_path / "d.jsonl", orient="records", lines=True)
+    code, _, err = _train(capsys, tmp_path / "d.jsonl", tmp_path / "ml", "--epochs", "6")
+    assert code == 0, err
+    assert json.loads((tmp_path / "ml" / "labels.json").read_text())["kind"] == "multilabel"
+    code, _, err = run_cli(capsys, "predict", tmp_path / "ml", "--data", tmp_path / "d.jsonl",
+                           "--out", tmp_path / "p.csv")
+    assert code == 0, err
+    pred = pd.read_csv(tmp_path / "p.csv")
+    assert {"proba_long", "proba_neg", "proba_odd", "proba_pos"} <= set(pred.columns)
+    assert pred["prediction"].fillna("").str.contains("long").any()
+    # The same labels as "a|b" strings in a CSV, with output.type multilabel.
+    pd.DataFrame({"review": texts, "sentiment": ["|".join(t) for t in tags]}).to_csv(
+        tmp_path / "d.csv", index=False)
+    code, _, err = _train(capsys, tmp_path / "d.csv", tmp_path / "ml2", "--output-type",
+                          "multilabel")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "evaluate", tmp_path / "ml2", "--data", tmp_path / "d.csv",
+                             "--json")
+    assert code == 0, err
+    assert "micro_f1" in json.loads(out)

@@ -57,3 +57,23 @@ def test_dropout_matches_nn_dropout_in_distribution():
         assert Dropout(0.5).train()(x.bfloat16()).dtype == torch.bfloat16
     with pytest.raises(ValueError):
         Dropout(1.0)
+
+
+@pytest.mark.parametrize("T", [5, 128, 130])
+def test_training_attention_path_equals_sdpa(T):
+    """The explicit CPU training path and SDPA compute the same attention (with padding)."""
+    import torch.nn.functional as F
+
+    from dlforge.models.layers import attention
+
+    g = torch.Generator().manual_seed(T)
+    q, k, v = (torch.randn(3, 2, T, 8, generator=g, dtype=torch.float64, requires_grad=True)
+               for _ in range(3))
+    mask = torch.ones(3, T, dtype=torch.bool)
+    mask[1, T // 2:] = False
+    mask[2, 1:] = False
+    got = attention(q, k, v, mask)  # grad enabled: the explicit path up to 128 tokens
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+    assert torch.allclose(got, want, atol=1e-10)
+    got.sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()

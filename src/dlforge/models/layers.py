@@ -67,9 +67,10 @@ class TokenPositionEmbedding(nn.Module):
         return self.drop(self.tok(input_ids) + self.pos(pos))  # (B, T, C)
 
 
-# Up to this length, attention on the CPU is computed explicitly: PyTorch's CPU flash kernel has
-# a slow backward for short sequences (2-4x slower than the explicit product at T <= 128 in
-# training, batch 64 x 4 heads x 128; see benchmarks/attention_cpu.py). Past it, SDPA wins.
+# In training, up to this length, attention on the CPU is computed explicitly: PyTorch's CPU
+# flash kernel has a slow backward for short sequences (2-5x slower than the explicit product at
+# T <= 128, batch 64 x 4 heads x 128; see benchmarks/attention_cpu.py). Past it, and for
+# inference (where the flash forward is as fast or faster), SDPA.
 EXPLICIT_MAX_LEN = 128
 
 
@@ -88,13 +89,13 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
               causal: bool = False, dropout_p: float = 0.0) -> torch.Tensor:
     """Scaled dot-product attention for (B, nh, T, hs) inputs; ``mask`` (B, T) is True on real
-    tokens. ``F.scaled_dot_product_attention`` does the work, except for short sequences on
-    the CPU without attention dropout or a causal mask (see EXPLICIT_MAX_LEN)."""
+    tokens. ``F.scaled_dot_product_attention`` does the work, except when training on short
+    sequences on the CPU without attention dropout or a causal mask (see EXPLICIT_MAX_LEN)."""
     key_mask = None
     if mask is not None and not bool(mask.all()):
         key_mask = mask[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
-    if (q.device.type == "cpu" and q.shape[-2] <= EXPLICIT_MAX_LEN and dropout_p == 0.0
-            and not causal):
+    if (torch.is_grad_enabled() and q.device.type == "cpu" and q.shape[-2] <= EXPLICIT_MAX_LEN
+            and dropout_p == 0.0 and not causal):
         return explicit_attention(q, k, v, key_mask)
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=key_mask, is_causal=causal and key_mask is None, dropout_p=dropout_p)
