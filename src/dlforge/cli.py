@@ -6,6 +6,7 @@ Every user error (DlforgeError, a bad flag) is one line on stderr and exit code 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +28,18 @@ app = typer.Typer(
 def _examples(*lines: str) -> str:
     # Rich help joins single newlines; one paragraph per example keeps them on their own lines.
     return "[b]Examples[/b]\n\n" + "\n\n".join(f"  [cyan]$ {ln}[/cyan]" for ln in lines)
+
+
+def prog() -> str:
+    """How to call dlforge again: ``dlforge`` when that is on PATH, else the path this run was
+    started with (``.venv/bin/dlforge`` after ``make quickstart``)."""
+    argv0 = sys.argv[0]
+    if Path(argv0).name != "dlforge":
+        return "dlforge"
+    found = shutil.which("dlforge")
+    if found and Path(found).resolve() == Path(argv0).resolve():
+        return "dlforge"
+    return argv0
 
 
 def _err(msg: str) -> None:
@@ -142,11 +155,11 @@ def _report_trained(clf: Any, out: Path) -> None:
 
     console = Console()
     console.print(_metrics_table(clf.metrics_))
-    data = clf.config_.data.path
+    data, me = clf.config_.data.path, prog()
     console.print(f"\nRun saved to [b]{out}[/b]. Next:\n"
-                  f"  dlforge evaluate {out} --data {data}\n"
-                  f"  dlforge predict {out} --data {data} --out predictions.csv\n"
-                  f"  dlforge info {out}", soft_wrap=True)
+                  f"  {me} evaluate {out} --data {data}\n"
+                  f"  {me} predict {out} --data {data} --out predictions.csv\n"
+                  f"  {me} info {out}", soft_wrap=True)
 
 
 def _metrics_table(metrics: dict[str, Any], splits: tuple[str, ...] = ("validation", "test")):
@@ -194,7 +207,8 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(metrics, indent=2, default=str))
         return
-    Console().print(_metrics_table({"data": metrics}, ("data",)))
+    name = Path(data).name
+    Console().print(_metrics_table({name: metrics}, (name,)))
     per = metrics.get("per_class", {})
     for c, m in per.items():
         typer.echo(f"  {c}: precision {m['precision']:.4f}, recall {m['recall']:.4f}, "

@@ -32,7 +32,7 @@ def run_quickstart(out: Path, epochs: int = 5, verbose: int = 1) -> None:
     from rich.table import Table
 
     from dlforge import api
-    from dlforge.cli import _metrics_table
+    from dlforge.cli import _metrics_table, prog
 
     console = Console()
     out = Path(out)
@@ -64,8 +64,9 @@ def run_quickstart(out: Path, epochs: int = 5, verbose: int = 1) -> None:
         mark = "[green]✓[/green]" if s == p else "[red]✗[/red]"
         table.add_row(t, s, f"{p} {mark}", f"{pr:.2f}")
     console.print(table)
+    me = prog()
     console.print(
         f"\nRun saved to [b]{out}[/b] (config, weights, tokenizer, metrics, plots). Next:\n"
-        f"  dlforge predict {out} --data {test_csv} --out {data_dir / 'predictions.csv'}\n"
-        f"  dlforge evaluate {out} --data {test_csv}\n"
-        f"  dlforge info {out}", soft_wrap=True)
+        f"  {me} predict {out} --data {test_csv} --out {data_dir / 'predictions.csv'}\n"
+        f"  {me} evaluate {out} --data {test_csv}\n"
+        f"  {me} info {out}", soft_wrap=True)
