@@ -261,7 +261,7 @@ def run_hf(data: Data, epochs: int, variant: str) -> Result:
 
     transformers.logging.set_verbosity_error()
     transformers.set_seed(SEED)
-    padded, bf16 = variant == "hf-padded", variant == "hf-bf16"
+    padded, bf16 = variant.startswith("hf-padded"), variant.endswith("bf16")
     model = BertForSequenceClassification(BertConfig(
         vocab_size=data.tok.vocab_size, hidden_size=D_MODEL, num_hidden_layers=LAYERS,
         num_attention_heads=HEADS, intermediate_size=FFN, max_position_embeddings=MAX_LEN,
@@ -308,6 +308,8 @@ CONTENDERS: dict[str, tuple[str, Callable[[Data, int], Result]]] = {  # key: (ro
     "hand-fp32": ("hand-written loop, fp32", lambda d, e: run_handwritten(d, e, "fp32")),
     "hand-bf16": ("hand-written loop, bf16", lambda d, e: run_handwritten(d, e, "bf16")),
     "hf-padded": ("HF padded to max_length", lambda d, e: run_hf(d, e, "hf-padded")),
+    "hf-padded-bf16": ("HF padded to max_length, bf16",
+                       lambda d, e: run_hf(d, e, "hf-padded-bf16")),
     "hf-fp32": ("HF fastest fp32", lambda d, e: run_hf(d, e, "hf-fp32")),
     "hf-bf16": ("HF fastest bf16", lambda d, e: run_hf(d, e, "hf-bf16")),
     "dlforge-compile": ("dlforge + torch.compile", lambda d, e: run_dlforge(d, e, "bf16", True)),

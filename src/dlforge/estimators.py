@@ -229,7 +229,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         # The fitted state (scikit-learn style: attributes ending in _).
         self.config_ = cfg
         self.labels_ = labels
-        self.classes_ = np.array(labels.classes, dtype=object)
+        self.classes_ = _label_array(labels.classes)
         self.tokenizer_ = tok
         self.model_ = trainer.model.eval()
         self.device_ = trainer.device
@@ -292,8 +292,8 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """(N, 2) for binary, (N, C) for multi-class (rows sum to 1) and multi-label."""
-        return probabilities(self.labels_.kind if hasattr(self, "labels_") else "",
-                             self._logits(X))
+        logits = self._logits(X)  # checks that the estimator is fitted
+        return probabilities(self.labels_.kind, logits)
 
     def predict(self, X: Any) -> np.ndarray | list[list[Any]]:
         proba = self.predict_proba(X)
