@@ -144,7 +144,7 @@ def train(
     try:
         clf = api.train(cfg, out, overwrite=overwrite, verbose=0 if quiet else 1)
     except KeyboardInterrupt:
-        _err(f"interrupted; continue from the last finished epoch with: dlforge train "
+        _err(f"interrupted; continue from the last finished epoch with: {prog()} train "
              f"--resume {out}")
         raise typer.Exit(130) from None
     _report_trained(clf, out)
