@@ -259,3 +259,14 @@ def test_multilabel_jsonl_and_separator_csv(tmp_path, capsys):
                              "--json")
     assert code == 0, err
     assert "micro_f1" in json.loads(out)
+
+
+def test_augmentation_flags_reach_the_saved_config(toy_csv, tmp_path, capsys):
+    code, _, err = _train(capsys, toy_csv, tmp_path / "aug", "--augment-delete", "0.1",
+                          "--augment-mask", "0.05", "--epochs", "1")
+    assert code == 0, err
+    saved = yaml.safe_load((tmp_path / "aug" / "config.yaml").read_text())
+    assert saved["inputs"][0]["augment"] == {"delete": 0.1, "swap": 0.0, "mask": 0.05}
+    code, _, err = _train(capsys, toy_csv, tmp_path / "bad", "--augment-swap", "2")
+    assert_user_error(code, err, "inputs[0].augment.swap")
+    _assert_nothing_written(tmp_path / "bad")

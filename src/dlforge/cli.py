@@ -70,6 +70,9 @@ TRAIN_FLAGS: dict[str, str] = {
     "test_split": "data.test_split",
     "patience": "train.patience",
     "output_type": "output.type",
+    "augment_delete": "inputs.0.augment.delete",
+    "augment_swap": "inputs.0.augment.swap",
+    "augment_mask": "inputs.0.augment.mask",
 }
 
 
@@ -78,6 +81,8 @@ TRAIN_FLAGS: dict[str, str] = {
     "dlforge train --data reviews.jsonl --text review --label rating --model cnn --epochs 10 "
     "--out runs/cnn",
     "dlforge train run.yaml --epochs 3 --lr 1e-3   # flags override the file",
+    "dlforge train --data t.csv --text text --label y --augment-delete 0.1 --augment-mask 0.1 "
+    "--out runs/aug",
     "dlforge train --resume runs/tweets            # continue an interrupted run",
 ))
 def train(
@@ -105,6 +110,12 @@ def train(
     patience: Annotated[int | None, typer.Option(help="Early-stopping patience.")] = None,
     output_type: Annotated[str | None, typer.Option(
         help="auto, binary, category or multilabel.")] = None,
+    augment_delete: Annotated[float | None, typer.Option(
+        help="Training only: drop each token with this probability.")] = None,
+    augment_swap: Annotated[float | None, typer.Option(
+        help="Training only: swap this rate x length random token pairs.")] = None,
+    augment_mask: Annotated[float | None, typer.Option(
+        help="Training only: replace each token by [MASK] with this probability.")] = None,
     resume: Annotated[Path | None, typer.Option(
         help="Continue the interrupted run whose --out was this folder.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run at --out.")] = False,

@@ -26,6 +26,7 @@ __all__ = [
     "OutputConfig",
     "RNNConfig",
     "RunConfig",
+    "TextAugment",
     "TextInput",
     "TrainConfig",
     "TransformerConfig",
@@ -71,6 +72,14 @@ class DataConfig(_Strict):
 
 
 # -------------------------------------------------------------------------------------- inputs
+class TextAugment(_Strict):
+    """Training-split augmentation of token ids; each a rate, 0 turns it off."""
+
+    delete: float = Field(0.0, ge=0.0, lt=1.0)  # drop each token with this probability
+    swap: float = Field(0.0, ge=0.0, lt=1.0)  # swap rate x length random pairs of tokens
+    mask: float = Field(0.0, ge=0.0, lt=1.0)  # replace each token by [MASK] with this probability
+
+
 class TextInput(_Strict):
     name: str  # the column holding the text
     type: Literal["text"] = "text"
@@ -79,6 +88,7 @@ class TextInput(_Strict):
     max_length: int = Field(128, ge=2, le=100_000)
     lowercase: bool = True
     min_frequency: int = Field(2, ge=1)
+    augment: TextAugment = Field(default_factory=TextAugment)
 
     @model_validator(mode="after")
     def _bpe_needs_room_for_merges(self) -> TextInput:

@@ -18,8 +18,9 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from dlforge.config import RunConfig, apply_overrides, config_to_dict, validate_config
+from dlforge.data.augment import TokenAugmenter
 from dlforge.data.clean import clean_frame, clean_text
-from dlforge.data.features import LabelEncoder, TextTokenizer
+from dlforge.data.features import MASK, LabelEncoder, TextTokenizer
 from dlforge.data.loader import make_loader
 from dlforge.data.split import stratified_split
 from dlforge.errors import DataError, NotFittedError
@@ -42,6 +43,7 @@ PARAM_PATHS: dict[str, str] = {
     "max_length": "inputs.0.max_length",
     "tokenizer": "inputs.0.tokenizer",
     "lowercase": "inputs.0.lowercase",
+    "augment": "inputs.0.augment",
     "d_model": "model.d_model",
     "heads": "model.heads",
     "layers": "model.layers",
@@ -79,7 +81,8 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, model: str | None = None, *, vocab_size: int | None = None,
                  max_length: int | None = None, tokenizer: str | None = None,
-                 lowercase: bool | None = None, d_model: int | None = None,
+                 lowercase: bool | None = None, augment: dict[str, float] | None = None,
+                 d_model: int | None = None,
                  heads: int | None = None, layers: int | None = None,
                  ffn_dim: int | None = None, dropout: float | None = None,
                  kernel_sizes: list[int] | None = None, filters: int | None = None,
@@ -96,6 +99,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         self.max_length = max_length
         self.tokenizer = tokenizer
         self.lowercase = lowercase
+        self.augment = augment
         self.d_model = d_model
         self.heads = heads
         self.layers = layers
@@ -206,7 +210,11 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
             return [ids[i] for i in rows]
 
         bs, seed, bucket = cfg.train.batch_size, cfg.train.seed, cfg.train.bucket_by_length
-        train_loader = make_loader(subset(train_idx), y[train_idx], bs, True, seed, bucket)
+        aug = cfg.text.augment
+        augmenter = TokenAugmenter(aug.delete, aug.swap, aug.mask,
+                                   mask_id=tok.tokenizer.token_to_id(MASK), seed=seed)
+        train_loader = make_loader(subset(train_idx), y[train_idx], bs, True, seed, bucket,
+                                   augment=augmenter if augmenter.active else None)
         val_loader = make_loader(subset(val_idx), None, max(bs, 256), False, seed, bucket)
 
         net = build_model(cfg.model, tok.vocab_size, cfg.text.max_length, labels.n_outputs)

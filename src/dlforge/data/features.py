@@ -13,7 +13,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from dlforge.data.clean import is_missing
 from dlforge.errors import DataError
 
-__all__ = ["SPECIAL_TOKENS", "LabelEncoder", "TextTokenizer"]
+__all__ = ["MASK", "PAD", "SPECIAL_TOKENS", "UNK", "LabelEncoder", "TextTokenizer"]
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]  # [PAD] is id 0, [UNK] id 1

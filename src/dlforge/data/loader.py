@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -12,15 +12,24 @@ __all__ = ["BucketBatchSampler", "TextDataset", "make_loader", "pad_collate"]
 
 
 class TextDataset(Dataset):
-    def __init__(self, ids: Sequence[np.ndarray], targets: np.ndarray | None = None):
+    """Token ids (and targets); ``augment`` (training only) perturbs the ids as they are read."""
+
+    def __init__(self, ids: Sequence[np.ndarray], targets: np.ndarray | None = None,
+                 augment: Callable[[np.ndarray], np.ndarray] | None = None):
         self.ids = ids
         self.targets = targets
+        self.augment = augment
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.augment is not None and hasattr(self.augment, "set_epoch"):
+            self.augment.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
-        return self.ids[i], None if self.targets is None else self.targets[i]
+        ids = self.ids[i] if self.augment is None else self.augment(self.ids[i])
+        return ids, None if self.targets is None else self.targets[i]
 
 
 class BucketBatchSampler(Sampler[list[int]]):
@@ -82,6 +91,8 @@ def pad_collate(items: list[tuple[np.ndarray, np.ndarray | None]]) -> dict[str, 
 
 
 def make_loader(ids: Sequence[np.ndarray], targets: np.ndarray | None, batch_size: int,
-                shuffle: bool, seed: int = 0, bucket: bool = True) -> DataLoader:
+                shuffle: bool, seed: int = 0, bucket: bool = True,
+                augment: Callable[[np.ndarray], np.ndarray] | None = None) -> DataLoader:
     sampler = BucketBatchSampler([len(x) for x in ids], batch_size, shuffle, seed, bucket)
-    return DataLoader(TextDataset(ids, targets), batch_sampler=sampler, collate_fn=pad_collate)
+    return DataLoader(TextDataset(ids, targets, augment), batch_sampler=sampler,
+                      collate_fn=pad_collate)

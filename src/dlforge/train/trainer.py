@@ -156,8 +156,9 @@ class Trainer:
         for epoch in range(self.state["epoch"] + 1, cfg.epochs + 1):
             if self.should_stop:
                 break
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)
+            for seeded in (sampler, train_loader.dataset):  # batch order, augmentation
+                if hasattr(seeded, "set_epoch"):
+                    seeded.set_epoch(epoch)
             for cb in callbacks:
                 cb.on_epoch_begin(self, epoch)
             self.model.train()
