@@ -2,6 +2,7 @@
 regression, all on the same held-out test split (the quickstart's: 15%, stratified, seed 0).
 
     .venv/bin/python benchmarks/quickstart_accuracy.py [--precision auto|fp32|bf16] [--seeds 0,1]
+        [--augment delete=0.1,mask=0.1]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    ap.add_argument("--augment", default="", help="token augmentation, e.g. delete=0.1,mask=0.1")
     args = ap.parse_args()
 
     df = trump_tweets()
@@ -53,17 +55,21 @@ def main() -> None:
         raw = quickstart_config(Path("unused.csv"))
         raw["train"].update(precision=args.precision, seed=seed)
         raw["data"]["seed"] = seed
+        if args.augment:
+            raw["inputs"][0]["augment"] = {k: float(v) for k, v in
+                                           (kv.split("=") for kv in args.augment.split(","))}
         cfg = validate_config(raw)
         t0 = time.perf_counter()
         clf = TextClassifier(config=cfg, verbose=0).fit(tr["text"], tr["source"])
         m = clf.evaluate(te["text"], te["source"])
-        rows.append((f"dlforge Transformer (quickstart, {clf.precision_}, seed {seed})",
+        aug = f", augment {args.augment}" if args.augment else ""
+        rows.append((f"dlforge Transformer ({clf.precision_}{aug}, seed {seed})",
                      m["accuracy"], m["macro_f1"], time.perf_counter() - t0))
 
     print(f"\nTweets: Android or iPhone? train {len(tr)}, test {len(te)}\n")
     print(f"{'model':<58} {'accuracy':>9} {'macro-F1':>9} {'seconds':>8}")
     for name, acc, f1, sec in rows:
-        print(f"{name:<58} {acc:>9.4f} {f1:>9.4f} {sec:>8.1f}")
+        print(f"{name:<66} {acc:>9.4f} {f1:>9.4f} {sec:>8.1f}")
     out = Path(__file__).parent / "results" / "quickstart_accuracy.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps([dict(zip(("model", "accuracy", "macro_f1", "seconds"), r,
