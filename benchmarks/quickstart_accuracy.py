@@ -67,7 +67,7 @@ def main() -> None:
                      m["accuracy"], m["macro_f1"], time.perf_counter() - t0))
 
     print(f"\nTweets: Android or iPhone? train {len(tr)}, test {len(te)}\n")
-    print(f"{'model':<58} {'accuracy':>9} {'macro-F1':>9} {'seconds':>8}")
+    print(f"{'model':<66} {'accuracy':>9} {'macro-F1':>9} {'seconds':>8}")
     for name, acc, f1, sec in rows:
         print(f"{name:<66} {acc:>9.4f} {f1:>9.4f} {sec:>8.1f}")
     out = Path(__file__).parent / "results" / "quickstart_accuracy.json"

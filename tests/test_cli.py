@@ -270,3 +270,18 @@ def test_augmentation_flags_reach_the_saved_config(toy_csv, tmp_path, capsys):
     code, _, err = _train(capsys, toy_csv, tmp_path / "bad", "--augment-swap", "2")
     assert_user_error(code, err, "inputs[0].augment.swap")
     _assert_nothing_written(tmp_path / "bad")
+
+
+def test_cross_validation_flag(toy_csv, tmp_path, capsys):
+    code, out, err = _train(capsys, toy_csv, tmp_path / "cv", "--cv", "3", "--epochs", "6")
+    assert code == 0, err
+    cv = json.loads((tmp_path / "cv" / "metrics.json").read_text())["cross_validation"]
+    assert cv["k"] == 3 and len(cv["folds"]) == 3
+    assert cv["mean"]["accuracy"] > cv["mean"]["baseline_accuracy"]
+    assert cv["std"]["accuracy"] >= 0
+    assert "3-fold cross-validation: accuracy" in out
+    code, out, _ = run_cli(capsys, "info", tmp_path / "cv")
+    assert code == 0 and "3-fold cross-validation" in out
+    code, _, err = _train(capsys, toy_csv, tmp_path / "bad", "--cv", "1")
+    assert_user_error(code, err, "train.cv")
+    _assert_nothing_written(tmp_path / "bad")

@@ -190,3 +190,19 @@ def test_pad_collate_pads_per_batch_with_a_mask():
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["attention_mask"].tolist() == [[True] * 3, [True, False, False]]
     assert batch["labels"].tolist() == [1, 0]
+
+
+def test_kfold_covers_every_row_once_stratified():
+    from dlforge.data.split import kfold
+
+    strata = np.array([0] * 60 + [1] * 30)
+    folds = kfold(strata, 3, seed=0)
+    held = np.concatenate([te for _, te in folds])
+    assert sorted(held.tolist()) == list(range(90))
+    for tr, te in folds:
+        assert np.bincount(strata[te]).tolist() == [20, 10]
+        assert not set(tr) & set(te)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, kfold(strata, 3, seed=0),
+                                                          strict=True))
+    with pytest.raises(ValueError, match="2 <= k"):
+        kfold(strata, 1, seed=0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from dlforge.api import cross_validate  # noqa: E402
 from dlforge.config import RunConfig, load_config  # noqa: E402
 from dlforge.errors import (  # noqa: E402
     ConfigError,
@@ -27,6 +28,7 @@ __all__ = [
     "RunDirError",
     "TextClassifier",
     "__version__",
+    "cross_validate",
     "load",
     "load_config",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ from dlforge.errors import DataError, RunDirError
 from dlforge.estimators import TextClassifier
 from dlforge.run import MANIFEST, check_run, load, partial_dir, save_run
 
-__all__ = ["evaluate", "info", "predict", "train"]
+__all__ = ["cross_validate", "evaluate", "info", "predict", "train"]
+
+CV_METRICS = ("accuracy", "macro_f1", "roc_auc", "micro_f1", "loss")
 
 
 def train(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
@@ -59,12 +62,66 @@ def train(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
                         "config")
     df = read_table(cfg.data.path, cfg.data.format)
     require_columns(df, {cfg.text.name: "--text", cfg.output.name: "--label"}, cfg.data.path)
+    cv_report = (cross_validate(cfg, cfg.train.cv, frame=df, verbose=verbose)
+                 if cfg.train.cv else None)
     clf = TextClassifier(config=cfg, verbose=verbose)
     clf._fit_frame(df, cfg, source=str(cfg.data.path), workdir=work, resume=resume,
                    callbacks=callbacks)
+    if cv_report is not None:
+        clf.metrics_["cross_validation"] = cv_report
     save_run(clf, out, checkpoints=work / "checkpoints")
     shutil.rmtree(work, ignore_errors=True)
     return clf
+
+
+def cross_validate(cfg: RunConfig, k: int, *, frame: pd.DataFrame | None = None,
+                   verbose: int = 1) -> dict[str, Any]:
+    """Score the run ``cfg`` describes by ``k``-fold cross-validation (stratified by label).
+
+    The data is cleaned once; each fold trains a fresh model on the other folds (with its own
+    validation split for early stopping) and scores the held-out fold. Returns every fold's
+    metrics and their mean and standard deviation.
+    """
+    import numpy as np
+
+    from dlforge.data.features import LabelEncoder
+    from dlforge.data.split import kfold
+
+    source = str(cfg.data.path or "data")
+    if frame is None:
+        if cfg.data.path is None:
+            raise DataError("data.path: no data file given for cross-validation")
+        frame = read_table(cfg.data.path, cfg.data.format)
+        require_columns(frame, {cfg.text.name: "--text", cfg.output.name: "--label"}, source)
+    text, label = cfg.text.name, cfg.output.name
+    df, _ = clean_frame(frame, text, label, cfg.data.clean, source=source)
+    labels = LabelEncoder.fit(df[label].tolist(), cfg.output.type, cfg.output.separator,
+                              source=f"{source}: {label}")
+    y = labels.encode(df[label].tolist(), cfg.output.separator)
+    strata = y.argmax(axis=1) if labels.kind == "multilabel" else y
+    try:
+        folds = kfold(strata, k, cfg.data.seed)
+    except ValueError as err:
+        raise DataError(f"{source}: {err}") from None
+    rows = []
+    for i, (tr, te) in enumerate(folds, start=1):
+        clf = TextClassifier(config=cfg, verbose=0)
+        clf._fit_frame(df.iloc[tr], cfg, source=f"{source} (fold {i})")
+        m = clf.evaluate(df[text].iloc[te], df[label].iloc[te])
+        row = {key: m[key] for key in CV_METRICS if m.get(key) is not None}
+        row["baseline_accuracy"] = m["baseline"]["accuracy"]
+        rows.append(row)
+        if verbose:
+            print(f"cross-validation fold {i}/{k}: " + ", ".join(
+                f"{key} {v:.4f}" for key, v in row.items()), file=sys.stderr, flush=True)
+    keys = list(rows[0])
+    return {
+        "k": k,
+        "seed": cfg.data.seed,
+        "folds": rows,
+        "mean": {key: float(np.mean([r[key] for r in rows])) for key in keys},
+        "std": {key: float(np.std([r[key] for r in rows], ddof=1)) for key in keys},
+    }
 
 
 def _load_eval_frame(clf: TextClassifier, data: str | Path, text: str | None,

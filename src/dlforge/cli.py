@@ -70,6 +70,7 @@ TRAIN_FLAGS: dict[str, str] = {
     "test_split": "data.test_split",
     "patience": "train.patience",
     "output_type": "output.type",
+    "cv": "train.cv",
     "augment_delete": "inputs.0.augment.delete",
     "augment_swap": "inputs.0.augment.swap",
     "augment_mask": "inputs.0.augment.mask",
@@ -84,6 +85,7 @@ TRAIN_FLAGS: dict[str, str] = {
     "dlforge train --data t.csv --text text --label y --augment-delete 0.1 --augment-mask 0.1 "
     "--out runs/aug",
     "dlforge train --resume runs/tweets            # continue an interrupted run",
+    "dlforge train --data t.csv --text text --label y --model cnn --cv 5 --out runs/cnn",
 ))
 def train(
     config: Annotated[Path | None, typer.Argument(help="A YAML run config.")] = None,
@@ -110,6 +112,8 @@ def train(
     patience: Annotated[int | None, typer.Option(help="Early-stopping patience.")] = None,
     output_type: Annotated[str | None, typer.Option(
         help="auto, binary, category or multilabel.")] = None,
+    cv: Annotated[int | None, typer.Option(
+        help="Also score by K-fold cross-validation (mean ± std).")] = None,
     augment_delete: Annotated[float | None, typer.Option(
         help="Training only: drop each token with this probability.")] = None,
     augment_swap: Annotated[float | None, typer.Option(
@@ -166,6 +170,11 @@ def _report_trained(clf: Any, out: Path) -> None:
 
     console = Console()
     console.print(_metrics_table(clf.metrics_))
+    cv = clf.metrics_.get("cross_validation")
+    if cv:
+        console.print(f"{cv['k']}-fold cross-validation: " + ", ".join(
+            f"{key} {cv['mean'][key]:.4f} ± {cv['std'][key]:.4f}" for key in cv["mean"]),
+            soft_wrap=True)
     data, me = clf.config_.data.path, prog()
     console.print(f"\nRun saved to [b]{out}[/b]. Next:\n"
                   f"  {me} evaluate {out} --data {data}\n"
@@ -270,6 +279,10 @@ def info(
     console.print(f"best epoch {d['metrics'].get('best_epoch')} of "
                   f"{d['metrics'].get('epochs_run')} (monitor: val {d['metrics'].get('monitor')})")
     console.print(_metrics_table(d["metrics"]))
+    cv = d["metrics"].get("cross_validation")
+    if cv:
+        console.print(f"{cv['k']}-fold cross-validation: " + ", ".join(
+            f"{key} {cv['mean'][key]:.4f} ± {cv['std'][key]:.4f}" for key in cv["mean"]))
 
 
 # ----------------------------------------------------------------------------------- quickstart

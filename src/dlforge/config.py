@@ -168,6 +168,7 @@ class TrainConfig(_Strict):
     bucket_by_length: bool = True
     compile: bool = False
     num_threads: int | None = Field(None, ge=1)
+    cv: int | None = Field(None, ge=2)  # also score by k-fold cross-validation (mean ± std)
 
 
 # ------------------------------------------------------------------------------------------ run

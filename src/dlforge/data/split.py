@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
-__all__ = ["stratified_split"]
+__all__ = ["kfold", "stratified_split"]
 
 
 def stratified_split(strata: np.ndarray, fraction: float,
@@ -21,3 +21,15 @@ def stratified_split(strata: np.ndarray, fraction: float,
     stratify = strata if counts.min() >= 2 and n_out >= len(counts) else None
     keep, out = train_test_split(idx, test_size=n_out, random_state=seed, stratify=stratify)
     return np.sort(keep), np.sort(out)
+
+
+def kfold(strata: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``k`` (train, held_out) index pairs covering every row once as held out; stratified by
+    ``strata`` when every class has at least ``k`` members, else plain shuffled folds."""
+    n = len(strata)
+    if not 2 <= k <= n:
+        raise ValueError(f"k-fold needs 2 <= k <= {n} rows, got k={k}")
+    _, counts = np.unique(strata, return_counts=True)
+    splitter = (StratifiedKFold(k, shuffle=True, random_state=seed) if counts.min() >= k
+                else KFold(k, shuffle=True, random_state=seed))
+    return [(np.sort(tr), np.sort(te)) for tr, te in splitter.split(np.zeros(n), strata)]
