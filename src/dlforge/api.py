@@ -13,11 +13,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from dlforge.config import RunConfig, load_config
 from dlforge.data.clean import clean_frame
+from dlforge.data.features import LabelEncoder
 from dlforge.data.io import read_table, require_columns
+from dlforge.data.split import kfold
 from dlforge.errors import DataError, RunDirError
 from dlforge.estimators import TextClassifier
 from dlforge.run import MANIFEST, check_run, load, partial_dir, save_run
@@ -82,11 +85,6 @@ def cross_validate(cfg: RunConfig, k: int, *, frame: pd.DataFrame | None = None,
     validation split for early stopping) and scores the held-out fold. Returns every fold's
     metrics and their mean and standard deviation.
     """
-    import numpy as np
-
-    from dlforge.data.features import LabelEncoder
-    from dlforge.data.split import kfold
-
     source = str(cfg.data.path or "data")
     if frame is None:
         if cfg.data.path is None:

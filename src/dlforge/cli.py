@@ -6,7 +6,6 @@ Every user error (DlforgeError, a bad flag) is one line on stderr and exit code 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from dlforge.errors import ConfigError, DlforgeError
+from dlforge.report import metrics_table, prog
 
 app = typer.Typer(
     name="dlforge",
@@ -28,18 +28,6 @@ app = typer.Typer(
 def _examples(*lines: str) -> str:
     # Rich help joins single newlines; one paragraph per example keeps them on their own lines.
     return "[b]Examples[/b]\n\n" + "\n\n".join(f"  [cyan]$ {ln}[/cyan]" for ln in lines)
-
-
-def prog() -> str:
-    """How to call dlforge again: ``dlforge`` when that is on PATH, else the path this run was
-    started with (``.venv/bin/dlforge`` after ``make quickstart``)."""
-    argv0 = sys.argv[0]
-    if Path(argv0).name != "dlforge":
-        return "dlforge"
-    found = shutil.which("dlforge")
-    if found and Path(found).resolve() == Path(argv0).resolve():
-        return "dlforge"
-    return argv0
 
 
 def _err(msg: str) -> None:
@@ -169,7 +157,7 @@ def _report_trained(clf: Any, out: Path) -> None:
     from rich.console import Console
 
     console = Console()
-    console.print(_metrics_table(clf.metrics_))
+    console.print(metrics_table(clf.metrics_))
     cv = clf.metrics_.get("cross_validation")
     if cv:
         console.print(f"{cv['k']}-fold cross-validation: " + ", ".join(
@@ -180,30 +168,6 @@ def _report_trained(clf: Any, out: Path) -> None:
                   f"  {me} evaluate {out} --data {data}\n"
                   f"  {me} predict {out} --data {data} --out predictions.csv\n"
                   f"  {me} info {out}", soft_wrap=True)
-
-
-def _metrics_table(metrics: dict[str, Any], splits: tuple[str, ...] = ("validation", "test")):
-    from rich.table import Table
-
-    table = Table(title="Metrics (majority-class baseline alongside)")
-    table.add_column("split")
-    table.add_column("model", justify="left")
-    for key in ("accuracy", "macro_f1", "roc_auc"):
-        table.add_column(key, justify="right")
-    for split in splits:
-        m = metrics.get(split)
-        if not m:
-            continue
-        table.add_row(split, "ours", *[_fmt(m.get(k)) for k in ("accuracy", "macro_f1",
-                                                                 "roc_auc")])
-        b = m["baseline"]
-        table.add_row("", "majority baseline", _fmt(b["accuracy"]), _fmt(b["macro_f1"]), "0.5000"
-                      if m.get("roc_auc") is not None else "-")
-    return table
-
-
-def _fmt(v: Any) -> str:
-    return "-" if v is None else f"{v:.4f}"
 
 
 # ----------------------------------------------------------------------------------- evaluate
@@ -228,7 +192,7 @@ def evaluate(
         typer.echo(json.dumps(metrics, indent=2, default=str))
         return
     name = Path(data).name
-    Console().print(_metrics_table({name: metrics}, (name,)))
+    Console().print(metrics_table({name: metrics}, (name,)))
     per = metrics.get("per_class", {})
     for c, m in per.items():
         typer.echo(f"  {c}: precision {m['precision']:.4f}, recall {m['recall']:.4f}, "
@@ -278,7 +242,7 @@ def info(
         console.print(f"data: {d['data'].get('source')}; splits {d['data'].get('splits')}")
     console.print(f"best epoch {d['metrics'].get('best_epoch')} of "
                   f"{d['metrics'].get('epochs_run')} (monitor: val {d['metrics'].get('monitor')})")
-    console.print(_metrics_table(d["metrics"]))
+    console.print(metrics_table(d["metrics"]))
     cv = d["metrics"].get("cross_validation")
     if cv:
         console.print(f"{cv['k']}-fold cross-validation: " + ", ".join(

@@ -15,15 +15,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from dlforge.config import RunConfig, apply_overrides, config_to_dict, validate_config
+from dlforge.config import (
+    RunConfig,
+    apply_overrides,
+    config_to_dict,
+    dump_config,
+    validate_config,
+)
 from dlforge.data.augment import TokenAugmenter
 from dlforge.data.clean import clean_frame, clean_text
 from dlforge.data.features import MASK, LabelEncoder, TextTokenizer
 from dlforge.data.loader import make_loader
 from dlforge.data.split import stratified_split
-from dlforge.errors import DataError, NotFittedError
+from dlforge.errors import ConfigError, DataError, NotFittedError
 from dlforge.models.registry import build_model
 from dlforge.train.callbacks import Callback
 from dlforge.train.metrics import (
@@ -134,8 +141,6 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         params.update(overrides)
         unknown = sorted(set(params) - set(PARAM_PATHS))
         if unknown:
-            from dlforge.errors import ConfigError
-
             raise ConfigError(f"unknown argument(s) {', '.join(unknown)}; valid ones are: "
                               f"{', '.join(PARAM_PATHS)}")
         dotted = {PARAM_PATHS[k]: v for k, v in params.items() if v is not None}
@@ -199,8 +204,6 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         say(f"data: {len(train_idx)} train, {len(val_idx)} validation, {len(test_idx)} test rows;"
             f" {labels.kind} labels {labels.classes[:10]}; vocabulary {tok.vocab_size}")
         if workdir is not None:
-            from dlforge.config import dump_config
-
             workdir.mkdir(parents=True, exist_ok=True)
             dump_config(cfg, workdir / "config.yaml")
             tok.save(workdir / "tokenizer.json")
@@ -380,8 +383,6 @@ def _baseline_state(labels: LabelEncoder, y_train: np.ndarray) -> np.ndarray:
 
 
 def _loss(kind: str, logits: np.ndarray, y: np.ndarray) -> float:
-    import torch.nn.functional as F
-
     lt = torch.from_numpy(logits).float()
     yt = torch.from_numpy(np.asarray(y))
     if kind == "binary":

@@ -32,7 +32,7 @@ def run_quickstart(out: Path, epochs: int = 5, verbose: int = 1) -> None:
     from rich.table import Table
 
     from dlforge import api
-    from dlforge.cli import _metrics_table, prog
+    from dlforge.report import metrics_table, prog
 
     console = Console()
     out = Path(out)
@@ -50,7 +50,7 @@ def run_quickstart(out: Path, epochs: int = 5, verbose: int = 1) -> None:
     cfg = validate_config(quickstart_config(train_csv, epochs), source="quickstart")
     clf = api.train(cfg, out, overwrite=True, verbose=verbose)
     test = api.evaluate(out, test_csv)
-    console.print(_metrics_table({"validation": clf.metrics_["validation"], "test": test}))
+    console.print(metrics_table({"validation": clf.metrics_["validation"], "test": test}))
 
     sample = df.iloc[test_idx].head(6)
     proba = clf.predict_proba(sample["text"])[:, 1]

@@ -33,7 +33,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from safetensors.torch import load_file, save_file
 
+from dlforge.config import dump_config, load_config
+from dlforge.data.features import LabelEncoder, TextTokenizer
 from dlforge.errors import DlforgeError, RunDirError
+from dlforge.models.registry import build_model
+from dlforge.train.device import resolve_device, resolve_precision
+from dlforge.train.metrics import plot_confusion, plot_history
 
 if TYPE_CHECKING:
     from dlforge.estimators import TextClassifier
@@ -72,9 +77,7 @@ def _jsonable(v: Any) -> Any:
 
 def save_run(clf: TextClassifier, path: Path, checkpoints: Path | None = None) -> Path:
     """Write ``clf`` as a run directory at ``path`` (replacing an older run there)."""
-    from dlforge import __version__
-    from dlforge.config import dump_config
-    from dlforge.train.metrics import plot_confusion, plot_history
+    from dlforge import __version__  # set first thing in dlforge/__init__
 
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -187,11 +190,7 @@ def check_run(path: Path, verify_digests: bool = True) -> dict[str, Any]:
 
 def load(path: str | Path, device: str | None = None) -> TextClassifier:
     """Load a run directory as a fitted estimator that predicts exactly as the saved one."""
-    from dlforge.config import load_config
-    from dlforge.data.features import LabelEncoder, TextTokenizer
-    from dlforge.estimators import TextClassifier, _label_array
-    from dlforge.models.registry import build_model
-    from dlforge.train.device import resolve_device, resolve_precision
+    from dlforge.estimators import TextClassifier, _label_array  # estimators imports run
 
     path = Path(path)
     check_run(path)
