@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from dlforge.config import (
@@ -39,7 +38,7 @@ from dlforge.train.metrics import (
     predict_indices,
     probabilities,
 )
-from dlforge.train.trainer import Trainer, predict_logits
+from dlforge.train.trainer import Trainer, loss_fn, predict_logits
 
 __all__ = ["PARAM_PATHS", "TextClassifier"]
 
@@ -277,7 +276,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
 
     def _metrics(self, logits: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         kind, classes = self.labels_.kind, self.labels_.classes
-        loss = _loss(kind, logits, y)
+        loss = float(loss_fn(kind, torch.from_numpy(logits), torch.from_numpy(np.asarray(y))))
         out = {"loss": loss, **classification_metrics(kind, y, probabilities(kind, logits),
                                                       classes)}
         out["baseline"] = baseline_metrics(kind, self.baseline_, y, classes)
@@ -380,15 +379,3 @@ def _baseline_state(labels: LabelEncoder, y_train: np.ndarray) -> np.ndarray:
         return (np.asarray(y_train).mean(axis=0, keepdims=True) >= 0.5).astype(np.int64)
     counts = np.bincount(y_train, minlength=len(labels.classes))
     return np.array([int(counts.argmax())])
-
-
-def _loss(kind: str, logits: np.ndarray, y: np.ndarray) -> float:
-    lt = torch.from_numpy(logits).float()
-    yt = torch.from_numpy(np.asarray(y))
-    if kind == "binary":
-        return float(F.binary_cross_entropy_with_logits(lt[:, 0], yt.float()))
-    if kind == "multilabel":
-        return float(F.binary_cross_entropy_with_logits(lt, yt.float()))
-    return float(F.cross_entropy(lt, yt))
-
-

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,15 +28,23 @@ def is_missing(value: Any) -> bool:
     return value is pd.NA or value is pd.NaT
 
 
+def _steps(cfg: CleanConfig) -> list[tuple[str, Callable[[str], str]]]:
+    """The configured per-text steps, in order, each with the report key that counts it."""
+    steps: list[tuple[str, Callable[[str], str]]] = []
+    if cfg.html:
+        steps.append(("html_cleaned", lambda s: _TAG.sub(" ", html.unescape(s))))
+    if cfg.unicode_nfkc:
+        steps.append(("unicode_normalised", lambda s: unicodedata.normalize("NFKC", s)))
+    if cfg.whitespace:
+        steps.append(("whitespace_fixed", lambda s: _SPACE.sub(" ", s).strip()))
+    return steps
+
+
 def clean_text(text: Any, cfg: CleanConfig) -> str:
     """Apply the configured per-text steps; used both when training and when predicting."""
     s = "" if is_missing(text) else str(text)
-    if cfg.html:
-        s = _TAG.sub(" ", html.unescape(s))
-    if cfg.unicode_nfkc:
-        s = unicodedata.normalize("NFKC", s)
-    if cfg.whitespace:
-        s = _SPACE.sub(" ", s).strip()
+    for _, step in _steps(cfg):
+        s = step(s)
     return s
 
 
@@ -51,19 +60,10 @@ def clean_frame(
     With ``label_col`` None (predicting), no row is dropped: every input row gets a prediction.
     """
     report: dict[str, int] = {"rows_in": len(df)}
-    raw = df[text_col]
-    texts = raw.map(lambda v: "" if is_missing(v) else str(v))
-    if cfg.html:
-        new = texts.map(lambda s: _TAG.sub(" ", html.unescape(s)))
-        report["html_cleaned"] = int((new != texts).sum())
-        texts = new
-    if cfg.unicode_nfkc:
-        new = texts.map(lambda s: unicodedata.normalize("NFKC", s))
-        report["unicode_normalised"] = int((new != texts).sum())
-        texts = new
-    if cfg.whitespace:
-        new = texts.map(lambda s: _SPACE.sub(" ", s).strip())
-        report["whitespace_fixed"] = int((new != texts).sum())
+    texts = df[text_col].map(lambda v: "" if is_missing(v) else str(v))
+    for key, step in _steps(cfg):
+        new = texts.map(step)
+        report[key] = int((new != texts).sum())
         texts = new
     out = df.copy()
     out[text_col] = texts

@@ -26,7 +26,7 @@ from dlforge.train.callbacks import Callback, EarlyStopping, Progress
 from dlforge.train.device import autocast, resolve_device, resolve_precision
 from dlforge.train.metrics import monitor_mode
 
-__all__ = ["Trainer", "make_optimizer", "make_scheduler", "predict_logits"]
+__all__ = ["Trainer", "loss_fn", "make_optimizer", "make_scheduler", "predict_logits"]
 
 MetricFn = Callable[[np.ndarray, np.ndarray], dict[str, Any]]
 
@@ -60,6 +60,17 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig,
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def loss_fn(kind: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The loss for an output kind: BCE-with-logits on one logit (binary), per-class BCE
+    (multilabel), softmax cross-entropy (category). Computed in fp32."""
+    logits = logits.float()
+    if kind == "binary":
+        return F.binary_cross_entropy_with_logits(logits[:, 0], labels.float())
+    if kind == "multilabel":
+        return F.binary_cross_entropy_with_logits(logits, labels.float())
+    return F.cross_entropy(logits, labels)
 
 
 class Trainer:
@@ -101,12 +112,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the steps
     def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()
-        if self.kind == "binary":
-            return F.binary_cross_entropy_with_logits(logits[:, 0], labels.float())
-        if self.kind == "multilabel":
-            return F.binary_cross_entropy_with_logits(logits, labels.float())
-        return F.cross_entropy(logits, labels)
+        return loss_fn(self.kind, logits, labels)
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
