@@ -18,11 +18,10 @@ import pandas as pd
 
 from dlforge.config import RunConfig, load_config
 from dlforge.data.clean import clean_frame
-from dlforge.data.features import LabelEncoder
 from dlforge.data.io import read_table, require_columns
 from dlforge.data.split import kfold
 from dlforge.errors import DataError, RunDirError
-from dlforge.estimators import TextClassifier
+from dlforge.estimators import TextClassifier, encode_labels
 from dlforge.run import MANIFEST, check_run, load, partial_dir, save_run
 
 __all__ = ["cross_validate", "evaluate", "info", "predict", "train"]
@@ -93,10 +92,7 @@ def cross_validate(cfg: RunConfig, k: int, *, frame: pd.DataFrame | None = None,
         require_columns(frame, {cfg.text.name: "--text", cfg.output.name: "--label"}, source)
     text, label = cfg.text.name, cfg.output.name
     df, _ = clean_frame(frame, text, label, cfg.data.clean, source=source)
-    labels = LabelEncoder.fit(df[label].tolist(), cfg.output.type, cfg.output.separator,
-                              source=f"{source}: {label}")
-    y = labels.encode(df[label].tolist(), cfg.output.separator)
-    strata = y.argmax(axis=1) if labels.kind == "multilabel" else y
+    _, _, strata = encode_labels(df, cfg, source)
     try:
         folds = kfold(strata, k, cfg.data.seed)
     except ValueError as err:
@@ -206,8 +202,7 @@ def info(run_dir: str | Path) -> dict[str, Any]:
         "model": cfg.model.model_dump(),
         "parameters": n_params,
         "labels": json.loads((path / "labels.json").read_text(encoding="utf-8")),
-        "data": json.loads((path / "data.json").read_text(encoding="utf-8"))
-        if (path / "data.json").is_file() else {},
+        "data": json.loads((path / "data.json").read_text(encoding="utf-8")),
         "metrics": json.loads((path / "metrics.json").read_text(encoding="utf-8")),
         "files": sorted(manifest["files"]),
     }

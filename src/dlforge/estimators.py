@@ -35,12 +35,13 @@ from dlforge.train.callbacks import Callback
 from dlforge.train.metrics import (
     baseline_metrics,
     classification_metrics,
+    majority_label,
     predict_indices,
     probabilities,
 )
 from dlforge.train.trainer import Trainer, loss_fn, predict_logits
 
-__all__ = ["PARAM_PATHS", "TextClassifier"]
+__all__ = ["PARAM_PATHS", "TextClassifier", "encode_labels"]
 
 # Estimator argument -> the config key it sets. The one mapping between the two front doors.
 PARAM_PATHS: dict[str, str] = {
@@ -174,13 +175,9 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         say("cleaning: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in cleaning.items()))
 
         # Labels, then the splits (test first, then validation from the rest).
-        if resume and workdir is not None and (workdir / "labels.json").exists():
-            labels = LabelEncoder.load(workdir / "labels.json")
-        else:
-            labels = LabelEncoder.fit(df[label_col].tolist(), cfg.output.type,
-                                      cfg.output.separator, source=f"{source}: {label_col}")
-        y = labels.encode(df[label_col].tolist(), cfg.output.separator, source=source)
-        strata = y.argmax(axis=1) if labels.kind == "multilabel" else y
+        saved = workdir / "labels.json" if resume and workdir is not None else None
+        labels, y, strata = encode_labels(df, cfg, source,
+                                          saved if saved and saved.exists() else None)
         idx = np.arange(len(df))
         test_idx = np.array([], dtype=np.int64)
         if cfg.data.test_split > 0:
@@ -247,7 +244,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         self.history_ = history
         self.best_epoch_ = trainer.state["best_epoch"]
         y_train = y[train_idx]
-        self.baseline_ = _baseline_state(labels, y_train)
+        self.baseline_ = majority_label(labels.kind, y_train, len(labels.classes))
         report = {"validation": self._score_split(ids, y, val_idx)}
         if len(test_idx):
             report["test"] = self._score_split(ids, y, test_idx)
@@ -338,6 +335,18 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
 
 
 # ---------------------------------------------------------------------------------- helpers
+def encode_labels(df: pd.DataFrame, cfg: RunConfig, source: str, saved: Path | None = None
+                  ) -> tuple[LabelEncoder, np.ndarray, np.ndarray]:
+    """Fit the label map on ``df`` (or load a ``saved`` one) and encode the label column.
+    Returns (labels, targets, strata), strata being what stratified splits stratify on."""
+    col = cfg.output.name
+    labels = (LabelEncoder.load(saved) if saved is not None else
+              LabelEncoder.fit(df[col].tolist(), cfg.output.type, cfg.output.separator,
+                               source=f"{source}: {col}"))
+    y = labels.encode(df[col].tolist(), cfg.output.separator, source=source)
+    return labels, y, (y.argmax(axis=1) if labels.kind == "multilabel" else y)
+
+
 def _as_list(values: Any, name: str) -> list[Any]:
     if isinstance(values, str):
         raise DataError(f"{name}: expected a sequence of values, got a single string")
@@ -371,11 +380,3 @@ def _class_counts(labels: LabelEncoder, y: np.ndarray) -> dict[str, int]:
     counts = (np.asarray(y).sum(axis=0) if labels.kind == "multilabel"
               else np.bincount(y, minlength=len(labels.classes)))
     return {str(c): int(n) for c, n in zip(labels.classes, counts, strict=True)}
-
-
-def _baseline_state(labels: LabelEncoder, y_train: np.ndarray) -> np.ndarray:
-    """The training targets' summary the majority baseline needs (kept, not the data)."""
-    if labels.kind == "multilabel":
-        return (np.asarray(y_train).mean(axis=0, keepdims=True) >= 0.5).astype(np.int64)
-    counts = np.bincount(y_train, minlength=len(labels.classes))
-    return np.array([int(counts.argmax())])

@@ -47,7 +47,8 @@ __all__ = ["MANIFEST", "check_run", "load", "partial_dir", "read_manifest", "sav
 
 MANIFEST = "dlforge.json"
 FORMAT = 1
-REQUIRED = ("config.yaml", "model.safetensors", "tokenizer.json", "labels.json", "metrics.json")
+REQUIRED = ("config.yaml", "model.safetensors", "tokenizer.json", "labels.json", "metrics.json",
+            "data.json")
 
 
 def partial_dir(out: Path) -> Path:
@@ -216,12 +217,10 @@ def load(path: str | Path, device: str | None = None) -> TextClassifier:
     clf.device_ = dev
     clf.precision_ = resolve_precision(cfg.train.precision, dev)
     clf.metrics_ = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
-    data_json = path / "data.json"
-    clf.data_report_ = (json.loads(data_json.read_text(encoding="utf-8"))
-                        if data_json.is_file() else {})
+    clf.data_report_ = json.loads((path / "data.json").read_text(encoding="utf-8"))
     clf.history_ = _read_history(path / "history.csv")
     clf.best_epoch_ = clf.metrics_.get("best_epoch", 0)
-    clf.baseline_ = np.asarray(clf.data_report_.get("baseline_majority", [0]), dtype=np.int64)
+    clf.baseline_ = np.asarray(clf.data_report_["baseline_majority"], dtype=np.int64)
     return clf
 
 

@@ -14,7 +14,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-__all__ = ["baseline_metrics", "classification_metrics", "monitor_mode", "probabilities",
+__all__ = ["baseline_metrics", "classification_metrics", "majority_label", "monitor_mode",
+           "probabilities",
            "plot_confusion", "plot_history", "predict_indices"]
 
 
@@ -69,18 +70,24 @@ def classification_metrics(kind: str, y_true: np.ndarray, proba: np.ndarray,
     return out
 
 
-def baseline_metrics(kind: str, y_train: np.ndarray, y_eval: np.ndarray,
-                     classes: list[Any]) -> dict[str, Any]:
-    """The majority-class baseline: always predict the most frequent training label (for
-    multi-label, each label's majority value)."""
+def majority_label(kind: str, y_train: np.ndarray, n_classes: int) -> np.ndarray:
+    """What the majority-class baseline predicts: the most frequent training class as a
+    1-element array, or for multi-label each label's majority value (0/1 per class)."""
     if kind == "multilabel":
-        majority = (np.asarray(y_train).mean(axis=0) >= 0.5).astype(np.int64)
+        return (np.asarray(y_train).mean(axis=0) >= 0.5).astype(np.int64)
+    return np.array([int(np.bincount(np.asarray(y_train), minlength=n_classes).argmax())])
+
+
+def baseline_metrics(kind: str, majority: np.ndarray, y_eval: np.ndarray,
+                     classes: list[Any]) -> dict[str, Any]:
+    """Scores of always predicting ``majority`` (from :func:`majority_label`) on ``y_eval``."""
+    majority = np.asarray(majority)
+    if kind == "multilabel":
         y_pred = np.tile(majority, (len(y_eval), 1))
         name = [classes[j] for j in np.flatnonzero(majority)]
     else:
-        counts = np.bincount(np.asarray(y_train), minlength=len(classes))
-        y_pred = np.full(len(y_eval), int(counts.argmax()))
-        name = classes[int(counts.argmax())]
+        y_pred = np.full(len(y_eval), int(majority[0]))
+        name = classes[int(majority[0])]
     kw = {} if kind == "multilabel" else {"labels": list(range(len(classes)))}
     return {
         "strategy": "majority class",
