@@ -6,10 +6,8 @@ Each one reads files, calls the estimator, and writes its outputs atomically.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ import pandas as pd
 
 from dlforge.config import RunConfig, load_config
 from dlforge.data.clean import clean_frame
-from dlforge.data.io import read_table, require_columns
+from dlforge.data.io import read_table, require_columns, write_table
 from dlforge.data.split import kfold
 from dlforge.errors import DataError, RunDirError
 from dlforge.estimators import TextClassifier, encode_labels
@@ -119,14 +117,14 @@ def cross_validate(cfg: RunConfig, k: int, *, frame: pd.DataFrame | None = None,
 
 
 def _load_eval_frame(clf: TextClassifier, data: str | Path, text: str | None,
-                     label: str | None) -> tuple[pd.DataFrame, str, str | None]:
+                     label: str | None) -> tuple[pd.DataFrame, str]:
     df = read_table(data)
     text_col = text or clf.config_.text.name
     cols = {text_col: "--text"}
     if label is not None:
         cols[label] = "--label"
     require_columns(df, cols, str(data))
-    return df, text_col, label
+    return df, text_col
 
 
 def evaluate(run_dir: str | Path, data: str | Path, *, text: str | None = None,
@@ -134,7 +132,7 @@ def evaluate(run_dir: str | Path, data: str | Path, *, text: str | None = None,
     """Score a run on a labelled file: the same metrics as training, with the baseline."""
     clf = load(run_dir)
     label = label or clf.config_.output.name
-    df, text_col, _ = _load_eval_frame(clf, data, text, label)
+    df, text_col = _load_eval_frame(clf, data, text, label)
     clean = clf.config_.data.clean.model_copy(update={"drop_duplicates": False,
                                                       "drop_missing_label": True})
     df, report = clean_frame(df, text_col, label, clean, source=str(data))
@@ -148,7 +146,7 @@ def predict(run_dir: str | Path, data: str | Path, out: str | Path, *,
     """Predict every row of ``data``; write its columns plus ``prediction`` and one
     ``proba_<class>`` column per class to ``out`` (format from its extension)."""
     clf = load(run_dir)
-    df, text_col, _ = _load_eval_frame(clf, data, text, None)
+    df, text_col = _load_eval_frame(clf, data, text, None)
     proba = clf.predict_proba(df[text_col])
     pred = clf.predict(df[text_col])
     result = df.copy()
@@ -159,30 +157,6 @@ def predict(run_dir: str | Path, data: str | Path, out: str | Path, *,
         result[f"proba_{c}"] = proba[:, j]
     write_table(result, Path(out))
     return result
-
-
-def write_table(df: pd.DataFrame, out: Path) -> None:
-    """Write CSV/TSV/JSONL/Parquet by extension, to a temp file renamed into place."""
-    suffix = out.suffix.lower()
-    if suffix not in (".csv", ".tsv", ".jsonl", ".parquet"):
-        raise DataError(f"{out}: unsupported output format {suffix or '(none)'!r}; use .csv, "
-                        ".tsv, .jsonl or .parquet")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if suffix == ".csv":
-            df.to_csv(tmp, index=False)
-        elif suffix == ".tsv":
-            df.to_csv(tmp, sep="\t", index=False)
-        elif suffix == ".jsonl":
-            df.to_json(tmp, orient="records", lines=True, force_ascii=False)
-        else:
-            df.to_parquet(tmp, index=False)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def info(run_dir: str | Path) -> dict[str, Any]:

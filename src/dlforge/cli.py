@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from dlforge.errors import ConfigError, DlforgeError
-from dlforge.report import metrics_table, prog
+from dlforge.report import cv_summary, metrics_table, prog
 
 app = typer.Typer(
     name="dlforge",
@@ -158,11 +158,9 @@ def _report_trained(clf: Any, out: Path) -> None:
 
     console = Console()
     console.print(metrics_table(clf.metrics_))
-    cv = clf.metrics_.get("cross_validation")
+    cv = cv_summary(clf.metrics_)
     if cv:
-        console.print(f"{cv['k']}-fold cross-validation: " + ", ".join(
-            f"{key} {cv['mean'][key]:.4f} ± {cv['std'][key]:.4f}" for key in cv["mean"]),
-            soft_wrap=True)
+        console.print(cv, soft_wrap=True)
     data, me = clf.config_.data.path, prog()
     console.print(f"\nRun saved to [b]{out}[/b]. Next:\n"
                   f"  {me} evaluate {out} --data {data}\n"
@@ -243,10 +241,9 @@ def info(
     console.print(f"best epoch {d['metrics'].get('best_epoch')} of "
                   f"{d['metrics'].get('epochs_run')} (monitor: val {d['metrics'].get('monitor')})")
     console.print(metrics_table(d["metrics"]))
-    cv = d["metrics"].get("cross_validation")
+    cv = cv_summary(d["metrics"])
     if cv:
-        console.print(f"{cv['k']}-fold cross-validation: " + ", ".join(
-            f"{key} {cv['mean'][key]:.4f} ± {cv['std'][key]:.4f}" for key in cv["mean"]))
+        console.print(cv, soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------------- quickstart

@@ -10,13 +10,13 @@ directory as ``config.yaml``.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from dlforge._atomic import atomic_file
 from dlforge.errors import ConfigError
 
 __all__ = [
@@ -326,16 +326,5 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
 def dump_config(cfg: RunConfig, path: str | os.PathLike[str]) -> None:
     """Write the resolved config as YAML, atomically."""
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
-    write_text_atomic(Path(path), text)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(Path(path)) as tmp:
+        tmp.write_text(text, encoding="utf-8")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dlforge.config import validate_config
 from dlforge.data.datasets import trump_tweets
+from dlforge.data.io import write_table
 from dlforge.data.split import stratified_split
 
 __all__ = ["quickstart_config", "run_quickstart"]
@@ -43,8 +44,8 @@ def run_quickstart(out: Path, epochs: int = 5, verbose: int = 1) -> None:
     strata = (df["source"] == "iphone").to_numpy().astype(int)
     train_idx, test_idx = stratified_split(strata, 0.15, seed=0)
     train_csv, test_csv = data_dir / "tweets_train.csv", data_dir / "tweets_test.csv"
-    api.write_table(df.iloc[train_idx][["text", "source"]], train_csv)
-    api.write_table(df.iloc[test_idx][["text", "source"]], test_csv)
+    write_table(df.iloc[train_idx][["text", "source"]], train_csv)
+    write_table(df.iloc[test_idx][["text", "source"]], test_csv)
     console.print(f"held out {len(test_idx):,} tweets for testing: {test_csv}")
 
     cfg = validate_config(quickstart_config(train_csv, epochs), source="quickstart")

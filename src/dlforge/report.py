@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["metrics_table", "prog"]
+__all__ = ["cv_summary", "metrics_table", "prog"]
 
 
 def prog() -> str:
@@ -44,3 +44,12 @@ def metrics_table(metrics: dict[str, Any], splits: tuple[str, ...] = ("validatio
 
 def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.4f}"
+
+
+def cv_summary(metrics: dict[str, Any]) -> str | None:
+    """One line of k-fold cross-validation results (mean ± std), if the run has them."""
+    cv = metrics.get("cross_validation")
+    if not cv:
+        return None
+    return f"{cv['k']}-fold cross-validation: " + ", ".join(
+        f"{key} {cv['mean'][key]:.4f} ± {cv['std'][key]:.4f}" for key in cv["mean"])

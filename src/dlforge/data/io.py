@@ -1,4 +1,5 @@
-"""Read tables (CSV, TSV, JSONL, Parquet) with errors that name the file and line."""
+"""Read tables (CSV, TSV, JSONL, Parquet) with errors that name the file and line; write
+them atomically."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from dlforge._atomic import atomic_file
 from dlforge.errors import DataError
 
-__all__ = ["FORMATS", "detect_format", "read_table", "require_columns"]
+__all__ = ["FORMATS", "detect_format", "read_table", "require_columns", "write_table"]
 
 FORMATS = {
     ".csv": "csv",
@@ -120,3 +122,20 @@ def _read_jsonl(p: Path, text: str) -> pd.DataFrame:
                             f"{type(row).__name__}")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def write_table(df: pd.DataFrame, out: Path) -> None:
+    """Write CSV/TSV/JSONL/Parquet by extension, to a temp file renamed into place."""
+    suffix = out.suffix.lower()
+    if suffix not in (".csv", ".tsv", ".jsonl", ".parquet"):
+        raise DataError(f"{out}: unsupported output format {suffix or '(none)'!r}; use .csv, "
+                        ".tsv, .jsonl or .parquet")
+    with atomic_file(out) as tmp:
+        if suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        elif suffix == ".tsv":
+            df.to_csv(tmp, sep="\t", index=False)
+        elif suffix == ".jsonl":
+            df.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        else:
+            df.to_parquet(tmp, index=False)
