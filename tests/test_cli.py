@@ -120,44 +120,27 @@ def test_column_that_does_not_exist(toy_csv, tmp_path, capsys):
     _assert_nothing_written(tmp_path / "run")
 
 
+SINGLE_CLASS = "review,sentiment\n" + "".join(f"text {i},pos\n" for i in range(20))
+
+
 @pytest.mark.parametrize("content,needle", [
-    ("", "the file is empty"),
-    ("review,sentiment\n", "header but no rows"),
-    ("review,sentiment\n<br/>,pos\n   ,neg\n", "no rows left after cleaning"),
+    pytest.param(b"", "the file is empty", id="empty"),
+    pytest.param(b"review,sentiment\n", "header but no rows", id="header-only"),
+    pytest.param(b"review,sentiment\n<br/>,pos\n   ,neg\n", "no rows left after cleaning",
+                 id="empty-after-cleaning"),
+    pytest.param(SINGLE_CLASS.encode(), "a single class in the labels ('pos')",
+                 id="single-class"),
+    pytest.param(b"review,sentiment\ngood,pos\nbad,neg\nna\xefve,pos\n",
+                 "d.csv: line 4: bytes that are not UTF-8", id="not-utf8"),
+    pytest.param(b"review,sentiment\ngood,pos\nbad,neg,extra\n",
+                 "d.csv: line 3: expected 2 fields, saw 3", id="ragged-row"),
+    pytest.param(b"review,sentiment\ngood,\nbad,\n", "column 'sentiment' has no labels",
+                 id="nan-labels"),
 ])
-def test_empty_or_empty_after_cleaning(tmp_path, capsys, content, needle):
-    (tmp_path / "d.csv").write_text(content)
+def test_bad_data_file(tmp_path, capsys, content, needle):
+    (tmp_path / "d.csv").write_bytes(content)
     code, _, err = _train(capsys, tmp_path / "d.csv", tmp_path / "run")
     assert_user_error(code, err, needle)
-    _assert_nothing_written(tmp_path / "run")
-
-
-def test_single_class(tmp_path, capsys):
-    pd.DataFrame({"review": [f"text {i}" for i in range(20)],
-                  "sentiment": ["pos"] * 20}).to_csv(tmp_path / "d.csv", index=False)
-    code, _, err = _train(capsys, tmp_path / "d.csv", tmp_path / "run")
-    assert_user_error(code, err, "a single class in the labels ('pos')")
-    _assert_nothing_written(tmp_path / "run")
-
-
-def test_not_utf8_names_the_line(tmp_path, capsys):
-    (tmp_path / "d.csv").write_bytes(b"review,sentiment\ngood,pos\nbad,neg\nna\xefve,pos\n")
-    code, _, err = _train(capsys, tmp_path / "d.csv", tmp_path / "run")
-    assert_user_error(code, err, "d.csv: line 4: bytes that are not UTF-8")
-    _assert_nothing_written(tmp_path / "run")
-
-
-def test_ragged_csv_names_the_line(tmp_path, capsys):
-    (tmp_path / "d.csv").write_text("review,sentiment\ngood,pos\nbad,neg,extra\n")
-    code, _, err = _train(capsys, tmp_path / "d.csv", tmp_path / "run")
-    assert_user_error(code, err, "d.csv: line 3: expected 2 fields, saw 3")
-    _assert_nothing_written(tmp_path / "run")
-
-
-def test_nan_labels(tmp_path, capsys):
-    (tmp_path / "d.csv").write_text("review,sentiment\ngood,\nbad,\n")
-    code, _, err = _train(capsys, tmp_path / "d.csv", tmp_path / "run")
-    assert_user_error(code, err, "column 'sentiment' has no labels")
     _assert_nothing_written(tmp_path / "run")
 
 
