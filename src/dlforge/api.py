@@ -148,7 +148,7 @@ def predict(run_dir: str | Path, data: str | Path, out: str | Path, *,
     clf = load(run_dir)
     df, text_col = _load_eval_frame(clf, data, text, None)
     proba = clf.predict_proba(df[text_col])
-    pred = clf.predict(df[text_col])
+    pred = clf.decode(proba)
     result = df.copy()
     kind, classes = clf.labels_.kind, clf.labels_.classes
     sep = clf.config_.output.separator

@@ -303,7 +303,12 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         return probabilities(self.labels_.kind, logits)
 
     def predict(self, X: Any) -> np.ndarray | list[list[Any]]:
-        proba = self.predict_proba(X)
+        return self.decode(self.predict_proba(X))
+
+    def decode(self, proba: np.ndarray) -> np.ndarray | list[list[Any]]:
+        """The labels ``predict`` gives for probabilities from ``predict_proba`` (so one
+        forward pass can serve both)."""
+        self._check_fitted()
         decoded = self.labels_.decode(predict_indices(self.labels_.kind, proba))
         if self.labels_.kind == "multilabel":
             return decoded

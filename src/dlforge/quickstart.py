@@ -54,8 +54,8 @@ def run_quickstart(out: Path, epochs: int = 5, verbose: int = 1) -> None:
     console.print(metrics_table({"validation": clf.metrics_["validation"], "test": test}))
 
     sample = df.iloc[test_idx].head(6)
-    proba = clf.predict_proba(sample["text"])[:, 1]
-    pred = clf.predict(sample["text"])
+    proba_all = clf.predict_proba(sample["text"])
+    pred, proba = clf.decode(proba_all), proba_all[:, 1]
     table = Table(title="A few held-out tweets")
     table.add_column("tweet", max_width=70)
     table.add_column("sent from")
