@@ -4,7 +4,7 @@ import pytest
 from dlforge import TextClassifier
 from dlforge.config import validate_config
 from dlforge.data.augment import TokenAugmenter
-from dlforge.data.loader import make_loader
+from dlforge.data.loader import FeatureDataset, make_loader
 from dlforge.errors import ConfigError
 
 IDS = np.arange(10, 60, dtype=np.int64)  # 50 distinct tokens
@@ -52,11 +52,16 @@ def test_off_by_default_and_rates_validated():
 
 
 def test_loader_augments_only_when_asked():
-    ids = [IDS.copy() for _ in range(8)]
-    plain = next(iter(make_loader(ids, None, 8, False)))
+    from dlforge.config import TextInput
+    from dlforge.data.inputs import TextFeature
+
+    ids = {"t": [IDS.copy() for _ in range(8)]}
+    feats = {"t": TextFeature(TextInput(name="t"))}
+    plain = next(iter(make_loader(FeatureDataset(feats, ids), 8, False)))["inputs"]["t"]
     assert plain["input_ids"].shape == (8, 50)
     aug = TokenAugmenter(mask=0.5, mask_id=4, seed=0)
-    noisy = next(iter(make_loader(ids, None, 8, False, augment=aug)))
+    noisy = next(iter(make_loader(FeatureDataset(feats, ids, augmenters={"t": aug}), 8,
+                                  False)))["inputs"]["t"]
     assert (noisy["input_ids"] == 4).any() and not (plain["input_ids"] == 4).any()
 
 

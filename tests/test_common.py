@@ -3,18 +3,18 @@
 import pytest
 import torch
 
-from dlforge.config import validate_config
-from dlforge.models.registry import MODELS, build_model
-from dlforge.testing import TINY_MODELS, check_model
+from dlforge.config import MODEL_FAMILIES, validate_config
+from dlforge.models.registry import build_model
+from dlforge.testing import CASES, TINY_MODELS, check_model
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_check_model(name):
-    check_model(name)
+@pytest.mark.parametrize(("name", "kind"), CASES)
+def test_check_model(name, kind):
+    check_model(name, kind)
 
 
 def test_every_family_has_a_tiny_config():
-    assert set(TINY_MODELS) == set(MODELS)
+    assert set(TINY_MODELS) == set(MODEL_FAMILIES)
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
@@ -24,18 +24,20 @@ def test_rnn_cells_and_directions(cell):
                                "model": {"name": "rnn", "cell": cell, "hidden": 6,
                                          "d_model": 8, "layers": 2,
                                          "bidirectional": bidirectional}})
-        m = build_model(cfg.model, 30, 10, 2).eval()
+        m = build_model(cfg, {"t": {"vocab_size": 30, "max_length": 10}}, 2).eval()
         ids = torch.randint(1, 30, (3, 5))
-        assert m(ids, torch.ones(3, 5, dtype=torch.bool)).shape == (3, 2)
+        batch = {"t": {"input_ids": ids, "attention_mask": torch.ones(3, 5, dtype=torch.bool)}}
+        assert m(batch).shape == (3, 2)
 
 
 def test_article_model_shape():
     """Embedding(10000→512) → Transformer(4 heads, d_model 512) → one output."""
     cfg = validate_config({"inputs": [{"name": "t"}], "output": {"name": "y"}})
-    m = build_model(cfg.model, 10_000, 128, 1)
-    assert m.embed.tok.weight.shape == (10_000, 512)
-    assert m.blocks[0].attn.heads == 4
-    assert m.head.out.out_features == 1
+    m = build_model(cfg, {"t": {"vocab_size": 10_000, "max_length": 128}}, 1)
+    enc = m.encoders["t"]
+    assert enc.embed.tok.weight.shape == (10_000, 512)
+    assert enc.blocks[0].attn.heads == 4
+    assert m.head.out.in_features == 512 and m.head.out.out_features == 1
 
 
 def test_dropout_matches_nn_dropout_in_distribution():

@@ -9,7 +9,7 @@ from dlforge.config import CleanConfig
 from dlforge.data.clean import clean_frame, clean_text
 from dlforge.data.features import LabelEncoder, TextTokenizer
 from dlforge.data.io import read_table, require_columns
-from dlforge.data.loader import BucketBatchSampler, pad_collate
+from dlforge.data.loader import BucketBatchSampler, FeatureDataset
 from dlforge.data.split import stratified_split
 from dlforge.errors import DataError
 
@@ -185,10 +185,16 @@ def test_bucket_sampler_covers_everything_once_and_is_seeded():
     assert waste(batches) < 0.3 * waste(unbucketed)
 
 
-def test_pad_collate_pads_per_batch_with_a_mask():
-    batch = pad_collate([(np.array([5, 6, 7]), np.int64(1)), (np.array([8]), np.int64(0))])
-    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
-    assert batch["attention_mask"].tolist() == [[True] * 3, [True, False, False]]
+def test_text_batches_pad_per_batch_with_a_mask():
+    from dlforge.config import TextInput
+    from dlforge.data.inputs import TextFeature
+
+    feat = TextFeature(TextInput(name="t"))
+    ds = FeatureDataset({"t": feat}, {"t": [np.array([5, 6, 7]), np.array([8])]},
+                        np.array([1, 0]))
+    batch = ds.collate([ds[0], ds[1]])
+    assert batch["inputs"]["t"]["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["inputs"]["t"]["attention_mask"].tolist() == [[True] * 3, [True, False, False]]
     assert batch["labels"].tolist() == [1, 0]
 
 

@@ -14,7 +14,8 @@ from dlforge.train.callbacks import Callback
 def test_run_directory_contents(trained_run):
     run, _ = trained_run
     names = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
-    assert {"dlforge.json", "config.yaml", "model.safetensors", "tokenizer.json", "labels.json",
+    assert {"dlforge.json", "config.yaml", "model.safetensors", "features.json",
+            "tokenizers/review.json", "labels.json",
             "metrics.json", "data.json", "history.csv", "plots/curves.png",
             "plots/confusion_matrix.png", "checkpoints/last.safetensors",
             "checkpoints/best.safetensors", "checkpoints/train_state.pt"} <= names
@@ -33,8 +34,8 @@ def test_load_refuses_incomplete_or_altered_runs(trained_run, tmp_path):
         load(tmp_path / "plain")
     broken = tmp_path / "broken"
     shutil.copytree(run, broken)
-    (broken / "tokenizer.json").unlink()
-    with pytest.raises(RunDirError, match="incomplete run: tokenizer.json is missing"):
+    (broken / "tokenizers" / "review.json").unlink()
+    with pytest.raises(RunDirError, match="incomplete run: tokenizers/review.json is missing"):
         load(broken)
     altered = tmp_path / "altered"
     shutil.copytree(run, altered)

@@ -16,16 +16,24 @@ from dlforge.errors import (  # noqa: E402
     NotFittedError,
     RunDirError,
 )
-from dlforge.estimators import TextClassifier  # noqa: E402
+from dlforge.estimators import (  # noqa: E402
+    ImageClassifier,
+    TabularClassifier,
+    TabularRegressor,
+    TextClassifier,
+)
 from dlforge.run import load  # noqa: E402
 
 __all__ = [
     "ConfigError",
     "DataError",
     "DlforgeError",
+    "ImageClassifier",
     "NotFittedError",
     "RunConfig",
     "RunDirError",
+    "TabularClassifier",
+    "TabularRegressor",
     "TextClassifier",
     "__version__",
     "cross_validate",

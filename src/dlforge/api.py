@@ -14,21 +14,72 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dlforge.base import DeepModel, encode_labels
 from dlforge.config import RunConfig, load_config
 from dlforge.data.clean import clean_frame
+from dlforge.data.features import fit_target
 from dlforge.data.io import read_table, require_columns, write_table
 from dlforge.data.split import kfold
 from dlforge.errors import DataError, RunDirError
-from dlforge.estimators import TextClassifier, encode_labels
+from dlforge.estimators import (
+    ImageClassifier,
+    TabularClassifier,
+    TabularRegressor,
+    TextClassifier,
+    image_folder_frame,
+)
 from dlforge.run import MANIFEST, check_run, load, partial_dir, save_run
 
-__all__ = ["cross_validate", "evaluate", "info", "predict", "train"]
+__all__ = ["cross_validate", "estimator_for", "evaluate", "info", "predict", "read_data",
+           "train"]
 
-CV_METRICS = ("accuracy", "macro_f1", "roc_auc", "micro_f1", "loss")
+CV_METRICS = ("accuracy", "macro_f1", "roc_auc", "micro_f1", "mae", "rmse", "r2", "loss")
+FLAGS = {"text": "--text", "image": "--image", "numeric": "--numeric",
+         "category": "--category"}
+
+
+def estimator_for(cfg: RunConfig, output_kind: str) -> type[DeepModel]:
+    """The estimator class a config trains: by its inputs, and the output's kind."""
+    kinds = {i.type for i in cfg.inputs}
+    if output_kind == "numeric":
+        return TabularRegressor
+    if kinds == {"text"}:
+        return TextClassifier
+    if kinds == {"image"}:
+        return ImageClassifier
+    return TabularClassifier
+
+
+def read_data(cfg: RunConfig, path: str | Path | None = None, *, labelled: bool = True,
+              renames: dict[str, str] | None = None) -> pd.DataFrame:
+    """The frame a config trains on: a table (CSV, TSV, JSONL, Parquet) holding the input and
+    output columns, or for an image input a folder of class sub-folders. Image paths in a
+    table are relative to the table's folder. ``renames`` maps a file's column names to the
+    config's (a file whose text column is called differently)."""
+    path = Path(path if path is not None else cfg.data.path)  # type: ignore[arg-type]
+    images = [i for i in cfg.inputs if i.type == "image"]
+    if images and path.is_dir():
+        if not labelled:
+            from dlforge.estimators import image_list
+
+            return pd.DataFrame({images[0].name: pd.Series(image_list(path), dtype=object)})
+        return image_folder_frame(path, cfg)
+    df = read_table(path, cfg.data.format if path == Path(str(cfg.data.path)) else "auto")
+    renames = renames or {}
+    back = {v: k for k, v in renames.items()}
+    cols = {back.get(i.name, i.name): FLAGS[i.type] for i in cfg.inputs}
+    if labelled:
+        cols[back.get(cfg.output.name, cfg.output.name)] = "--label"
+    require_columns(df, cols, str(path))
+    df = df.rename(columns=renames)
+    for inp in images:
+        df[inp.name] = [str(path.parent / v) if isinstance(v, str) and not Path(v).is_absolute()
+                        else v for v in df[inp.name]]
+    return df
 
 
 def train(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
-          overwrite: bool = False, verbose: int = 1, callbacks: tuple = ()) -> TextClassifier:
+          overwrite: bool = False, verbose: int = 1, callbacks: tuple = ()) -> DeepModel:
     """Train the run ``cfg`` describes into the run directory ``out``.
 
     Checkpoints go to a hidden ``.NAME.partial`` folder beside ``out`` after every epoch; if
@@ -60,11 +111,11 @@ def train(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
     if cfg.data.path is None:
         raise DataError("data.path: no data file given; use --data FILE or data.path in the "
                         "config")
-    df = read_table(cfg.data.path, cfg.data.format)
-    require_columns(df, {cfg.text.name: "--text", cfg.output.name: "--label"}, cfg.data.path)
+    df = read_data(cfg)
     cv_report = (cross_validate(cfg, cfg.train.cv, frame=df, verbose=verbose)
                  if cfg.train.cv else None)
-    clf = TextClassifier(config=cfg, verbose=verbose)
+    cls = estimator_for(cfg, _output_kind(cfg, df, str(cfg.data.path)))
+    clf = cls(config=cfg, verbose=verbose)
     clf._fit_frame(df, cfg, source=str(cfg.data.path), workdir=work, resume=resume,
                    callbacks=callbacks)
     if cv_report is not None:
@@ -74,9 +125,19 @@ def train(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
     return clf
 
 
+def _output_kind(cfg: RunConfig, df: pd.DataFrame, source: str) -> str:
+    if cfg.output.type != "auto":
+        return cfg.output.type
+    if df[cfg.output.name].isna().all():
+        return "category"  # cleaning reports the missing labels
+    return fit_target(df[cfg.output.name].dropna().tolist(), "auto", cfg.output.separator,
+                      source=f"{source}: {cfg.output.name}").kind
+
+
 def cross_validate(cfg: RunConfig, k: int, *, frame: pd.DataFrame | None = None,
                    verbose: int = 1) -> dict[str, Any]:
-    """Score the run ``cfg`` describes by ``k``-fold cross-validation (stratified by label).
+    """Score the run ``cfg`` describes by ``k``-fold cross-validation (stratified by label
+    for classification).
 
     The data is cleaned once; each fold trains a fresh model on the other folds (with its own
     validation split for early stopping) and scores the held-out fold. Returns every fold's
@@ -86,22 +147,24 @@ def cross_validate(cfg: RunConfig, k: int, *, frame: pd.DataFrame | None = None,
     if frame is None:
         if cfg.data.path is None:
             raise DataError("data.path: no data file given for cross-validation")
-        frame = read_table(cfg.data.path, cfg.data.format)
-        require_columns(frame, {cfg.text.name: "--text", cfg.output.name: "--label"}, source)
-    text, label = cfg.text.name, cfg.output.name
-    df, _ = clean_frame(frame, text, label, cfg.data.clean, source=source)
-    _, _, strata = encode_labels(df, cfg, source)
+        frame = read_data(cfg)
+    texts = [i.name for i in cfg.inputs if i.type == "text"]
+    df, _ = clean_frame(frame, texts, cfg.output.name, cfg.data.clean, source=source)
+    target, _, strata = encode_labels(df, cfg, source)
     try:
         folds = kfold(strata, k, cfg.data.seed)
     except ValueError as err:
         raise DataError(f"{source}: {err}") from None
+    cls = estimator_for(cfg, target.kind)
     rows = []
     for i, (tr, te) in enumerate(folds, start=1):
-        clf = TextClassifier(config=cfg, verbose=0)
-        clf._fit_frame(df.iloc[tr], cfg, source=f"{source} (fold {i})")
-        m = clf.evaluate(df[text].iloc[te], df[label].iloc[te])
+        clf = cls(config=cfg, verbose=0)
+        clf._fit_frame(df.iloc[tr].reset_index(drop=True), cfg, source=f"{source} (fold {i})")
+        m = clf.evaluate_frame(df.iloc[te].reset_index(drop=True), source)
         row = {key: m[key] for key in CV_METRICS if m.get(key) is not None}
-        row["baseline_accuracy"] = m["baseline"]["accuracy"]
+        base = m["baseline"]
+        row.update({f"baseline_{key}": base[key] for key in ("accuracy", "mae", "rmse")
+                    if key in base})
         rows.append(row)
         if verbose:
             print(f"cross-validation fold {i}/{k}: " + ", ".join(
@@ -116,45 +179,59 @@ def cross_validate(cfg: RunConfig, k: int, *, frame: pd.DataFrame | None = None,
     }
 
 
-def _load_eval_frame(clf: TextClassifier, data: str | Path, text: str | None,
-                     label: str | None) -> tuple[pd.DataFrame, str]:
-    df = read_table(data)
-    text_col = text or clf.config_.text.name
-    cols = {text_col: "--text"}
-    if label is not None:
-        cols[label] = "--label"
-    require_columns(df, cols, str(data))
-    return df, text_col
+def _load_eval_frame(clf: DeepModel, data: str | Path, text: str | None,
+                     label: str | None) -> pd.DataFrame:
+    """The file to score, with a renamed text column (``text``) and output (``label``)
+    brought to the names the run was trained with."""
+    cfg = clf.config_
+    renames = {}
+    if text is not None and text != cfg.text.name:
+        renames[text] = cfg.text.name
+    if label is not None and label != cfg.output.name:
+        renames[label] = cfg.output.name
+    return read_data(cfg, data, labelled=label is not None, renames=renames)
 
 
 def evaluate(run_dir: str | Path, data: str | Path, *, text: str | None = None,
              label: str | None = None) -> dict[str, Any]:
     """Score a run on a labelled file: the same metrics as training, with the baseline."""
     clf = load(run_dir)
-    label = label or clf.config_.output.name
-    df, text_col = _load_eval_frame(clf, data, text, label)
-    clean = clf.config_.data.clean.model_copy(update={"drop_duplicates": False,
-                                                      "drop_missing_label": True})
-    df, report = clean_frame(df, text_col, label, clean, source=str(data))
-    metrics = clf.evaluate(df[text_col], df[label])
+    cfg = clf.config_
+    df = _load_eval_frame(clf, data, text, label or cfg.output.name)
+    clean = cfg.data.clean.model_copy(update={"drop_duplicates": False,
+                                              "drop_missing_label": True})
+    texts = [i.name for i in cfg.inputs if i.type == "text"]
+    df, report = clean_frame(df, texts, cfg.output.name, clean, source=str(data))
+    metrics = clf.evaluate_frame(df, str(data))
     metrics["cleaning"] = report
     return metrics
 
 
 def predict(run_dir: str | Path, data: str | Path, out: str | Path, *,
             text: str | None = None) -> pd.DataFrame:
-    """Predict every row of ``data``; write its columns plus ``prediction`` and one
-    ``proba_<class>`` column per class to ``out`` (format from its extension)."""
+    """Predict every row of ``data``; write its columns plus ``prediction`` (and for
+    classification one ``proba_<class>`` column per class) to ``out`` (format from its
+    extension). Image arrays are not written back; image paths are."""
     clf = load(run_dir)
-    df, text_col = _load_eval_frame(clf, data, text, None)
-    proba = clf.predict_proba(df[text_col])
-    pred = clf.decode(proba)
+    df = _load_eval_frame(clf, data, text, None)
+    logits = clf._logits_frame(df, str(data))
     result = df.copy()
-    kind, classes = clf.labels_.kind, clf.labels_.classes
-    sep = clf.config_.output.separator
-    result["prediction"] = [sep.join(map(str, p)) for p in pred] if kind == "multilabel" else pred
-    for j, c in enumerate(classes):
-        result[f"proba_{c}"] = proba[:, j]
+    for inp in clf.config_.inputs:
+        if inp.type == "image" and not all(isinstance(v, str) for v in result[inp.name]):
+            result = result.drop(columns=inp.name)
+    target = clf.labels_
+    if target.kind == "numeric":
+        result["prediction"] = target.decode(logits)
+    else:
+        from dlforge.train.metrics import probabilities
+
+        proba = probabilities(target.kind, logits)
+        pred = clf.decode(proba)
+        sep = clf.config_.output.separator
+        result["prediction"] = ([sep.join(map(str, p)) for p in pred]
+                                if target.kind == "multilabel" else pred)
+        for j, c in enumerate(target.classes):
+            result[f"proba_{c}"] = proba[:, j]
     write_table(result, Path(out))
     return result
 
@@ -175,6 +252,8 @@ def info(run_dir: str | Path) -> dict[str, Any]:
         "dlforge_version": manifest["dlforge_version"],
         "model": cfg.model.model_dump(),
         "parameters": n_params,
+        "estimator": manifest.get("estimator"),
+        "inputs": [{"name": i.name, "type": i.type} for i in cfg.inputs],
         "labels": json.loads((path / "labels.json").read_text(encoding="utf-8")),
         "data": json.loads((path / "data.json").read_text(encoding="utf-8")),
         "metrics": json.loads((path / "metrics.json").read_text(encoding="utf-8")),

@@ -35,21 +35,23 @@ def _err(msg: str) -> None:
 
 
 # ----------------------------------------------------------------------------------- train
-# Flag -> config key. The one mapping between the CLI and the schema.
+# Flag -> config key. The one mapping between the CLI and the schema. "<text>" and "<image>"
+# stand for the index of the text or image input in ``inputs``.
 TRAIN_FLAGS: dict[str, str] = {
     "data": "data.path",
-    "text": "inputs.0.name",
     "label": "output.name",
     "model": "model.name",
     "epochs": "train.epochs",
     "batch_size": "train.batch_size",
     "lr": "train.lr",
-    "max_length": "inputs.0.max_length",
-    "vocab_size": "inputs.0.vocab_size",
-    "tokenizer": "inputs.0.tokenizer",
+    "max_length": "inputs.<text>.max_length",
+    "vocab_size": "inputs.<text>.vocab_size",
+    "tokenizer": "inputs.<text>.tokenizer",
     "d_model": "model.d_model",
     "heads": "model.heads",
     "layers": "model.layers",
+    "channels": "model.channels",
+    "hidden": "model.hidden",
     "dropout": "model.dropout",
     "precision": "train.precision",
     "device": "train.device",
@@ -59,10 +61,96 @@ TRAIN_FLAGS: dict[str, str] = {
     "patience": "train.patience",
     "output_type": "output.type",
     "cv": "train.cv",
-    "augment_delete": "inputs.0.augment.delete",
-    "augment_swap": "inputs.0.augment.swap",
-    "augment_mask": "inputs.0.augment.mask",
+    "augment_delete": "inputs.<text>.augment.delete",
+    "augment_swap": "inputs.<text>.augment.swap",
+    "augment_mask": "inputs.<text>.augment.mask",
+    "image_size": "inputs.<image>.size",
+    "color": "inputs.<image>.color",
+    "augment_crop": "inputs.<image>.augment.crop",
+    "augment_flip": "inputs.<image>.augment.flip",
+    "augment_rotate": "inputs.<image>.augment.rotate",
+    "augment_noise": "inputs.<image>.augment.noise",
 }
+INPUT_FLAGS = ("text", "image", "numeric", "category", "kind")
+KINDS = ("text", "image", "table")
+
+
+def _int_list(flag: str, value: str | None, sep: str = ",") -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        out = [int(v) for v in value.replace(" ", "").split(sep) if v]
+    except ValueError:
+        raise ConfigError(f"--{flag}: expected whole numbers separated by {sep!r}, got "
+                          f"{value!r}") from None
+    if not out:
+        raise ConfigError(f"--{flag}: expected at least one number")
+    return out
+
+
+def _names(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def _inputs_from_flags(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``inputs`` of a run given by flags: --text, --image, --numeric, --category, or
+    --kind table (every column but the label, numeric or category by its values)."""
+    kind, data = values["kind"], values["data"]
+    if kind is not None and kind not in KINDS:
+        raise ConfigError(f"--kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+    numeric, category = _names(values["numeric"]), _names(values["category"])
+    text, image = values["text"], values["image"]
+    if kind == "image" and image is None:
+        if data is None or not Path(data).is_dir():
+            raise ConfigError("--kind image: --data must be a folder of class sub-folders "
+                              "(or name the image-path column of a table with --image)")
+        image = "image"
+    if kind == "table":
+        from dlforge.data.io import read_table
+        from dlforge.estimators import infer_inputs
+
+        if data is None or values["label"] is None:
+            raise ConfigError("--kind table needs --data FILE and --label COLUMN")
+        df = read_table(data)
+        return infer_inputs(df, [values["label"]], numeric, category,
+                            [text] if text else [])
+    inputs = [{"name": text, "type": "text"}] if text else []
+    if image:
+        inputs.append({"name": image, "type": "image"})
+    inputs += [{"name": c, "type": "numeric"} for c in numeric]
+    inputs += [{"name": c, "type": "category"} for c in category]
+    return inputs
+
+
+def _resolve_flags(values: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Flags as dotted config keys, with <text>/<image> resolved to the input's index."""
+    where = {}
+    for i, inp in enumerate(inputs):
+        where.setdefault(f"<{inp.get('type', 'text')}>", str(i))
+    flags = {}
+    for k, key in TRAIN_FLAGS.items():
+        v = values[k]
+        if v is None:
+            continue
+        for slot in ("<text>", "<image>"):
+            if slot in key:
+                if slot not in where:
+                    raise ConfigError(f"--{k.replace('_', '-')}: this run has no "
+                                      f"{slot.strip('<>')} input")
+                key = key.replace(slot, where[slot])
+        flags[key] = v
+    if "train.seed" in flags:
+        flags["data.seed"] = flags["train.seed"]
+    return flags
+
+
+def _image_size(value: str | None) -> list[int] | None:
+    size = _int_list("image-size", value.lower().replace("x", ",") if value else None)
+    if size is not None and len(size) == 1:
+        size = size * 2
+    if size is not None and len(size) != 2:
+        raise ConfigError(f"--image-size: expected HxW such as 32x32, got {value!r}")
+    return size
 
 
 @app.command(epilog=_examples(
@@ -74,14 +162,26 @@ TRAIN_FLAGS: dict[str, str] = {
     "--out runs/aug",
     "dlforge train --resume runs/tweets            # continue an interrupted run",
     "dlforge train --data t.csv --text text --label y --model cnn --cv 5 --out runs/cnn",
+    "dlforge train --data images/ --kind image --image-size 32x32 --augment-flip 0.5 "
+    "--out runs/images",
+    "dlforge train --data credit.csv --kind table --label default --out runs/credit",
+    "dlforge train --data reviews.csv --text review --numeric price --category brand "
+    "--label rating --out runs/mixed",
 ))
 def train(
     config: Annotated[Path | None, typer.Argument(help="A YAML run config.")] = None,
-    data: Annotated[str | None, typer.Option(help="CSV, TSV, JSONL or Parquet file.")] = None,
+    data: Annotated[str | None, typer.Option(
+        help="CSV, TSV, JSONL or Parquet file; or a folder of class sub-folders of images."
+    )] = None,
+    kind: Annotated[str | None, typer.Option(
+        help="text, image or table (table: every column but --label is an input).")] = None,
     text: Annotated[str | None, typer.Option(help="The text column.")] = None,
-    label: Annotated[str | None, typer.Option(help="The label column.")] = None,
+    image: Annotated[str | None, typer.Option(help="A column of image paths.")] = None,
+    numeric: Annotated[str | None, typer.Option(help="Numeric columns, a,b,c.")] = None,
+    category: Annotated[str | None, typer.Option(help="Categorical columns, a,b,c.")] = None,
+    label: Annotated[str | None, typer.Option(help="The label (output) column.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory to write.")] = None,
-    model: Annotated[str | None, typer.Option(help="transformer, cnn or rnn.")] = None,
+    model: Annotated[str | None, typer.Option(help="transformer, cnn, rnn or mlp.")] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
@@ -91,6 +191,9 @@ def train(
     d_model: Annotated[int | None, typer.Option(help="Model width.")] = None,
     heads: Annotated[int | None, typer.Option(help="Attention heads (transformer).")] = None,
     layers: Annotated[int | None, typer.Option(help="Blocks (transformer, rnn).")] = None,
+    channels: Annotated[str | None, typer.Option(
+        help="CNN stage widths for images, e.g. 32,64,128.")] = None,
+    hidden: Annotated[str | None, typer.Option(help="MLP layer widths, e.g. 128,64.")] = None,
     dropout: Annotated[float | None, typer.Option()] = None,
     precision: Annotated[str | None, typer.Option(help="auto, fp32 or bf16.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
@@ -99,7 +202,7 @@ def train(
     test_split: Annotated[float | None, typer.Option(help="Held-out test fraction.")] = None,
     patience: Annotated[int | None, typer.Option(help="Early-stopping patience.")] = None,
     output_type: Annotated[str | None, typer.Option(
-        help="auto, binary, category or multilabel.")] = None,
+        help="auto, binary, category, multilabel or numeric (regression).")] = None,
     cv: Annotated[int | None, typer.Option(
         help="Also score by K-fold cross-validation (mean ± std).")] = None,
     augment_delete: Annotated[float | None, typer.Option(
@@ -108,21 +211,33 @@ def train(
         help="Training only: swap this rate x length random token pairs.")] = None,
     augment_mask: Annotated[float | None, typer.Option(
         help="Training only: replace each token by [MASK] with this probability.")] = None,
+    image_size: Annotated[str | None, typer.Option(
+        help="Resize every image to HxW (needed when sizes differ).")] = None,
+    color: Annotated[str | None, typer.Option(help="Images: auto, gray or rgb.")] = None,
+    augment_crop: Annotated[int | None, typer.Option(
+        help="Training only: pad by N pixels and crop back at a random offset.")] = None,
+    augment_flip: Annotated[float | None, typer.Option(
+        help="Training only: horizontal flip with this probability.")] = None,
+    augment_rotate: Annotated[float | None, typer.Option(
+        help="Training only: rotate by up to this many degrees.")] = None,
+    augment_noise: Annotated[float | None, typer.Option(
+        help="Training only: add Gaussian noise of this std.")] = None,
     resume: Annotated[Path | None, typer.Option(
         help="Continue the interrupted run whose --out was this folder.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run at --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
-    """Train a text classifier and write a run directory."""
+    """Train a model on text, images, a table, or a mix, and write a run directory."""
     from dlforge import api
     from dlforge.config import apply_overrides, load_config, validate_config
 
-    values = locals()
-    flags = {TRAIN_FLAGS[k]: values[k] for k in TRAIN_FLAGS if values[k] is not None}
-    if "train.seed" in flags:
-        flags["data.seed"] = flags["train.seed"]
+    values = dict(locals())
+    values["channels"] = _int_list("channels", channels)
+    values["hidden"] = _int_list("hidden", hidden)
+    values["image_size"] = _image_size(image_size)
+    given = [f"--{k.replace('_', '-')}" for k in (*TRAIN_FLAGS, *INPUT_FLAGS)
+             if values[k] is not None]
     if resume is not None:
-        given = [f"--{k.replace('_', '-')}" for k in TRAIN_FLAGS if values[k] is not None]
         if config is not None or given or (out is not None and out != resume):
             raise ConfigError("--resume continues with the run's saved config; pass no config "
                               f"file or other options (got {', '.join(given) or config or out})")
@@ -132,18 +247,29 @@ def train(
     if out is None:
         raise ConfigError("--out: name the run directory to write, e.g. --out runs/my-model")
     if config is not None:
-        cfg = load_config(config, overrides=flags)
+        bad = [f"--{k}" for k in INPUT_FLAGS if values[k] is not None]
+        if bad:
+            raise ConfigError(f"{', '.join(bad)}: with a config file, the inputs come from its "
+                              "inputs: list")
+        inputs = [i.model_dump() for i in load_config(config).inputs]
+        cfg = load_config(config, overrides=_resolve_flags(values, inputs))
         if data is None and cfg.data.path and not Path(cfg.data.path).is_absolute():
             beside = config.parent / cfg.data.path
             if beside.exists() and not Path(cfg.data.path).exists():
                 cfg.data.path = str(beside)
     else:
-        missing = [f"--{k}" for k in ("data", "text", "label") if values[k] is None]
+        inputs = _inputs_from_flags(values)
+        if label is None and data is not None and Path(data).is_dir() and inputs and \
+                inputs[0]["type"] == "image":
+            values["label"] = "label"  # a folder of classes: the folder names are the labels
+        missing = [f for f, v in (("--data", data), ("--text", inputs or None),
+                                  ("--label", values["label"])) if v is None]
         if missing:
             raise ConfigError(f"missing {', '.join(missing)}: without a config file, train "
-                              "needs --data FILE --text COLUMN --label COLUMN")
-        cfg = validate_config(apply_overrides({"inputs": [{}], "output": {}}, flags),
-                              source="options")
+                              "needs --data FILE, --label COLUMN and the inputs: --text "
+                              "COLUMN, --image, --numeric, --category or --kind image|table")
+        cfg = validate_config(apply_overrides({"inputs": inputs, "output": {}},
+                                              _resolve_flags(values, inputs)), source="options")
     try:
         clf = api.train(cfg, out, overwrite=overwrite, verbose=0 if quiet else 1)
     except KeyboardInterrupt:
@@ -204,11 +330,12 @@ def evaluate(
 ))
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
-    data: Annotated[str, typer.Option(help="A file with a text column.")],
+    data: Annotated[str, typer.Option(
+        help="A file with the input columns (or a folder of images).")],
     out: Annotated[Path, typer.Option(help="Where to write (.csv/.tsv/.jsonl/.parquet).")],
     text: Annotated[str | None, typer.Option(help="Text column (default: as trained).")] = None,
 ) -> None:
-    """Predict a label (and class probabilities) for every row of a file."""
+    """Predict a label (and class probabilities), or a number, for every row of a file."""
     from dlforge import api
 
     result = api.predict(run_dir, data, out, text=text)
@@ -235,7 +362,11 @@ def info(
     console.print(f"[b]{d['path']}[/b]: {d['task']}, created {d['created']} "
                   f"(dlforge {d['dlforge_version']})")
     console.print(f"model: {d['model']['name']} ({model}); {d['parameters']:,} parameters")
-    console.print(f"labels: {d['labels']['kind']} {d['labels']['classes']}")
+    console.print("inputs: " + ", ".join(f"{i['name']} ({i['type']})" for i in d["inputs"]))
+    labels = d["labels"]
+    console.print(f"output: {labels['kind']} " + (str(labels["classes"]) if "classes" in labels
+                                                   else f"(mean {labels['mean']:.4g}, std "
+                                                        f"{labels['std']:.4g})"))
     if d["data"]:
         console.print(f"data: {d['data'].get('source')}; splits {d['data'].get('splits')}")
     console.print(f"best epoch {d['metrics'].get('best_epoch')} of "

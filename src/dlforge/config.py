@@ -21,8 +21,14 @@ from dlforge.errors import ConfigError
 
 __all__ = [
     "CNNConfig",
+    "CategoryInput",
     "CleanConfig",
     "DataConfig",
+    "FAMILY_KINDS",
+    "ImageAugment",
+    "ImageInput",
+    "MLPConfig",
+    "NumericInput",
     "OutputConfig",
     "RNNConfig",
     "RunConfig",
@@ -36,7 +42,18 @@ __all__ = [
     "validate_config",
 ]
 
-MODEL_FAMILIES = ("transformer", "cnn", "rnn")
+MODEL_FAMILIES = ("transformer", "cnn", "rnn", "mlp")
+INPUT_KINDS = ("text", "image", "numeric", "category")
+TABULAR_KINDS = ("numeric", "category")
+# Which input kinds each family encodes. Numeric and category columns are encoded by their own
+# small encoders under any family; the family is the encoder of the text or image input.
+FAMILY_KINDS: dict[str, tuple[str, ...]] = {
+    "transformer": ("text",),
+    "cnn": ("text", "image"),
+    "rnn": ("text",),
+    "mlp": (),
+    "pretrained": ("text",),
+}
 
 
 class _Strict(BaseModel):
@@ -101,9 +118,52 @@ class TextInput(_Strict):
         return self
 
 
+class ImageAugment(_Strict):
+    """Training-split augmentation of images; each 0 turns it off."""
+
+    crop: int = Field(0, ge=0)  # pad by this many pixels, crop back at a random offset
+    flip: float = Field(0.0, ge=0.0, le=1.0)  # probability of a horizontal flip
+    rotate: float = Field(0.0, ge=0.0, le=180.0)  # max degrees either way
+    noise: float = Field(0.0, ge=0.0)  # std of Gaussian noise (in normalised units)
+
+
+class ImageInput(_Strict):
+    """A column of images (file paths or arrays), or a folder of class sub-folders."""
+
+    name: str
+    type: Literal["image"]
+    # (height, width) to resize to; None: every image must have the same size
+    size: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] | None = None
+    color: Literal["auto", "gray", "rgb"] = "auto"  # auto: gray stays gray, colour is RGB
+    augment: ImageAugment = Field(default_factory=ImageAugment)
+
+
+class NumericInput(_Strict):
+    """A numeric column: standardised on the training split; missing values become the mean,
+    with a 0/1 indicator beside them."""
+
+    name: str
+    type: Literal["numeric"]
+
+
+class CategoryInput(_Strict):
+    """A categorical column: each value seen in training (at least ``min_count`` times) gets
+    an embedding; unseen or missing values share one "unknown" embedding."""
+
+    name: str
+    type: Literal["category"]
+    embedding_dim: int | None = Field(None, ge=1)  # None: min(32, (categories + 1) // 2 + 1)
+    min_count: int = Field(1, ge=1)
+
+
+InputConfig = Annotated[TextInput | ImageInput | NumericInput | CategoryInput,
+                        Field(discriminator="type")]
+
+
 class OutputConfig(_Strict):
-    name: str  # the column holding the label
-    type: Literal["auto", "binary", "category", "multilabel"] = "auto"
+    name: str  # the column holding the label (or the number, for regression)
+    # auto: numeric for a column of non-integer numbers, else binary / category / multilabel
+    type: Literal["auto", "binary", "category", "multilabel", "numeric"] = "auto"
     separator: str = "|"  # splits a multi-label string such as "sports|politics"
 
 
@@ -118,6 +178,7 @@ class TransformerConfig(_Strict):
     ffn_dim: int | None = Field(None, ge=1)  # None: 4 x d_model
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     attention_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # > 0 disables the fused CPU kernel
+    head_hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> TransformerConfig:
@@ -127,13 +188,20 @@ class TransformerConfig(_Strict):
 
 
 class CNNConfig(_Strict):
-    """TextCNN (Kim, 2014): parallel 1-D convolutions of several widths, max-pooled over time."""
+    """For text, TextCNN (Kim, 2014): parallel 1-D convolutions of several widths, max-pooled
+    over time. For images, stages of conv → batch-norm → ReLU blocks (residual if asked), each
+    stage after the first halving the resolution, then global average pooling."""
 
     name: Literal["cnn"] = "cnn"
-    d_model: int = Field(128, ge=2)  # embedding width
+    d_model: int = Field(128, ge=2)  # text: embedding width
     kernel_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [3, 4, 5])
-    filters: int = Field(100, ge=1)
+    filters: int = Field(100, ge=1)  # text: filters per kernel size
+    channels: list[Annotated[int, Field(ge=1)]] = Field(  # images: width of each stage
+        default_factory=lambda: [32, 64, 128])
+    blocks: int = Field(1, ge=1)  # images: conv blocks per stage
+    residual: bool = True  # images: residual connection around each block
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    head_hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
 
 
 class RNNConfig(_Strict):
@@ -146,9 +214,23 @@ class RNNConfig(_Strict):
     layers: int = Field(1, ge=1)
     bidirectional: bool = True
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    head_hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
 
 
-ModelConfig = Annotated[TransformerConfig | CNNConfig | RNNConfig, Field(discriminator="name")]
+class MLPConfig(_Strict):
+    """A multi-layer perceptron over the table's encoded columns (Linear → ReLU → dropout)."""
+
+    name: Literal["mlp"] = "mlp"
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 64])
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+    @property
+    def head_hidden(self) -> list[int]:
+        return self.hidden
+
+
+ModelConfig = Annotated[TransformerConfig | CNNConfig | RNNConfig | MLPConfig,
+                        Field(discriminator="name")]
 
 
 # ---------------------------------------------------------------------------------------- train
@@ -161,7 +243,8 @@ class TrainConfig(_Strict):
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     grad_clip: float | None = Field(1.0, ge=0.0)  # 0 or None: no clipping
     patience: int | None = Field(3, ge=0)  # early stopping; 0 or None: every epoch
-    monitor: Literal["auto", "loss", "accuracy", "macro_f1", "roc_auc"] = "auto"
+    monitor: Literal["auto", "loss", "accuracy", "macro_f1", "roc_auc", "mae", "rmse", "r2"] = (
+        "auto")
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     seed: int = 0
@@ -174,14 +257,45 @@ class TrainConfig(_Strict):
 # ------------------------------------------------------------------------------------------ run
 class RunConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
-    inputs: list[TextInput] = Field(min_length=1, max_length=1)
+    inputs: list[InputConfig] = Field(min_length=1)
     output: OutputConfig
     model: ModelConfig = Field(default_factory=TransformerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
     @property
     def text(self) -> TextInput:
-        return self.inputs[0]
+        """The first text input (the one of a text classifier)."""
+        for inp in self.inputs:
+            if isinstance(inp, TextInput):
+                return inp
+        raise ConfigError("this run has no text input")
+
+    @model_validator(mode="after")
+    def _inputs_fit_the_model(self) -> RunConfig:
+        names = [i.name for i in self.inputs]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"inputs: column {dup[0]!r} is listed twice")
+        if self.output.name in names:
+            raise ValueError(f"output.name: column {self.output.name!r} is also an input")
+        check_family_fits(self.model.name, [i.type for i in self.inputs])
+        return self
+
+
+def check_family_fits(family: str, kinds: list[str]) -> None:
+    """Raise ValueError unless model ``family`` can encode inputs of ``kinds``."""
+    rich = [k for k in kinds if k not in TABULAR_KINDS]
+    if len(rich) > 1:
+        raise ValueError(f"inputs: at most one text or image input per model (got {len(rich)}: "
+                         f"{', '.join(rich)}); numeric and category columns may be added freely")
+    kind = rich[0] if rich else "table"
+    fits = FAMILY_KINDS[family]
+    if (rich and rich[0] in fits) or (not rich and family == "mlp"):
+        return
+    good = ([f for f, ks in FAMILY_KINDS.items() if kind in ks and f != "pretrained"]
+            if rich else ["mlp"])
+    raise ValueError(f"model.name: {family!r} does not fit {kind} inputs; families that fit "
+                     f"{kind} inputs: {', '.join(good)}")
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -193,6 +307,8 @@ def _loc_to_path(loc: tuple[Any, ...]) -> str:
             continue
         # Discriminated unions put the tag in the location (model.transformer.heads): drop it.
         if i > 0 and loc[i - 1] == "model" and item in MODEL_FAMILIES:
+            continue
+        if i > 0 and isinstance(loc[i - 1], int) and item in INPUT_KINDS:
             continue
         if item in ("function-after", "function-before"):
             continue
@@ -213,10 +329,13 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
                 msg += f"; valid keys here are: {', '.join(parent)}"
         elif e["type"] == "union_tag_invalid":
             tag = e.get("ctx", {}).get("tag")
-            msg = f"unknown model {tag!r}; choose one of: {', '.join(MODEL_FAMILIES)}"
+            what, choices = (("input type", INPUT_KINDS) if "inputs" in e["loc"]
+                             else ("model", MODEL_FAMILIES))
+            msg = f"unknown {what} {tag!r}; choose one of: {', '.join(choices)}"
         elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict):
             msg += f" (got {e['input']!r})"
-        lines.append(f"{source}: {path}: {msg}")
+        msg = msg.removeprefix("Value error, ")
+        lines.append(f"{source}: {msg}" if path == "<root>" else f"{source}: {path}: {msg}")
     return "; ".join(lines)
 
 
@@ -225,10 +344,15 @@ def _parent_model_fields(loc: tuple[Any, ...]) -> list[str]:
     for item in loc:
         if isinstance(item, int):
             continue
+        if item in INPUT_KINDS and loc and "inputs" in loc:
+            model = {"text": TextInput, "image": ImageInput, "numeric": NumericInput,
+                     "category": CategoryInput}[item]
+            continue
         if model is None:
             return []
         if item in MODEL_FAMILIES and loc and "model" in loc:
-            model = {"transformer": TransformerConfig, "cnn": CNNConfig, "rnn": RNNConfig}[item]
+            model = {"transformer": TransformerConfig, "cnn": CNNConfig, "rnn": RNNConfig,
+                     "mlp": MLPConfig}[item]
             continue
         field = model.model_fields.get(item)
         if field is None:
@@ -248,12 +372,28 @@ def validate_config(data: dict[str, Any], source: str = "config") -> RunConfig:
         raise ConfigError(f"{source}: expected a mapping of keys at the top level, got "
                           f"{type(data).__name__}")
     model = data.get("model")
-    if isinstance(model, dict) and "name" not in model:
-        data = {**data, "model": {"name": "transformer", **model}}  # the default family
+    inputs = data.get("inputs")
+    if isinstance(inputs, list):  # an input without a type is a text column
+        data = {**data, "inputs": [{"type": "text", **i} if isinstance(i, dict) and "type" not in i
+                                   else i for i in inputs]}
+    if model is None or (isinstance(model, dict) and "name" not in model):
+        data = {**data, "model": {"name": default_family(data.get("inputs")), **(model or {})}}
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source)) from None
+
+
+def default_family(inputs: Any) -> str:
+    """The family a config without ``model.name`` gets: cnn for images, mlp for tables, the
+    Transformer for text."""
+    kinds = {i.get("type", "text") for i in inputs if isinstance(i, dict)} if isinstance(
+        inputs, list) else set()
+    if "image" in kinds:
+        return "cnn"
+    if kinds and kinds <= set(TABULAR_KINDS):
+        return "mlp"
+    return "transformer"
 
 
 def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> RunConfig:

@@ -1,47 +1,49 @@
-"""``TextClassifier``: the Python front door, a scikit-learn estimator over the run schema.
+"""The Python front door: scikit-learn estimators over the run schema, one per kind of data.
+
+- :class:`TextClassifier`: texts → labels (Transformer, CNN or RNN);
+- :class:`ImageClassifier`: images (a folder of class sub-folders, arrays, paths) → labels (CNN);
+- :class:`TabularClassifier` / :class:`TabularRegressor`: a table → labels / numbers (MLP), with
+  text columns too if named (mixed inputs: one encoder per column, then the head).
 
 Constructor arguments are stored untouched (scikit-learn's contract); ``fit`` turns them into a
-:class:`~dlforge.config.RunConfig`, then runs the pipeline: clean → split → tokenize → train →
-score. Arguments left as ``None`` take the config's defaults (or those of ``config``, if given).
+:class:`~dlforge.config.RunConfig` and runs the pipeline of :class:`dlforge.base.DeepModel`.
+Arguments left as ``None`` take the config's defaults (or those of ``config``, if given).
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import ClassifierMixin, RegressorMixin
 
-from dlforge.config import (
-    RunConfig,
-    apply_overrides,
-    config_to_dict,
-    dump_config,
-    validate_config,
-)
-from dlforge.data.augment import TokenAugmenter
-from dlforge.data.clean import clean_frame, clean_text
-from dlforge.data.features import MASK, LabelEncoder, TextTokenizer
-from dlforge.data.loader import make_loader
-from dlforge.data.split import stratified_split
-from dlforge.errors import ConfigError, DataError, NotFittedError
-from dlforge.models.registry import build_model
+from dlforge.base import DeepModel, as_list, encode_labels, label_array
+from dlforge.config import RunConfig
+from dlforge.data.clean import is_missing
+from dlforge.data.features import TextTokenizer
+from dlforge.errors import DataError
 from dlforge.train.callbacks import Callback
-from dlforge.train.metrics import (
-    baseline_metrics,
-    classification_metrics,
-    majority_label,
-    predict_indices,
-    probabilities,
-)
-from dlforge.train.trainer import Trainer, loss_fn, predict_logits
 
-__all__ = ["PARAM_PATHS", "TextClassifier", "encode_labels"]
+__all__ = ["PARAM_PATHS", "ImageClassifier", "TabularClassifier", "TabularRegressor",
+           "TextClassifier", "encode_labels", "infer_inputs", "label_array"]
+
+TRAIN_PARAMS: dict[str, str] = {
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "weight_decay": "train.weight_decay",
+    "warmup": "train.warmup",
+    "patience": "train.patience",
+    "monitor": "train.monitor",
+    "precision": "train.precision",
+    "device": "train.device",
+    "seed": "train.seed",
+    "validation_split": "data.validation_split",
+}
 
 # Estimator argument -> the config key it sets. The one mapping between the two front doors.
 PARAM_PATHS: dict[str, str] = {
@@ -61,22 +63,12 @@ PARAM_PATHS: dict[str, str] = {
     "cell": "model.cell",
     "hidden": "model.hidden",
     "bidirectional": "model.bidirectional",
-    "epochs": "train.epochs",
-    "batch_size": "train.batch_size",
-    "lr": "train.lr",
-    "weight_decay": "train.weight_decay",
-    "warmup": "train.warmup",
-    "patience": "train.patience",
-    "monitor": "train.monitor",
-    "precision": "train.precision",
-    "device": "train.device",
-    "seed": "train.seed",
-    "validation_split": "data.validation_split",
+    **TRAIN_PARAMS,
     "output": "output.type",
 }
 
 
-class TextClassifier(ClassifierMixin, BaseEstimator):
+class TextClassifier(ClassifierMixin, DeepModel):
     """Classify texts with a Transformer, CNN or RNN.
 
     >>> clf = TextClassifier(model="transformer", vocab_size=10_000, d_model=512, heads=4)
@@ -85,6 +77,8 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
 
     Labels may be strings or ints (binary or multi-class) or lists of labels (multi-label).
     """
+
+    PARAM_PATHS: ClassVar[dict[str, str]] = PARAM_PATHS
 
     def __init__(self, model: str | None = None, *, vocab_size: int | None = None,
                  max_length: int | None = None, tokenizer: str | None = None,
@@ -132,205 +126,28 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         self.config = config
         self.verbose = verbose
 
-    # ------------------------------------------------------------------ config
-    def resolve_config(self, **overrides: Any) -> RunConfig:
-        """The RunConfig these arguments (and ``overrides``, by argument name) describe."""
-        base = (config_to_dict(self.config) if self.config is not None
-                else {"inputs": [{"name": "text"}], "output": {"name": "label"}})
-        params = {k: getattr(self, k) for k in PARAM_PATHS}
-        params.update(overrides)
-        unknown = sorted(set(params) - set(PARAM_PATHS))
-        if unknown:
-            raise ConfigError(f"unknown argument(s) {', '.join(unknown)}; valid ones are: "
-                              f"{', '.join(PARAM_PATHS)}")
-        dotted = {PARAM_PATHS[k]: v for k, v in params.items() if v is not None}
-        if "train.seed" in dotted:
-            dotted["data.seed"] = dotted["train.seed"]
-        return validate_config(apply_overrides(base, dotted), source="TextClassifier")
+    def _base_config(self) -> dict[str, Any]:
+        return {"inputs": [{"name": "text"}], "output": {"name": "label"}}
 
-    # ------------------------------------------------------------------ fit
     def fit(self, X: Any, y: Any, *, epochs: int | None = None, batch_size: int | None = None,
             validation_split: float | None = None, callbacks: Sequence[Callback] = ()
             ) -> TextClassifier:
         """Train on texts ``X`` and labels ``y`` (lists, NumPy arrays or pandas Series)."""
-        overrides = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size,
-                                       "validation_split": validation_split}.items()
-                     if v is not None}
-        cfg = self.resolve_config(**overrides)
-        texts, labels = _as_list(X, "X"), _as_list(y, "y")
+        cfg = self._fit_overrides(epochs, batch_size, validation_split)
+        texts, labels = as_list(X, "X"), as_list(y, "y")
         if len(texts) != len(labels):
             raise DataError(f"X has {len(texts)} texts but y has {len(labels)} labels")
         df = pd.DataFrame({cfg.text.name: texts, cfg.output.name: labels})
         return self._fit_frame(df, cfg, source="X", callbacks=callbacks)
 
-    def _fit_frame(self, df: pd.DataFrame, cfg: RunConfig, source: str,
-                   workdir: Path | None = None, resume: bool = False,
-                   callbacks: Sequence[Callback] = (),
-                   log: Callable[[str], None] | None = None) -> TextClassifier:
-        log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-        say = log if self.verbose else (lambda s: None)
-        text_col, label_col = cfg.text.name, cfg.output.name
-        torch.manual_seed(cfg.train.seed)
-        df, cleaning = clean_frame(df, text_col, label_col, cfg.data.clean, source=source)
-        say("cleaning: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in cleaning.items()))
+    def _columns(self, X: Any) -> pd.DataFrame:
+        return pd.DataFrame({self.config_.text.name: as_list(X, "X")})
 
-        # Labels, then the splits (test first, then validation from the rest).
-        saved = workdir / "labels.json" if resume and workdir is not None else None
-        labels, y, strata = encode_labels(df, cfg, source,
-                                          saved if saved and saved.exists() else None)
-        idx = np.arange(len(df))
-        test_idx = np.array([], dtype=np.int64)
-        if cfg.data.test_split > 0:
-            keep, held = stratified_split(strata, cfg.data.test_split, cfg.data.seed)
-            idx, test_idx = keep, held
-        tr, va = stratified_split(strata[idx], cfg.data.validation_split, cfg.data.seed)
-        train_idx, val_idx = idx[tr], idx[va]
-        if len(train_idx) < 2:
-            raise DataError(f"{source}: only {len(df)} usable rows; too few to train on")
-        texts = df[text_col].tolist()
-
-        # Tokenizer: trained on the training split only.
-        if resume and workdir is not None and (workdir / "tokenizer.json").exists():
-            tok = TextTokenizer.load(workdir / "tokenizer.json", cfg.text.max_length)
-        else:
-            tok = TextTokenizer.train([texts[i] for i in train_idx], cfg.text.tokenizer,
-                                      cfg.text.vocab_size, cfg.text.max_length,
-                                      cfg.text.lowercase, cfg.text.min_frequency)
-        ids = tok.encode(texts)
-        say(f"data: {len(train_idx)} train, {len(val_idx)} validation, {len(test_idx)} test rows;"
-            f" {labels.kind} labels {labels.classes[:10]}; vocabulary {tok.vocab_size}")
-        if workdir is not None:
-            workdir.mkdir(parents=True, exist_ok=True)
-            dump_config(cfg, workdir / "config.yaml")
-            tok.save(workdir / "tokenizer.json")
-            labels.save(workdir / "labels.json")
-
-        def subset(rows: np.ndarray) -> list[np.ndarray]:
-            return [ids[i] for i in rows]
-
-        bs, seed, bucket = cfg.train.batch_size, cfg.train.seed, cfg.train.bucket_by_length
-        aug = cfg.text.augment
-        augmenter = TokenAugmenter(aug.delete, aug.swap, aug.mask,
-                                   mask_id=tok.tokenizer.token_to_id(MASK), seed=seed)
-        train_loader = make_loader(subset(train_idx), y[train_idx], bs, True, seed, bucket,
-                                   augment=augmenter if augmenter.active else None)
-        val_loader = make_loader(subset(val_idx), None, max(bs, 256), False, seed, bucket)
-
-        net = build_model(cfg.model, tok.vocab_size, cfg.text.max_length, labels.n_outputs)
-        monitor = cfg.train.monitor
-        if monitor == "auto":
-            monitor = "macro_f1" if labels.kind == "multilabel" else "accuracy"
-
-        def metric_fn(targets: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
-            return classification_metrics(labels.kind, targets,
-                                          probabilities(labels.kind, logits), labels.classes,
-                                          full=False)
-
-        trainer = Trainer(net, labels.kind, cfg.train, metric_fn, monitor, callbacks,
-                          checkpoint_dir=workdir / "checkpoints" if workdir else None,
-                          verbose=self.verbose, log=log)
-        say(f"model: {cfg.model.name}, {sum(p.numel() for p in net.parameters()):,} parameters;"
-            f" device {trainer.device}, precision {trainer.precision}")
-        history = trainer.fit(train_loader, val_loader, y[val_idx], resume=resume)
-
-        # The fitted state (scikit-learn style: attributes ending in _).
-        self.config_ = cfg
-        self.labels_ = labels
-        self.classes_ = _label_array(labels.classes)
-        self.tokenizer_ = tok
-        self.model_ = trainer.model.eval()
-        self.device_ = trainer.device
-        self.precision_ = trainer.precision
-        self.history_ = history
-        self.best_epoch_ = trainer.state["best_epoch"]
-        y_train = y[train_idx]
-        self.baseline_ = majority_label(labels.kind, y_train, len(labels.classes))
-        report = {"validation": self._score_split(ids, y, val_idx)}
-        if len(test_idx):
-            report["test"] = self._score_split(ids, y, test_idx)
-        self.metrics_ = {
-            "task": f"{labels.kind} text classification",
-            "monitor": monitor,
-            "best_epoch": self.best_epoch_,
-            "epochs_run": len(history),
-            **report,
-        }
-        self.data_report_ = {
-            "source": source,
-            "cleaning": cleaning,
-            "splits": {"train": len(train_idx), "validation": len(val_idx),
-                       "test": len(test_idx)},
-            "class_counts_train": _class_counts(labels, y_train),
-            "baseline_majority": self.baseline_.tolist(),
-        }
-        return self
-
-    def _score_split(self, ids: list[np.ndarray], y: np.ndarray,
-                     rows: np.ndarray) -> dict[str, Any]:
-        logits = self._logits_from_ids([ids[i] for i in rows])
-        out = self._metrics(logits, y[rows])
-        return out
-
-    def _metrics(self, logits: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-        kind, classes = self.labels_.kind, self.labels_.classes
-        loss = float(loss_fn(kind, torch.from_numpy(logits), torch.from_numpy(np.asarray(y))))
-        out = {"loss": loss, **classification_metrics(kind, y, probabilities(kind, logits),
-                                                      classes)}
-        out["baseline"] = baseline_metrics(kind, self.baseline_, y, classes)
-        return out
-
-    # ------------------------------------------------------------------ predict
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
-            raise NotFittedError("this TextClassifier is not fitted yet; call fit() first "
-                                 "or load a run with dlforge.load(path)")
-
-    def _logits_from_ids(self, ids: list[np.ndarray]) -> np.ndarray:
-        if not ids:
-            return np.zeros((0, self.labels_.n_outputs), dtype=np.float32)
-        loader = make_loader(ids, None, max(self.config_.train.batch_size, 256), False)
-        return predict_logits(self.model_, loader, self.device_, self.precision_)
-
-    def _logits(self, X: Any) -> np.ndarray:
+    @property
+    def tokenizer_(self) -> TextTokenizer:
+        """The fitted tokenizer of the text input."""
         self._check_fitted()
-        clean = self.config_.data.clean
-        texts = [clean_text(t, clean) for t in _as_list(X, "X")]
-        return self._logits_from_ids(self.tokenizer_.encode(texts))
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """(N, 2) for binary, (N, C) for multi-class (rows sum to 1) and multi-label."""
-        logits = self._logits(X)  # checks that the estimator is fitted
-        return probabilities(self.labels_.kind, logits)
-
-    def predict(self, X: Any) -> np.ndarray | list[list[Any]]:
-        return self.decode(self.predict_proba(X))
-
-    def decode(self, proba: np.ndarray) -> np.ndarray | list[list[Any]]:
-        """The labels ``predict`` gives for probabilities from ``predict_proba`` (so one
-        forward pass can serve both)."""
-        self._check_fitted()
-        decoded = self.labels_.decode(predict_indices(self.labels_.kind, proba))
-        if self.labels_.kind == "multilabel":
-            return decoded
-        return _label_array(decoded)
-
-    def evaluate(self, X: Any, y: Any) -> dict[str, Any]:
-        """Loss, accuracy, macro-F1, ROC-AUC (binary), per-class scores, confusion matrix and
-        the majority-class baseline on the given data."""
-        self._check_fitted()
-        labels = _as_list(y, "y")
-        texts = _as_list(X, "X")
-        if len(texts) != len(labels):
-            raise DataError(f"X has {len(texts)} texts but y has {len(labels)} labels")
-        target = self.labels_.encode(labels, self.config_.output.separator, source="y")
-        return self._metrics(self._logits(texts), target)
-
-    def save(self, path: str | Path) -> Path:
-        """Write a run directory (atomically); ``dlforge.load(path)`` gives this model back."""
-        from dlforge.run import save_run
-
-        self._check_fitted()
-        return save_run(self, Path(path))
+        return self.features_[self.config_.text.name].tokenizer
 
     def __sklearn_tags__(self):  # noqa: ANN204 - scikit-learn's own type
         tags = super().__sklearn_tags__()
@@ -339,49 +156,264 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
 
-# ---------------------------------------------------------------------------------- helpers
-def encode_labels(df: pd.DataFrame, cfg: RunConfig, source: str, saved: Path | None = None
-                  ) -> tuple[LabelEncoder, np.ndarray, np.ndarray]:
-    """Fit the label map on ``df`` (or load a ``saved`` one) and encode the label column.
-    Returns (labels, targets, strata), strata being what stratified splits stratify on."""
-    col = cfg.output.name
-    labels = (LabelEncoder.load(saved) if saved is not None else
-              LabelEncoder.fit(df[col].tolist(), cfg.output.type, cfg.output.separator,
-                               source=f"{source}: {col}"))
-    y = labels.encode(df[col].tolist(), cfg.output.separator, source=source)
-    return labels, y, (y.argmax(axis=1) if labels.kind == "multilabel" else y)
+class ImageClassifier(ClassifierMixin, DeepModel):
+    """Classify images with a residual CNN (conv → batch-norm → ReLU blocks, global average
+    pooling).
+
+    ``X`` is a folder of class sub-folders (then ``y`` is None: the folder names are the
+    labels), a NumPy array (N, H, W) or (N, H, W, C), or a list of image paths or arrays.
+
+    >>> from sklearn.datasets import load_digits
+    >>> d = load_digits()
+    >>> clf = ImageClassifier(channels=[32, 64], epochs=20)
+    >>> clf.fit(d.images, d.target)  # doctest: +SKIP
+    """
+
+    PARAM_PATHS: ClassVar[dict[str, str]] = {
+        "model": "model.name",
+        "channels": "model.channels",
+        "blocks": "model.blocks",
+        "residual": "model.residual",
+        "dropout": "model.dropout",
+        "image_size": "inputs.0.size",
+        "color": "inputs.0.color",
+        "augment": "inputs.0.augment",
+        **TRAIN_PARAMS,
+    }
+
+    def __init__(self, model: str | None = None, *, channels: list[int] | None = None,
+                 blocks: int | None = None, residual: bool | None = None,
+                 dropout: float | None = None, image_size: tuple[int, int] | None = None,
+                 color: str | None = None, augment: dict[str, float] | None = None,
+                 epochs: int | None = None, batch_size: int | None = None,
+                 lr: float | None = None, weight_decay: float | None = None,
+                 warmup: float | None = None, patience: int | None = None,
+                 monitor: str | None = None, precision: str | None = None,
+                 device: str | None = None, seed: int | None = None,
+                 validation_split: float | None = None, config: RunConfig | None = None,
+                 verbose: int = 1):
+        self.model = model
+        self.channels = channels
+        self.blocks = blocks
+        self.residual = residual
+        self.dropout = dropout
+        self.image_size = image_size
+        self.color = color
+        self.augment = augment
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup = warmup
+        self.patience = patience
+        self.monitor = monitor
+        self.precision = precision
+        self.device = device
+        self.seed = seed
+        self.validation_split = validation_split
+        self.config = config
+        self.verbose = verbose
+
+    def _base_config(self) -> dict[str, Any]:
+        return {"inputs": [{"name": "image", "type": "image"}], "output": {"name": "label"},
+                "model": {"name": "cnn"}}
+
+    def fit(self, X: Any, y: Any = None, *, epochs: int | None = None,
+            batch_size: int | None = None, validation_split: float | None = None,
+            callbacks: Sequence[Callback] = ()) -> ImageClassifier:
+        """Train on images ``X`` and labels ``y`` (None when ``X`` is a folder of classes)."""
+        cfg = self._fit_overrides(epochs, batch_size, validation_split)
+        image = cfg.inputs[0].name
+        if isinstance(X, str | os.PathLike) and Path(X).is_dir():
+            if y is not None:
+                raise DataError(f"{X}: y must be None when X is a folder of class sub-folders "
+                                "(the folder names are the labels)")
+            df = image_folder_frame(X, cfg)
+            return self._fit_frame(df, cfg, source=str(X), callbacks=callbacks)
+        if y is None:
+            raise DataError("y: labels are required unless X is a folder of class sub-folders")
+        images, labels = image_list(X), as_list(y, "y")
+        if len(images) != len(labels):
+            raise DataError(f"X has {len(images)} images but y has {len(labels)} labels")
+        df = pd.DataFrame({image: pd.Series(images, dtype=object), cfg.output.name: labels})
+        return self._fit_frame(df, cfg, source="X", callbacks=callbacks)
+
+    def _columns(self, X: Any) -> pd.DataFrame:
+        return pd.DataFrame({self.config_.inputs[0].name: pd.Series(image_list(X),
+                                                                    dtype=object)})
 
 
-def _as_list(values: Any, name: str) -> list[Any]:
-    if isinstance(values, str):
-        raise DataError(f"{name}: expected a sequence of values, got a single string")
-    if isinstance(values, pd.DataFrame):
-        if values.shape[1] != 1:
-            raise DataError(f"{name}: expected one column, got a DataFrame with "
-                            f"{values.shape[1]} columns")
-        values = values.iloc[:, 0]
-    if isinstance(values, pd.Series):
-        return values.tolist()
-    if isinstance(values, np.ndarray):
-        if values.ndim == 2 and values.shape[1] == 1:
-            values = values[:, 0]
-        return list(values) if values.ndim != 1 else values.tolist()
+def image_folder_frame(root: str | os.PathLike[str], cfg: RunConfig) -> pd.DataFrame:
+    """A folder of class sub-folders as a frame: the image column holds each image's array
+    (loaded once here), the output column its class folder's name."""
+    from dlforge.data.images import load_image_folder
+
+    inp = cfg.inputs[0]
+    size = tuple(inp.size) if inp.size else None
+    images, labels, _ = load_image_folder(Path(root), size=size, channels=inp.color)
+    return pd.DataFrame({inp.name: pd.Series(list(images), dtype=object),
+                         cfg.output.name: labels})
+
+
+def image_list(X: Any) -> list[Any]:
+    """Images as a list: rows of an array, paths, arrays, or the image files of a folder."""
+    from dlforge.data.images import IMAGE_EXTENSIONS
+
+    if isinstance(X, str | os.PathLike):
+        p = Path(X)
+        if not p.is_dir():
+            raise DataError(f"{p}: expected a folder of images, an array or a list of images")
+        files = sorted(f for f in p.iterdir()
+                       if f.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS)
+        if not files:
+            raise DataError(f"{p}: no image files in the folder")
+        return [str(f) for f in files]
+    if isinstance(X, np.ndarray):
+        if X.ndim not in (3, 4):
+            raise DataError(f"X: expected an image array of shape (N, H, W) or (N, H, W, C), "
+                            f"got shape {X.shape}")
+        return list(X)
+    if isinstance(X, pd.Series):
+        return X.tolist()
     try:
-        return list(values)
+        return list(X)
     except TypeError:
-        raise DataError(f"{name}: expected a list, NumPy array or pandas Series, got "
-                        f"{type(values).__name__}") from None
+        raise DataError(f"X: expected images (a folder, array or list), got "
+                        f"{type(X).__name__}") from None
 
 
-def _label_array(values: list[Any]) -> np.ndarray:
-    arr = np.empty(len(values), dtype=object)
-    arr[:] = values
-    if all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in values):
-        return arr.astype(np.int64)
-    return arr
+# ------------------------------------------------------------------------------------ tables
+def infer_inputs(df: pd.DataFrame, exclude: Sequence[str] = (), numeric: Sequence[str] = (),
+                 category: Sequence[str] = (), text: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Input configs for a table's columns: the named ones as given; every other column
+    (except ``exclude``) numeric if all its values are numbers, else category."""
+    named = {**{c: "numeric" for c in numeric}, **{c: "category" for c in category},
+             **{c: "text" for c in text}}
+    missing = [c for c in named if c not in df.columns]
+    if missing:
+        raise DataError(f"column {missing[0]!r} is not in the table; its columns are: "
+                        f"{', '.join(map(str, df.columns))}")
+    out = []
+    for col in df.columns:
+        if col in exclude:
+            continue
+        kind = named.get(col) or _guess_kind(df[col])
+        out.append({"name": str(col), "type": kind})
+    if not out:
+        raise DataError("the table has no input columns besides the output")
+    return out
 
 
-def _class_counts(labels: LabelEncoder, y: np.ndarray) -> dict[str, int]:
-    counts = (np.asarray(y).sum(axis=0) if labels.kind == "multilabel"
-              else np.bincount(y, minlength=len(labels.classes)))
-    return {str(c): int(n) for c, n in zip(labels.classes, counts, strict=True)}
+def _guess_kind(col: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(col):
+        return "category"
+    if pd.api.types.is_numeric_dtype(col):
+        return "numeric"
+    values = [v for v in col.tolist() if not is_missing(v) and v != ""]
+    try:
+        [float(v) for v in values]
+    except (TypeError, ValueError):
+        return "category"
+    return "numeric" if values else "category"
+
+
+class _Tabular(DeepModel):
+    """A table: numeric columns standardised (missing values imputed, with an indicator),
+    categorical columns embedded, an MLP on top; text columns named in ``text`` get the
+    family's text encoder (mixed inputs)."""
+
+    PARAM_PATHS: ClassVar[dict[str, str]] = {
+        "model": "model.name",
+        "hidden": "model.hidden",
+        "dropout": "model.dropout",
+        **TRAIN_PARAMS,
+    }
+    OUTPUT_TYPE = "auto"
+
+    def __init__(self, model: str | None = None, *, hidden: list[int] | None = None,
+                 dropout: float | None = None, numeric: list[str] | None = None,
+                 category: list[str] | None = None, text: list[str] | None = None,
+                 epochs: int | None = None, batch_size: int | None = None,
+                 lr: float | None = None, weight_decay: float | None = None,
+                 warmup: float | None = None, patience: int | None = None,
+                 monitor: str | None = None, precision: str | None = None,
+                 device: str | None = None, seed: int | None = None,
+                 validation_split: float | None = None, config: RunConfig | None = None,
+                 verbose: int = 1):
+        self.model = model
+        self.hidden = hidden
+        self.dropout = dropout
+        self.numeric = numeric
+        self.category = category
+        self.text = text
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup = warmup
+        self.patience = patience
+        self.monitor = monitor
+        self.precision = precision
+        self.device = device
+        self.seed = seed
+        self.validation_split = validation_split
+        self.config = config
+        self.verbose = verbose
+
+    def fit(self, X: Any, y: Any, *, epochs: int | None = None, batch_size: int | None = None,
+            validation_split: float | None = None, callbacks: Sequence[Callback] = ()
+            ) -> _Tabular:
+        """Train on a table ``X`` (a pandas DataFrame, or a 2-D array whose columns become
+        x0, x1, ...) and outputs ``y``."""
+        frame = _as_frame(X)
+        labels = as_list(y, "y")
+        if len(frame) != len(labels):
+            raise DataError(f"X has {len(frame)} rows but y has {len(labels)} labels")
+        output = "__label__" if "label" in frame.columns else "label"
+        base = {"inputs": infer_inputs(frame, (), self.numeric or (), self.category or (),
+                                       [self.text] if isinstance(self.text, str)
+                                       else self.text or ()),
+                "output": {"name": output, "type": self.OUTPUT_TYPE}}
+        cfg = self._fit_overrides(epochs, batch_size, validation_split, base)
+        df = frame.copy()
+        df[cfg.output.name] = labels
+        return self._fit_frame(df, cfg, source="X", callbacks=callbacks)
+
+    def _columns(self, X: Any) -> pd.DataFrame:
+        frame = _as_frame(X)
+        names = [i.name for i in self.config_.inputs]
+        missing = [n for n in names if n not in frame.columns]
+        if missing:
+            raise DataError(f"X: column {missing[0]!r} is missing; the model was trained on "
+                            f"columns {', '.join(names)}")
+        return frame[names]
+
+
+def _as_frame(X: Any) -> pd.DataFrame:
+    if isinstance(X, pd.DataFrame):
+        return X.reset_index(drop=True)
+    arr = np.asarray(X)
+    if arr.ndim != 2:
+        raise DataError(f"X: expected a table (a pandas DataFrame or a 2-D array), got shape "
+                        f"{arr.shape}")
+    return pd.DataFrame(arr, columns=[f"x{j}" for j in range(arr.shape[1])])
+
+
+class TabularClassifier(ClassifierMixin, _Tabular):
+    __doc__ = "Classify the rows of a table. " + (_Tabular.__doc__ or "")
+    OUTPUT_TYPE = "auto"
+
+    def fit(self, X: Any, y: Any, **kwargs: Any) -> TabularClassifier:
+        y_list = as_list(y, "y")
+        if any(isinstance(v, float) and not is_missing(v) and not v.is_integer()
+               for v in y_list):
+            raise DataError("y: non-integer numbers are not class labels; use TabularRegressor "
+                            "to predict numbers")
+        super().fit(X, y_list, **kwargs)
+        return self
+
+
+class TabularRegressor(RegressorMixin, _Tabular):
+    __doc__ = "Predict a number for each row of a table (MAE, RMSE, R²). " + (
+        _Tabular.__doc__ or "")
+    OUTPUT_TYPE = "numeric"

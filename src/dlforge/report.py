@@ -23,22 +23,30 @@ def prog() -> str:
 
 
 def metrics_table(metrics: dict[str, Any], splits: tuple[str, ...] = ("validation", "test")):
+    """Our scores next to the baseline's (majority class, or the training mean for
+    regression), one pair of rows per split."""
     from rich.table import Table
 
-    table = Table(title="Metrics (majority-class baseline alongside)")
+    shown = [metrics[s] for s in splits if metrics.get(s)]
+    regression = bool(shown) and "rmse" in shown[0]
+    keys = ("mae", "rmse", "r2") if regression else ("accuracy", "macro_f1", "roc_auc")
+    what = "training-mean" if regression else "majority-class"
+    table = Table(title=f"Metrics ({what} baseline alongside)")
     table.add_column("split")
     table.add_column("model", justify="left")
-    for key in ("accuracy", "macro_f1", "roc_auc"):
+    for key in keys:
         table.add_column(key, justify="right")
     for split in splits:
         m = metrics.get(split)
         if not m:
             continue
-        table.add_row(split, "ours", *[_fmt(m.get(k)) for k in ("accuracy", "macro_f1",
-                                                                 "roc_auc")])
+        table.add_row(split, "ours", *[_fmt(m.get(k)) for k in keys])
         b = m["baseline"]
-        table.add_row("", "majority baseline", _fmt(b["accuracy"]), _fmt(b["macro_f1"]), "0.5000"
-                      if m.get("roc_auc") is not None else "-")
+        if regression:
+            table.add_row("", "mean baseline", *[_fmt(b.get(k)) for k in keys])
+        else:
+            table.add_row("", "majority baseline", _fmt(b["accuracy"]), _fmt(b["macro_f1"]),
+                          "0.5000" if m.get("roc_auc") is not None else "-")
     return table
 
 

@@ -5,10 +5,11 @@ runs/tweets/
   dlforge.json        manifest: format, version, task, file sizes and SHA-256 digests
   config.yaml         the resolved config, every default filled in
   model.safetensors   the best weights (safetensors: never pickle)
-  tokenizer.json      the fitted Hugging Face tokenizer
-  labels.json         the label map
-  metrics.json        validation (and test) metrics next to the majority baseline
-  data.json           cleaning counts, split sizes, class counts
+  features.json       each input's fitted state: image mean/std, numeric mean/std, categories
+  tokenizers/         the fitted Hugging Face tokenizer of each text input (NAME.json)
+  labels.json         the label map (or the numeric output's mean and std)
+  metrics.json        validation (and test) metrics next to the baseline's
+  data.json           cleaning counts, split sizes, class counts or target statistics
   history.csv         one row per epoch
   plots/              curves.png, confusion_matrix.png
   checkpoints/        last weights and the training state, when trained from the CLI
@@ -33,21 +34,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from safetensors.torch import load_file, save_file
 
+from dlforge.base import task_name
 from dlforge.config import dump_config, load_config
-from dlforge.data.features import LabelEncoder, TextTokenizer
+from dlforge.data.features import load_target
+from dlforge.data.inputs import load_features, save_features
 from dlforge.errors import DlforgeError, RunDirError
 from dlforge.models.registry import build_model
 from dlforge.train.device import resolve_device, resolve_precision
 from dlforge.train.metrics import plot_confusion, plot_history
 
 if TYPE_CHECKING:
-    from dlforge.estimators import TextClassifier
+    from dlforge.base import DeepModel
 
 __all__ = ["MANIFEST", "check_run", "load", "partial_dir", "read_manifest", "save_run"]
 
 MANIFEST = "dlforge.json"
-FORMAT = 1
-REQUIRED = ("config.yaml", "model.safetensors", "tokenizer.json", "labels.json", "metrics.json",
+FORMAT = 2
+REQUIRED = ("config.yaml", "model.safetensors", "features.json", "labels.json", "metrics.json",
             "data.json")
 
 
@@ -76,7 +79,7 @@ def _jsonable(v: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(v).__name__}")
 
 
-def save_run(clf: TextClassifier, path: Path, checkpoints: Path | None = None) -> Path:
+def save_run(clf: DeepModel, path: Path, checkpoints: Path | None = None) -> Path:
     """Write ``clf`` as a run directory at ``path`` (replacing an older run there)."""
     from dlforge import __version__  # set first thing in dlforge/__init__
 
@@ -93,7 +96,7 @@ def save_run(clf: TextClassifier, path: Path, checkpoints: Path | None = None) -
         dump_config(clf.config_, tmp / "config.yaml")
         state = {k: v.detach().contiguous().cpu() for k, v in clf.model_.state_dict().items()}
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
-        clf.tokenizer_.save(tmp / "tokenizer.json")
+        save_features(clf.features_, tmp)
         clf.labels_.save(tmp / "labels.json")
         (tmp / "metrics.json").write_text(_json(clf.metrics_), encoding="utf-8")
         (tmp / "data.json").write_text(_json(clf.data_report_), encoding="utf-8")
@@ -111,7 +114,8 @@ def save_run(clf: TextClassifier, path: Path, checkpoints: Path | None = None) -
         manifest = {
             "format": FORMAT,
             "dlforge_version": __version__,
-            "task": "text_classification",
+            "task": task_name(clf.config_, clf.labels_.kind),
+            "estimator": type(clf).__name__,
             "model": clf.config_.model.name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "files": {p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size,
@@ -189,30 +193,36 @@ def check_run(path: Path, verify_digests: bool = True) -> dict[str, Any]:
     return manifest
 
 
-def load(path: str | Path, device: str | None = None) -> TextClassifier:
+def load(path: str | Path, device: str | None = None) -> DeepModel:
     """Load a run directory as a fitted estimator that predicts exactly as the saved one."""
-    from dlforge.estimators import TextClassifier, _label_array  # estimators imports run
+    from dlforge import estimators  # estimators imports run
+    from dlforge.base import DeepModel, baseline_from_report, label_array
 
     path = Path(path)
-    check_run(path)
+    manifest = check_run(path)
     try:
         cfg = load_config(path / "config.yaml")
     except DlforgeError as err:
         raise RunDirError(f"{path}: config.yaml does not validate: {err}") from None
-    labels = LabelEncoder.load(path / "labels.json")
-    tok = TextTokenizer.load(path / "tokenizer.json", cfg.text.max_length)
-    net = build_model(cfg.model, tok.vocab_size, cfg.text.max_length, labels.n_outputs)
+    cls = getattr(estimators, manifest.get("estimator", ""), None)
+    if not (isinstance(cls, type) and issubclass(cls, DeepModel)):
+        raise RunDirError(f"{path}: unknown estimator {manifest.get('estimator')!r} in "
+                          f"{MANIFEST}")
+    labels = load_target(path / "labels.json")
+    features = load_features(cfg, path)
+    net = build_model(cfg, {n: f.spec() for n, f in features.items()}, labels.n_outputs)
     dev = resolve_device(device or cfg.train.device)
     state = load_file(path / "model.safetensors", device="cpu")
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise RunDirError(f"{path}: model.safetensors does not match config.yaml "
                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    clf = TextClassifier(config=cfg, verbose=0)
+    clf = cls(config=cfg, verbose=0)
     clf.config_ = cfg
     clf.labels_ = labels
-    clf.classes_ = _label_array(labels.classes)
-    clf.tokenizer_ = tok
+    if labels.kind != "numeric":
+        clf.classes_ = label_array(labels.classes)
+    clf.features_ = features
     clf.model_ = net.to(dev).eval()
     clf.device_ = dev
     clf.precision_ = resolve_precision(cfg.train.precision, dev)
@@ -220,7 +230,7 @@ def load(path: str | Path, device: str | None = None) -> TextClassifier:
     clf.data_report_ = json.loads((path / "data.json").read_text(encoding="utf-8"))
     clf.history_ = _read_history(path / "history.csv")
     clf.best_epoch_ = clf.metrics_.get("best_epoch", 0)
-    clf.baseline_ = np.asarray(clf.data_report_["baseline_majority"], dtype=np.int64)
+    clf.baseline_ = baseline_from_report(clf.data_report_)
     return clf
 
 

@@ -9,24 +9,29 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from dlforge.config import TrainConfig, validate_config
-from dlforge.data.loader import pad_collate
-from dlforge.models.registry import build_model
+from dlforge.data.inputs import build_features
+from dlforge.models.registry import MODELS, build_model
 from dlforge.train.trainer import make_optimizer
 
-__all__ = ["TINY_MODELS", "check_model", "toy_texts"]
+__all__ = ["CASES", "TINY_MODELS", "check_model", "toy_texts"]
 
 # The smallest sensible configuration of each family, for tests.
 TINY_MODELS: dict[str, dict] = {
     "transformer": {"name": "transformer", "d_model": 16, "heads": 2, "layers": 2,
                     "dropout": 0.0},
-    "cnn": {"name": "cnn", "d_model": 16, "filters": 8, "kernel_sizes": [2, 3], "dropout": 0.0},
+    "cnn": {"name": "cnn", "d_model": 16, "filters": 8, "kernel_sizes": [2, 3],
+            "channels": [4, 8], "dropout": 0.0},
     "rnn": {"name": "rnn", "d_model": 16, "hidden": 8, "dropout": 0.0},
+    "mlp": {"name": "mlp", "hidden": [8], "dropout": 0.0},
 }
+# Every (family, input kind) the registry builds, and the MLP on a table.
+CASES: list[tuple[str, str]] = sorted(MODELS) + [("mlp", "table")]
 
 
 def toy_texts(n: int = 120, seed: int = 0, classes: int = 2) -> tuple[list[str], list[str]]:
@@ -46,57 +51,87 @@ def toy_texts(n: int = 120, seed: int = 0, classes: int = 2) -> tuple[list[str],
     return texts, labels
 
 
-def check_model(name: str, n_outputs: int = 3, vocab_size: int = 50, max_length: int = 12,
-                seed: int = 0) -> None:
-    """Raise AssertionError if the family ``name`` breaks the contract."""
+def _tiny_batch(name: str, kind: str, n_outputs: int, vocab_size: int, max_length: int,
+                rng: np.random.Generator, n: int = 8) -> tuple[Any, list[Any], Any]:
+    """(config, rows, features) for a tiny model of ``name`` on inputs of ``kind``."""
+    if kind == "text":
+        inputs = [{"name": "t", "type": "text", "max_length": max_length}]
+        rows = [{"t": rng.integers(5, vocab_size, size=int(rng.integers(1, max_length + 1)))}
+                for _ in range(n)]
+        specs = {"t": {"vocab_size": vocab_size, "max_length": max_length}}
+    elif kind == "image":
+        inputs = [{"name": "img", "type": "image"}]
+        rows = [{"img": rng.normal(size=(1, 8, 8)).astype(np.float32)} for _ in range(n)]
+        specs = {"img": {"channels": 1, "height": 8, "width": 8}}
+    else:  # a table: two numeric columns and a categorical one
+        inputs = [{"name": "a", "type": "numeric"}, {"name": "b", "type": "numeric"},
+                  {"name": "c", "type": "category"}]
+        rows = [{"a": rng.normal(size=2).astype(np.float32),
+                 "b": rng.normal(size=2).astype(np.float32),
+                 "c": np.int64(rng.integers(0, 4))} for _ in range(n)]
+        specs = {"a": {"width": 2}, "b": {"width": 2}, "c": {"categories": 4, "dim": 3}}
+    cfg = validate_config({"inputs": inputs, "output": {"name": "y"},
+                           "model": TINY_MODELS[name]})
+    return cfg, rows, specs
+
+
+def _collate(cfg: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    features = build_features(cfg)
+    for f in features.values():  # images: identity normalisation (the rows are floats)
+        if f.kind == "image":
+            f.set_state({"shape": [1, 8, 8], "color": "gray", "scale": 1.0, "mean": [0.0],
+                         "std": [1.0]}, None)
+    return {name: f.collate([r[name] for r in rows]) for name, f in features.items()}
+
+
+def check_model(name: str, kind: str = "text", n_outputs: int = 3, vocab_size: int = 50,
+                max_length: int = 12, seed: int = 0) -> None:
+    """Raise AssertionError if the family ``name`` breaks the contract on inputs of ``kind``
+    (text, image or table)."""
     from safetensors.torch import load_file, save_file
 
-    cfg = validate_config({"inputs": [{"name": "t", "max_length": max_length}],
-                           "output": {"name": "y"}, "model": TINY_MODELS[name]})
-    torch.manual_seed(seed)
-    model = build_model(cfg.model, vocab_size, max_length, n_outputs)
     rng = np.random.default_rng(seed)
-    seqs = [rng.integers(5, vocab_size, size=int(rng.integers(1, max_length + 1)))
-            for _ in range(8)]
-    batch = pad_collate([(s.astype(np.int64), None) for s in seqs])
-    ids, mask = batch["input_ids"], batch["attention_mask"]
+    cfg, rows, specs = _tiny_batch(name, kind, n_outputs, vocab_size, max_length, rng)
+    torch.manual_seed(seed)
+    model = build_model(cfg, specs, n_outputs)
+    batch = _collate(cfg, rows)
 
-    # 1. Builds and maps (B, T) -> (B, n_outputs).
+    # 1. Builds and maps a batch to (B, n_outputs).
     model.eval()
-    out = model(ids, mask)
-    assert out.shape == (len(seqs), n_outputs), f"{name}: output shape {tuple(out.shape)}"
+    out = model(batch)
+    assert out.shape == (len(rows), n_outputs), f"{name}: output shape {tuple(out.shape)}"
     assert torch.isfinite(out).all(), f"{name}: non-finite outputs"
 
-    # 2. Padding does not change a sequence's output (the mask is honoured).
-    for i, s in enumerate(seqs):
-        alone = pad_collate([(s.astype(np.int64), None)])
-        single = model(alone["input_ids"], alone["attention_mask"])
+    # 2. A row's output does not depend on the rest of its batch (for text: the padding
+    #    mask is honoured; for images: batch-norm uses its running statistics in eval mode).
+    for i, row in enumerate(rows):
+        single = model(_collate(cfg, [row]))
         assert torch.allclose(single[0], out[i], atol=1e-5), (
-            f"{name}: output for sequence {i} changes with padding")
+            f"{name}/{kind}: output for row {i} changes with the batch around it")
 
-    # 3. One training step changes the weights and lowers the loss on the same batch.
+    # 3. A few training steps change the weights and lower the loss on the same batch.
     model.train()
     opt = make_optimizer(model, TrainConfig(lr=1e-2, weight_decay=0.0))
-    target = torch.from_numpy(rng.integers(0, n_outputs, size=len(seqs)))
+    target = torch.from_numpy(rng.integers(0, n_outputs, size=len(rows)))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     losses = []
     for _ in range(5):
-        loss = torch.nn.functional.cross_entropy(model(ids, mask), target)
+        loss = torch.nn.functional.cross_entropy(model(batch), target)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < losses[0], f"{name}: loss did not fall ({losses})"
+    assert losses[-1] < losses[0], f"{name}/{kind}: loss did not fall ({losses})"
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items()), (
-        f"{name}: a training step changed no weight")
+        f"{name}/{kind}: a training step changed no weight")
 
     # 4. Save (safetensors), load into a fresh instance, predict identically.
     model.eval()
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "model.safetensors"
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
-        fresh = build_model(cfg.model, vocab_size, max_length, n_outputs).eval()
+        fresh = build_model(cfg, specs, n_outputs).eval()
         fresh.load_state_dict(load_file(path))
     with torch.no_grad():
-        assert torch.equal(model(ids, mask), fresh(ids, mask)), (
-            f"{name}: predictions differ after save and load")
+        assert torch.equal(model(batch), fresh(batch)), (
+            f"{name}/{kind}: predictions differ after save and load")

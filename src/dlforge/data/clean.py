@@ -1,4 +1,5 @@
-"""Text cleaning. Each step is counted, so a user sees what it did to their data."""
+"""Cleaning: text steps and row drops. Each step is counted, so a user sees what it did to
+their data."""
 
 from __future__ import annotations
 
@@ -50,29 +51,36 @@ def clean_text(text: Any, cfg: CleanConfig) -> str:
 
 def clean_frame(
     df: pd.DataFrame,
-    text_col: str,
+    text_cols: str | list[str],
     label_col: str | None,
     cfg: CleanConfig,
     source: str = "data",
+    key_cols: list[str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Clean the text column and drop unusable rows; returns the frame and step -> count.
+    """Clean the text columns and drop unusable rows; returns the frame and step -> count.
 
+    Duplicates are rows equal in ``key_cols`` (default: the text columns) and the label.
     With ``label_col`` None (predicting), no row is dropped: every input row gets a prediction.
     """
+    text_cols = [text_cols] if isinstance(text_cols, str) else list(text_cols)
+    key_cols = text_cols if key_cols is None else key_cols
     report: dict[str, int] = {"rows_in": len(df)}
-    texts = df[text_col].map(lambda v: "" if is_missing(v) else str(v))
-    for key, step in _steps(cfg):
-        new = texts.map(step)
-        report[key] = int((new != texts).sum())
-        texts = new
     out = df.copy()
-    out[text_col] = texts
+    for key, _ in _steps(cfg):
+        report[key] = 0
+    for col in text_cols:
+        texts = out[col].map(lambda v: "" if is_missing(v) else str(v))
+        for key, step in _steps(cfg):
+            new = texts.map(step)
+            report[key] += int((new != texts).sum())
+            texts = new
+        out[col] = texts
     if label_col is None:
         return out.reset_index(drop=True), report
 
     keep = pd.Series(True, index=out.index)
-    if cfg.drop_empty:
-        empty = texts.str.len() == 0
+    if cfg.drop_empty and text_cols:
+        empty = pd.concat([out[c].str.len() == 0 for c in text_cols], axis=1).any(axis=1)
         report["empty_dropped"] = int(empty.sum())
         keep &= ~empty
     missing = out[label_col].map(is_missing)
@@ -87,9 +95,11 @@ def clean_frame(
         raise DataError(f"{source}: row {first + 1}: missing label in column {label_col!r} "
                         "(set data.clean.drop_missing_label: true to drop such rows)")
     out = out[keep]
-    if cfg.drop_duplicates:
-        key = out[label_col].map(lambda v: repr(list(v)) if _is_listlike(v) else repr(v))
-        dup = pd.DataFrame({"t": out[text_col], "k": key}).duplicated()
+    if cfg.drop_duplicates and key_cols:
+        cols = {f"c{i}": out[c].map(repr) for i, c in enumerate(key_cols)}
+        cols["label"] = out[label_col].map(lambda v: repr(list(v)) if _is_listlike(v)
+                                           else repr(v))
+        dup = pd.DataFrame(cols).duplicated()
         report["duplicates_dropped"] = int(dup.sum())
         out = out[~dup.to_numpy()]
     report["rows_out"] = len(out)

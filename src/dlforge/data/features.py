@@ -13,7 +13,8 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from dlforge.data.clean import is_missing
 from dlforge.errors import DataError
 
-__all__ = ["MASK", "PAD", "SPECIAL_TOKENS", "UNK", "LabelEncoder", "TextTokenizer"]
+__all__ = ["MASK", "PAD", "SPECIAL_TOKENS", "UNK", "LabelEncoder", "NumericTarget", "TextTokenizer",
+           "fit_target", "load_target"]
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]  # [PAD] is id 0, [UNK] id 1
@@ -107,6 +108,70 @@ class LabelEncoder:
     def load(cls, path: Path) -> LabelEncoder:
         d = json.loads(path.read_text(encoding="utf-8"))
         return cls(d["kind"], d["classes"])
+
+
+class NumericTarget:
+    """A numeric output (regression): standardised with the training split's mean and std for
+    training; ``decode`` turns model outputs back into the column's units."""
+
+    kind = "numeric"
+    classes: list[Any] = []
+    n_outputs = 1
+
+    def __init__(self, mean: float, std: float):
+        self.mean, self.std = float(mean), float(std)
+
+    @classmethod
+    def fit(cls, values: Sequence[Any], source: str = "labels") -> NumericTarget:
+        y = _numbers(values, source)
+        return cls(y.mean(), y.std() if y.std() > 0 else 1.0)
+
+    def encode(self, values: Sequence[Any], separator: str = "|",
+               source: str = "labels") -> np.ndarray:
+        return ((_numbers(values, source) - self.mean) / self.std).astype(np.float32)
+
+    def decode(self, outputs: np.ndarray) -> np.ndarray:
+        return np.asarray(outputs, dtype=np.float64).reshape(-1) * self.std + self.mean
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "mean": self.mean, "std": self.std}
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+
+
+def _numbers(values: Sequence[Any], source: str) -> np.ndarray:
+    out = np.empty(len(values), dtype=np.float64)
+    for i, v in enumerate(values):
+        try:
+            out[i] = float(v)
+        except (TypeError, ValueError):
+            raise DataError(f"{source}: row {i + 1}: {v!r} is not a number (the output is "
+                            "numeric)") from None
+        if not np.isfinite(out[i]):
+            raise DataError(f"{source}: row {i + 1}: {v!r} is not a finite number")
+    return out
+
+
+def fit_target(values: Sequence[Any], kind: str = "auto", separator: str = "|",
+               source: str = "labels") -> LabelEncoder | NumericTarget:
+    """The label map (classification) or scaler (``numeric``) for an output column. ``auto``
+    means numeric for a column of numbers that are not all integers, else classification."""
+    values = list(values)
+    if kind == "auto":
+        nums = [v for v in values if isinstance(v, float | np.floating) and not is_missing(v)]
+        if nums and len(nums) == len(values) and any(not float(v).is_integer() for v in nums):
+            kind = "numeric"
+    if kind == "numeric":
+        return NumericTarget.fit(values, source)
+    return LabelEncoder.fit(values, kind, separator, source)
+
+
+def load_target(path: Path) -> LabelEncoder | NumericTarget:
+    d = json.loads(path.read_text(encoding="utf-8"))
+    if d["kind"] == "numeric":
+        return NumericTarget(d["mean"], d["std"])
+    return LabelEncoder(d["kind"], d["classes"])
 
 
 def _sort_key(v: Any) -> tuple[int, Any]:

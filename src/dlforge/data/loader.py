@@ -1,35 +1,58 @@
-"""Batches of token ids: bucketed by length so padding stays small, padded per batch."""
+"""Batches of rows: bucketed by text length so padding stays small, each column collated by
+its feature (texts padded per batch, images normalised and augmented, numbers stacked)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["BucketBatchSampler", "TextDataset", "make_loader", "pad_collate"]
+__all__ = ["BucketBatchSampler", "FeatureDataset", "make_loader"]
 
 
-class TextDataset(Dataset):
-    """Token ids (and targets); ``augment`` (training only) perturbs the ids as they are read."""
+class FeatureDataset(Dataset):
+    """Rows of encoded input columns (and targets). With ``train``, each feature's augmenter
+    perturbs its column: text per row as it is read, images per batch in ``collate``."""
 
-    def __init__(self, ids: Sequence[np.ndarray], targets: np.ndarray | None = None,
-                 augment: Callable[[np.ndarray], np.ndarray] | None = None):
-        self.ids = ids
+    def __init__(self, features: dict[str, Any], columns: dict[str, Any],
+                 targets: np.ndarray | None = None, augmenters: dict[str, Any] | None = None):
+        self.features = features
+        self.columns = columns
         self.targets = targets
-        self.augment = augment
+        self.augmenters = augmenters or {}
+        self.n = len(next(iter(columns.values())))
 
     def set_epoch(self, epoch: int) -> None:
-        if self.augment is not None and hasattr(self.augment, "set_epoch"):
-            self.augment.set_epoch(epoch)
+        for aug in self.augmenters.values():
+            if hasattr(aug, "set_epoch"):
+                aug.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return self.n
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
-        ids = self.ids[i] if self.augment is None else self.augment(self.ids[i])
-        return ids, None if self.targets is None else self.targets[i]
+    def __getitem__(self, i: int) -> tuple[dict[str, Any], np.ndarray | None]:
+        row = {name: f.item(self.columns[name], i, self.augmenters.get(name))
+               for name, f in self.features.items()}
+        return row, None if self.targets is None else self.targets[i]
+
+    def collate(self, items: list[tuple[dict[str, Any], Any]]) -> dict[str, Any]:
+        inputs = {name: f.collate([row[name] for row, _ in items], self.augmenters.get(name))
+                  for name, f in self.features.items()}
+        batch: dict[str, Any] = {"inputs": inputs}
+        if items[0][1] is not None:
+            batch["labels"] = torch.from_numpy(np.stack([t for _, t in items]))
+        return batch
+
+    def lengths(self) -> np.ndarray:
+        """Lengths of the first variable-length column (for bucketing), else all ones."""
+        for name, f in self.features.items():
+            lengths = f.lengths(self.columns[name])
+            if lengths is not None:
+                return lengths
+        return np.ones(self.n, dtype=np.int64)
 
 
 class BucketBatchSampler(Sampler[list[int]]):
@@ -73,26 +96,7 @@ class BucketBatchSampler(Sampler[list[int]]):
             yield batches[j].tolist()
 
 
-def pad_collate(items: list[tuple[np.ndarray, np.ndarray | None]]) -> dict[str, torch.Tensor]:
-    """Pad to the longest sequence in the batch; mask is True on real tokens."""
-    lengths = [len(ids) for ids, _ in items]
-    width = max(lengths)
-    input_ids = torch.zeros((len(items), width), dtype=torch.long)  # [PAD] is id 0
-    for row, (ids, _) in enumerate(items):
-        input_ids[row, : len(ids)] = torch.from_numpy(ids)
-    batch = {
-        "input_ids": input_ids,
-        "attention_mask": input_ids.new_tensor(
-            np.arange(width)[None, :] < np.asarray(lengths)[:, None], dtype=torch.bool),
-    }
-    if items[0][1] is not None:
-        batch["labels"] = torch.from_numpy(np.stack([t for _, t in items]))
-    return batch
-
-
-def make_loader(ids: Sequence[np.ndarray], targets: np.ndarray | None, batch_size: int,
-                shuffle: bool, seed: int = 0, bucket: bool = True,
-                augment: Callable[[np.ndarray], np.ndarray] | None = None) -> DataLoader:
-    sampler = BucketBatchSampler([len(x) for x in ids], batch_size, shuffle, seed, bucket)
-    return DataLoader(TextDataset(ids, targets, augment), batch_sampler=sampler,
-                      collate_fn=pad_collate)
+def make_loader(dataset: FeatureDataset, batch_size: int, shuffle: bool, seed: int = 0,
+                bucket: bool = True) -> DataLoader:
+    sampler = BucketBatchSampler(dataset.lengths(), batch_size, shuffle, seed, bucket)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=dataset.collate)

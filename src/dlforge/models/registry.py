@@ -1,26 +1,89 @@
-"""Model name → builder. Every registered family passes ``dlforge.testing.check_model``."""
+"""From a run config to a model: one encoder per input column, their outputs concatenated,
+then the head (Ludwig's input-feature / combiner idea, in our schema).
+
+The model family (``model.name``) is the encoder of the text or image input: Transformer,
+TextCNN or RNN for text; the residual CNN for images. Numeric columns pass through as their
+(standardised value, missing indicator) pair; category columns get an embedding each. A table
+alone (numeric and category columns only) is the ``mlp`` family. Every registered family passes
+``dlforge.testing.check_model``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import torch
 from torch import nn
 
-from dlforge.config import CNNConfig, RNNConfig, TransformerConfig
-from dlforge.models.cnn import TextCNN
-from dlforge.models.rnn import RNNClassifier
-from dlforge.models.transformer import TransformerClassifier
+from dlforge.config import RunConfig
+from dlforge.models.cnn import ImageCNN, TextCNNEncoder
+from dlforge.models.layers import init_weights
+from dlforge.models.mlp import MLP
+from dlforge.models.rnn import RNNEncoder
+from dlforge.models.transformer import TransformerEncoder
 
-__all__ = ["MODELS", "build_model"]
+__all__ = ["MODELS", "FusionModel", "build_model"]
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "transformer": TransformerClassifier,
-    "cnn": TextCNN,
-    "rnn": RNNClassifier,
+# (family, input kind) -> builder(model config, feature spec) -> encoder with .out_dim
+MODELS: dict[tuple[str, str], Callable[..., nn.Module]] = {
+    ("transformer", "text"): lambda c, s: TransformerEncoder(c, s["vocab_size"],
+                                                             s["max_length"]),
+    ("cnn", "text"): lambda c, s: TextCNNEncoder(c, s["vocab_size"], s["max_length"]),
+    ("rnn", "text"): lambda c, s: RNNEncoder(c, s["vocab_size"], s["max_length"]),
+    ("cnn", "image"): lambda c, s: ImageCNN(c, s["channels"], s["height"], s["width"]),
 }
 
 
-def build_model(cfg: TransformerConfig | CNNConfig | RNNConfig, vocab_size: int, max_length: int,
-                n_outputs: int) -> nn.Module:
-    return MODELS[cfg.name](cfg, vocab_size=vocab_size, max_length=max_length,
-                            n_outputs=n_outputs)
+class NumericPassthrough(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.out_dim = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class CategoryEmbedding(nn.Module):
+    def __init__(self, categories: int, dim: int):
+        super().__init__()
+        self.embed = nn.Embedding(categories, dim)
+        self.out_dim = dim
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embed(ids)
+
+
+class FusionModel(nn.Module):
+    """``forward(inputs)``: ``inputs`` maps each column to its batch (a tensor, or for text
+    ``{"input_ids", "attention_mask"}``); returns logits (B, n_outputs)."""
+
+    def __init__(self, encoders: dict[str, nn.Module], head: nn.Module):
+        super().__init__()
+        self.encoders = nn.ModuleDict(encoders)
+        self.head = head
+
+    def forward(self, inputs: dict[str, Any]) -> torch.Tensor:
+        parts = []
+        for name, enc in self.encoders.items():
+            x = inputs[name]
+            parts.append(enc(**x) if isinstance(x, dict) else enc(x))
+        return self.head(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
+
+
+def build_model(cfg: RunConfig, specs: dict[str, dict[str, Any]], n_outputs: int) -> FusionModel:
+    """The model ``cfg`` describes, for fitted features' ``specs`` (see data.inputs)."""
+    encoders: dict[str, nn.Module] = {}
+    for inp in cfg.inputs:
+        spec = specs[inp.name]
+        if inp.type == "numeric":
+            encoders[inp.name] = NumericPassthrough(spec["width"])
+        elif inp.type == "category":
+            encoders[inp.name] = CategoryEmbedding(spec["categories"], spec["dim"])
+        else:
+            encoders[inp.name] = MODELS[(cfg.model.name, inp.type)](cfg.model, spec)
+    width = sum(e.out_dim for e in encoders.values())
+    head = MLP(width, list(cfg.model.head_hidden), n_outputs, cfg.model.dropout)
+    if cfg.model.name == "transformer":
+        init_weights(head)  # the Transformer's N(0, 0.02) initialisation, head included
+    return FusionModel(encoders, head)

@@ -1,8 +1,8 @@
-"""The article's Transformer text classifier: an encoder with masked mean pooling.
+"""The article's Transformer text encoder, with masked mean pooling.
 
 Embedding(vocab → d_model) + positions → N pre-LN blocks (multi-head self-attention with the
-padding mask, GELU MLP) → LayerNorm → masked mean over tokens → linear head.
-With d_model 512, 4 heads and one output this is the article's example.
+padding mask, GELU MLP) → LayerNorm → masked mean over tokens: one (d_model,) vector per text.
+With d_model 512, 4 heads and a one-logit head this is the article's example.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from torch import nn
 
 from dlforge.config import TransformerConfig
 from dlforge.models.layers import (
-    ClassifierHead,
     TokenPositionEmbedding,
     TransformerBlock,
     init_weights,
@@ -20,8 +19,8 @@ from dlforge.models.layers import (
 )
 
 
-class TransformerClassifier(nn.Module):
-    def __init__(self, cfg: TransformerConfig, vocab_size: int, max_length: int, n_outputs: int):
+class TransformerEncoder(nn.Module):
+    def __init__(self, cfg: TransformerConfig, vocab_size: int, max_length: int):
         super().__init__()
         ffn = cfg.ffn_dim or 4 * cfg.d_model
         self.embed = TokenPositionEmbedding(vocab_size, cfg.d_model, max_length, cfg.dropout)
@@ -29,12 +28,11 @@ class TransformerClassifier(nn.Module):
             TransformerBlock(cfg.d_model, cfg.heads, ffn, cfg.dropout, cfg.attention_dropout)
             for _ in range(cfg.layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
-        self.head = ClassifierHead(cfg.d_model, n_outputs, cfg.dropout)
+        self.out_dim = cfg.d_model
         init_weights(self)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         x = self.embed(input_ids)  # (B, T, C)
         for block in self.blocks:
             x = block(x, attention_mask)  # (B, T, C)
-        pooled = masked_mean(self.ln_f(x), attention_mask)  # (B, C)
-        return self.head(pooled)  # (B, n_outputs)
+        return masked_mean(self.ln_f(x), attention_mask)  # (B, C)

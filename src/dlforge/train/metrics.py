@@ -10,12 +10,15 @@ from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
     f1_score,
+    mean_absolute_error,
+    mean_squared_error,
     precision_recall_fscore_support,
+    r2_score,
     roc_auc_score,
 )
 
-__all__ = ["baseline_metrics", "classification_metrics", "majority_label", "monitor_mode",
-           "probabilities",
+__all__ = ["baseline_metrics", "classification_metrics", "majority_label",
+           "mean_baseline_metrics", "monitor_mode", "probabilities", "regression_metrics",
            "plot_confusion", "plot_history", "predict_indices"]
 
 
@@ -98,7 +101,25 @@ def baseline_metrics(kind: str, majority: np.ndarray, y_eval: np.ndarray,
 
 
 def monitor_mode(metric: str) -> str:
-    return "min" if metric == "loss" else "max"
+    return "min" if metric in ("loss", "mae", "rmse") else "max"
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+    """MAE, RMSE and R² in the output column's own units."""
+    y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+    return {
+        "n": int(len(y_true)),
+        "mae": float(mean_absolute_error(y_true, y_pred)),
+        "rmse": float(np.sqrt(mean_squared_error(y_true, y_pred))),
+        "r2": float(r2_score(y_true, y_pred)) if len(y_true) > 1 else None,
+    }
+
+
+def mean_baseline_metrics(mean: float, y_eval: np.ndarray) -> dict[str, Any]:
+    """Scores of always predicting the training mean on ``y_eval``."""
+    out = regression_metrics(y_eval, np.full(len(y_eval), mean))
+    return {"strategy": "training mean", "predicts": float(mean),
+            **{k: v for k, v in out.items() if k != "n"}}
 
 
 def _pyplot():

@@ -26,7 +26,8 @@ from dlforge.train.callbacks import Callback, EarlyStopping, Progress
 from dlforge.train.device import autocast, resolve_device, resolve_precision
 from dlforge.train.metrics import monitor_mode
 
-__all__ = ["Trainer", "loss_fn", "make_optimizer", "make_scheduler", "predict_logits"]
+__all__ = ["Trainer", "loss_fn", "make_optimizer", "make_scheduler", "predict_logits",
+           "to_device"]
 
 MetricFn = Callable[[np.ndarray, np.ndarray], dict[str, Any]]
 
@@ -64,8 +65,11 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig,
 
 def loss_fn(kind: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The loss for an output kind: BCE-with-logits on one logit (binary), per-class BCE
-    (multilabel), softmax cross-entropy (category). Computed in fp32."""
+    (multilabel), softmax cross-entropy (category), mean squared error on the standardised
+    target (numeric). Computed in fp32."""
     logits = logits.float()
+    if kind == "numeric":
+        return F.mse_loss(logits[:, 0], labels.float())
     if kind == "binary":
         return F.binary_cross_entropy_with_logits(logits[:, 0], labels.float())
     if kind == "multilabel":
@@ -74,10 +78,10 @@ def loss_fn(kind: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 
 
 class Trainer:
-    """Train ``model`` on batches of ``{"input_ids", "attention_mask", "labels"}``.
+    """Train ``model`` on batches of ``{"inputs": {column: tensor(s)}, "labels"}``.
 
-    ``kind`` (binary, category, multilabel) picks the loss: BCE-with-logits on one logit,
-    softmax cross-entropy, or per-class BCE. ``metric_fn(y_true, logits)`` scores validation.
+    ``kind`` (binary, category, multilabel, numeric) picks the loss (see :func:`loss_fn`).
+    ``metric_fn(y_true, logits)`` scores validation.
     With ``checkpoint_dir`` the last and best weights and the full training state are written
     after every epoch, and ``fit(resume=True)`` continues from them to the same result.
     """
@@ -114,13 +118,10 @@ class Trainer:
     def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return loss_fn(self.kind, logits, labels)
 
-    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-
-    def train_step(self, batch: dict[str, torch.Tensor]) -> float:
-        batch = self._to_device(batch)
+    def train_step(self, batch: dict[str, Any]) -> float:
+        batch = to_device(batch, self.device)
         with autocast(self.device, self.precision):
-            logits = self._forward(batch["input_ids"], batch["attention_mask"])
+            logits = self._forward(batch["inputs"])
         loss = self.compute_loss(logits, batch["labels"])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -256,15 +257,20 @@ def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device,
     order, outs = [], []
     for idx in loader.batch_sampler:
         batch = loader.collate_fn([loader.dataset[i] for i in idx])
-        ids = batch["input_ids"].to(device)
-        mask = batch["attention_mask"].to(device)
         with autocast(device, precision):
-            logits = model(ids, mask)
+            logits = model(to_device(batch["inputs"], device))
         outs.append(logits.float().cpu().numpy())
         order.extend(idx)
     out = np.empty((len(order), outs[0].shape[1]), dtype=np.float32)
     out[np.asarray(order)] = np.concatenate(outs)
     return out
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move a (nested dict of) tensor(s) to ``device``."""
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch.to(device, non_blocking=True) if isinstance(batch, torch.Tensor) else batch
 
 
 def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,400 @@
+"""``DeepModel``: what every estimator shares — a scikit-learn estimator over the run schema.
+
+A subclass names its constructor arguments and the config key each one sets (``PARAM_PATHS``),
+its default config, and how its ``X`` becomes input columns. ``fit`` turns the arguments into a
+:class:`~dlforge.config.RunConfig`, then runs one pipeline for every input kind:
+clean → labels → split → load, fit and encode each input column → train → score.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator
+
+from dlforge.config import RunConfig, apply_overrides, config_to_dict, dump_config, validate_config
+from dlforge.data.clean import clean_frame
+from dlforge.data.features import LabelEncoder, NumericTarget, fit_target, load_target
+from dlforge.data.inputs import build_features, load_features, save_features
+from dlforge.data.loader import FeatureDataset, make_loader
+from dlforge.data.split import stratified_split
+from dlforge.errors import ConfigError, DataError, NotFittedError
+from dlforge.models.registry import build_model
+from dlforge.train.callbacks import Callback
+from dlforge.train.metrics import (
+    baseline_metrics,
+    classification_metrics,
+    majority_label,
+    mean_baseline_metrics,
+    predict_indices,
+    probabilities,
+    regression_metrics,
+)
+from dlforge.train.trainer import Trainer, loss_fn, predict_logits
+
+__all__ = ["DeepModel", "Target", "encode_labels", "task_name"]
+
+Target = LabelEncoder | NumericTarget
+CLASSIFICATION_MONITORS = ("loss", "accuracy", "macro_f1", "roc_auc")
+REGRESSION_MONITORS = ("loss", "mae", "rmse", "r2")
+
+
+class DeepModel(BaseEstimator):
+    """Base of TextClassifier, ImageClassifier, TabularClassifier and TabularRegressor."""
+
+    PARAM_PATHS: ClassVar[dict[str, str]] = {}
+
+    config: RunConfig | None
+    verbose: int
+
+    # ------------------------------------------------------------------ config
+    def _base_config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def resolve_config(self, base: dict[str, Any] | None = None, **overrides: Any) -> RunConfig:
+        """The RunConfig these arguments (and ``overrides``, by argument name) describe, on
+        top of ``config`` if given, else ``base``, else the estimator's default config."""
+        if self.config is not None:
+            base = config_to_dict(self.config)
+        elif base is None:
+            base = self._base_config()
+        params = {k: getattr(self, k) for k in self.PARAM_PATHS}
+        params.update(overrides)
+        unknown = sorted(set(params) - set(self.PARAM_PATHS))
+        if unknown:
+            raise ConfigError(f"unknown argument(s) {', '.join(unknown)}; valid ones are: "
+                              f"{', '.join(self.PARAM_PATHS)}")
+        dotted = {self.PARAM_PATHS[k]: v for k, v in params.items() if v is not None}
+        if "train.seed" in dotted:
+            dotted["data.seed"] = dotted["train.seed"]
+        return validate_config(apply_overrides(base, dotted), source=type(self).__name__)
+
+    def _fit_overrides(self, epochs: int | None, batch_size: int | None,
+                       validation_split: float | None, base: dict[str, Any] | None = None
+                       ) -> RunConfig:
+        return self.resolve_config(base, **{k: v for k, v in {
+            "epochs": epochs, "batch_size": batch_size,
+            "validation_split": validation_split}.items() if v is not None})
+
+    # ------------------------------------------------------------------ fit
+    def _fit_frame(self, df: pd.DataFrame, cfg: RunConfig, source: str,
+                   workdir: Path | None = None, resume: bool = False,
+                   callbacks: Sequence[Callback] = (),
+                   log: Callable[[str], None] | None = None) -> DeepModel:
+        log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+        say = log if self.verbose else (lambda s: None)
+        label_col = cfg.output.name
+        torch.manual_seed(cfg.train.seed)
+        texts = [i.name for i in cfg.inputs if i.type == "text"]
+        keys = [i.name for i in cfg.inputs if i.type != "image"]
+        df, cleaning = clean_frame(df, texts, label_col, cfg.data.clean, source=source,
+                                   key_cols=keys if len(keys) == len(cfg.inputs) else [])
+        say("cleaning: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in cleaning.items()))
+
+        # Labels, then the splits (test first, then validation from the rest).
+        saved = workdir / "labels.json" if resume and workdir is not None else None
+        target, y, strata = encode_labels(df, cfg, source,
+                                          saved if saved and saved.exists() else None)
+        idx = np.arange(len(df))
+        test_idx = np.array([], dtype=np.int64)
+        if cfg.data.test_split > 0:
+            idx, test_idx = stratified_split(strata, cfg.data.test_split, cfg.data.seed)
+        tr, va = stratified_split(strata[idx], cfg.data.validation_split, cfg.data.seed)
+        train_idx, val_idx = idx[tr], idx[va]
+        if len(train_idx) < 2:
+            raise DataError(f"{source}: only {len(df)} usable rows; too few to train on")
+
+        # Each input: load, fit on the training split only, encode.
+        resumed = resume and workdir is not None and (workdir / "features.json").exists()
+        features = load_features(cfg, workdir) if resumed else build_features(cfg)
+        encoded = {}
+        for name, feat in features.items():
+            loaded = feat.load(df[name].tolist(), source)
+            if not resumed:
+                feat.fit(take(loaded, train_idx), source)
+            encoded[name] = feat.encode(loaded)
+        say(f"data: {len(train_idx)} train, {len(val_idx)} validation, {len(test_idx)} test rows;"
+            f" {_describe_target(target)}; inputs " + ", ".join(
+                f"{n} ({f.kind})" for n, f in features.items()))
+        if workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
+            dump_config(cfg, workdir / "config.yaml")
+            save_features(features, workdir)
+            target.save(workdir / "labels.json")
+
+        bs, seed, bucket = cfg.train.batch_size, cfg.train.seed, cfg.train.bucket_by_length
+        augmenters = {n: a for n, f in features.items()
+                      if (a := f.make_augmenter(seed)) is not None}
+        train_set = FeatureDataset(features, take_columns(encoded, train_idx), y[train_idx],
+                                   augmenters)
+        val_set = FeatureDataset(features, take_columns(encoded, val_idx))
+        train_loader = make_loader(train_set, bs, True, seed, bucket)
+        val_loader = make_loader(val_set, max(bs, 256), False, seed, bucket)
+
+        net = build_model(cfg, {n: f.spec() for n, f in features.items()}, target.n_outputs)
+        monitor = resolve_monitor(cfg.train.monitor, target.kind)
+
+        def metric_fn(targets: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
+            if isinstance(target, NumericTarget):
+                return regression_metrics(target.decode(targets), target.decode(logits))
+            return classification_metrics(target.kind, targets,
+                                          probabilities(target.kind, logits), target.classes,
+                                          full=False)
+
+        trainer = Trainer(net, target.kind, cfg.train, metric_fn, monitor, callbacks,
+                          checkpoint_dir=workdir / "checkpoints" if workdir else None,
+                          verbose=self.verbose, log=log)
+        say(f"model: {cfg.model.name}, {sum(p.numel() for p in net.parameters()):,} parameters;"
+            f" device {trainer.device}, precision {trainer.precision}")
+        history = trainer.fit(train_loader, val_loader, y[val_idx], resume=resume)
+
+        # The fitted state (scikit-learn style: attributes ending in _).
+        self.config_ = cfg
+        self.labels_ = target
+        if isinstance(target, LabelEncoder):
+            self.classes_ = label_array(target.classes)
+        self.features_ = features
+        self.model_ = trainer.model.eval()
+        self.device_ = trainer.device
+        self.precision_ = trainer.precision
+        self.history_ = history
+        self.best_epoch_ = trainer.state["best_epoch"]
+        y_train = y[train_idx]
+        self.baseline_ = fit_baseline(target, y_train)
+        report = {"validation": self._metrics(self._logits_encoded(encoded, val_idx), y[val_idx])}
+        if len(test_idx):
+            report["test"] = self._metrics(self._logits_encoded(encoded, test_idx), y[test_idx])
+        self.metrics_ = {
+            "task": task_name(cfg, target.kind).replace("_", " "),
+            "monitor": monitor,
+            "best_epoch": self.best_epoch_,
+            "epochs_run": len(history),
+            **report,
+        }
+        self.data_report_ = {
+            "source": source,
+            "cleaning": cleaning,
+            "splits": {"train": len(train_idx), "validation": len(val_idx),
+                       "test": len(test_idx)},
+            **target_report(target, y_train),
+        }
+        return self
+
+    # ------------------------------------------------------------------ scoring
+    def _metrics(self, logits: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+        target = self.labels_
+        loss = float(loss_fn(target.kind, torch.from_numpy(logits),
+                             torch.from_numpy(np.asarray(y))))
+        if isinstance(target, NumericTarget):
+            truth = target.decode(y)
+            return {"loss": loss, **regression_metrics(truth, target.decode(logits)),
+                    "baseline": mean_baseline_metrics(float(self.baseline_[0]), truth)}
+        out = {"loss": loss, **classification_metrics(
+            target.kind, y, probabilities(target.kind, logits), target.classes)}
+        out["baseline"] = baseline_metrics(target.kind, self.baseline_, y, target.classes)
+        return out
+
+    # ------------------------------------------------------------------ predict
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit() "
+                                 "first or load a run with dlforge.load(path)")
+
+    def _columns(self, X: Any) -> pd.DataFrame:
+        """``X`` as a frame of this model's input columns (subclasses say how)."""
+        raise NotImplementedError
+
+    def _logits_encoded(self, encoded: dict[str, Any], rows: np.ndarray | None = None
+                        ) -> np.ndarray:
+        cols = encoded if rows is None else take_columns(encoded, rows)
+        n = len(next(iter(cols.values())))
+        if n == 0:
+            return np.zeros((0, self.labels_.n_outputs), dtype=np.float32)
+        loader = make_loader(FeatureDataset(self.features_, cols),
+                             max(self.config_.train.batch_size, 256), False)
+        return predict_logits(self.model_, loader, self.device_, self.precision_)
+
+    def _logits_frame(self, df: pd.DataFrame, source: str = "X") -> np.ndarray:
+        texts = [i.name for i in self.config_.inputs if i.type == "text"]
+        if texts:
+            df, _ = clean_frame(df, texts, None, self.config_.data.clean, source=source)
+        encoded = {name: f.encode(f.load(df[name].tolist(), source))
+                   for name, f in self.features_.items()}
+        return self._logits_encoded(encoded)
+
+    def _logits(self, X: Any) -> np.ndarray:
+        self._check_fitted()
+        return self._logits_frame(self._columns(X))
+
+    def predict(self, X: Any) -> np.ndarray | list[list[Any]]:
+        self._check_fitted()
+        if isinstance(self.labels_, NumericTarget):
+            return self.labels_.decode(self._logits(X))
+        return self.decode(self.predict_proba(X))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """(N, 2) for binary, (N, C) for multi-class (rows sum to 1) and multi-label."""
+        self._check_fitted()
+        if isinstance(self.labels_, NumericTarget):
+            raise ConfigError("predict_proba: this model predicts numbers (regression); use "
+                              "predict")
+        return probabilities(self.labels_.kind, self._logits(X))
+
+    def decode(self, proba: np.ndarray) -> np.ndarray | list[list[Any]]:
+        """The labels ``predict`` gives for probabilities from ``predict_proba`` (so one
+        forward pass can serve both)."""
+        self._check_fitted()
+        decoded = self.labels_.decode(predict_indices(self.labels_.kind, proba))
+        if self.labels_.kind == "multilabel":
+            return decoded
+        return label_array(decoded)
+
+    def evaluate(self, X: Any, y: Any) -> dict[str, Any]:
+        """The validation metrics of training (classification: loss, accuracy, macro-F1,
+        ROC-AUC, per-class scores, confusion matrix; regression: MAE, RMSE, R²) on the given
+        data, next to the baseline's."""
+        self._check_fitted()
+        frame = self._columns(X)
+        labels = as_list(y, "y")
+        if len(frame) != len(labels):
+            raise DataError(f"X has {len(frame)} rows but y has {len(labels)} labels")
+        target = self.labels_.encode(labels, self.config_.output.separator, source="y")
+        return self._metrics(self._logits_frame(frame), target)
+
+    def evaluate_frame(self, df: pd.DataFrame, source: str = "data") -> dict[str, Any]:
+        """:meth:`evaluate` on a frame holding the input columns and the output column."""
+        self._check_fitted()
+        col = self.config_.output.name
+        target = self.labels_.encode(df[col].tolist(), self.config_.output.separator,
+                                     source=source)
+        return self._metrics(self._logits_frame(df, source), target)
+
+    def save(self, path: str | Path) -> Path:
+        """Write a run directory (atomically); ``dlforge.load(path)`` gives this model back."""
+        from dlforge.run import save_run
+
+        self._check_fitted()
+        return save_run(self, Path(path))
+
+
+# ---------------------------------------------------------------------------------- helpers
+def resolve_monitor(monitor: str, kind: str) -> str:
+    if kind == "numeric":
+        if monitor == "auto":
+            return "rmse"
+        if monitor not in REGRESSION_MONITORS:
+            raise ConfigError(f"train.monitor: {monitor!r} is a classification metric; a "
+                              f"numeric output monitors one of {', '.join(REGRESSION_MONITORS)}")
+        return monitor
+    if monitor == "auto":
+        return "macro_f1" if kind == "multilabel" else "accuracy"
+    if monitor not in CLASSIFICATION_MONITORS:
+        raise ConfigError(f"train.monitor: {monitor!r} is a regression metric; a {kind} output "
+                          f"monitors one of {', '.join(CLASSIFICATION_MONITORS)}")
+    return monitor
+
+
+def task_name(cfg: RunConfig, kind: str) -> str:
+    """text_classification, image_classification, tabular_regression, multimodal_... ."""
+    kinds = {i.type for i in cfg.inputs}
+    rich = kinds - {"numeric", "category"}
+    what = ("tabular" if not rich else
+            (next(iter(rich)) if kinds == rich else "multimodal"))
+    return f"{what}_{'regression' if kind == 'numeric' else 'classification'}"
+
+
+def encode_labels(df: pd.DataFrame, cfg: RunConfig, source: str, saved: Path | None = None
+                  ) -> tuple[Target, np.ndarray, np.ndarray]:
+    """Fit the label map or target scaler on ``df`` (or load a ``saved`` one) and encode the
+    output column. Returns (target, targets, strata), strata being what splits stratify on
+    (the class; all zeros for a numeric output, which splits at random)."""
+    col = cfg.output.name
+    target = (load_target(saved) if saved is not None else
+              fit_target(df[col].tolist(), cfg.output.type, cfg.output.separator,
+                         source=f"{source}: {col}"))
+    y = target.encode(df[col].tolist(), cfg.output.separator, source=source)
+    if target.kind == "numeric":
+        strata = np.zeros(len(y), dtype=np.int64)
+    else:
+        strata = y.argmax(axis=1) if target.kind == "multilabel" else y
+    return target, y, strata
+
+
+def fit_baseline(target: Target, y_train: np.ndarray) -> np.ndarray:
+    """What the baseline predicts: the majority class(es), or the training mean."""
+    if isinstance(target, NumericTarget):
+        return np.array([float(target.decode(y_train).mean())])
+    return majority_label(target.kind, y_train, len(target.classes))
+
+
+def target_report(target: Target, y_train: np.ndarray) -> dict[str, Any]:
+    if isinstance(target, NumericTarget):
+        values = target.decode(y_train)
+        return {"target_train": {"mean": float(values.mean()), "std": float(values.std()),
+                                 "min": float(values.min()), "max": float(values.max())},
+                "baseline_mean": float(values.mean())}
+    counts = (np.asarray(y_train).sum(axis=0) if target.kind == "multilabel"
+              else np.bincount(y_train, minlength=len(target.classes)))
+    return {"class_counts_train": {str(c): int(n) for c, n in
+                                   zip(target.classes, counts, strict=True)},
+            "baseline_majority": majority_label(target.kind, y_train,
+                                                len(target.classes)).tolist()}
+
+
+def baseline_from_report(report: dict[str, Any]) -> np.ndarray:
+    if "baseline_mean" in report:
+        return np.array([report["baseline_mean"]])
+    return np.asarray(report["baseline_majority"], dtype=np.int64)
+
+
+def _describe_target(target: Target) -> str:
+    if isinstance(target, NumericTarget):
+        return f"numeric output (mean {target.mean:.4g}, std {target.std:.4g})"
+    return f"{target.kind} labels {target.classes[:10]}"
+
+
+def take(column: Any, rows: np.ndarray) -> Any:
+    """Rows of a loaded or encoded column (a NumPy array or a list)."""
+    if isinstance(column, np.ndarray):
+        return column[rows]
+    return [column[i] for i in rows]
+
+
+def take_columns(columns: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
+    return {name: take(col, rows) for name, col in columns.items()}
+
+
+def as_list(values: Any, name: str) -> list[Any]:
+    if isinstance(values, str):
+        raise DataError(f"{name}: expected a sequence of values, got a single string")
+    if isinstance(values, pd.DataFrame):
+        if values.shape[1] != 1:
+            raise DataError(f"{name}: expected one column, got a DataFrame with "
+                            f"{values.shape[1]} columns")
+        values = values.iloc[:, 0]
+    if isinstance(values, pd.Series):
+        return values.tolist()
+    if isinstance(values, np.ndarray):
+        if values.ndim == 2 and values.shape[1] == 1:
+            values = values[:, 0]
+        return list(values) if values.ndim != 1 else values.tolist()
+    try:
+        return list(values)
+    except TypeError:
+        raise DataError(f"{name}: expected a list, NumPy array or pandas Series, got "
+                        f"{type(values).__name__}") from None
+
+
+def label_array(values: list[Any]) -> np.ndarray:
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    if all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in values):
+        return arr.astype(np.int64)
+    return arr
+

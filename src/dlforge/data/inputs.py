@@ -1,0 +1,315 @@
+"""One feature per input column: how its raw values become tensors for the model.
+
+Every kind goes through the same three steps, so training and prediction cannot drift apart:
+
+``load(values)``   parse raw values (texts, image paths or arrays, numbers, categories);
+                   stateless except for choices fitted earlier (an image's channel count);
+``fit(loaded)``    fit the state on the training rows only (tokenizer, image mean/std, numeric
+                   mean/std, category vocabulary);
+``encode(loaded)`` per-row arrays the loader batches with ``item`` and ``collate``.
+
+The fitted state is JSON (``features.json`` in the run), plus the tokenizer file of a text
+input. ``spec()`` tells the model builder what the encoder needs (vocabulary size, channels...).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dlforge.config import CategoryInput, ImageInput, NumericInput, RunConfig, TextInput
+from dlforge.data.augment import TokenAugmenter
+from dlforge.data.clean import is_missing
+from dlforge.data.features import MASK, TextTokenizer
+from dlforge.errors import DataError
+
+__all__ = ["CategoryFeature", "Feature", "ImageFeature", "NumericFeature", "TextFeature",
+           "build_features", "load_features", "save_features"]
+
+
+class Feature:
+    """Base class: one input column of the run config."""
+
+    kind = ""
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+        self.name: str = cfg.name
+
+    def load(self, values: Sequence[Any], source: str) -> Any:
+        return list(values)
+
+    def fit(self, loaded: Any, source: str) -> None:
+        """Fit the state on the training rows' loaded values."""
+
+    def encode(self, loaded: Any) -> Any:
+        return loaded
+
+    def make_augmenter(self, seed: int) -> Any:
+        """A training-only augmenter (with ``set_epoch``), or None."""
+        return None
+
+    def item(self, encoded: Any, i: int, augment: Any = None) -> Any:
+        return encoded[i]
+
+    def collate(self, items: list[Any], augment: Any = None) -> Any:
+        return torch.from_numpy(np.stack(items))
+
+    def lengths(self, encoded: Any) -> np.ndarray | None:
+        """Per-row lengths for length-bucketed batching, for variable-length inputs."""
+        return None
+
+    def spec(self) -> dict[str, Any]:
+        return {}
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def set_state(self, state: dict[str, Any], folder: Path | None) -> None:
+        """Restore a fitted state (``folder``: the run directory, for extra files)."""
+
+    def save_files(self, folder: Path) -> list[str]:
+        """Write extra files (relative names returned); JSON state goes in features.json."""
+        return []
+
+
+# ------------------------------------------------------------------------------------- text
+class TextFeature(Feature):
+    """A text column, tokenized by a BPE or WordPiece vocabulary learnt on the training split."""
+
+    kind = "text"
+    cfg: TextInput
+
+    def load(self, values: Sequence[Any], source: str) -> list[str]:
+        return ["" if is_missing(v) else str(v) for v in values]
+
+    def fit(self, loaded: list[str], source: str) -> None:
+        c = self.cfg
+        self.tokenizer = TextTokenizer.train(loaded, c.tokenizer, c.vocab_size, c.max_length,
+                                             c.lowercase, c.min_frequency)
+
+    def encode(self, loaded: list[str]) -> list[np.ndarray]:
+        return self.tokenizer.encode(loaded)
+
+    def make_augmenter(self, seed: int) -> TokenAugmenter | None:
+        a = self.cfg.augment
+        aug = TokenAugmenter(a.delete, a.swap, a.mask,
+                             mask_id=self.tokenizer.tokenizer.token_to_id(MASK), seed=seed)
+        return aug if aug.active else None
+
+    def item(self, encoded: list[np.ndarray], i: int, augment: Any = None) -> np.ndarray:
+        return encoded[i] if augment is None else augment(encoded[i])
+
+    def collate(self, items: list[np.ndarray], augment: Any = None) -> dict[str, torch.Tensor]:
+        """Pad to the longest text in the batch with [PAD] (id 0); the mask marks real tokens."""
+        lengths = np.array([len(ids) for ids in items])
+        width = int(lengths.max())
+        input_ids = torch.zeros((len(items), width), dtype=torch.long)
+        for row, ids in enumerate(items):
+            input_ids[row, : len(ids)] = torch.from_numpy(np.asarray(ids, dtype=np.int64))
+        mask = torch.from_numpy(np.arange(width)[None, :] < lengths[:, None])
+        return {"input_ids": input_ids, "attention_mask": mask}
+
+    def lengths(self, encoded: list[np.ndarray]) -> np.ndarray:
+        return np.array([len(x) for x in encoded])
+
+    def spec(self) -> dict[str, Any]:
+        return {"vocab_size": self.tokenizer.vocab_size, "max_length": self.cfg.max_length}
+
+    def _file(self) -> str:
+        return f"tokenizers/{self.name}.json"
+
+    def save_files(self, folder: Path) -> list[str]:
+        (folder / "tokenizers").mkdir(exist_ok=True)
+        self.tokenizer.save(folder / self._file())
+        return [self._file()]
+
+    def set_state(self, state: dict[str, Any], folder: Path | None) -> None:
+        if folder is None:
+            raise ValueError("a text feature loads its tokenizer from the run folder")
+        self.tokenizer = TextTokenizer.load(folder / self._file(), self.cfg.max_length)
+
+
+# ------------------------------------------------------------------------------------ image
+class ImageFeature(Feature):
+    """Images (paths or arrays) as (C, H, W) arrays; per-channel mean/std from the training
+    split, applied batch by batch (so the data stays in its compact uint8 form)."""
+
+    kind = "image"
+    cfg: ImageInput
+
+    def __init__(self, cfg: ImageInput):
+        super().__init__(cfg)
+        self.color: str = cfg.color
+        self.shape: list[int] | None = None  # (C, H, W) seen in training
+
+    def load(self, values: Sequence[Any], source: str) -> np.ndarray:
+        from dlforge.data.images import as_image_array
+
+        size = tuple(self.cfg.size) if self.cfg.size else None
+        if size is None and self.shape is not None:
+            size = (self.shape[1], self.shape[2])  # predict at the trained size
+        arr = as_image_array(values, size=size, channels=self.color, source=source)
+        arr = np.ascontiguousarray(arr.transpose(0, 3, 1, 2))  # (N, C, H, W)
+        if self.shape is not None and list(arr.shape[1:]) != self.shape:
+            raise DataError(f"{source}: images are {tuple(arr.shape[1:])} (C, H, W) but the "
+                            f"model was trained on {tuple(self.shape)}")
+        return arr
+
+    def fit(self, loaded: np.ndarray, source: str) -> None:
+        self.shape = list(loaded.shape[1:])
+        self.color = "gray" if self.shape[0] == 1 else "rgb"
+        self.scale = 1.0 / 255.0 if loaded.dtype == np.uint8 else 1.0
+        x = loaded.astype(np.float64) * self.scale
+        self.mean = x.mean(axis=(0, 2, 3)).tolist()
+        std = x.std(axis=(0, 2, 3))
+        self.std = np.where(std > 0, std, 1.0).tolist()
+
+    def make_augmenter(self, seed: int) -> Any:
+        from dlforge.data.images import ImageAugmenter
+
+        a = self.cfg.augment
+        aug = ImageAugmenter(crop=a.crop, flip=a.flip, rotate=a.rotate, noise=a.noise, seed=seed)
+        return aug if aug.active else None
+
+    def collate(self, items: list[np.ndarray], augment: Any = None) -> torch.Tensor:
+        x = torch.from_numpy(np.stack(items)).float() * self.scale
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
+        x = (x - mean) / std
+        return x if augment is None else augment(x)
+
+    def spec(self) -> dict[str, Any]:
+        assert self.shape is not None
+        return {"channels": self.shape[0], "height": self.shape[1], "width": self.shape[2]}
+
+    def state(self) -> dict[str, Any]:
+        return {"shape": self.shape, "color": self.color, "scale": self.scale,
+                "mean": self.mean, "std": self.std}
+
+    def set_state(self, state: dict[str, Any], folder: Path | None) -> None:
+        self.shape, self.color = state["shape"], state["color"]
+        self.scale, self.mean, self.std = state["scale"], state["mean"], state["std"]
+
+
+# ---------------------------------------------------------------------------------- numeric
+def to_numbers(values: Sequence[Any], column: str, source: str) -> np.ndarray:
+    """Numbers as float64 with NaN for missing values; anything else names its row."""
+    arr = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(
+        dtype=np.float64)
+    bad = np.flatnonzero(np.isnan(arr) & ~np.array([is_missing(v) or v == "" for v in values],
+                                                   dtype=bool))
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(f"{source}: row {i + 1}, column {column!r}: {values[i]!r} is not a "
+                        "number")
+    if np.isinf(arr).any():
+        i = int(np.flatnonzero(np.isinf(arr))[0])
+        raise DataError(f"{source}: row {i + 1}, column {column!r}: infinite value")
+    return arr
+
+
+class NumericFeature(Feature):
+    """A number, standardised with the training split's mean and std; a missing value becomes
+    0 (the mean) and its 0/1 indicator beside it says so. Encodes to (value, missing)."""
+
+    kind = "numeric"
+    cfg: NumericInput
+
+    def load(self, values: Sequence[Any], source: str) -> np.ndarray:
+        return to_numbers(values, self.name, source)
+
+    def fit(self, loaded: np.ndarray, source: str) -> None:
+        seen = loaded[~np.isnan(loaded)]
+        if len(seen) == 0:
+            raise DataError(f"{source}: column {self.name!r} has no values in the training rows")
+        self.mean = float(seen.mean())
+        std = float(seen.std())
+        self.std = std if std > 0 else 1.0
+
+    def encode(self, loaded: np.ndarray) -> np.ndarray:
+        missing = np.isnan(loaded)
+        z = np.where(missing, 0.0, (loaded - self.mean) / self.std)
+        return np.stack([z, missing.astype(np.float64)], axis=1).astype(np.float32)
+
+    def spec(self) -> dict[str, Any]:
+        return {"width": 2}
+
+    def state(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std}
+
+    def set_state(self, state: dict[str, Any], folder: Path | None) -> None:
+        self.mean, self.std = state["mean"], state["std"]
+
+
+# --------------------------------------------------------------------------------- category
+class CategoryFeature(Feature):
+    """A categorical value: id 1.. for each value seen at least ``min_count`` times in the
+    training split, id 0 for unseen or missing values."""
+
+    kind = "category"
+    cfg: CategoryInput
+
+    def load(self, values: Sequence[Any], source: str) -> list[str | None]:
+        return [None if is_missing(v) or v == "" else str(v) for v in values]
+
+    def fit(self, loaded: list[str | None], source: str) -> None:
+        counts = Counter(v for v in loaded if v is not None)
+        kept = [v for v, n in counts.items() if n >= self.cfg.min_count]
+        self.vocab = sorted(kept, key=lambda v: (-counts[v], v))
+        self._index = {v: i + 1 for i, v in enumerate(self.vocab)}
+
+    def encode(self, loaded: list[str | None]) -> np.ndarray:
+        return np.array([self._index.get(v, 0) if v is not None else 0 for v in loaded],
+                        dtype=np.int64)
+
+    def collate(self, items: list[Any], augment: Any = None) -> torch.Tensor:
+        return torch.tensor(np.asarray(items, dtype=np.int64))
+
+    def spec(self) -> dict[str, Any]:
+        n = len(self.vocab) + 1
+        return {"categories": n, "dim": self.cfg.embedding_dim or min(32, (n + 1) // 2 + 1)}
+
+    def state(self) -> dict[str, Any]:
+        return {"vocab": self.vocab}
+
+    def set_state(self, state: dict[str, Any], folder: Path | None) -> None:
+        self.vocab = list(state["vocab"])
+        self._index = {v: i + 1 for i, v in enumerate(self.vocab)}
+
+
+# ---------------------------------------------------------------------------------- helpers
+FEATURES: dict[str, type[Feature]] = {"text": TextFeature, "image": ImageFeature,
+                                      "numeric": NumericFeature, "category": CategoryFeature}
+FEATURES_FILE = "features.json"
+
+
+def build_features(cfg: RunConfig) -> dict[str, Feature]:
+    """One unfitted feature per input of ``cfg``, in the config's order."""
+    return {inp.name: FEATURES[inp.type](inp) for inp in cfg.inputs}
+
+
+def save_features(features: dict[str, Feature], folder: Path) -> list[str]:
+    """Write ``features.json`` and each feature's files into ``folder``; returns the names."""
+    files = [FEATURES_FILE]
+    state = {name: {"type": f.kind, **f.state()} for name, f in features.items()}
+    for f in features.values():
+        files.extend(f.save_files(folder))
+    (folder / FEATURES_FILE).write_text(json.dumps(state, indent=2, ensure_ascii=False),
+                                        encoding="utf-8")
+    return files
+
+
+def load_features(cfg: RunConfig, folder: Path) -> dict[str, Feature]:
+    state = json.loads((folder / FEATURES_FILE).read_text(encoding="utf-8"))
+    features = build_features(cfg)
+    for name, f in features.items():
+        f.set_state(state[name], folder)
+    return features

@@ -1,0 +1,319 @@
+"""Fine-tune a local Hugging Face encoder folder (``AutoModel`` + its tokenizer) as a text encoder.
+
+A pretrained model is named by a path to a folder that holds ``config.json``, safetensors weights
+and tokenizer files, e.g. one written by ``model.save_pretrained(dir)`` and
+``tokenizer.save_pretrained(dir)``. Nothing is ever downloaded: every load passes
+``local_files_only=True`` and weights are read from safetensors only (pickles can run code).
+
+``transformers`` is imported inside the functions that need it, so importing this module (and the
+CLI) stays fast when no pretrained model is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from dlforge.errors import ConfigError, DataError
+from dlforge.models.layers import masked_mean
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "FAMILY_NAMES",
+    "PretrainedEncoder",
+    "PretrainedTokenizer",
+    "build_encoder_from_config",
+    "check_pretrained_folder",
+    "find_layer_list",
+    "is_pretrained_path",
+    "split_parameters",
+]
+
+FAMILY_NAMES = frozenset({"transformer", "cnn", "rnn", "mlp"})
+SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "tokenizer.model",
+                   "sentencepiece.bpe.model")
+LAYER_LIST_NAMES = ("layer", "layers", "h", "block")
+Pooling = Literal["cls", "mean"]
+
+
+def is_pretrained_path(name: str) -> bool:
+    """True when ``name`` looks like a folder path rather than one of our model family names."""
+    if name in FAMILY_NAMES:
+        return False
+    seps = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    if any(sep in name for sep in seps) or name.startswith((".", "~", "/")):
+        return True
+    return Path(name).is_dir()
+
+
+def check_pretrained_folder(path: str | os.PathLike[str], *, config: bool = True,
+                            weights: bool = True, tokenizer: bool = True) -> Path:
+    """Resolve ``path`` and check it is a Hugging Face model folder; ConfigError if not.
+
+    ``config``, ``weights`` and ``tokenizer`` choose which parts are required (a saved run's
+    encoder folder, for instance, holds config and tokenizer but its weights live elsewhere).
+    """
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise ConfigError(f"{path}: pretrained model folder not found")
+    if not folder.is_dir():
+        raise ConfigError(f"{path}: is a file; expected a Hugging Face model folder")
+    if config and not (folder / "config.json").is_file():
+        raise ConfigError(f"{path}: not a Hugging Face model folder: config.json is missing")
+    if weights and not any((folder / f).is_file() for f in SAFETENSORS_FILES + PICKLE_FILES):
+        raise ConfigError(
+            f"{path}: no model weights (model.safetensors or pytorch_model.bin) in the folder")
+    if tokenizer and not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise ConfigError(f"{path}: no tokenizer files ({', '.join(TOKENIZER_FILES)}) in the "
+                          "folder; save one beside the model with tokenizer.save_pretrained(dir)")
+    return folder.resolve()
+
+
+def _one_line(err: BaseException) -> str:
+    """The first non-empty line of an exception message (messages from transformers run long)."""
+    for line in str(err).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(err).__name__
+
+
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """Hide transformers' per-load progress bars ("Loading weights ...") and restore the setting."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+class PretrainedTokenizer:
+    """The folder's own tokenizer (``AutoTokenizer``), with our ``encode`` / ``save`` interface.
+
+    ``encode`` adds the model's special tokens ([CLS] ... [SEP] for BERT) and truncates to
+    ``max_length``; it does not pad. Batches are padded elsewhere: pad with ``pad_value`` (the
+    model's pad id). ``PretrainedEncoder`` also overwrites every masked position with its own pad
+    id, so batches padded with 0 by our text collate (``dlforge.data.inputs``) are safe too.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], max_length: int):
+        folder = check_pretrained_folder(path, config=False, weights=False)
+        from transformers import AutoTokenizer
+
+        try:
+            with _quiet_progress():
+                tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        except Exception as e:  # any failure here comes from the user's folder
+            raise ConfigError(f"{path}: could not load the tokenizer: {_one_line(e)}") from e
+        self.path = folder
+        self.tokenizer: PreTrainedTokenizerBase = tok
+        n_special = tok.num_special_tokens_to_add(pair=False)
+        if max_length < n_special + 1:
+            raise ConfigError(f"max_length={max_length} leaves no room for text: the tokenizer in "
+                              f"{path} adds {n_special} special tokens")
+        model_max = tok.model_max_length
+        if model_max is not None and model_max < 1_000_000 and max_length > model_max:
+            raise ConfigError(f"max_length={max_length} is longer than the {model_max} tokens the "
+                              f"model in {path} accepts")
+        self.max_length = max_length
+        self.pad_value: int = self.pad_id
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], max_length: int) -> PretrainedTokenizer:
+        """Same as the constructor; mirrors ``TextTokenizer.load``."""
+        return cls(path, max_length)
+
+    @property
+    def pad_id(self) -> int:
+        """Id of the pad token (0 when the tokenizer has none, as GPT-2's)."""
+        pad = self.tokenizer.pad_token_id
+        return int(pad) if pad is not None else 0
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids, added tokens included."""
+        return len(self.tokenizer)
+
+    def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """int64 token ids per text, special tokens added, truncated to max_length, not padded."""
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise DataError(f"text #{i} is {type(text).__name__} ({text!r}); expected a string")
+        if not texts:
+            return []
+        ids = self.tokenizer(texts, add_special_tokens=True, truncation=True,
+                             max_length=self.max_length, padding=False,
+                             return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        unk = self.tokenizer.unk_token_id
+        empty = [unk if unk is not None else self.pad_id]
+        return [np.asarray(row if row else empty, dtype=np.int64) for row in ids]
+
+    def save(self, folder: str | os.PathLike[str]) -> None:
+        """Write the tokenizer files into ``folder`` (created if needed) via ``save_pretrained``."""
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(str(folder))
+
+
+def find_layer_list(model: nn.Module) -> nn.ModuleList | None:
+    """The transformer layer stack: the shallowest ``nn.ModuleList`` named layer/layers/h/block.
+
+    BertModel → encoder.layer, DistilBertModel → transformer.layer, GPT2Model → h,
+    T5 encoder → block. None when there is no such list.
+    """
+    best: tuple[int, nn.ModuleList] | None = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] in LAYER_LIST_NAMES:
+            depth = name.count(".")
+            if best is None or depth < best[0]:
+                best = (depth, module)
+    return best[1] if best is not None else None
+
+
+def _load_hf_config(folder: Path, shown: str | os.PathLike[str]) -> PretrainedConfig:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    except Exception as e:  # unknown model_type, bad JSON, remote code, ...
+        raise ConfigError(f"{shown}: could not read config.json: {_one_line(e)}") from e
+
+
+def _hidden_size(config: PretrainedConfig, shown: str | os.PathLike[str]) -> int:
+    for key in ("hidden_size", "d_model", "dim", "n_embd"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    raise ConfigError(f"{shown}: config.json has no hidden size (hidden_size, d_model or dim)")
+
+
+class PretrainedEncoder(nn.Module):
+    """A Hugging Face ``AutoModel`` as a text encoder: (input_ids, attention_mask) → (B, out_dim).
+
+    pooling "cls" takes the first token's last hidden state, "mean" the masked mean over tokens.
+    ``freeze`` freezes every encoder weight; ``freeze_layers=k`` freezes the embeddings and the
+    first k transformer layers. With ``from_config_only`` the architecture is built from the
+    folder's config.json with random weights and no weight file is read (for loading a saved run
+    whose full weights are in its own model.safetensors). Encoder-decoder models keep the encoder.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], freeze: bool = False, freeze_layers: int = 0,
+                 pooling: Pooling = "cls", *, from_config_only: bool = False):
+        super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise ConfigError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        if isinstance(freeze_layers, bool) or not isinstance(freeze_layers, int) \
+                or freeze_layers < 0:
+            raise ConfigError(f"freeze_layers must be an integer >= 0, got {freeze_layers!r}")
+        folder = check_pretrained_folder(path, weights=not from_config_only, tokenizer=False)
+        config = _load_hf_config(folder, path)
+        self.path = folder
+        self.pooling: Pooling = pooling
+        self.model: PreTrainedModel = self._build(folder, path, config, from_config_only)
+        self.config = self.model.config
+        self.out_dim = _hidden_size(self.config, path)
+        pad = getattr(self.config, "pad_token_id", None)
+        self.pad_token_id = int(pad) if isinstance(pad, int) else 0
+        layers = find_layer_list(self.model)
+        self.num_layers: int | None = len(layers) if layers is not None else None
+        if freeze:
+            self.model.requires_grad_(False)
+        elif freeze_layers:
+            self._freeze_bottom(layers, freeze_layers, path)
+
+    @staticmethod
+    def _build(folder: Path, shown: str | os.PathLike[str], config: PretrainedConfig,
+               from_config_only: bool) -> PreTrainedModel:
+        from transformers import AutoModel
+
+        if not from_config_only and not any((folder / f).is_file() for f in SAFETENSORS_FILES):
+            raise ConfigError(
+                f"{shown}: only pytorch_model.bin weights found; dlforge loads safetensors only "
+                "(pickles can run code); convert once with "
+                "model.save_pretrained(dir, safe_serialization=True)")
+        try:
+            with _quiet_progress():
+                if from_config_only:
+                    model = AutoModel.from_config(config, dtype=torch.float32)
+                else:
+                    model = AutoModel.from_pretrained(
+                        str(folder), config=config, local_files_only=True, use_safetensors=True,
+                        dtype=torch.float32)
+        except Exception as e:  # unsupported architecture, corrupt weights, ...
+            raise ConfigError(f"{shown}: could not load the model: {_one_line(e)}") from e
+        if getattr(config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+            model = model.get_encoder()
+        return model
+
+    def _freeze_bottom(self, layers: nn.ModuleList | None, k: int,
+                       shown: str | os.PathLike[str]) -> None:
+        """Freeze the embeddings (every weight registered before layer 0) and layers[:k]."""
+        if layers is None:
+            raise ConfigError(f"{shown}: cannot find the transformer layers of "
+                              f"{type(self.model).__name__} to freeze; use freeze=True instead")
+        if k > len(layers):
+            raise ConfigError(f"freeze_layers={k} but the model in {shown} has only "
+                              f"{len(layers)} layers")
+        first_layer = {id(p) for p in layers[0].parameters()}
+        for p in self.model.parameters():
+            if id(p) in first_layer:
+                break
+            p.requires_grad_(False)
+        embeddings = self.model.get_input_embeddings()
+        if embeddings is not None:
+            embeddings.requires_grad_(False)
+        for layer in layers[:k]:
+            layer.requires_grad_(False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.bool()  # (B, T), True on real tokens
+        ids = input_ids.masked_fill(~mask, self.pad_token_id)  # whatever the batch padded with
+        out = self.model(input_ids=ids, attention_mask=mask.long())
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]  # (B,T,C)
+        if self.pooling == "cls":
+            return hidden[:, 0]  # (B, C)
+        return masked_mean(hidden, mask)  # (B, C)
+
+    def save_config(self, folder: str | os.PathLike[str]) -> None:
+        """Write config.json into ``folder`` so ``build_encoder_from_config`` can rebuild this."""
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        self.model.config.save_pretrained(str(folder))
+
+
+def build_encoder_from_config(path: str | os.PathLike[str], freeze: bool = False,
+                              freeze_layers: int = 0,
+                              pooling: Pooling = "cls") -> PretrainedEncoder:
+    """The encoder's architecture from ``path``/config.json, random weights, no weight file read."""
+    return PretrainedEncoder(path, freeze=freeze, freeze_layers=freeze_layers, pooling=pooling,
+                             from_config_only=True)
+
+
+def split_parameters(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Trainable parameters as (inside a PretrainedEncoder, everything else), e.g. the head.
+
+    Lets the optimizer give the pretrained encoder a smaller learning rate than the new head.
+    Shared parameters appear once.
+    """
+    encoder_ids = {id(p) for m in module.modules() if isinstance(m, PretrainedEncoder)
+                   for p in m.parameters()}
+    encoder: list[nn.Parameter] = []
+    other: list[nn.Parameter] = []
+    for p in module.parameters():
+        if p.requires_grad:
+            (encoder if id(p) in encoder_ids else other).append(p)
+    return encoder, other

@@ -1,0 +1,241 @@
+"""Pretrained Hugging Face encoders: a tiny random BERT saved in a temporary folder, no network."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+transformers = pytest.importorskip("transformers")
+
+from dlforge.errors import ConfigError, DataError  # noqa: E402
+from dlforge.models.pretrained import (  # noqa: E402
+    PretrainedEncoder,
+    PretrainedTokenizer,
+    build_encoder_from_config,
+    check_pretrained_folder,
+    find_layer_list,
+    is_pretrained_path,
+    split_parameters,
+)
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDS = ["the", "a", "movie", "film", "was", "is", "good", "bad", "great", "boring", "i", "it",
+         "loved", "hated", "plot", "##s", "##ly", "."]
+VOCAB = SPECIALS + WORDS
+PAD, UNK, CLS, SEP = 0, 1, 2, 3
+
+
+def _save_tokenizer(folder: Path) -> None:
+    """A WordPiece tokenizer from a hand-written vocab.txt, saved with save_pretrained."""
+    vocab_file = folder / "vocab.txt"
+    vocab_file.write_text("\n".join(VOCAB) + "\n")
+    # transformers 5: BertTokenizer(Fast) takes ``vocab=`` (a dict or a vocab.txt path); the old
+    # ``vocab_file=`` keyword is silently ignored and leaves only the five special tokens.
+    tok = transformers.BertTokenizer(vocab=str(vocab_file))
+    assert len(tok) == len(VOCAB)
+    tok.save_pretrained(str(folder))
+
+
+def _bert_config() -> transformers.BertConfig:
+    return transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2,
+                                   num_attention_heads=2, intermediate_size=64,
+                                   max_position_embeddings=64)
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    transformers.BertModel(_bert_config()).save_pretrained(str(folder))
+    _save_tokenizer(folder)
+    return folder
+
+
+def _copy_without(src: Path, dst: Path, *names: str) -> Path:
+    shutil.copytree(src, dst)
+    for name in names:
+        (dst / name).unlink()
+    return dst
+
+
+def _batch(ids: list[np.ndarray], pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+    for row, x in enumerate(ids):
+        input_ids[row, : len(x)] = torch.from_numpy(x)
+    lengths = torch.tensor([len(x) for x in ids])
+    return input_ids, torch.arange(width)[None, :] < lengths[:, None]
+
+
+def test_is_pretrained_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for family in ("transformer", "cnn", "rnn", "mlp"):
+        assert not is_pretrained_path(family)
+    for path in ("./bert", "~/models/bert", "/opt/bert", "models/bert", ".bert", "..\\bert"):
+        assert is_pretrained_path(path)
+    monkeypatch.chdir(tmp_path)
+    assert not is_pretrained_path("bert")
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "cnn").mkdir()
+    assert is_pretrained_path("bert")
+    assert not is_pretrained_path("cnn")  # a family name wins over a folder of that name
+
+
+def test_check_pretrained_folder_accepts_and_resolves(bert_dir: Path) -> None:
+    assert check_pretrained_folder(bert_dir) == bert_dir.resolve()
+
+
+@pytest.mark.parametrize("missing, message", [
+    (("config.json",), "config.json is missing"),
+    (("model.safetensors",), r"no model weights \(model.safetensors or pytorch_model.bin\)"),
+    (("tokenizer.json", "vocab.txt"), "no tokenizer files"),
+])
+def test_check_pretrained_folder_names_what_is_missing(bert_dir: Path, tmp_path: Path,
+                                                       missing: tuple[str, ...],
+                                                       message: str) -> None:
+    folder = _copy_without(bert_dir, tmp_path / "model", *missing)
+    with pytest.raises(ConfigError, match=message) as info:
+        check_pretrained_folder(folder)
+    assert str(folder) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_check_pretrained_folder_missing_or_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="folder not found"):
+        check_pretrained_folder(tmp_path / "nope")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        check_pretrained_folder(tmp_path / "file.txt")
+
+
+def test_encoder_without_weights_or_config_is_config_error(bert_dir: Path,
+                                                            tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config.json is missing"):
+        PretrainedEncoder(_copy_without(bert_dir, tmp_path / "a", "config.json"))
+    with pytest.raises(ConfigError, match="no model weights"):
+        PretrainedEncoder(_copy_without(bert_dir, tmp_path / "b", "model.safetensors"))
+
+
+def test_encoder_refuses_pickle_only_weights(bert_dir: Path, tmp_path: Path) -> None:
+    folder = _copy_without(bert_dir, tmp_path / "bin", "model.safetensors")
+    torch.save(transformers.BertModel(_bert_config()).state_dict(), folder / "pytorch_model.bin")
+    check_pretrained_folder(folder)  # weights are present, just not in a format we load
+    with pytest.raises(ConfigError, match="safetensors only") as info:
+        PretrainedEncoder(folder)
+    assert "safe_serialization=True" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_tokenizer_adds_special_tokens_and_truncates(bert_dir: Path, tmp_path: Path) -> None:
+    tok = PretrainedTokenizer(bert_dir, max_length=16)
+    assert tok.vocab_size == len(VOCAB)
+    assert tok.pad_id == PAD and tok.pad_value == PAD
+    ids = tok.encode(["the movie was good", "I loved the films", "", "zzz"])
+    assert all(x.dtype == np.int64 for x in ids)
+    word = {w: i for i, w in enumerate(VOCAB)}
+    assert ids[0].tolist() == [CLS, word["the"], word["movie"], word["was"], word["good"], SEP]
+    assert ids[1].tolist() == [CLS, word["i"], word["loved"], word["the"], word["film"],
+                               word["##s"], SEP]
+    assert ids[2].tolist() == [CLS, SEP]
+    assert ids[3].tolist() == [CLS, UNK, SEP]
+    short = PretrainedTokenizer(bert_dir, max_length=4).encode(["the movie was good"])[0]
+    assert short.tolist() == [CLS, word["the"], word["movie"], SEP]
+    tok.save(tmp_path / "saved")  # a run directory carries the tokenizer files
+    again = PretrainedTokenizer(tmp_path / "saved", max_length=16)  # no config.json needed
+    assert [x.tolist() for x in again.encode(["I loved the films"])] == [ids[1].tolist()]
+
+
+def test_tokenizer_bad_input_and_options(bert_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="max_length=2 leaves no room"):
+        PretrainedTokenizer(bert_dir, max_length=2)
+    with pytest.raises(DataError, match="text #1 is NoneType"):
+        PretrainedTokenizer(bert_dir, max_length=8).encode(["good", None])  # type: ignore[list-item]
+
+
+def test_encoder_loads_the_saved_weights(bert_dir: Path) -> None:
+    enc = PretrainedEncoder(bert_dir)
+    saved = transformers.BertModel.from_pretrained(str(bert_dir), local_files_only=True)
+    assert enc.out_dim == 32 and enc.num_layers == 2
+    for key, value in saved.state_dict().items():
+        assert torch.equal(enc.model.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_encoder_shape_determinism_and_padding(bert_dir: Path, pooling: str) -> None:
+    tok = PretrainedTokenizer(bert_dir, max_length=16)
+    enc = PretrainedEncoder(bert_dir, pooling=pooling).eval()
+    ids = tok.encode(["the movie was good", "I loved the films . it is great", "bad"])
+    input_ids, mask = _batch(ids)
+    with torch.no_grad():
+        out = enc(input_ids, mask)
+        assert out.shape == (3, enc.out_dim) and torch.isfinite(out).all()
+        assert torch.equal(out, enc(input_ids, mask))
+        again = PretrainedEncoder(bert_dir, pooling=pooling).eval()
+        torch.testing.assert_close(again(input_ids, mask), out)
+        for i, x in enumerate(ids):  # each text alone, without padding, gives the same vector
+            alone = enc(*_batch([x]))
+            torch.testing.assert_close(alone[0], out[i], atol=1e-5, rtol=1e-5)
+        # the pad id in the batch does not matter: masked positions are re-padded
+        torch.testing.assert_close(enc(*_batch(ids, pad=7)), out, atol=1e-6, rtol=1e-6)
+
+
+def test_freeze_all(bert_dir: Path) -> None:
+    enc = PretrainedEncoder(bert_dir, freeze=True)
+    assert not any(p.requires_grad for p in enc.parameters())
+
+
+def test_freeze_layers_freezes_embeddings_and_bottom_layers(bert_dir: Path) -> None:
+    enc = PretrainedEncoder(bert_dir, freeze_layers=1)
+    frozen = {n for n, p in enc.model.named_parameters() if not p.requires_grad}
+    trainable = {n for n, p in enc.model.named_parameters() if p.requires_grad}
+    assert frozen and trainable
+    assert all(n.startswith(("embeddings.", "encoder.layer.0.")) for n in frozen)
+    assert all(n.startswith(("encoder.layer.1.", "pooler.")) for n in trainable)
+    assert any(n.startswith("embeddings.") for n in frozen)
+    assert any(n.startswith("encoder.layer.0.") for n in frozen)
+    assert find_layer_list(enc.model) is enc.model.encoder.layer
+
+
+def test_freeze_too_many_layers_or_bad_options(bert_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="freeze_layers=5 .* only 2 layers"):
+        PretrainedEncoder(bert_dir, freeze_layers=5)
+    with pytest.raises(ConfigError, match="freeze_layers must be"):
+        PretrainedEncoder(bert_dir, freeze_layers=-1)
+    with pytest.raises(ConfigError, match="pooling must be"):
+        PretrainedEncoder(bert_dir, pooling="max")  # type: ignore[arg-type]
+
+
+def test_build_from_config_only_matches_architecture(bert_dir: Path, tmp_path: Path) -> None:
+    loaded = PretrainedEncoder(bert_dir, pooling="mean")
+    loaded.save_config(tmp_path / "run")  # config.json only: no weights, no tokenizer
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json"]
+    built = build_encoder_from_config(tmp_path / "run", pooling="mean")
+    assert built.out_dim == loaded.out_dim
+    a, b = loaded.state_dict(), built.state_dict()
+    assert a.keys() == b.keys()
+    assert all(a[k].shape == b[k].shape and a[k].dtype == b[k].dtype for k in a)
+    built.load_state_dict(a)  # a saved run's weights fit the rebuilt encoder
+    ids, mask = _batch([np.array([CLS, 5, 6, SEP])])
+    with torch.no_grad():
+        torch.testing.assert_close(built.eval()(ids, mask), loaded.eval()(ids, mask))
+
+
+def test_split_parameters(bert_dir: Path) -> None:
+    class Classifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = PretrainedEncoder(bert_dir, freeze_layers=1)
+            self.head = nn.Linear(self.encoder.out_dim, 3)
+
+    model = Classifier()
+    encoder, head = split_parameters(model)
+    assert {id(p) for p in head} == {id(p) for p in model.head.parameters()}
+    assert {id(p) for p in encoder} == {
+        id(p) for p in model.encoder.parameters() if p.requires_grad}
+    assert all(p.requires_grad for p in encoder)
+    n_trainable = sum(1 for p in model.parameters() if p.requires_grad)
+    assert len(encoder) + len(head) == n_trainable
