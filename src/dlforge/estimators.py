@@ -264,7 +264,7 @@ def image_list(X: Any) -> list[Any]:
         if not p.is_dir():
             raise DataError(f"{p}: expected a folder of images, an array or a list of images")
         files = sorted(f for f in p.iterdir()
-                       if f.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS)
+                       if f.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
             raise DataError(f"{p}: no image files in the folder")
         return [str(f) for f in files]
