@@ -239,3 +239,87 @@ def test_split_parameters(bert_dir: Path) -> None:
     assert all(p.requires_grad for p in encoder)
     n_trainable = sum(1 for p in model.parameters() if p.requires_grad)
     assert len(encoder) + len(head) == n_trainable
+
+
+# --------------------------------------------------------------- through the estimator and CLI
+TOY_WORDS = {"pos": ["good", "great", "loved"], "neg": ["bad", "boring", "hated"]}
+
+
+def _toy_reviews(n: int = 120, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Texts in the tiny vocabulary whose label is given away by one cue word."""
+    rng = np.random.default_rng(seed)
+    filler = ["the", "a", "movie", "film", "was", "is", "it", "i", "plot", "."]
+    texts, labels = [], []
+    for _ in range(n):
+        y = str(rng.choice(["pos", "neg"]))
+        words = list(rng.choice(filler, size=int(rng.integers(3, 8))))
+        words.insert(int(rng.integers(len(words) + 1)), str(rng.choice(TOY_WORDS[y])))
+        texts.append(" ".join(words))
+        labels.append(y)
+    return texts, labels
+
+
+def test_fine_tune_save_load_predict(bert_dir, tmp_path):
+    from dlforge import TextClassifier, load
+
+    texts, labels = _toy_reviews()
+    # A random tiny BERT learns the cue word quickly with mean pooling.
+    clf = TextClassifier(model=str(bert_dir), pooling="mean", max_length=16, epochs=6,
+                         batch_size=16, lr=3e-3, patience=0, verbose=0,
+                         precision="fp32").fit(texts, labels)
+    assert clf.config_.model.name == "pretrained" and clf.config_.model.path == str(bert_dir)
+    assert clf.metrics_["validation"]["accuracy"] >= 0.75
+    clf.save(tmp_path / "run")
+    assert (tmp_path / "run" / "pretrained" / "text" / "config.json").is_file()
+    again = load(tmp_path / "run")
+    assert np.array_equal(again.predict_proba(texts), clf.predict_proba(texts))
+
+
+def test_freeze_trains_the_head_only_and_head_lr(bert_dir):
+    from dlforge import TextClassifier
+    from dlforge.models.pretrained import PretrainedEncoder
+
+    texts, labels = _toy_reviews(40)
+    original = PretrainedEncoder(bert_dir).state_dict()
+    clf = TextClassifier(model=str(bert_dir), freeze=True, max_length=16, epochs=1,
+                         batch_size=16, verbose=0, precision="fp32").fit(texts, labels)
+    enc = clf.model_.encoders["text"]
+    assert all(torch.equal(v, original[k]) for k, v in enc.state_dict().items())
+    assert not torch.equal(clf.model_.head.out.weight, torch.zeros_like(
+        clf.model_.head.out.weight))
+    from dlforge.config import TrainConfig
+    from dlforge.train.trainer import make_optimizer
+
+    opt = make_optimizer(clf.model_, TrainConfig(lr=2e-5), head_lr=1e-3)
+    assert sorted({g["lr"] for g in opt.param_groups}) == [1e-3]  # frozen encoder: no group
+    part = TextClassifier(model=str(bert_dir), freeze_layers=1, max_length=16, epochs=1,
+                          verbose=0).fit(texts, labels)
+    opt = make_optimizer(part.model_, TrainConfig(lr=2e-5), head_lr=1e-3)
+    assert sorted({g["lr"] for g in opt.param_groups}) == [2e-5, 1e-3]
+
+
+def test_cli_with_a_pretrained_folder_and_bad_folders(bert_dir, tmp_path, capsys):
+    import pandas as pd
+
+    from tests.test_cli import assert_user_error, run_cli
+
+    texts, labels = _toy_reviews(60)
+    csv = tmp_path / "r.csv"
+    pd.DataFrame({"review": texts, "label": labels}).to_csv(csv, index=False)
+    code, _, err = run_cli(capsys, "train", "--data", csv, "--text", "review", "--label",
+                           "label", "--model", bert_dir, "--max-length", "16", "--epochs", "1",
+                           "--freeze-layers", "1", "--head-lr", "1e-3", "--quiet", "--out",
+                           tmp_path / "run")
+    assert code == 0, err
+    empty = tmp_path / "empty_model"
+    empty.mkdir()
+    code, _, err = run_cli(capsys, "train", "--data", csv, "--text", "review", "--label",
+                           "label", "--model", empty, "--quiet", "--out", tmp_path / "r2")
+    assert_user_error(code, err, "config.json is missing")
+    assert not (tmp_path / "r2").exists()
+    no_weights = tmp_path / "no_weights"
+    shutil.copytree(bert_dir, no_weights)
+    (no_weights / "model.safetensors").unlink()
+    code, _, err = run_cli(capsys, "train", "--data", csv, "--text", "review", "--label",
+                           "label", "--model", no_weights, "--quiet", "--out", tmp_path / "r3")
+    assert_user_error(code, err, "no model weights")

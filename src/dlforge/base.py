@@ -149,7 +149,8 @@ class DeepModel(BaseEstimator):
 
         trainer = Trainer(net, target.kind, cfg.train, metric_fn, monitor, callbacks,
                           checkpoint_dir=workdir / "checkpoints" if workdir else None,
-                          verbose=self.verbose, log=log)
+                          verbose=self.verbose, log=log,
+                          head_lr=getattr(cfg.model, "head_lr", None))
         say(f"model: {cfg.model.name}, {sum(p.numel() for p in net.parameters()):,} parameters;"
             f" device {trainer.device}, precision {trainer.precision}")
         history = trainer.fit(train_loader, val_loader, y[val_idx], resume=resume)

@@ -53,6 +53,9 @@ TRAIN_FLAGS: dict[str, str] = {
     "channels": "model.channels",
     "hidden": "model.hidden",
     "dropout": "model.dropout",
+    "freeze": "model.freeze",
+    "freeze_layers": "model.freeze_layers",
+    "head_lr": "model.head_lr",
     "precision": "train.precision",
     "device": "train.device",
     "seed": "train.seed",
@@ -167,6 +170,8 @@ def _image_size(value: str | None) -> list[int] | None:
     "dlforge train --data credit.csv --kind table --label default --out runs/credit",
     "dlforge train --data reviews.csv --text review --numeric price --category brand "
     "--label rating --out runs/mixed",
+    "dlforge train --data t.csv --text text --label y --model models/bert-base "
+    "--freeze-layers 8 --lr 2e-5 --head-lr 1e-3 --out runs/bert",
 ))
 def train(
     config: Annotated[Path | None, typer.Argument(help="A YAML run config.")] = None,
@@ -181,7 +186,8 @@ def train(
     category: Annotated[str | None, typer.Option(help="Categorical columns, a,b,c.")] = None,
     label: Annotated[str | None, typer.Option(help="The label (output) column.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory to write.")] = None,
-    model: Annotated[str | None, typer.Option(help="transformer, cnn, rnn or mlp.")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="transformer, cnn, rnn, mlp, or a local Hugging Face model folder.")] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
@@ -195,6 +201,12 @@ def train(
         help="CNN stage widths for images, e.g. 32,64,128.")] = None,
     hidden: Annotated[str | None, typer.Option(help="MLP layer widths, e.g. 128,64.")] = None,
     dropout: Annotated[float | None, typer.Option()] = None,
+    freeze: Annotated[bool | None, typer.Option(
+        "--freeze", help="Pretrained model: train the head only.")] = None,
+    freeze_layers: Annotated[int | None, typer.Option(
+        help="Pretrained model: freeze the embeddings and the first K layers.")] = None,
+    head_lr: Annotated[float | None, typer.Option(
+        help="Pretrained model: learning rate of the new head (default: --lr).")] = None,
     precision: Annotated[str | None, typer.Option(help="auto, fp32 or bf16.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
     seed: Annotated[int | None, typer.Option()] = None,

@@ -30,6 +30,7 @@ __all__ = [
     "MLPConfig",
     "NumericInput",
     "OutputConfig",
+    "PretrainedModelConfig",
     "RNNConfig",
     "RunConfig",
     "TextAugment",
@@ -42,7 +43,7 @@ __all__ = [
     "validate_config",
 ]
 
-MODEL_FAMILIES = ("transformer", "cnn", "rnn", "mlp")
+MODEL_FAMILIES = ("transformer", "cnn", "rnn", "mlp", "pretrained")
 INPUT_KINDS = ("text", "image", "numeric", "category")
 TABULAR_KINDS = ("numeric", "category")
 # Which input kinds each family encodes. Numeric and category columns are encoded by their own
@@ -217,6 +218,22 @@ class RNNConfig(_Strict):
     head_hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
 
 
+class PretrainedModelConfig(_Strict):
+    """Fine-tune a local Hugging Face encoder folder (AutoModel + its tokenizer) on the text
+    input. Written ``model: path/to/folder`` for short. The text input's own tokenizer settings
+    (tokenizer, vocab_size, lowercase, min_frequency) do not apply: the folder's tokenizer does.
+    """
+
+    name: Literal["pretrained"] = "pretrained"
+    path: str  # a folder with config.json, model.safetensors and tokenizer files
+    freeze: bool = False  # freeze the whole encoder: train the head only
+    freeze_layers: int = Field(0, ge=0)  # freeze the embeddings and the first k layers
+    pooling: Literal["cls", "mean"] = "cls"
+    head_lr: float | None = Field(None, gt=0.0)  # learning rate of the head; None: train.lr
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    head_hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+
+
 class MLPConfig(_Strict):
     """A multi-layer perceptron over the table's encoded columns (Linear → ReLU → dropout)."""
 
@@ -229,8 +246,8 @@ class MLPConfig(_Strict):
         return self.hidden
 
 
-ModelConfig = Annotated[TransformerConfig | CNNConfig | RNNConfig | MLPConfig,
-                        Field(discriminator="name")]
+ModelConfig = Annotated[TransformerConfig | CNNConfig | RNNConfig | MLPConfig
+                        | PretrainedModelConfig, Field(discriminator="name")]
 
 
 # ---------------------------------------------------------------------------------------- train
@@ -332,6 +349,9 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
             what, choices = (("input type", INPUT_KINDS) if "inputs" in e["loc"]
                              else ("model", MODEL_FAMILIES))
             msg = f"unknown {what} {tag!r}; choose one of: {', '.join(choices)}"
+            if what == "model":
+                msg = (f"unknown model {tag!r}; choose one of: {', '.join(MODEL_FAMILIES[:-1])}"
+                       ", or the path of a local Hugging Face model folder")
         elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict):
             msg += f" (got {e['input']!r})"
         msg = msg.removeprefix("Value error, ")
@@ -352,7 +372,7 @@ def _parent_model_fields(loc: tuple[Any, ...]) -> list[str]:
             return []
         if item in MODEL_FAMILIES and loc and "model" in loc:
             model = {"transformer": TransformerConfig, "cnn": CNNConfig, "rnn": RNNConfig,
-                     "mlp": MLPConfig}[item]
+                     "mlp": MLPConfig, "pretrained": PretrainedModelConfig}[item]
             continue
         field = model.model_fields.get(item)
         if field is None:
@@ -376,12 +396,29 @@ def validate_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     if isinstance(inputs, list):  # an input without a type is a text column
         data = {**data, "inputs": [{"type": "text", **i} if isinstance(i, dict) and "type" not in i
                                    else i for i in inputs]}
+    if isinstance(model, str):  # model: transformer, or model: path/to/hf-folder
+        model = {"name": model}
+    if isinstance(model, dict) and isinstance(model.get("name"), str) and is_pretrained_path(
+            model["name"]):
+        model = {**model, "name": "pretrained", "path": model["name"]}
+    if model is not None:
+        data = {**data, "model": model}
     if model is None or (isinstance(model, dict) and "name" not in model):
         data = {**data, "model": {"name": default_family(data.get("inputs")), **(model or {})}}
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source)) from None
+
+
+def is_pretrained_path(name: str) -> bool:
+    """True when ``name`` looks like a folder path rather than one of our family names."""
+    if name in MODEL_FAMILIES:
+        return False
+    seps = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    if any(sep in name for sep in seps) or name.startswith((".", "~", "/")):
+        return True
+    return Path(name).is_dir()
 
 
 def default_family(inputs: Any) -> str:

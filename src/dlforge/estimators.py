@@ -63,17 +63,23 @@ PARAM_PATHS: dict[str, str] = {
     "cell": "model.cell",
     "hidden": "model.hidden",
     "bidirectional": "model.bidirectional",
+    "freeze": "model.freeze",
+    "freeze_layers": "model.freeze_layers",
+    "pooling": "model.pooling",
+    "head_lr": "model.head_lr",
     **TRAIN_PARAMS,
     "output": "output.type",
 }
 
 
 class TextClassifier(ClassifierMixin, DeepModel):
-    """Classify texts with a Transformer, CNN or RNN.
+    """Classify texts with a Transformer, CNN or RNN, or fine-tune a local Hugging Face
+    encoder (``model="path/to/folder"``; ``freeze``, ``freeze_layers``, ``head_lr``).
 
     >>> clf = TextClassifier(model="transformer", vocab_size=10_000, d_model=512, heads=4)
     >>> clf.fit(texts, labels, epochs=5, batch_size=64, validation_split=0.1)  # doctest: +SKIP
     >>> clf.predict(["an example"])  # doctest: +SKIP
+    >>> bert = TextClassifier(model="models/bert-base", freeze_layers=8, lr=2e-5, head_lr=1e-3)
 
     Labels may be strings or ints (binary or multi-class) or lists of labels (multi-label).
     """
@@ -88,7 +94,9 @@ class TextClassifier(ClassifierMixin, DeepModel):
                  ffn_dim: int | None = None, dropout: float | None = None,
                  kernel_sizes: list[int] | None = None, filters: int | None = None,
                  cell: str | None = None, hidden: int | None = None,
-                 bidirectional: bool | None = None, epochs: int | None = None,
+                 bidirectional: bool | None = None, freeze: bool | None = None,
+                 freeze_layers: int | None = None, pooling: str | None = None,
+                 head_lr: float | None = None, epochs: int | None = None,
                  batch_size: int | None = None, lr: float | None = None,
                  weight_decay: float | None = None, warmup: float | None = None,
                  patience: int | None = None, monitor: str | None = None,
@@ -111,6 +119,10 @@ class TextClassifier(ClassifierMixin, DeepModel):
         self.cell = cell
         self.hidden = hidden
         self.bidirectional = bidirectional
+        self.freeze = freeze
+        self.freeze_layers = freeze_layers
+        self.pooling = pooling
+        self.head_lr = head_lr
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr

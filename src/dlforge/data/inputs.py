@@ -30,7 +30,8 @@ from dlforge.data.clean import is_missing
 from dlforge.data.features import MASK, TextTokenizer
 from dlforge.errors import DataError
 
-__all__ = ["CategoryFeature", "Feature", "ImageFeature", "NumericFeature", "TextFeature",
+__all__ = ["CategoryFeature", "Feature", "ImageFeature", "NumericFeature",
+           "PretrainedTextFeature", "TextFeature",
            "build_features", "load_features", "save_features"]
 
 
@@ -135,6 +136,57 @@ class TextFeature(Feature):
         if folder is None:
             raise ValueError("a text feature loads its tokenizer from the run folder")
         self.tokenizer = TextTokenizer.load(folder / self._file(), self.cfg.max_length)
+
+
+class PretrainedTextFeature(TextFeature):
+    """A text column for a pretrained encoder: the model folder's own tokenizer (nothing to
+    fit). The run keeps a copy of the tokenizer and the model's config.json in
+    ``pretrained/NAME/``, so it loads without the original folder."""
+
+    def __init__(self, cfg: TextInput, model_path: str):
+        super().__init__(cfg)
+        self.model_path = model_path
+        self.run_folder: Path | None = None
+
+    def fit(self, loaded: list[str], source: str) -> None:
+        from dlforge.models.pretrained import PretrainedTokenizer, check_pretrained_folder
+
+        check_pretrained_folder(self.model_path)  # config, weights and tokenizer, up front
+        self.tokenizer = PretrainedTokenizer(self.model_path, self.cfg.max_length)
+
+    def make_augmenter(self, seed: int) -> TokenAugmenter | None:
+        a = self.cfg.augment
+        mask_id = self.tokenizer.tokenizer.mask_token_id
+        if a.mask and mask_id is None:
+            raise DataError(f"{self.model_path}: the tokenizer has no mask token; set "
+                            f"inputs[].augment.mask to 0")
+        aug = TokenAugmenter(a.delete, a.swap, a.mask, mask_id=mask_id or 0, seed=seed)
+        return aug if aug.active else None
+
+    def spec(self) -> dict[str, Any]:
+        if self.run_folder is not None:  # loading a saved run: weights come from the run
+            return {"path": str(self.run_folder / self._dir()), "from_config_only": True}
+        return {"path": self.model_path, "from_config_only": False}
+
+    def _dir(self) -> str:
+        return f"pretrained/{self.name}"
+
+    def save_files(self, folder: Path) -> list[str]:
+        from transformers import AutoConfig
+
+        dest = folder / self._dir()
+        self.tokenizer.save(dest)
+        source = self.run_folder / self._dir() if self.run_folder else self.model_path
+        AutoConfig.from_pretrained(str(source), local_files_only=True).save_pretrained(str(dest))
+        return [p.relative_to(folder).as_posix() for p in sorted(dest.rglob("*")) if p.is_file()]
+
+    def set_state(self, state: dict[str, Any], folder: Path | None) -> None:
+        from dlforge.models.pretrained import PretrainedTokenizer
+
+        if folder is None:
+            raise ValueError("a pretrained text feature loads its tokenizer from the run folder")
+        self.run_folder = folder
+        self.tokenizer = PretrainedTokenizer(folder / self._dir(), self.cfg.max_length)
 
 
 # ------------------------------------------------------------------------------------ image
@@ -293,6 +345,9 @@ FEATURES_FILE = "features.json"
 
 def build_features(cfg: RunConfig) -> dict[str, Feature]:
     """One unfitted feature per input of ``cfg``, in the config's order."""
+    if cfg.model.name == "pretrained":
+        return {inp.name: PretrainedTextFeature(inp, cfg.model.path) if inp.type == "text"
+                else FEATURES[inp.type](inp) for inp in cfg.inputs}
     return {inp.name: FEATURES[inp.type](inp) for inp in cfg.inputs}
 
 

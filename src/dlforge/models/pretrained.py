@@ -21,14 +21,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from dlforge.config import is_pretrained_path
 from dlforge.errors import ConfigError, DataError
 from dlforge.models.layers import masked_mean
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = [
-    "FAMILY_NAMES",
+__all__ = [  # is_pretrained_path lives in dlforge.config (the schema uses it)
     "PretrainedEncoder",
     "PretrainedTokenizer",
     "build_encoder_from_config",
@@ -38,23 +38,12 @@ __all__ = [
     "split_parameters",
 ]
 
-FAMILY_NAMES = frozenset({"transformer", "cnn", "rnn", "mlp"})
 SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "tokenizer.model",
                    "sentencepiece.bpe.model")
 LAYER_LIST_NAMES = ("layer", "layers", "h", "block")
 Pooling = Literal["cls", "mean"]
-
-
-def is_pretrained_path(name: str) -> bool:
-    """True when ``name`` looks like a folder path rather than one of our model family names."""
-    if name in FAMILY_NAMES:
-        return False
-    seps = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
-    if any(sep in name for sep in seps) or name.startswith((".", "~", "/")):
-        return True
-    return Path(name).is_dir()
 
 
 def check_pretrained_folder(path: str | os.PathLike[str], *, config: bool = True,

@@ -32,7 +32,15 @@ MODELS: dict[tuple[str, str], Callable[..., nn.Module]] = {
     ("cnn", "text"): lambda c, s: TextCNNEncoder(c, s["vocab_size"], s["max_length"]),
     ("rnn", "text"): lambda c, s: RNNEncoder(c, s["vocab_size"], s["max_length"]),
     ("cnn", "image"): lambda c, s: ImageCNN(c, s["channels"], s["height"], s["width"]),
+    ("pretrained", "text"): lambda c, s: _pretrained(c, s),
 }
+
+
+def _pretrained(cfg: Any, spec: dict[str, Any]) -> nn.Module:
+    from dlforge.models.pretrained import PretrainedEncoder  # imports transformers lazily
+
+    return PretrainedEncoder(spec["path"], cfg.freeze, cfg.freeze_layers, cfg.pooling,
+                             from_config_only=spec["from_config_only"])
 
 
 class NumericPassthrough(nn.Module):

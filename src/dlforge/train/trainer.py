@@ -32,12 +32,26 @@ __all__ = ["Trainer", "loss_fn", "make_optimizer", "make_scheduler", "predict_lo
 MetricFn = Callable[[np.ndarray, np.ndarray], dict[str, Any]]
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; weight decay on weight matrices only (not biases, norms or 1-D parameters)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+def make_optimizer(model: nn.Module, cfg: TrainConfig,
+                   head_lr: float | None = None) -> torch.optim.Optimizer:
+    """AdamW; weight decay on weight matrices only (not biases, norms or 1-D parameters).
+    With ``head_lr``, everything outside a pretrained encoder (the new head) gets that
+    learning rate, the pretrained encoder ``cfg.lr``."""
+    if head_lr is None:
+        sets = [(list(model.parameters()), cfg.lr)]
+    else:
+        from dlforge.models.pretrained import split_parameters
+
+        encoder, head = split_parameters(model)
+        sets = [(encoder, cfg.lr), (head, head_lr)]
+    groups = []
+    for params, lr in sets:
+        trainable = [p for p in params if p.requires_grad]
+        groups += [{"params": [p for p in trainable if p.dim() >= 2], "lr": lr,
+                    "weight_decay": cfg.weight_decay},
+                   {"params": [p for p in trainable if p.dim() < 2], "lr": lr,
+                    "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
     # The fused kernel (one op for all parameters) where PyTorch has it for the device: 15% of
     # a training step of the article's model on the CPU; Hugging Face's default too.
     device = next(model.parameters()).device
@@ -89,8 +103,9 @@ class Trainer:
     def __init__(self, model: nn.Module, kind: str, cfg: TrainConfig, metric_fn: MetricFn,
                  monitor: str, callbacks: Sequence[Callback] = (),
                  checkpoint_dir: str | Path | None = None, verbose: int = 1,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, head_lr: float | None = None):
         self.cfg = cfg
+        self.head_lr = head_lr
         self.kind = kind
         self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
@@ -147,7 +162,7 @@ class Trainer:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         steps_per_epoch = len(train_loader)
-        self.optimizer = make_optimizer(self.model, cfg)
+        self.optimizer = make_optimizer(self.model, cfg, self.head_lr)
         self.scheduler = make_scheduler(self.optimizer, cfg, cfg.epochs * steps_per_epoch)
         if resume:
             self.load_checkpoint()
