@@ -25,6 +25,7 @@ __all__ = [
     "CleanConfig",
     "DataConfig",
     "FAMILY_KINDS",
+    "ForecastConfig",
     "ImageAugment",
     "ImageInput",
     "MLPConfig",
@@ -33,6 +34,8 @@ __all__ = [
     "PretrainedModelConfig",
     "RNNConfig",
     "RunConfig",
+    "SeriesAugment",
+    "SequenceInput",
     "TextAugment",
     "TextInput",
     "TrainConfig",
@@ -44,14 +47,14 @@ __all__ = [
 ]
 
 MODEL_FAMILIES = ("transformer", "cnn", "rnn", "mlp", "pretrained")
-INPUT_KINDS = ("text", "image", "numeric", "category")
+INPUT_KINDS = ("text", "image", "numeric", "category", "sequence")
 TABULAR_KINDS = ("numeric", "category")
 # Which input kinds each family encodes. Numeric and category columns are encoded by their own
 # small encoders under any family; the family is the encoder of the text or image input.
 FAMILY_KINDS: dict[str, tuple[str, ...]] = {
-    "transformer": ("text",),
-    "cnn": ("text", "image"),
-    "rnn": ("text",),
+    "transformer": ("text", "sequence"),
+    "cnn": ("text", "image", "sequence"),
+    "rnn": ("text", "sequence"),
     "mlp": (),
     "pretrained": ("text",),
 }
@@ -139,6 +142,24 @@ class ImageInput(_Strict):
     augment: ImageAugment = Field(default_factory=ImageAugment)
 
 
+class SeriesAugment(_Strict):
+    """Training-split augmentation of numeric sequences (in standardised units); 0 is off."""
+
+    jitter: float = Field(0.0, ge=0.0)  # std of Gaussian noise added to every value
+    scaling: float = Field(0.0, ge=0.0)  # std of a random factor around 1, one per sequence
+    slice: float = Field(0.0, ge=0.0, lt=1.0)  # crop up to this fraction, stretch back
+
+
+class SequenceInput(_Strict):
+    """A column whose every value is a sequence of numbers (a list, an array (T, F), or a
+    string such as "0.1 0.4 0.2"): standardised per channel, padded per batch."""
+
+    name: str
+    type: Literal["sequence"]
+    max_length: int = Field(512, ge=2)  # longer sequences keep their last max_length steps
+    augment: SeriesAugment = Field(default_factory=SeriesAugment)
+
+
 class NumericInput(_Strict):
     """A numeric column: standardised on the training split; missing values become the mean,
     with a 0/1 indicator beside them."""
@@ -157,8 +178,32 @@ class CategoryInput(_Strict):
     min_count: int = Field(1, ge=1)
 
 
-InputConfig = Annotated[TextInput | ImageInput | NumericInput | CategoryInput,
+InputConfig = Annotated[TextInput | ImageInput | NumericInput | CategoryInput | SequenceInput,
                         Field(discriminator="type")]
+
+
+class ForecastConfig(_Strict):
+    """Forecast ``targets`` ``horizon`` steps ahead from a ``window`` of past values. The data
+    is one table in time order (a row per step); splits are chronological."""
+
+    targets: list[str] = Field(min_length=1)  # the series to forecast
+    time: str | None = None  # a time column: must be sorted, without duplicates
+    covariates: list[str] = Field(default_factory=list)  # other series, past values as inputs
+    exogenous: list[str] = Field(default_factory=list)  # known ahead: also their future values
+    window: int = Field(24, ge=1)
+    horizon: int = Field(1, ge=1)
+    season: int | None = Field(None, ge=1)  # seasonal-naive period; None: from the time column
+    augment: SeriesAugment = Field(default_factory=SeriesAugment)
+
+    @model_validator(mode="after")
+    def _columns_once(self) -> ForecastConfig:
+        cols = [*self.targets, *self.covariates, *self.exogenous,
+                *([self.time] if self.time else [])]
+        dup = sorted({c for c in cols if cols.count(c) > 1})
+        if dup:
+            raise ValueError(f"column {dup[0]!r} is listed twice (targets, covariates, "
+                             "exogenous and time must be different columns)")
+        return self
 
 
 class OutputConfig(_Strict):
@@ -274,8 +319,9 @@ class TrainConfig(_Strict):
 # ------------------------------------------------------------------------------------------ run
 class RunConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
-    inputs: list[InputConfig] = Field(min_length=1)
-    output: OutputConfig
+    inputs: list[InputConfig] = Field(default_factory=list)
+    output: OutputConfig | None = None
+    forecast: ForecastConfig | None = None  # a forecasting run (then no inputs/output)
     model: ModelConfig = Field(default_factory=TransformerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
@@ -289,6 +335,16 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _inputs_fit_the_model(self) -> RunConfig:
+        if self.forecast is not None:
+            if self.inputs or self.output is not None:
+                raise ValueError("forecast: a forecasting run takes its columns from forecast "
+                                 "(targets, covariates, exogenous); remove inputs and output")
+            check_family_fits(self.model.name, ["sequence"])
+            return self
+        if not self.inputs:
+            raise ValueError("inputs: list at least one input column (or give forecast:)")
+        if self.output is None:
+            raise ValueError("output: name the output column (output: {name: COLUMN})")
         names = [i.name for i in self.inputs]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -366,7 +422,7 @@ def _parent_model_fields(loc: tuple[Any, ...]) -> list[str]:
             continue
         if item in INPUT_KINDS and loc and "inputs" in loc:
             model = {"text": TextInput, "image": ImageInput, "numeric": NumericInput,
-                     "category": CategoryInput}[item]
+                     "category": CategoryInput, "sequence": SequenceInput}[item]
             continue
         if model is None:
             return []
@@ -404,7 +460,9 @@ def validate_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     if model is not None:
         data = {**data, "model": model}
     if model is None or (isinstance(model, dict) and "name" not in model):
-        data = {**data, "model": {"name": default_family(data.get("inputs")), **(model or {})}}
+        family = ("rnn" if data.get("forecast") is not None
+                  else default_family(data.get("inputs")))
+        data = {**data, "model": {"name": family, **(model or {})}}
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
@@ -428,6 +486,8 @@ def default_family(inputs: Any) -> str:
         inputs, list) else set()
     if "image" in kinds:
         return "cnn"
+    if "sequence" in kinds:
+        return "rnn"
     if kinds and kinds <= set(TABULAR_KINDS):
         return "mlp"
     return "transformer"

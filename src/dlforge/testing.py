@@ -61,6 +61,11 @@ def _tiny_batch(name: str, kind: str, n_outputs: int, vocab_size: int, max_lengt
         rows = [{"t": rng.integers(5, vocab_size, size=int(rng.integers(1, max_length + 1)))}
                 for _ in range(n)]
         specs = {"t": {"vocab_size": vocab_size, "max_length": max_length}}
+    elif kind == "sequence":
+        inputs = [{"name": "s", "type": "sequence", "max_length": max_length}]
+        rows = [{"s": rng.normal(size=(int(rng.integers(1, max_length + 1)), 2)).astype(
+            np.float32)} for _ in range(n)]
+        specs = {"s": {"features": 2, "max_length": max_length}}
     elif kind == "image":
         inputs = [{"name": "img", "type": "image"}]
         rows = [{"img": rng.normal(size=(1, 8, 8)).astype(np.float32)} for _ in range(n)]
@@ -89,7 +94,7 @@ def _collate(cfg: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
 def check_model(name: str, kind: str = "text", n_outputs: int = 3, vocab_size: int = 50,
                 max_length: int = 12, seed: int = 0) -> None:
     """Raise AssertionError if the family ``name`` breaks the contract on inputs of ``kind``
-    (text, image or table)."""
+    (text, sequence, image or table)."""
     from safetensors.torch import load_file, save_file
 
     rng = np.random.default_rng(seed)
@@ -104,7 +109,7 @@ def check_model(name: str, kind: str = "text", n_outputs: int = 3, vocab_size: i
     assert out.shape == (len(rows), n_outputs), f"{name}: output shape {tuple(out.shape)}"
     assert torch.isfinite(out).all(), f"{name}: non-finite outputs"
 
-    # 2. A row's output does not depend on the rest of its batch (for text: the padding
+    # 2. A row's output does not depend on the rest of its batch (for sequences: the padding
     #    mask is honoured; for images: batch-norm uses its running statistics in eval mode).
     for i, row in enumerate(rows):
         single = model(_collate(cfg, [row]))

@@ -1,14 +1,16 @@
 """Data augmentation, applied to the training split only and seeded per epoch.
 
 Text: random token deletion, swap and masking on token ids (the operations of "EDA", Wei & Zou
-2019, minus the synonym steps, plus BERT-style masking). Evaluation and prediction never see it.
+2019, minus the synonym steps, plus BERT-style masking). Numeric sequences: jitter, scaling and
+window slicing (Um et al. 2017; Le Guennec et al. 2016). Images: ``dlforge.data.images``.
+Evaluation and prediction never see it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["TokenAugmenter"]
+__all__ = ["SeriesAugmenter", "TokenAugmenter"]
 
 
 class TokenAugmenter:
@@ -54,4 +56,51 @@ class TokenAugmenter:
             hit = rng.random(len(out)) < self.mask
             if hit.any():
                 out = np.where(hit, self.mask_id, out)
+        return out
+
+
+class SeriesAugmenter:
+    """Perturb a numeric sequence (T, F) in standardised units: ``jitter`` adds Gaussian noise
+    of that std to every value; ``scaling`` multiplies the sequence by one factor drawn from
+    N(1, scaling²); ``slice`` crops a random contiguous part of at least (1 - slice) of the
+    steps and stretches it back to T steps by linear interpolation (window slicing). The
+    targets are left alone: these are label-preserving perturbations of the input.
+
+    Seeded by ``(seed, epoch)`` like :class:`TokenAugmenter`.
+    """
+
+    def __init__(self, jitter: float = 0.0, scaling: float = 0.0, slice: float = 0.0,
+                 seed: int = 0):
+        for name, rate in (("jitter", jitter), ("scaling", scaling)):
+            if rate < 0:
+                raise ValueError(f"augment.{name} must be >= 0, got {rate}")
+        if not 0.0 <= slice < 1.0:
+            raise ValueError(f"augment.slice must be in [0, 1), got {slice}")
+        self.jitter, self.scaling, self.slice = jitter, scaling, slice
+        self.seed = seed
+        self.set_epoch(0)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.jitter or self.scaling or self.slice)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.rng = np.random.default_rng([self.seed, epoch, 0x5E41E5])
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        rng = self.rng
+        out = np.asarray(x, dtype=np.float32)
+        T = len(out)
+        if self.slice and T > 2:
+            keep = int(np.ceil(T * (1.0 - rng.uniform(0.0, self.slice))))
+            keep = min(T, max(2, keep))
+            start = int(rng.integers(0, T - keep + 1))
+            part = out[start:start + keep]
+            src = np.linspace(0.0, keep - 1.0, T)
+            out = np.stack([np.interp(src, np.arange(keep), part[:, j])
+                            for j in range(part.shape[1])], axis=1).astype(np.float32)
+        if self.scaling:
+            out = out * np.float32(rng.normal(1.0, self.scaling))
+        if self.jitter:
+            out = out + rng.normal(0.0, self.jitter, size=out.shape).astype(np.float32)
         return out

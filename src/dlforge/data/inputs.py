@@ -24,14 +24,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dlforge.config import CategoryInput, ImageInput, NumericInput, RunConfig, TextInput
-from dlforge.data.augment import TokenAugmenter
+from dlforge.config import (
+    CategoryInput,
+    ImageInput,
+    NumericInput,
+    RunConfig,
+    SequenceInput,
+    TextInput,
+)
+from dlforge.data.augment import SeriesAugmenter, TokenAugmenter
 from dlforge.data.clean import is_missing
 from dlforge.data.features import MASK, TextTokenizer
 from dlforge.errors import DataError
 
 __all__ = ["CategoryFeature", "Feature", "ImageFeature", "NumericFeature",
-           "PretrainedTextFeature", "TextFeature",
+           "PretrainedTextFeature", "SequenceFeature", "TextFeature",
            "build_features", "load_features", "save_features"]
 
 
@@ -251,6 +258,113 @@ class ImageFeature(Feature):
         self.scale, self.mean, self.std = state["scale"], state["mean"], state["std"]
 
 
+# --------------------------------------------------------------------------------- sequence
+def parse_sequence(value: Any, row: int, column: str, source: str) -> np.ndarray:
+    """One cell as a (T, F) float array: a list / array of numbers (F = 1) or of equal-length
+    vectors, or a string of numbers separated by spaces, commas or semicolons ("[...]" too)."""
+    v = value
+    if isinstance(v, str):
+        text = v.strip().strip("[]")
+        parts = [p for p in text.replace(",", " ").replace(";", " ").split() if p]
+        try:
+            v = [float(p) for p in parts]
+        except ValueError:
+            bad = next(p for p in parts if not _is_float(p))
+            raise DataError(f"{source}: row {row + 1}, column {column!r}: {bad!r} is not a "
+                            "number (a sequence is numbers separated by spaces or commas)"
+                            ) from None
+    elif is_missing(v):
+        v = []
+    try:
+        arr = np.asarray(v, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise DataError(f"{source}: row {row + 1}, column {column!r}: expected a sequence of "
+                        f"numbers, got {_short(value)}") from None
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2 or len(arr) == 0:
+        raise DataError(f"{source}: row {row + 1}, column {column!r}: expected a non-empty "
+                        f"sequence of numbers (T,) or vectors (T, F), got {_short(value)}")
+    if not np.isfinite(arr).all():
+        raise DataError(f"{source}: row {row + 1}, column {column!r}: missing or infinite "
+                        "value inside the sequence")
+    return arr
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class SequenceFeature(Feature):
+    """A numeric sequence per row (T steps of F channels): standardised per channel with the
+    training split's statistics, the last ``max_length`` steps kept, padded per batch."""
+
+    kind = "sequence"
+    cfg: SequenceInput
+
+    def load(self, values: Sequence[Any], source: str) -> list[np.ndarray]:
+        out = [parse_sequence(v, i, self.name, source)[-self.cfg.max_length:]
+               for i, v in enumerate(values)]
+        widths = {a.shape[1] for a in out}
+        want = getattr(self, "n_features", None)
+        if len(widths) > 1 or (want is not None and widths != {want}):
+            i = next(i for i, a in enumerate(out)
+                     if a.shape[1] != (want or out[0].shape[1]))
+            raise DataError(f"{source}: row {i + 1}, column {self.name!r}: {out[i].shape[1]} "
+                            f"values per step, expected {want or out[0].shape[1]}")
+        return out
+
+    def fit(self, loaded: list[np.ndarray], source: str) -> None:
+        allsteps = np.concatenate(loaded).astype(np.float64)
+        self.n_features = int(allsteps.shape[1])
+        self.mean = allsteps.mean(axis=0).tolist()
+        std = allsteps.std(axis=0)
+        self.std = np.where(std > 0, std, 1.0).tolist()
+
+    def encode(self, loaded: list[np.ndarray]) -> list[np.ndarray]:
+        mean = np.asarray(self.mean, dtype=np.float32)
+        std = np.asarray(self.std, dtype=np.float32)
+        return [(a - mean) / std for a in loaded]
+
+    def make_augmenter(self, seed: int) -> SeriesAugmenter | None:
+        a = self.cfg.augment
+        aug = SeriesAugmenter(a.jitter, a.scaling, a.slice, seed=seed)
+        return aug if aug.active else None
+
+    def item(self, encoded: list[np.ndarray], i: int, augment: Any = None) -> np.ndarray:
+        return encoded[i] if augment is None else augment(encoded[i])
+
+    def collate(self, items: list[np.ndarray], augment: Any = None) -> dict[str, torch.Tensor]:
+        lengths = np.array([len(a) for a in items])
+        width = int(lengths.max())
+        values = torch.zeros((len(items), width, items[0].shape[1]), dtype=torch.float32)
+        for row, a in enumerate(items):
+            values[row, : len(a)] = torch.from_numpy(np.asarray(a, dtype=np.float32))
+        mask = torch.from_numpy(np.arange(width)[None, :] < lengths[:, None])
+        return {"values": values, "attention_mask": mask}
+
+    def lengths(self, encoded: list[np.ndarray]) -> np.ndarray:
+        return np.array([len(a) for a in encoded])
+
+    def spec(self) -> dict[str, Any]:
+        return {"features": self.n_features, "max_length": self.cfg.max_length}
+
+    def state(self) -> dict[str, Any]:
+        return {"n_features": self.n_features, "mean": self.mean, "std": self.std}
+
+    def set_state(self, state: dict[str, Any], folder: Path | None) -> None:
+        self.n_features, self.mean, self.std = state["n_features"], state["mean"], state["std"]
+
+
 # ---------------------------------------------------------------------------------- numeric
 def to_numbers(values: Sequence[Any], column: str, source: str) -> np.ndarray:
     """Numbers as float64 with NaN for missing values; anything else names its row."""
@@ -339,7 +453,8 @@ class CategoryFeature(Feature):
 
 # ---------------------------------------------------------------------------------- helpers
 FEATURES: dict[str, type[Feature]] = {"text": TextFeature, "image": ImageFeature,
-                                      "numeric": NumericFeature, "category": CategoryFeature}
+                                      "numeric": NumericFeature, "category": CategoryFeature,
+                                      "sequence": SequenceFeature}
 FEATURES_FILE = "features.json"
 
 

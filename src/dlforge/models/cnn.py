@@ -1,7 +1,7 @@
 """Convolutional encoders.
 
-Text: TextCNN (Kim, 2014): embeddings → parallel 1-D convolutions of several widths → max over
-time → concatenated.
+Text and numeric sequences: TextCNN (Kim, 2014): embeddings (or a linear map of numeric steps)
+→ parallel 1-D convolutions of several widths → max over time → concatenated.
 Images: a stem convolution, then stages of conv → batch-norm → ReLU blocks (with a residual
 connection around each block if asked, as in ResNet), each stage after the first halving the
 resolution with a stride-2 convolution, then global average pooling.
@@ -17,15 +17,17 @@ from dlforge.config import CNNConfig
 from dlforge.models.layers import ConvBank
 
 
-class TextCNNEncoder(nn.Module):
-    def __init__(self, cfg: CNNConfig, vocab_size: int, max_length: int):
+class SequenceCNN(nn.Module):
+    """``embed`` maps token ids (an embedding) or numeric steps (a linear map) to (B, T, C)."""
+
+    def __init__(self, cfg: CNNConfig, embed: nn.Module):
         super().__init__()
-        self.embed = nn.Embedding(vocab_size, cfg.d_model, padding_idx=0)
+        self.embed = embed
         self.convs = ConvBank(cfg.d_model, cfg.filters, cfg.kernel_sizes)
         self.out_dim = self.convs.out_dim
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.convs(self.embed(input_ids), attention_mask)  # (B, F * kernels)
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.convs(self.embed(x), attention_mask)  # (B, F * kernels)
 
 
 class ConvBlock(nn.Module):

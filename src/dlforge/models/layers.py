@@ -18,6 +18,7 @@ __all__ = [
     "MultiHeadSelfAttention",
     "RecurrentEncoder",
     "TokenPositionEmbedding",
+    "ValueEmbedding",
     "TransformerBlock",
     "attention",
     "explicit_attention",
@@ -65,6 +66,24 @@ class TokenPositionEmbedding(nn.Module):
         T = input_ids.shape[1]
         pos = torch.arange(T, device=input_ids.device)
         return self.drop(self.tok(input_ids) + self.pos(pos))  # (B, T, C)
+
+
+class ValueEmbedding(nn.Module):
+    """Numeric steps (B, T, F) to (B, T, d_model) by a linear map, plus a learned position
+    embedding when ``max_length`` is given (the Transformer has no other sense of order)."""
+
+    def __init__(self, n_features: int, d_model: int, max_length: int | None = None,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.proj = nn.Linear(n_features, d_model)
+        self.pos = nn.Embedding(max_length, d_model) if max_length else None
+        self.drop = Dropout(dropout)
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        x = self.proj(values)
+        if self.pos is not None:
+            x = x + self.pos(torch.arange(values.shape[1], device=values.device))
+        return self.drop(x)
 
 
 # In training, up to this length, attention on the CPU is computed explicitly: PyTorch's CPU

@@ -17,20 +17,34 @@ import torch
 from torch import nn
 
 from dlforge.config import RunConfig
-from dlforge.models.cnn import ImageCNN, TextCNNEncoder
-from dlforge.models.layers import init_weights
+from dlforge.models.cnn import ImageCNN, SequenceCNN
+from dlforge.models.layers import TokenPositionEmbedding, ValueEmbedding, init_weights
 from dlforge.models.mlp import MLP
 from dlforge.models.rnn import RNNEncoder
 from dlforge.models.transformer import TransformerEncoder
 
 __all__ = ["MODELS", "FusionModel", "build_model"]
 
+def _tokens(c: Any, s: dict[str, Any], positions: bool = False) -> nn.Module:
+    if positions:
+        return TokenPositionEmbedding(s["vocab_size"], c.d_model, s["max_length"], c.dropout)
+    return nn.Embedding(s["vocab_size"], c.d_model, padding_idx=0)
+
+
+def _values(c: Any, s: dict[str, Any], positions: bool = False) -> nn.Module:
+    return ValueEmbedding(s["features"], c.d_model, s["max_length"] if positions else None,
+                          c.dropout if positions else 0.0)
+
+
 # (family, input kind) -> builder(model config, feature spec) -> encoder with .out_dim
 MODELS: dict[tuple[str, str], Callable[..., nn.Module]] = {
-    ("transformer", "text"): lambda c, s: TransformerEncoder(c, s["vocab_size"],
-                                                             s["max_length"]),
-    ("cnn", "text"): lambda c, s: TextCNNEncoder(c, s["vocab_size"], s["max_length"]),
-    ("rnn", "text"): lambda c, s: RNNEncoder(c, s["vocab_size"], s["max_length"]),
+    ("transformer", "text"): lambda c, s: TransformerEncoder(c, _tokens(c, s, positions=True)),
+    ("cnn", "text"): lambda c, s: SequenceCNN(c, _tokens(c, s)),
+    ("rnn", "text"): lambda c, s: RNNEncoder(c, _tokens(c, s)),
+    ("transformer", "sequence"): lambda c, s: TransformerEncoder(
+        c, _values(c, s, positions=True)),
+    ("cnn", "sequence"): lambda c, s: SequenceCNN(c, _values(c, s)),
+    ("rnn", "sequence"): lambda c, s: RNNEncoder(c, _values(c, s)),
     ("cnn", "image"): lambda c, s: ImageCNN(c, s["channels"], s["height"], s["width"]),
     ("pretrained", "text"): lambda c, s: _pretrained(c, s),
 }
@@ -63,8 +77,8 @@ class CategoryEmbedding(nn.Module):
 
 
 class FusionModel(nn.Module):
-    """``forward(inputs)``: ``inputs`` maps each column to its batch (a tensor, or for text
-    ``{"input_ids", "attention_mask"}``); returns logits (B, n_outputs)."""
+    """``forward(inputs)``: ``inputs`` maps each column to its batch (a tensor, or for a padded
+    sequence ``{"input_ids" or "values", "attention_mask"}``); returns (B, n_outputs)."""
 
     def __init__(self, encoders: dict[str, nn.Module], head: nn.Module):
         super().__init__()
@@ -75,7 +89,12 @@ class FusionModel(nn.Module):
         parts = []
         for name, enc in self.encoders.items():
             x = inputs[name]
-            parts.append(enc(**x) if isinstance(x, dict) else enc(x))
+            if isinstance(x, dict):  # a padded sequence: tokens or numeric steps, and its mask
+                x = enc(x["input_ids"] if "input_ids" in x else x["values"],
+                        x["attention_mask"])
+            else:
+                x = enc(x)
+            parts.append(x)
         return self.head(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
 
 

@@ -1,8 +1,9 @@
-"""The article's Transformer text encoder, with masked mean pooling.
+"""The article's Transformer encoder, with masked mean pooling.
 
-Embedding(vocab → d_model) + positions → N pre-LN blocks (multi-head self-attention with the
-padding mask, GELU MLP) → LayerNorm → masked mean over tokens: one (d_model,) vector per text.
-With d_model 512, 4 heads and a one-logit head this is the article's example.
+Embedding (tokens: vocab → d_model; numeric steps: a linear map) + positions → N pre-LN blocks
+(multi-head self-attention with the padding mask, GELU MLP) → LayerNorm → masked mean over
+steps: one (d_model,) vector per sequence. With d_model 512, 4 heads and a one-logit head on
+text, this is the article's example.
 """
 
 from __future__ import annotations
@@ -11,19 +12,17 @@ import torch
 from torch import nn
 
 from dlforge.config import TransformerConfig
-from dlforge.models.layers import (
-    TokenPositionEmbedding,
-    TransformerBlock,
-    init_weights,
-    masked_mean,
-)
+from dlforge.models.layers import TransformerBlock, init_weights, masked_mean
 
 
 class TransformerEncoder(nn.Module):
-    def __init__(self, cfg: TransformerConfig, vocab_size: int, max_length: int):
+    """``embed`` maps the input (token ids, or numeric steps) to (B, T, d_model) with positions:
+    :class:`TokenPositionEmbedding` or :class:`ValueEmbedding`."""
+
+    def __init__(self, cfg: TransformerConfig, embed: nn.Module):
         super().__init__()
         ffn = cfg.ffn_dim or 4 * cfg.d_model
-        self.embed = TokenPositionEmbedding(vocab_size, cfg.d_model, max_length, cfg.dropout)
+        self.embed = embed
         self.blocks = nn.ModuleList(
             TransformerBlock(cfg.d_model, cfg.heads, ffn, cfg.dropout, cfg.attention_dropout)
             for _ in range(cfg.layers))
@@ -31,8 +30,8 @@ class TransformerEncoder(nn.Module):
         self.out_dim = cfg.d_model
         init_weights(self)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        x = self.embed(input_ids)  # (B, T, C)
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)  # (B, T, C)
         for block in self.blocks:
             x = block(x, attention_mask)  # (B, T, C)
         return masked_mean(self.ln_f(x), attention_mask)  # (B, C)
