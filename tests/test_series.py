@@ -17,7 +17,6 @@ from dlforge.data.series import (
     make_windows,
     naive_forecast,
     numeric_matrix,
-    regression_metrics,
     seasonal_naive_forecast,
     time_series_folds,
 )
@@ -149,8 +148,10 @@ def test_metrics_by_hand():
     assert m["mae"] == pytest.approx(3 / 4) and m["rmse"] == pytest.approx(np.sqrt(5 / 4))
     # sMAPE terms: 1/3, 0, 0 (0/0), 2/6 -> 200/4 * 2/3
     assert m["smape"] == pytest.approx(200 / 4 * (1 / 3 + 2 / 6))
+    from dlforge.train.metrics import regression_metrics
+
     r = regression_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 3.0]))
-    assert r == {"mae": 0.0, "rmse": 0.0, "r2": 1.0}
+    assert r == {"n": 3, "mae": 0.0, "rmse": 0.0, "r2": 1.0}
 
 
 def test_guess_season():
@@ -158,6 +159,7 @@ def test_guess_season():
     assert guess_season(pd.Series(pd.date_range("2020-01-01", periods=30, freq="MS"))) == 12
     assert guess_season(pd.date_range("2020-01-01", periods=30, freq="ME")) == 12
     assert guess_season(pd.Series(pd.date_range("2020-01-01", periods=9, freq="h"))) == 24
+    assert guess_season(pd.Series(1949 + np.arange(30) / 12)) == 12  # AirPassengers' time
     irregular = pd.Series(pd.to_datetime(["2020-01-01", "2020-01-02", "2020-01-05"]))
     assert guess_season(irregular, default=3) == 3
     assert guess_season(None) == 1 and guess_season(pd.Series([1.0, 2.0, 3.0])) == 1

@@ -18,20 +18,24 @@ from dlforge.errors import (  # noqa: E402
 )
 from dlforge.estimators import (  # noqa: E402
     ImageClassifier,
+    SequenceModel,
     TabularClassifier,
     TabularRegressor,
     TextClassifier,
 )
+from dlforge.forecast import Forecaster  # noqa: E402
 from dlforge.run import load  # noqa: E402
 
 __all__ = [
     "ConfigError",
     "DataError",
     "DlforgeError",
+    "Forecaster",
     "ImageClassifier",
     "NotFittedError",
     "RunConfig",
     "RunDirError",
+    "SequenceModel",
     "TabularClassifier",
     "TabularRegressor",
     "TextClassifier",

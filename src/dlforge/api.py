@@ -23,6 +23,7 @@ from dlforge.data.split import kfold
 from dlforge.errors import DataError, RunDirError
 from dlforge.estimators import (
     ImageClassifier,
+    SequenceModel,
     TabularClassifier,
     TabularRegressor,
     TextClassifier,
@@ -34,12 +35,16 @@ __all__ = ["cross_validate", "estimator_for", "evaluate", "info", "predict", "re
            "train"]
 
 CV_METRICS = ("accuracy", "macro_f1", "roc_auc", "micro_f1", "mae", "rmse", "r2", "loss")
-FLAGS = {"text": "--text", "image": "--image", "numeric": "--numeric",
+FLAGS = {"text": "--text", "image": "--image", "numeric": "--numeric", "sequence": "--sequence",
          "category": "--category"}
 
 
 def estimator_for(cfg: RunConfig, output_kind: str) -> type[DeepModel]:
     """The estimator class a config trains: by its inputs, and the output's kind."""
+    if cfg.forecast is not None:
+        from dlforge.forecast import Forecaster
+
+        return Forecaster
     kinds = {i.type for i in cfg.inputs}
     if output_kind == "numeric":
         return TabularRegressor
@@ -47,6 +52,8 @@ def estimator_for(cfg: RunConfig, output_kind: str) -> type[DeepModel]:
         return TextClassifier
     if kinds == {"image"}:
         return ImageClassifier
+    if kinds == {"sequence"}:
+        return SequenceModel
     return TabularClassifier
 
 
@@ -57,6 +64,16 @@ def read_data(cfg: RunConfig, path: str | Path | None = None, *, labelled: bool 
     table are relative to the table's folder. ``renames`` maps a file's column names to the
     config's (a file whose text column is called differently)."""
     path = Path(path if path is not None else cfg.data.path)  # type: ignore[arg-type]
+    if cfg.forecast is not None:
+        df = read_table(path, cfg.data.format if path == Path(str(cfg.data.path)) else "auto")
+        fc = cfg.forecast
+        cols = {c: "--forecast" for c in fc.targets if labelled}
+        cols.update({c: "--covariates" for c in fc.covariates})
+        cols.update({c: "--exogenous" for c in fc.exogenous})
+        if fc.time:
+            cols[fc.time] = "--time"
+        require_columns(df, cols, str(path))
+        return df
     images = [i for i in cfg.inputs if i.type == "image"]
     if images and path.is_dir():
         if not labelled:
@@ -126,6 +143,8 @@ def train(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
 
 
 def _output_kind(cfg: RunConfig, df: pd.DataFrame, source: str) -> str:
+    if cfg.forecast is not None:
+        return "forecast"
     if cfg.output.type != "auto":
         return cfg.output.type
     if df[cfg.output.name].isna().all():
@@ -148,6 +167,10 @@ def cross_validate(cfg: RunConfig, k: int, *, frame: pd.DataFrame | None = None,
         if cfg.data.path is None:
             raise DataError("data.path: no data file given for cross-validation")
         frame = read_data(cfg)
+    if cfg.forecast is not None:
+        from dlforge.forecast import cross_validate_series
+
+        return cross_validate_series(cfg, k, frame, source, verbose)
     texts = [i.name for i in cfg.inputs if i.type == "text"]
     df, _ = clean_frame(frame, texts, cfg.output.name, cfg.data.clean, source=source)
     target, _, strata = encode_labels(df, cfg, source)
@@ -197,6 +220,8 @@ def evaluate(run_dir: str | Path, data: str | Path, *, text: str | None = None,
     """Score a run on a labelled file: the same metrics as training, with the baseline."""
     clf = load(run_dir)
     cfg = clf.config_
+    if cfg.forecast is not None:
+        return clf.evaluate_frame(read_data(cfg, data), str(data))
     df = _load_eval_frame(clf, data, text, label or cfg.output.name)
     clean = cfg.data.clean.model_copy(update={"drop_duplicates": False,
                                               "drop_missing_label": True})
@@ -213,6 +238,10 @@ def predict(run_dir: str | Path, data: str | Path, out: str | Path, *,
     classification one ``proba_<class>`` column per class) to ``out`` (format from its
     extension). Image arrays are not written back; image paths are."""
     clf = load(run_dir)
+    if clf.config_.forecast is not None:
+        forecast = clf.predict(read_data(clf.config_, data, labelled=True))
+        write_table(forecast, Path(out))
+        return forecast
     df = _load_eval_frame(clf, data, text, None)
     logits = clf._logits_frame(df, str(data))
     result = df.copy()
@@ -254,6 +283,7 @@ def info(run_dir: str | Path) -> dict[str, Any]:
         "parameters": n_params,
         "estimator": manifest.get("estimator"),
         "inputs": [{"name": i.name, "type": i.type} for i in cfg.inputs],
+        "forecast": cfg.forecast.model_dump() if cfg.forecast else None,
         "labels": json.loads((path / "labels.json").read_text(encoding="utf-8")),
         "data": json.loads((path / "data.json").read_text(encoding="utf-8")),
         "metrics": json.loads((path / "metrics.json").read_text(encoding="utf-8")),

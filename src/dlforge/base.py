@@ -276,6 +276,40 @@ class DeepModel(BaseEstimator):
                                      source=source)
         return self._metrics(self._logits_frame(df, source), target)
 
+    # ------------------------------------------------------------------ run directory
+    def _save_state(self, folder: Path) -> None:
+        """Write the fitted feature state and the label map into a run folder."""
+        save_features(self.features_, folder)
+        self.labels_.save(folder / "labels.json")
+
+    @classmethod
+    def _restore(cls, path: Path, cfg: RunConfig, device: str | None = None) -> DeepModel:
+        """A fitted estimator from a checked run folder's state and weights (``load``)."""
+        from safetensors.torch import load_file
+
+        from dlforge.errors import RunDirError
+        from dlforge.train.device import resolve_device, resolve_precision
+
+        labels = load_target(path / "labels.json")
+        features = load_features(cfg, path)
+        net = build_model(cfg, {n: f.spec() for n, f in features.items()}, labels.n_outputs)
+        state = load_file(path / "model.safetensors", device="cpu")
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise RunDirError(f"{path}: model.safetensors does not match config.yaml "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        dev = resolve_device(device or cfg.train.device)
+        clf = cls(config=cfg, verbose=0)
+        clf.config_ = cfg
+        clf.labels_ = labels
+        if isinstance(labels, LabelEncoder):
+            clf.classes_ = label_array(labels.classes)
+        clf.features_ = features
+        clf.model_ = net.to(dev).eval()
+        clf.device_ = dev
+        clf.precision_ = resolve_precision(cfg.train.precision, dev)
+        return clf
+
     def save(self, path: str | Path) -> Path:
         """Write a run directory (atomically); ``dlforge.load(path)`` gives this model back."""
         from dlforge.run import save_run
@@ -302,7 +336,10 @@ def resolve_monitor(monitor: str, kind: str) -> str:
 
 
 def task_name(cfg: RunConfig, kind: str) -> str:
-    """text_classification, image_classification, tabular_regression, multimodal_... ."""
+    """text_classification, image_classification, tabular_regression, multimodal_...,
+    forecasting."""
+    if cfg.forecast is not None:
+        return "forecasting"
     kinds = {i.type for i in cfg.inputs}
     rich = kinds - {"numeric", "category"}
     what = ("tabular" if not rich else

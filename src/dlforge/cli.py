@@ -73,8 +73,16 @@ TRAIN_FLAGS: dict[str, str] = {
     "augment_flip": "inputs.<image>.augment.flip",
     "augment_rotate": "inputs.<image>.augment.rotate",
     "augment_noise": "inputs.<image>.augment.noise",
+    "augment_jitter": "<series>.augment.jitter",
+    "augment_scaling": "<series>.augment.scaling",
+    "augment_slice": "<series>.augment.slice",
+    "time": "forecast.time",
+    "window": "forecast.window",
+    "horizon": "forecast.horizon",
+    "season": "forecast.season",
 }
-INPUT_FLAGS = ("text", "image", "numeric", "category", "kind")
+INPUT_FLAGS = ("text", "image", "numeric", "category", "sequence", "kind", "forecast",
+               "covariates", "exogenous")
 KINDS = ("text", "image", "table")
 
 
@@ -120,27 +128,46 @@ def _inputs_from_flags(values: dict[str, Any]) -> list[dict[str, Any]]:
     inputs = [{"name": text, "type": "text"}] if text else []
     if image:
         inputs.append({"name": image, "type": "image"})
+    if values["sequence"]:
+        inputs.append({"name": values["sequence"], "type": "sequence"})
     inputs += [{"name": c, "type": "numeric"} for c in numeric]
     inputs += [{"name": c, "type": "category"} for c in category]
     return inputs
 
 
-def _resolve_flags(values: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Flags as dotted config keys, with <text>/<image> resolved to the input's index."""
+def _resolve_flags(values: dict[str, Any], inputs: list[dict[str, Any]],
+                   forecast: bool = False) -> dict[str, Any]:
+    """Flags as dotted config keys, with <text>/<image> resolved to the input's index and
+    <series> to the forecast section or the sequence input."""
     where = {}
     for i, inp in enumerate(inputs):
-        where.setdefault(f"<{inp.get('type', 'text')}>", str(i))
+        where.setdefault(f"<{inp.get('type', 'text')}>", f"inputs.{i}")
+    where["<series>"] = "forecast" if forecast else where.get("<sequence>", "")
+    if not where["<series>"]:
+        del where["<series>"]
+    from dlforge.config import default_family
+
+    family = values["model"] or ("rnn" if forecast else default_family(inputs))
     flags = {}
     for k, key in TRAIN_FLAGS.items():
         v = values[k]
         if v is None:
             continue
-        for slot in ("<text>", "<image>"):
+        if k == "hidden" and family != "mlp":  # the RNN's hidden size is one number
+            if len(v) != 1:
+                raise ConfigError(f"--hidden: the {family} model takes one hidden size, got "
+                                  f"{len(v)}")
+            v = v[0]
+        if key.startswith("forecast.") and not forecast:
+            raise ConfigError(f"--{k.replace('_', '-')}: only for forecasting (--forecast "
+                              "COLUMN)")
+        for slot in ("<text>", "<image>", "<series>"):
             if slot in key:
                 if slot not in where:
-                    raise ConfigError(f"--{k.replace('_', '-')}: this run has no "
-                                      f"{slot.strip('<>')} input")
-                key = key.replace(slot, where[slot])
+                    what = "sequence or forecast" if slot == "<series>" else slot.strip("<>")
+                    raise ConfigError(f"--{k.replace('_', '-')}: this run has no {what} input")
+                key = key.replace(f"inputs.{slot}", where.get(slot, "")).replace(
+                    slot, where.get(slot, ""))
         flags[key] = v
     if "train.seed" in flags:
         flags["data.seed"] = flags["train.seed"]
@@ -172,6 +199,9 @@ def _image_size(value: str | None) -> list[int] | None:
     "--label rating --out runs/mixed",
     "dlforge train --data t.csv --text text --label y --model models/bert-base "
     "--freeze-layers 8 --lr 2e-5 --head-lr 1e-3 --out runs/bert",
+    "dlforge train --data air.csv --forecast value --time time --window 24 --horizon 12 "
+    "--out runs/air",
+    "dlforge train --data ecg.jsonl --sequence trace --label rhythm --model rnn --out runs/ecg",
 ))
 def train(
     config: Annotated[Path | None, typer.Argument(help="A YAML run config.")] = None,
@@ -184,6 +214,20 @@ def train(
     image: Annotated[str | None, typer.Option(help="A column of image paths.")] = None,
     numeric: Annotated[str | None, typer.Option(help="Numeric columns, a,b,c.")] = None,
     category: Annotated[str | None, typer.Option(help="Categorical columns, a,b,c.")] = None,
+    sequence: Annotated[str | None, typer.Option(
+        help="A column of numeric sequences (lists, or numbers separated by spaces).")] = None,
+    forecast: Annotated[str | None, typer.Option(
+        help="Forecast these columns (a,b) of a table in time order.")] = None,
+    time: Annotated[str | None, typer.Option(
+        help="Forecasting: the time column (sorted, no duplicates).")] = None,
+    covariates: Annotated[str | None, typer.Option(
+        help="Forecasting: other series whose past values are inputs.")] = None,
+    exogenous: Annotated[str | None, typer.Option(
+        help="Forecasting: columns known in advance (their future values are inputs).")] = None,
+    window: Annotated[int | None, typer.Option(help="Forecasting: past steps seen.")] = None,
+    horizon: Annotated[int | None, typer.Option(help="Forecasting: steps ahead.")] = None,
+    season: Annotated[int | None, typer.Option(
+        help="Forecasting: season length for the seasonal-naive baseline.")] = None,
     label: Annotated[str | None, typer.Option(help="The label (output) column.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory to write.")] = None,
     model: Annotated[str | None, typer.Option(
@@ -234,6 +278,12 @@ def train(
         help="Training only: rotate by up to this many degrees.")] = None,
     augment_noise: Annotated[float | None, typer.Option(
         help="Training only: add Gaussian noise of this std.")] = None,
+    augment_jitter: Annotated[float | None, typer.Option(
+        help="Training only, sequences: Gaussian noise of this std.")] = None,
+    augment_scaling: Annotated[float | None, typer.Option(
+        help="Training only, sequences: scale by N(1, s^2).")] = None,
+    augment_slice: Annotated[float | None, typer.Option(
+        help="Training only, sequences: crop up to this fraction, stretch back.")] = None,
     resume: Annotated[Path | None, typer.Option(
         help="Continue the interrupted run whose --out was this folder.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run at --out.")] = False,
@@ -263,12 +313,22 @@ def train(
         if bad:
             raise ConfigError(f"{', '.join(bad)}: with a config file, the inputs come from its "
                               "inputs: list")
-        inputs = [i.model_dump() for i in load_config(config).inputs]
-        cfg = load_config(config, overrides=_resolve_flags(values, inputs))
+        plain = load_config(config)
+        inputs = [i.model_dump() for i in plain.inputs]
+        cfg = load_config(config, overrides=_resolve_flags(values, inputs,
+                                                           plain.forecast is not None))
         if data is None and cfg.data.path and not Path(cfg.data.path).is_absolute():
             beside = config.parent / cfg.data.path
             if beside.exists() and not Path(cfg.data.path).exists():
                 cfg.data.path = str(beside)
+    elif forecast is not None:
+        if data is None:
+            raise ConfigError("missing --data: forecasting needs --data FILE (a table in time "
+                              "order)")
+        base = {"forecast": {"targets": _names(forecast), "covariates": _names(covariates),
+                             "exogenous": _names(exogenous)}}
+        cfg = validate_config(apply_overrides(base, _resolve_flags(values, [], True)),
+                              source="options")
     else:
         inputs = _inputs_from_flags(values)
         if label is None and data is not None and Path(data).is_dir() and inputs and \
@@ -279,7 +339,8 @@ def train(
         if missing:
             raise ConfigError(f"missing {', '.join(missing)}: without a config file, train "
                               "needs --data FILE, --label COLUMN and the inputs: --text "
-                              "COLUMN, --image, --numeric, --category or --kind image|table")
+                              "COLUMN, --image, --numeric, --category, --sequence or --kind "
+                              "image|table (or --forecast COLUMN)")
         cfg = validate_config(apply_overrides({"inputs": inputs, "output": {}},
                                               _resolve_flags(values, inputs)), source="options")
     try:
@@ -374,11 +435,17 @@ def info(
     console.print(f"[b]{d['path']}[/b]: {d['task']}, created {d['created']} "
                   f"(dlforge {d['dlforge_version']})")
     console.print(f"model: {d['model']['name']} ({model}); {d['parameters']:,} parameters")
-    console.print("inputs: " + ", ".join(f"{i['name']} ({i['type']})" for i in d["inputs"]))
     labels = d["labels"]
-    console.print(f"output: {labels['kind']} " + (str(labels["classes"]) if "classes" in labels
-                                                   else f"(mean {labels['mean']:.4g}, std "
-                                                        f"{labels['std']:.4g})"))
+    if d.get("forecast"):
+        fc = d["forecast"]
+        console.print(f"forecast: {', '.join(fc['targets'])}, {fc['horizon']} steps ahead from "
+                      f"a window of {fc['window']}")
+    else:
+        console.print("inputs: " + ", ".join(f"{i['name']} ({i['type']})"
+                                             for i in d["inputs"]))
+        console.print(f"output: {labels['kind']} " + (
+            str(labels["classes"]) if "classes" in labels
+            else f"(mean {labels['mean']:.4g}, std {labels['std']:.4g})"))
     if d["data"]:
         console.print(f"data: {d['data'].get('source')}; splits {d['data'].get('splits')}")
     console.print(f"best epoch {d['metrics'].get('best_epoch')} of "

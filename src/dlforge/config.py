@@ -193,6 +193,9 @@ class ForecastConfig(_Strict):
     window: int = Field(24, ge=1)
     horizon: int = Field(1, ge=1)
     season: int | None = Field(None, ge=1)  # seasonal-naive period; None: from the time column
+    # window: each window is also scaled by its own mean and std (as RevIN, Kim et al. 2022),
+    # so trends and levels outside the training range forecast well; global: training scaling
+    normalize: Literal["window", "global"] = "window"
     augment: SeriesAugment = Field(default_factory=SeriesAugment)
 
     @model_validator(mode="after")

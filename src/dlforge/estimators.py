@@ -2,6 +2,8 @@
 
 - :class:`TextClassifier`: texts → labels (Transformer, CNN or RNN);
 - :class:`ImageClassifier`: images (a folder of class sub-folders, arrays, paths) → labels (CNN);
+- :class:`SequenceModel`: numeric sequences → labels (LSTM/GRU, 1-D CNN or Transformer);
+- :class:`dlforge.forecast.Forecaster`: a series → its next ``horizon`` steps;
 - :class:`TabularClassifier` / :class:`TabularRegressor`: a table → labels / numbers (MLP), with
   text columns too if named (mixed inputs: one encoder per column, then the head).
 
@@ -28,7 +30,8 @@ from dlforge.data.features import TextTokenizer
 from dlforge.errors import DataError
 from dlforge.train.callbacks import Callback
 
-__all__ = ["PARAM_PATHS", "ImageClassifier", "TabularClassifier", "TabularRegressor",
+__all__ = ["PARAM_PATHS", "ImageClassifier", "SequenceModel", "TabularClassifier",
+           "TabularRegressor",
            "TextClassifier", "encode_labels", "infer_inputs", "label_array"]
 
 TRAIN_PARAMS: dict[str, str] = {
@@ -292,6 +295,106 @@ def image_list(X: Any) -> list[Any]:
     except TypeError:
         raise DataError(f"X: expected images (a folder, array or list), got "
                         f"{type(X).__name__}") from None
+
+
+# --------------------------------------------------------------------------------- sequences
+class SequenceModel(ClassifierMixin, DeepModel):
+    """Classify numeric sequences (sensor traces, ECGs, price paths) with an LSTM/GRU, a 1-D
+    CNN or a Transformer.
+
+    ``X`` is a list of sequences, each (T,) or (T, F) (lengths may differ), or an array
+    (N, T) / (N, T, F). Channels are standardised on the training split; sequences are padded
+    per batch and the padding is masked.
+
+    >>> clf = SequenceModel(model="rnn", cell="lstm", epochs=20)
+    >>> clf.fit(traces, labels)  # doctest: +SKIP
+    """
+
+    PARAM_PATHS: ClassVar[dict[str, str]] = {
+        "model": "model.name",
+        "cell": "model.cell",
+        "hidden": "model.hidden",
+        "layers": "model.layers",
+        "bidirectional": "model.bidirectional",
+        "d_model": "model.d_model",
+        "heads": "model.heads",
+        "filters": "model.filters",
+        "kernel_sizes": "model.kernel_sizes",
+        "dropout": "model.dropout",
+        "max_length": "inputs.0.max_length",
+        "augment": "inputs.0.augment",
+        **TRAIN_PARAMS,
+        "output": "output.type",
+    }
+
+    def __init__(self, model: str | None = None, *, cell: str | None = None,
+                 hidden: int | None = None, layers: int | None = None,
+                 bidirectional: bool | None = None, d_model: int | None = None,
+                 heads: int | None = None, filters: int | None = None,
+                 kernel_sizes: list[int] | None = None, dropout: float | None = None,
+                 max_length: int | None = None, augment: dict[str, float] | None = None,
+                 epochs: int | None = None, batch_size: int | None = None,
+                 lr: float | None = None, weight_decay: float | None = None,
+                 warmup: float | None = None, patience: int | None = None,
+                 monitor: str | None = None, precision: str | None = None,
+                 device: str | None = None, seed: int | None = None,
+                 validation_split: float | None = None, output: str | None = None,
+                 config: RunConfig | None = None, verbose: int = 1):
+        self.model = model
+        self.cell = cell
+        self.hidden = hidden
+        self.layers = layers
+        self.bidirectional = bidirectional
+        self.d_model = d_model
+        self.heads = heads
+        self.filters = filters
+        self.kernel_sizes = kernel_sizes
+        self.dropout = dropout
+        self.max_length = max_length
+        self.augment = augment
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup = warmup
+        self.patience = patience
+        self.monitor = monitor
+        self.precision = precision
+        self.device = device
+        self.seed = seed
+        self.validation_split = validation_split
+        self.output = output
+        self.config = config
+        self.verbose = verbose
+
+    def _base_config(self) -> dict[str, Any]:
+        return {"inputs": [{"name": "sequence", "type": "sequence"}],
+                "output": {"name": "label"}, "model": {"name": "rnn"}}
+
+    def fit(self, X: Any, y: Any, *, epochs: int | None = None, batch_size: int | None = None,
+            validation_split: float | None = None, callbacks: Sequence[Callback] = ()
+            ) -> SequenceModel:
+        """Train on sequences ``X`` and labels ``y``."""
+        cfg = self._fit_overrides(epochs, batch_size, validation_split)
+        seqs, labels = sequence_list(X), as_list(y, "y")
+        if len(seqs) != len(labels):
+            raise DataError(f"X has {len(seqs)} sequences but y has {len(labels)} labels")
+        df = pd.DataFrame({cfg.inputs[0].name: pd.Series(seqs, dtype=object),
+                           cfg.output.name: labels})
+        return self._fit_frame(df, cfg, source="X", callbacks=callbacks)
+
+    def _columns(self, X: Any) -> pd.DataFrame:
+        return pd.DataFrame({self.config_.inputs[0].name: pd.Series(sequence_list(X),
+                                                                    dtype=object)})
+
+
+def sequence_list(X: Any) -> list[Any]:
+    if isinstance(X, np.ndarray):
+        if X.ndim not in (2, 3):
+            raise DataError(f"X: expected sequences: an array (N, T) or (N, T, F), or a list, "
+                            f"got shape {X.shape}")
+        return list(X)
+    return as_list(X, "X")
 
 
 # ------------------------------------------------------------------------------------ tables

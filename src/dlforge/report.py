@@ -28,6 +28,8 @@ def metrics_table(metrics: dict[str, Any], splits: tuple[str, ...] = ("validatio
     from rich.table import Table
 
     shown = [metrics[s] for s in splits if metrics.get(s)]
+    if shown and "smape" in shown[0]:
+        return _forecast_table(metrics, splits)
     regression = bool(shown) and "rmse" in shown[0]
     keys = ("mae", "rmse", "r2") if regression else ("accuracy", "macro_f1", "roc_auc")
     what = "training-mean" if regression else "majority-class"
@@ -47,6 +49,29 @@ def metrics_table(metrics: dict[str, Any], splits: tuple[str, ...] = ("validatio
         else:
             table.add_row("", "majority baseline", _fmt(b["accuracy"]), _fmt(b["macro_f1"]),
                           "0.5000" if m.get("roc_auc") is not None else "-")
+    return table
+
+
+def _forecast_table(metrics: dict[str, Any], splits: tuple[str, ...]):
+    from rich.table import Table
+
+    keys = ("mae", "rmse", "smape")
+    table = Table(title="Forecast metrics (naive and seasonal-naive forecasts alongside; "
+                        "sMAPE in %)")
+    table.add_column("split")
+    table.add_column("model", justify="left")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for split in splits:
+        m = metrics.get(split)
+        if not m:
+            continue
+        table.add_row(f"{split} ({m['n_windows']} windows)", "ours",
+                      *[_fmt(m.get(k)) for k in keys])
+        table.add_row("", m["baseline"]["strategy"], *[_fmt(m["baseline"].get(k)) for k in keys])
+        if "seasonal_naive" in m:
+            sn = m["seasonal_naive"]
+            table.add_row("", sn["strategy"], *[_fmt(sn.get(k)) for k in keys])
     return table
 
 

@@ -32,15 +32,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from dlforge.base import task_name
 from dlforge.config import dump_config, load_config
-from dlforge.data.features import load_target
-from dlforge.data.inputs import load_features, save_features
 from dlforge.errors import DlforgeError, RunDirError
-from dlforge.models.registry import build_model
-from dlforge.train.device import resolve_device, resolve_precision
 from dlforge.train.metrics import plot_confusion, plot_history
 
 if TYPE_CHECKING:
@@ -96,8 +92,7 @@ def save_run(clf: DeepModel, path: Path, checkpoints: Path | None = None) -> Pat
         dump_config(clf.config_, tmp / "config.yaml")
         state = {k: v.detach().contiguous().cpu() for k, v in clf.model_.state_dict().items()}
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
-        save_features(clf.features_, tmp)
-        clf.labels_.save(tmp / "labels.json")
+        clf._save_state(tmp)
         (tmp / "metrics.json").write_text(_json(clf.metrics_), encoding="utf-8")
         (tmp / "data.json").write_text(_json(clf.data_report_), encoding="utf-8")
         (tmp / "history.csv").write_text(_history_csv(clf.history_), encoding="utf-8")
@@ -195,8 +190,8 @@ def check_run(path: Path, verify_digests: bool = True) -> dict[str, Any]:
 
 def load(path: str | Path, device: str | None = None) -> DeepModel:
     """Load a run directory as a fitted estimator that predicts exactly as the saved one."""
-    from dlforge import estimators  # estimators imports run
-    from dlforge.base import DeepModel, baseline_from_report, label_array
+    from dlforge import estimators, forecast  # both import run
+    from dlforge.base import DeepModel, baseline_from_report
 
     path = Path(path)
     manifest = check_run(path)
@@ -204,33 +199,18 @@ def load(path: str | Path, device: str | None = None) -> DeepModel:
         cfg = load_config(path / "config.yaml")
     except DlforgeError as err:
         raise RunDirError(f"{path}: config.yaml does not validate: {err}") from None
-    cls = getattr(estimators, manifest.get("estimator", ""), None)
+    name = manifest.get("estimator", "")
+    cls = getattr(estimators, name, None) or getattr(forecast, name, None)
     if not (isinstance(cls, type) and issubclass(cls, DeepModel)):
         raise RunDirError(f"{path}: unknown estimator {manifest.get('estimator')!r} in "
                           f"{MANIFEST}")
-    labels = load_target(path / "labels.json")
-    features = load_features(cfg, path)
-    net = build_model(cfg, {n: f.spec() for n, f in features.items()}, labels.n_outputs)
-    dev = resolve_device(device or cfg.train.device)
-    state = load_file(path / "model.safetensors", device="cpu")
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise RunDirError(f"{path}: model.safetensors does not match config.yaml "
-                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    clf = cls(config=cfg, verbose=0)
-    clf.config_ = cfg
-    clf.labels_ = labels
-    if labels.kind != "numeric":
-        clf.classes_ = label_array(labels.classes)
-    clf.features_ = features
-    clf.model_ = net.to(dev).eval()
-    clf.device_ = dev
-    clf.precision_ = resolve_precision(cfg.train.precision, dev)
+    clf = cls._restore(path, cfg, device)
     clf.metrics_ = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
     clf.data_report_ = json.loads((path / "data.json").read_text(encoding="utf-8"))
     clf.history_ = _read_history(path / "history.csv")
     clf.best_epoch_ = clf.metrics_.get("best_epoch", 0)
-    clf.baseline_ = baseline_from_report(clf.data_report_)
+    if "baseline_mean" in clf.data_report_ or "baseline_majority" in clf.data_report_:
+        clf.baseline_ = baseline_from_report(clf.data_report_)
     return clf
 
 

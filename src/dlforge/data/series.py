@@ -22,7 +22,6 @@ from pandas.api.types import (
     is_timedelta64_dtype,
 )
 from pandas.tseries.frequencies import to_offset
-from sklearn.metrics import r2_score
 
 from dlforge.errors import DataError, NotFittedError
 
@@ -35,7 +34,6 @@ __all__ = [
     "make_windows",
     "naive_forecast",
     "numeric_matrix",
-    "regression_metrics",
     "seasonal_naive_forecast",
     "time_series_folds",
 ]
@@ -373,18 +371,6 @@ def forecast_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]
             "smape": float(200.0 * ratio.mean())}
 
 
-def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """MAE, RMSE and R² (averaged over the last axis' columns for arrays of 2+ dimensions)."""
-    a, f = _pair(y_true, y_pred)
-    err = f - a
-    shape = (-1, a.shape[-1]) if a.ndim >= 2 else (-1,)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # R² of a single sample is undefined (nan)
-        r2 = r2_score(a.reshape(shape), f.reshape(shape))
-    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())),
-            "r2": float(r2)}
-
-
 # ---------------------------------------------------------------------------------- seasons
 _SEASONS: tuple[tuple[type, int], ...] = (
     (pd.offsets.Hour, 24),
@@ -400,8 +386,19 @@ _SEASONS: tuple[tuple[type, int], ...] = (
 
 def guess_season(index: pd.Series | pd.DatetimeIndex | None, default: int = 1) -> int:
     """Season length of regular datetime steps: 24 hourly, 7 daily, 5 business-daily, 52 weekly,
-    12 monthly, 4 quarterly; ``default`` for anything else (numbers, irregular steps, None)."""
-    if index is None or len(index) < 3 or not is_datetime64_any_dtype(index):
+    12 monthly, 4 quarterly; of fractional years in steps of 1/12, 1/4 or 1/52: 12, 4, 52;
+    ``default`` for anything else (other numbers, irregular steps, None)."""
+    if index is None or len(index) < 3:
+        return default
+    if is_numeric_dtype(index) and not is_bool_dtype(index):
+        # Fractional years (1949.0, 1949.083, ...): steps of 1/12 are monthly, 1/4 quarterly.
+        steps = np.diff(np.asarray(index, dtype=np.float64))
+        if len(steps) and np.allclose(steps, steps[0], rtol=1e-3) and 0 < steps[0] < 1:
+            per_unit = 1.0 / steps[0]
+            if abs(per_unit - round(per_unit)) < 1e-2 and round(per_unit) in (4, 12, 52):
+                return int(round(per_unit))
+        return default
+    if not is_datetime64_any_dtype(index):
         return default
     try:
         with warnings.catch_warnings():

@@ -82,8 +82,9 @@ def loss_fn(kind: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     (multilabel), softmax cross-entropy (category), mean squared error on the standardised
     target (numeric). Computed in fp32."""
     logits = logits.float()
-    if kind == "numeric":
-        return F.mse_loss(logits[:, 0], labels.float())
+    if kind == "numeric":  # one number (N,), or several per row (N, K)
+        out = logits[:, 0] if labels.dim() == 1 else logits
+        return F.mse_loss(out, labels.float())
     if kind == "binary":
         return F.binary_cross_entropy_with_logits(logits[:, 0], labels.float())
     if kind == "multilabel":

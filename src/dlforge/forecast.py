@@ -1,0 +1,513 @@
+"""``Forecaster``: forecast numeric series ``horizon`` steps ahead from a ``window`` of the past.
+
+One table in time order (a row per step) holds the series to forecast (``targets``), other
+observed series (``covariates``: their past values are inputs too) and series known in advance
+(``exogenous``: calendar, prices, holidays — their values over the horizon are inputs as well).
+Every column is standardised with the training part's mean and std, and forecasts are turned
+back into the columns' units. Splits are chronological: training windows come first, then
+validation, then test, and no target step is in two splits. Every score is shown next to the
+naive forecast (the last value, repeated) and the seasonal-naive one (the value one season
+earlier) on the same windows.
+
+The model: the family's sequence encoder (LSTM/GRU by default; the 1-D CNN or the Transformer
+as alternatives) reads the window; its summary, with the exogenous values over the horizon,
+goes through the head to ``horizon × targets`` outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dlforge.base import DeepModel
+from dlforge.config import RunConfig, SequenceInput
+from dlforge.data.inputs import Feature, SequenceFeature
+from dlforge.data.loader import FeatureDataset, make_loader
+from dlforge.data.series import (
+    SeriesScaler,
+    check_time_column,
+    chronological_split,
+    forecast_metrics,
+    guess_season,
+    make_windows,
+    naive_forecast,
+    numeric_matrix,
+    seasonal_naive_forecast,
+    time_series_folds,
+)
+from dlforge.errors import ConfigError, DataError
+from dlforge.models.mlp import MLP
+from dlforge.models.registry import MODELS, FusionModel, NumericPassthrough
+from dlforge.train.callbacks import Callback
+from dlforge.train.trainer import Trainer, loss_fn, predict_logits
+
+__all__ = ["ForecastTarget", "Forecaster", "cross_validate_series"]
+
+FORECAST_MONITORS = ("loss", "mae", "rmse", "smape")
+
+
+class ForecastTarget:
+    """The output of a forecasting run: ``horizon`` steps of each target column."""
+
+    kind = "forecast"
+
+    def __init__(self, targets: list[str], horizon: int):
+        self.targets = list(targets)
+        self.horizon = horizon
+        self.classes: list[Any] = []
+
+    @property
+    def n_outputs(self) -> int:
+        return self.horizon * len(self.targets)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({"kind": self.kind, "targets": self.targets,
+                                    "horizon": self.horizon}, indent=2), encoding="utf-8")
+
+
+class _Future(Feature):
+    """The exogenous columns' standardised values over the horizon, flattened."""
+
+    kind = "future"
+
+    def __init__(self, width: int):
+        self.name, self.width = "future", width
+
+    def spec(self) -> dict[str, Any]:
+        return {"width": self.width}
+
+
+class Forecaster(DeepModel):
+    """Forecast ``targets`` of a table (or a single series) ``horizon`` steps ahead.
+
+    >>> fc = Forecaster(window=24, horizon=12, epochs=50)
+    >>> fc.fit(air, targets="passengers", time="month")  # doctest: +SKIP
+    >>> fc.predict(air)  # the 12 months after the last row  # doctest: +SKIP
+    """
+
+    PARAM_PATHS: ClassVar[dict[str, str]] = {
+        "model": "model.name",
+        "window": "forecast.window",
+        "horizon": "forecast.horizon",
+        "season": "forecast.season",
+        "augment": "forecast.augment",
+        "cell": "model.cell",
+        "hidden": "model.hidden",
+        "layers": "model.layers",
+        "d_model": "model.d_model",
+        "heads": "model.heads",
+        "filters": "model.filters",
+        "kernel_sizes": "model.kernel_sizes",
+        "dropout": "model.dropout",
+        "epochs": "train.epochs",
+        "batch_size": "train.batch_size",
+        "lr": "train.lr",
+        "weight_decay": "train.weight_decay",
+        "patience": "train.patience",
+        "monitor": "train.monitor",
+        "precision": "train.precision",
+        "device": "train.device",
+        "seed": "train.seed",
+        "validation_split": "data.validation_split",
+        "test_split": "data.test_split",
+    }
+
+    def __init__(self, model: str | None = None, *, window: int | None = None,
+                 horizon: int | None = None, season: int | None = None,
+                 augment: dict[str, float] | None = None, cell: str | None = None,
+                 hidden: int | None = None, layers: int | None = None,
+                 d_model: int | None = None, heads: int | None = None,
+                 filters: int | None = None, kernel_sizes: list[int] | None = None,
+                 dropout: float | None = None, epochs: int | None = None,
+                 batch_size: int | None = None, lr: float | None = None,
+                 weight_decay: float | None = None, patience: int | None = None,
+                 monitor: str | None = None, precision: str | None = None,
+                 device: str | None = None, seed: int | None = None,
+                 validation_split: float | None = None, test_split: float | None = None,
+                 config: RunConfig | None = None, verbose: int = 1):
+        self.model = model
+        self.window = window
+        self.horizon = horizon
+        self.season = season
+        self.augment = augment
+        self.cell = cell
+        self.hidden = hidden
+        self.layers = layers
+        self.d_model = d_model
+        self.heads = heads
+        self.filters = filters
+        self.kernel_sizes = kernel_sizes
+        self.dropout = dropout
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.monitor = monitor
+        self.precision = precision
+        self.device = device
+        self.seed = seed
+        self.validation_split = validation_split
+        self.test_split = test_split
+        self.config = config
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, data: Any, targets: str | Sequence[str] | None = None, *,
+            time: str | None = None, covariates: Sequence[str] = (),
+            exogenous: Sequence[str] = (), callbacks: Sequence[Callback] = ()
+            ) -> Forecaster:
+        """Train on ``data``: a DataFrame (rows in time order) with the ``targets`` columns,
+        or a single series (a 1-D array, list or pandas Series)."""
+        df, targets = _as_series_frame(data, targets)
+        base = {"forecast": {"targets": targets, "time": time, "covariates": list(covariates),
+                             "exogenous": list(exogenous)}}
+        cfg = self.resolve_config(base)
+        return self._fit_frame(df, cfg, source="data", callbacks=callbacks)
+
+    def _fit_frame(self, df: pd.DataFrame, cfg: RunConfig, source: str,
+                   workdir: Path | None = None, resume: bool = False,
+                   callbacks: Sequence[Callback] = (),
+                   log: Callable[[str], None] | None = None) -> Forecaster:
+        log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+        say = log if self.verbose else (lambda s: None)
+        fc = cfg.forecast
+        if fc is None:
+            raise ConfigError("forecast: a Forecaster needs the forecast section")
+        torch.manual_seed(cfg.train.seed)
+        values, times = _read_series(df, cfg, source)
+        split = chronological_split(len(values), fc.window, fc.horizon,
+                                    cfg.data.validation_split, cfg.data.test_split)
+        scaler = SeriesScaler().fit(values[: split["train"][1]])
+        season = fc.season or guess_season(times, default=1)
+        self._setup(cfg, scaler, season)
+        say(f"data: {len(values)} steps of {', '.join(self.columns_)}; windows of {fc.window} "
+            f"→ {fc.horizon} ahead; target steps: train {_span(split['train'])}, validation "
+            f"{_span(split['validation'])}, test {_span(split['test'])}; season {season}")
+        if workdir is not None:
+            from dlforge.config import dump_config
+
+            workdir.mkdir(parents=True, exist_ok=True)
+            dump_config(cfg, workdir / "config.yaml")
+            self._save_state(workdir)
+
+        train = self._windows(values, *split["train"])
+        val = self._windows(values, *split["validation"])
+        bs, seed = cfg.train.batch_size, cfg.train.seed
+        aug = self.features_["window"].make_augmenter(seed)
+        train_loader = make_loader(self._dataset(train, aug), bs, True, seed, bucket=False)
+        val_loader = make_loader(self._dataset(val), max(bs, 256), False, seed, bucket=False)
+        net = self._build()
+        monitor = cfg.train.monitor
+        monitor = "mae" if monitor == "auto" else monitor
+        if monitor not in FORECAST_MONITORS:
+            raise ConfigError(f"train.monitor: {monitor!r} does not apply to forecasting; use "
+                              f"one of {', '.join(FORECAST_MONITORS)}")
+
+        def metric_fn(targets: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
+            return forecast_metrics(val["truth"], self._decode(outputs, val))
+
+        trainer = Trainer(net, "numeric", cfg.train, metric_fn, monitor, callbacks,
+                          checkpoint_dir=workdir / "checkpoints" if workdir else None,
+                          verbose=self.verbose, log=log)
+        say(f"model: {cfg.model.name}, {sum(p.numel() for p in net.parameters()):,} parameters;"
+            f" device {trainer.device}, precision {trainer.precision}")
+        history = trainer.fit(train_loader, val_loader, val["y"], resume=resume)
+        self.model_ = trainer.model.eval()
+        self.device_ = trainer.device
+        self.precision_ = trainer.precision
+        self.history_ = history
+        self.best_epoch_ = trainer.state["best_epoch"]
+        report = {"validation": self._score(val)}
+        if split["test"][1] > split["test"][0]:
+            report["test"] = self._score(self._windows(values, *split["test"]))
+        self.metrics_ = {"task": "forecasting", "monitor": monitor,
+                         "best_epoch": self.best_epoch_, "epochs_run": len(history), **report}
+        self.data_report_ = {"source": source, "steps": len(values),
+                             "splits": {k: list(v) for k, v in split.items()},
+                             "season": season, "columns": self.columns_}
+        return self
+
+    def _setup(self, cfg: RunConfig, scaler: SeriesScaler, season: int) -> None:
+        fc = cfg.forecast
+        assert fc is not None
+        self.config_ = cfg
+        self.columns_ = [*fc.targets, *fc.covariates, *fc.exogenous]
+        self.scaler_ = scaler
+        self.season_ = season
+        self.labels_ = ForecastTarget(fc.targets, fc.horizon)
+        window = SequenceFeature(SequenceInput(name="window", type="sequence",
+                                               max_length=fc.window, augment=fc.augment))
+        n = len(self.columns_)
+        window.set_state({"n_features": n, "mean": [0.0] * n, "std": [1.0] * n}, None)
+        self.features_: dict[str, Feature] = {"window": window}
+        if fc.exogenous:
+            self.features_["future"] = _Future(fc.horizon * len(fc.exogenous))
+
+    def _build(self) -> FusionModel:
+        cfg = self.config_
+        encoders = {"window": MODELS[(cfg.model.name, "sequence")](
+            cfg.model, self.features_["window"].spec())}
+        if "future" in self.features_:
+            encoders["future"] = NumericPassthrough(self.features_["future"].spec()["width"])
+        width = sum(e.out_dim for e in encoders.values())
+        head = MLP(width, list(cfg.model.head_hidden), self.labels_.n_outputs, cfg.model.dropout)
+        return FusionModel(encoders, head)
+
+    # ------------------------------------------------------------------ windows
+    def _windows(self, values: np.ndarray, start: int, stop: int) -> dict[str, np.ndarray]:
+        """The windows whose targets lie in [start, stop), ready for the model (see _pack),
+        with the raw history of the targets (N, W, K) for the baselines and the truth."""
+        fc = self.config_.forecast
+        assert fc is not None
+        k, e = len(fc.targets), len(fc.exogenous)
+        z = self.scaler_.transform(values)
+        x, y = make_windows(z, z[:, :k], fc.window, fc.horizon, start, stop)
+        raw_x, raw_y = make_windows(values[:, :k], values[:, :k], fc.window, fc.horizon, start,
+                                    stop)
+        fut = None
+        if e:
+            _, fut = make_windows(z, z[:, len(self.columns_) - e:], fc.window, fc.horizon,
+                                  start, stop)
+        return {**self._pack(x, y, fut), "history": raw_x, "truth": raw_y}
+
+    def _pack(self, x: np.ndarray, y: np.ndarray | None, fut: np.ndarray | None
+              ) -> dict[str, np.ndarray]:
+        """Model inputs and targets from globally standardised windows x (N, W, F), targets
+        y (N, H, K) and exogenous future (N, H, E); with ``normalize: window`` each window is
+        shifted and scaled by its own per-column mean and std (kept to undo it)."""
+        fc = self.config_.forecast
+        assert fc is not None
+        k, e = len(fc.targets), len(fc.exogenous)
+        n, f = len(x), len(self.columns_)
+        loc = np.zeros((n, f), np.float32)
+        scale = np.ones((n, f), np.float32)
+        if fc.normalize == "window" and n:
+            loc = x.mean(axis=1)
+            scale = x.std(axis=1) + np.float32(0.1)  # 0.1 training std: flat windows stay sane
+        out = {"x": ((x - loc[:, None]) / scale[:, None]).astype(np.float32),
+               "loc": loc, "scale": scale}
+        if y is not None:
+            yn = (y - loc[:, None, :k]) / scale[:, None, :k]
+            out["y"] = yn.reshape(n, -1).astype(np.float32)
+        if fut is not None:
+            fn = (fut - loc[:, None, f - e:]) / scale[:, None, f - e:]
+            out["future"] = fn.reshape(n, -1).astype(np.float32)
+        return out
+
+    def _dataset(self, w: dict[str, np.ndarray], augment: Any = None,
+                 targets: bool = True) -> FeatureDataset:
+        cols = {"window": list(w["x"])}
+        if "future" in self.features_:
+            cols["future"] = w["future"]
+        return FeatureDataset(self.features_, cols, w.get("y") if targets else None,
+                              {"window": augment} if augment is not None else None)
+
+    def _decode(self, outputs: np.ndarray, w: dict[str, np.ndarray]) -> np.ndarray:
+        """Model outputs (N, H*K) for windows ``w`` to (N, H, K) in the targets' units."""
+        k = len(self.labels_.targets)
+        z = np.asarray(outputs).reshape(len(outputs), -1, k)
+        z = z * w["scale"][:, None, :k] + w["loc"][:, None, :k]
+        return self.scaler_.inverse(z, columns=list(range(k)))
+
+    def _outputs(self, w: dict[str, np.ndarray]) -> np.ndarray:
+        if len(w["x"]) == 0:
+            return np.zeros((0, self.labels_.n_outputs), dtype=np.float32)
+        loader = make_loader(self._dataset(w, targets=False), 256, False, bucket=False)
+        return predict_logits(self.model_, loader, self.device_, self.precision_)
+
+    def _score(self, w: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Our forecast metrics on windows ``w``, next to the naive and seasonal-naive ones."""
+        if len(w["x"]) == 0:
+            raise DataError("no complete window (window + horizon steps) to score")
+        outputs = self._outputs(w)
+        horizon = self.labels_.horizon
+        loss = float(loss_fn("numeric", torch.from_numpy(outputs), torch.from_numpy(w["y"])))
+        truth = w["truth"]
+        out: dict[str, Any] = {"n_windows": len(truth), "loss": loss,
+                               **forecast_metrics(truth, self._decode(outputs, w))}
+        naive = forecast_metrics(truth, naive_forecast(w["history"][:, -1, :], horizon))
+        out["baseline"] = {"strategy": "naive (last value)", **naive}
+        window = w["history"].shape[1]
+        if self.season_ > 1 and window >= self.season_:
+            seasonal = seasonal_naive_forecast(w["history"], horizon, self.season_)
+            out["seasonal_naive"] = {"strategy": f"seasonal naive (season {self.season_})",
+                                     **forecast_metrics(truth, seasonal)}
+        return out
+
+    # ------------------------------------------------------------------ use
+    def predict(self, data: Any) -> pd.DataFrame:
+        """The ``horizon`` steps after the last row of ``data`` (at least ``window`` rows).
+        With exogenous columns, the last ``horizon`` rows of ``data`` are the future: their
+        exogenous values are given, their targets are not needed."""
+        self._check_fitted()
+        fc = self.config_.forecast
+        assert fc is not None
+        df, _ = _as_series_frame(data, fc.targets)
+        h, e = fc.horizon, len(fc.exogenous)
+        history = df.iloc[: len(df) - h] if e else df
+        if len(history) < fc.window:
+            future = f" plus {h} future rows of the exogenous columns" if e else ""
+            raise DataError(f"data: {len(df)} rows; a forecast needs the last {fc.window} steps "
+                            f"(the window){future}")
+        hist_values = numeric_matrix(history.iloc[-fc.window:], self.columns_, "data")
+        fut = None
+        if e:
+            future = numeric_matrix(df.iloc[len(df) - h:], list(fc.exogenous), "data")
+            z = self.scaler_.transform(np.concatenate(
+                [np.zeros((h, len(self.columns_) - e), np.float32), future], axis=1))
+            fut = z[None, :, len(self.columns_) - e:]
+        w = self._pack(self.scaler_.transform(hist_values)[None], None, fut)
+        forecast = self._decode(self._outputs(w), w)[0]  # (H, K)
+        out = pd.DataFrame({"step": np.arange(1, h + 1)})
+        if fc.time is not None and fc.time in df.columns:
+            out.insert(0, fc.time, _future_times(df[fc.time], len(history), h,
+                                                 given=df[fc.time].iloc[len(df) - h:]
+                                                 if e else None))
+        for j, name in enumerate(fc.targets):
+            out[name] = forecast[:, j]
+        return out
+
+    def evaluate(self, data: Any, y: Any = None) -> dict[str, Any]:
+        """Rolling evaluation: every complete window of ``data``, scored next to the naive
+        and seasonal-naive forecasts."""
+        self._check_fitted()
+        fc = self.config_.forecast
+        assert fc is not None
+        df, _ = _as_series_frame(data, fc.targets)
+        return self.evaluate_frame(df, "data")
+
+    def evaluate_frame(self, df: pd.DataFrame, source: str = "data") -> dict[str, Any]:
+        values, _ = _read_series(df, self.config_, source)
+        fc = self.config_.forecast
+        assert fc is not None
+        if len(values) < fc.window + fc.horizon:
+            raise DataError(f"{source}: series has {len(values)} steps; window {fc.window} + "
+                            f"horizon {fc.horizon} needs at least {fc.window + fc.horizon}")
+        return self._score(self._windows(values, 0, len(values)))
+
+    # ------------------------------------------------------------------ run directory
+    def _save_state(self, folder: Path) -> None:
+        state = {"columns": self.columns_, "scaler": self.scaler_.to_dict(),
+                 "season": self.season_}
+        (folder / "features.json").write_text(json.dumps({"series": state}, indent=2),
+                                              encoding="utf-8")
+        self.labels_.save(folder / "labels.json")
+
+    @classmethod
+    def _restore(cls, path: Path, cfg: RunConfig, device: str | None = None) -> Forecaster:
+        from safetensors.torch import load_file
+
+        from dlforge.errors import RunDirError
+        from dlforge.train.device import resolve_device, resolve_precision
+
+        state = json.loads((path / "features.json").read_text(encoding="utf-8"))["series"]
+        clf = cls(config=cfg, verbose=0)
+        clf._setup(cfg, SeriesScaler.from_dict(state["scaler"]), int(state["season"]))
+        net = clf._build()
+        missing, unexpected = net.load_state_dict(load_file(path / "model.safetensors"),
+                                                  strict=False)
+        if missing or unexpected:
+            raise RunDirError(f"{path}: model.safetensors does not match config.yaml "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        dev = resolve_device(device or cfg.train.device)
+        clf.model_ = net.to(dev).eval()
+        clf.device_ = dev
+        clf.precision_ = resolve_precision(cfg.train.precision, dev)
+        return clf
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _span(r: tuple[int, int]) -> str:
+    return f"{r[0]}-{r[1] - 1}" if r[1] > r[0] else "none"
+
+
+def _as_series_frame(data: Any, targets: str | Sequence[str] | None
+                     ) -> tuple[pd.DataFrame, list[str]]:
+    if isinstance(data, pd.DataFrame):
+        if targets is None:
+            numeric = [c for c in data.columns if pd.api.types.is_numeric_dtype(data[c])]
+            if len(numeric) != 1:
+                raise DataError("data: name the column(s) to forecast with targets=...")
+            targets = numeric
+        targets = [targets] if isinstance(targets, str) else list(targets)
+        return data.reset_index(drop=True), targets
+    if isinstance(data, pd.Series):
+        name = str(data.name) if data.name is not None else "y"
+        return pd.DataFrame({name: data.to_numpy()}), [name]
+    arr = np.asarray(data)
+    if arr.ndim != 1:
+        raise DataError(f"data: expected a DataFrame or a 1-D series, got shape {arr.shape}")
+    name = targets if isinstance(targets, str) else "y"
+    return pd.DataFrame({name: arr}), [name]
+
+
+def _read_series(df: pd.DataFrame, cfg: RunConfig, source: str
+                 ) -> tuple[np.ndarray, pd.Series | None]:
+    """(values (T, F) in column order targets, covariates, exogenous; the parsed time column)."""
+    fc = cfg.forecast
+    assert fc is not None
+    times = None
+    if fc.time is not None:
+        check_time_column(df, fc.time, source)
+        times = df[fc.time]
+        if not pd.api.types.is_numeric_dtype(times):
+            times = pd.to_datetime(times, errors="coerce")
+    return numeric_matrix(df, [*fc.targets, *fc.covariates, *fc.exogenous], source), times
+
+
+def _future_times(col: pd.Series, n_history: int, horizon: int,
+                  given: pd.Series | None = None) -> list[Any]:
+    """Time stamps of the forecast steps: the given future rows' times, else the last time
+    plus the series' step (its inferred frequency, or the median step)."""
+    if given is not None:
+        return given.tolist()
+    hist = col.iloc[:n_history]
+    if pd.api.types.is_numeric_dtype(hist):
+        step = float(np.median(np.diff(hist.to_numpy(dtype=np.float64))))
+        last = float(hist.iloc[-1])
+        return [last + step * (i + 1) for i in range(horizon)]
+    times = pd.to_datetime(hist, errors="coerce")
+    freq = None
+    if len(times) >= 3:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pandas 4 changes infer_freq's return type
+            freq = pd.infer_freq(pd.DatetimeIndex(times))
+    if freq is not None:
+        return list(pd.date_range(times.iloc[-1], periods=horizon + 1, freq=freq)[1:])
+    step = times.diff().median()
+    return [times.iloc[-1] + step * (i + 1) for i in range(horizon)]
+
+
+def cross_validate_series(cfg: RunConfig, k: int, df: pd.DataFrame, source: str = "data",
+                          verbose: int = 1) -> dict[str, Any]:
+    """Expanding-window cross-validation in time: fold i trains on the steps before cut_i and
+    scores the windows whose targets lie in [cut_i, cut_{i+1})."""
+    fc = cfg.forecast
+    assert fc is not None
+    values, _ = _read_series(df, cfg, source)
+    folds = time_series_folds(len(values), fc.window, fc.horizon, k)
+    rows = []
+    for i, ((_, cut), (start, stop)) in enumerate(folds, start=1):
+        model = Forecaster(config=cfg, verbose=0)
+        model._fit_frame(df.iloc[:cut].reset_index(drop=True), cfg, f"{source} (fold {i})")
+        w = model._windows(values, start, stop)
+        m = model._score(w)
+        row = {key: m[key] for key in ("mae", "rmse", "smape")}
+        row.update({f"naive_{key}": m["baseline"][key] for key in ("mae", "rmse")})
+        rows.append(row)
+        if verbose:
+            print(f"cross-validation fold {i}/{k}: " + ", ".join(
+                f"{key} {v:.4f}" for key, v in row.items()), file=sys.stderr, flush=True)
+    keys = list(rows[0])
+    return {"k": k, "scheme": "expanding window (time series)", "folds": rows,
+            "mean": {key: float(np.mean([r[key] for r in rows])) for key in keys},
+            "std": {key: float(np.std([r[key] for r in rows], ddof=1)) for key in keys}}
