@@ -31,8 +31,8 @@ from dlforge.estimators import (
 )
 from dlforge.run import MANIFEST, check_run, load, partial_dir, save_run
 
-__all__ = ["cross_validate", "estimator_for", "evaluate", "info", "predict", "read_data",
-           "train"]
+__all__ = ["cross_validate", "estimator_for", "evaluate", "info", "output_kind", "predict",
+           "read_data", "train"]
 
 CV_METRICS = ("accuracy", "macro_f1", "roc_auc", "micro_f1", "mae", "rmse", "r2", "loss")
 FLAGS = {"text": "--text", "image": "--image", "numeric": "--numeric", "sequence": "--sequence",
@@ -131,7 +131,7 @@ def train(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
     df = read_data(cfg)
     cv_report = (cross_validate(cfg, cfg.train.cv, frame=df, verbose=verbose)
                  if cfg.train.cv else None)
-    cls = estimator_for(cfg, _output_kind(cfg, df, str(cfg.data.path)))
+    cls = estimator_for(cfg, output_kind(cfg, df, str(cfg.data.path)))
     clf = cls(config=cfg, verbose=verbose)
     clf._fit_frame(df, cfg, source=str(cfg.data.path), workdir=work, resume=resume,
                    callbacks=callbacks)
@@ -142,7 +142,8 @@ def train(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
     return clf
 
 
-def _output_kind(cfg: RunConfig, df: pd.DataFrame, source: str) -> str:
+def output_kind(cfg: RunConfig, df: pd.DataFrame, source: str) -> str:
+    """forecast, numeric, or the classification kind the output column will get."""
     if cfg.forecast is not None:
         return "forecast"
     if cfg.output.type != "auto":
@@ -183,6 +184,7 @@ def cross_validate(cfg: RunConfig, k: int, *, frame: pd.DataFrame | None = None,
     for i, (tr, te) in enumerate(folds, start=1):
         clf = cls(config=cfg, verbose=0)
         clf._fit_frame(df.iloc[tr].reset_index(drop=True), cfg, source=f"{source} (fold {i})")
+        n_params = sum(p.numel() for p in clf.model_.parameters())
         m = clf.evaluate_frame(df.iloc[te].reset_index(drop=True), source)
         row = {key: m[key] for key in CV_METRICS if m.get(key) is not None}
         base = m["baseline"]
@@ -196,6 +198,7 @@ def cross_validate(cfg: RunConfig, k: int, *, frame: pd.DataFrame | None = None,
     return {
         "k": k,
         "seed": cfg.data.seed,
+        "parameters": n_params,
         "folds": rows,
         "mean": {key: float(np.mean([r[key] for r in rows])) for key in keys},
         "std": {key: float(np.std([r[key] for r in rows], ddof=1)) for key in keys},

@@ -89,6 +89,12 @@ class DeepModel(BaseEstimator):
                    log: Callable[[str], None] | None = None) -> DeepModel:
         log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         say = log if self.verbose else (lambda s: None)
+        selection = None
+        if cfg.model.name == "auto" and not resume:
+            from dlforge.api import output_kind
+            from dlforge.select import select_model
+
+            cfg, selection = select_model(df, cfg, output_kind(cfg, df, source), source, say)
         label_col = cfg.output.name
         torch.manual_seed(cfg.train.seed)
         texts = [i.name for i in cfg.inputs if i.type == "text"]
@@ -178,6 +184,8 @@ class DeepModel(BaseEstimator):
             "epochs_run": len(history),
             **report,
         }
+        if selection is not None:
+            self.metrics_["model_selection"] = selection
         self.data_report_ = {
             "source": source,
             "cleaning": cleaning,

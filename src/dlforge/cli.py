@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from dlforge.errors import ConfigError, DlforgeError
-from dlforge.report import cv_summary, metrics_table, prog
+from dlforge.report import cv_summary, leaderboard_table, metrics_table, prog
 
 app = typer.Typer(
     name="dlforge",
@@ -80,6 +80,8 @@ TRAIN_FLAGS: dict[str, str] = {
     "window": "forecast.window",
     "horizon": "forecast.horizon",
     "season": "forecast.season",
+    "folds": "model.cv",
+    "families": "model.families",
 }
 INPUT_FLAGS = ("text", "image", "numeric", "category", "sequence", "kind", "forecast",
                "covariates", "exogenous")
@@ -158,6 +160,9 @@ def _resolve_flags(values: dict[str, Any], inputs: list[dict[str, Any]],
                 raise ConfigError(f"--hidden: the {family} model takes one hidden size, got "
                                   f"{len(v)}")
             v = v[0]
+        if k in ("folds", "families") and values["model"] != "auto":
+            raise ConfigError(f"--{k}: only for model selection (--model auto, or dlforge "
+                              "compare)")
         if key.startswith("forecast.") and not forecast:
             raise ConfigError(f"--{k.replace('_', '-')}: only for forecasting (--forecast "
                               "COLUMN)")
@@ -284,12 +289,17 @@ def train(
         help="Training only, sequences: scale by N(1, s^2).")] = None,
     augment_slice: Annotated[float | None, typer.Option(
         help="Training only, sequences: crop up to this fraction, stretch back.")] = None,
+    folds: Annotated[int | None, typer.Option(
+        help="Model selection (--model auto): cross-validation folds (default 3).")] = None,
+    families: Annotated[str | None, typer.Option(
+        help="Model selection (--model auto): the candidates, e.g. cnn,rnn.")] = None,
     resume: Annotated[Path | None, typer.Option(
         help="Continue the interrupted run whose --out was this folder.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run at --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
-    """Train a model on text, images, a table, or a mix, and write a run directory."""
+    """Train a model on text, images, a table, a sequence or a series, and write a run
+    directory. --model auto (or dlforge compare) picks the family by cross-validation."""
     from dlforge import api
     from dlforge.config import apply_overrides, load_config, validate_config
 
@@ -297,6 +307,7 @@ def train(
     values["channels"] = _int_list("channels", channels)
     values["hidden"] = _int_list("hidden", hidden)
     values["image_size"] = _image_size(image_size)
+    values["families"] = _names(families) or None
     given = [f"--{k.replace('_', '-')}" for k in (*TRAIN_FLAGS, *INPUT_FLAGS)
              if values[k] is not None]
     if resume is not None:
@@ -356,6 +367,9 @@ def _report_trained(clf: Any, out: Path) -> None:
     from rich.console import Console
 
     console = Console()
+    board = leaderboard_table(clf.metrics_)
+    if board is not None:
+        console.print(board)
     console.print(metrics_table(clf.metrics_))
     cv = cv_summary(clf.metrics_)
     if cv:
@@ -365,6 +379,30 @@ def _report_trained(clf: Any, out: Path) -> None:
                   f"  {me} evaluate {out} --data {data}\n"
                   f"  {me} predict {out} --data {data} --out predictions.csv\n"
                   f"  {me} info {out}", soft_wrap=True)
+
+
+# ----------------------------------------------------------------------------------- compare
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog=_examples(
+        "dlforge compare --data tweets.csv --text text --label source --epochs 3 "
+        "--out runs/best",
+        "dlforge compare --data air.csv --forecast value --time time --window 24 --horizon 12 "
+        "--folds 4 --out runs/air",
+        "dlforge compare run.yaml --families cnn,rnn --out runs/best",
+    ))
+def compare(ctx: typer.Context) -> None:
+    """Train every model family that fits the data under the same budget, score each by
+    k-fold cross-validation (stratified; expanding windows in time for forecasting), print the
+    leaderboard and keep the winner as the run (train --model auto). Takes train's options,
+    plus --folds K (default 3) and --families a,b."""
+    args = list(ctx.args)
+    if "--model" in args:
+        raise ConfigError("--model: compare chooses the model itself; use --families a,b to "
+                          "limit the candidates")
+    code = main(["train", *args, "--model", "auto"])
+    if code:
+        raise typer.Exit(code)
 
 
 # ----------------------------------------------------------------------------------- evaluate

@@ -20,6 +20,7 @@ from dlforge._atomic import atomic_file
 from dlforge.errors import ConfigError
 
 __all__ = [
+    "AutoModelConfig",
     "CNNConfig",
     "CategoryInput",
     "CleanConfig",
@@ -46,7 +47,7 @@ __all__ = [
     "validate_config",
 ]
 
-MODEL_FAMILIES = ("transformer", "cnn", "rnn", "mlp", "pretrained")
+MODEL_FAMILIES = ("transformer", "cnn", "rnn", "mlp", "auto", "pretrained")
 INPUT_KINDS = ("text", "image", "numeric", "category", "sequence")
 TABULAR_KINDS = ("numeric", "category")
 # Which input kinds each family encodes. Numeric and category columns are encoded by their own
@@ -57,6 +58,7 @@ FAMILY_KINDS: dict[str, tuple[str, ...]] = {
     "rnn": ("text", "sequence"),
     "mlp": (),
     "pretrained": ("text",),
+    "auto": ("text", "image", "sequence"),
 }
 
 
@@ -294,8 +296,21 @@ class MLPConfig(_Strict):
         return self.hidden
 
 
+class AutoModelConfig(_Strict):
+    """Model selection: train each candidate family that fits the data under the same budget
+    (epochs, batch size, learning rate, folds), score each by k-fold cross-validation
+    (stratified for classification, expanding windows in time for forecasting), and keep the
+    winner. The leaderboard is saved in the run's metrics."""
+
+    name: Literal["auto"] = "auto"
+    families: list[Literal["transformer", "cnn", "rnn", "mlp"]] | None = None  # None: all fit
+    cv: int = Field(3, ge=2)
+    metric: Literal["auto", "accuracy", "macro_f1", "roc_auc", "mae", "rmse", "r2", "smape"] = (
+        "auto")  # auto: accuracy (classification), rmse (regression), mae (forecasting)
+
+
 ModelConfig = Annotated[TransformerConfig | CNNConfig | RNNConfig | MLPConfig
-                        | PretrainedModelConfig, Field(discriminator="name")]
+                        | PretrainedModelConfig | AutoModelConfig, Field(discriminator="name")]
 
 
 # ---------------------------------------------------------------------------------------- train
@@ -366,9 +381,10 @@ def check_family_fits(family: str, kinds: list[str]) -> None:
                          f"{', '.join(rich)}); numeric and category columns may be added freely")
     kind = rich[0] if rich else "table"
     fits = FAMILY_KINDS[family]
-    if (rich and rich[0] in fits) or (not rich and family == "mlp"):
+    if (rich and rich[0] in fits) or (not rich and family in ("mlp", "auto")):
         return
-    good = ([f for f, ks in FAMILY_KINDS.items() if kind in ks and f != "pretrained"]
+    good = ([f for f, ks in FAMILY_KINDS.items() if kind in ks and f not in ("pretrained",
+                                                                             "auto")]
             if rich else ["mlp"])
     raise ValueError(f"model.name: {family!r} does not fit {kind} inputs; families that fit "
                      f"{kind} inputs: {', '.join(good)}")
@@ -431,7 +447,8 @@ def _parent_model_fields(loc: tuple[Any, ...]) -> list[str]:
             return []
         if item in MODEL_FAMILIES and loc and "model" in loc:
             model = {"transformer": TransformerConfig, "cnn": CNNConfig, "rnn": RNNConfig,
-                     "mlp": MLPConfig, "pretrained": PretrainedModelConfig}[item]
+                     "mlp": MLPConfig, "pretrained": PretrainedModelConfig,
+                     "auto": AutoModelConfig}[item]
             continue
         field = model.model_fields.get(item)
         if field is None:

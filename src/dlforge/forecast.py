@@ -182,6 +182,11 @@ class Forecaster(DeepModel):
         fc = cfg.forecast
         if fc is None:
             raise ConfigError("forecast: a Forecaster needs the forecast section")
+        selection = None
+        if cfg.model.name == "auto" and not resume:
+            from dlforge.select import select_model
+
+            cfg, selection = select_model(df, cfg, "forecast", source, say)
         torch.manual_seed(cfg.train.seed)
         values, times = _read_series(df, cfg, source)
         split = chronological_split(len(values), fc.window, fc.horizon,
@@ -231,6 +236,8 @@ class Forecaster(DeepModel):
             report["test"] = self._score(self._windows(values, *split["test"]))
         self.metrics_ = {"task": "forecasting", "monitor": monitor,
                          "best_epoch": self.best_epoch_, "epochs_run": len(history), **report}
+        if selection is not None:
+            self.metrics_["model_selection"] = selection
         self.data_report_ = {"source": source, "steps": len(values),
                              "splits": {k: list(v) for k, v in split.items()},
                              "season": season, "columns": self.columns_}
@@ -501,6 +508,7 @@ def cross_validate_series(cfg: RunConfig, k: int, df: pd.DataFrame, source: str 
         model._fit_frame(df.iloc[:cut].reset_index(drop=True), cfg, f"{source} (fold {i})")
         w = model._windows(values, start, stop)
         m = model._score(w)
+        n_params = sum(p.numel() for p in model.model_.parameters())
         row = {key: m[key] for key in ("mae", "rmse", "smape")}
         row.update({f"naive_{key}": m["baseline"][key] for key in ("mae", "rmse")})
         rows.append(row)
@@ -508,6 +516,7 @@ def cross_validate_series(cfg: RunConfig, k: int, df: pd.DataFrame, source: str 
             print(f"cross-validation fold {i}/{k}: " + ", ".join(
                 f"{key} {v:.4f}" for key, v in row.items()), file=sys.stderr, flush=True)
     keys = list(rows[0])
-    return {"k": k, "scheme": "expanding window (time series)", "folds": rows,
+    return {"k": k, "scheme": "expanding window (time series)", "parameters": n_params,
+            "folds": rows,
             "mean": {key: float(np.mean([r[key] for r in rows])) for key in keys},
             "std": {key: float(np.std([r[key] for r in rows], ddof=1)) for key in keys}}

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cv_summary", "metrics_table", "prog"]
+__all__ = ["cv_summary", "leaderboard_table", "metrics_table", "prog"]
 
 
 def prog() -> str:
@@ -86,3 +86,22 @@ def cv_summary(metrics: dict[str, Any]) -> str | None:
         return None
     return f"{cv['k']}-fold cross-validation: " + ", ".join(
         f"{key} {cv['mean'][key]:.4f} ± {cv['std'][key]:.4f}" for key in cv["mean"])
+
+
+def leaderboard_table(metrics: dict[str, Any]):
+    """The model-selection leaderboard of a ``model: auto`` run, best first; None without."""
+    sel = metrics.get("model_selection")
+    if not sel:
+        return None
+    from rich.table import Table
+
+    b = sel["budget"]
+    table = Table(title=f"Model selection: {sel['k']}-fold cross-validation, same budget for "
+                        f"each ({b['epochs']} epochs, batch {b['batch_size']}, lr {b['lr']:g})")
+    for col in ("rank", "model", f"{sel['metric']} (mean ± std)", "parameters", "seconds"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for i, r in enumerate(sel["leaderboard"], start=1):
+        table.add_row(str(i), r["model"] + (" ← kept" if r["model"] == sel["winner"] else ""),
+                      f"{r['mean']:.4f} ± {r['std']:.4f}", f"{r['parameters']:,}",
+                      f"{r['seconds']:.1f}")
+    return table
