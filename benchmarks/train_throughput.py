@@ -33,16 +33,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlforge.config import CleanConfig, TrainConfig, TransformerConfig
+from dlforge.config import (
+    CleanConfig,
+    RunConfig,
+    TextInput,
+    TrainConfig,
+    TransformerConfig,
+    validate_config,
+)
 from dlforge.data.clean import clean_frame
 from dlforge.data.datasets import trump_tweets
 from dlforge.data.features import LabelEncoder, TextTokenizer
-from dlforge.data.loader import make_loader
+from dlforge.data.inputs import TextFeature
+from dlforge.data.loader import FeatureDataset, make_loader
 from dlforge.data.split import stratified_split
 from dlforge.models.registry import build_model
 from dlforge.train.device import autocast, resolve_device
 from dlforge.train.metrics import classification_metrics, probabilities
-from dlforge.train.trainer import Trainer, make_optimizer, make_scheduler, predict_logits
+from dlforge.train.trainer import (
+    Trainer,
+    make_optimizer,
+    make_scheduler,
+    predict_logits,
+    to_device,
+)
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SEED, VOCAB, MAX_LEN, BATCH, LR = 0, 10_000, 128, 64, 5e-4
@@ -143,14 +157,29 @@ class Result:
         return self.n_train * len(steady) / sum(steady)
 
 
-def model_config() -> TransformerConfig:
-    return TransformerConfig(d_model=D_MODEL, heads=HEADS, layers=LAYERS, ffn_dim=FFN,
-                             dropout=DROPOUT)
+def model_config() -> RunConfig:
+    return validate_config({"inputs": [{"name": "text", "max_length": MAX_LEN}],
+                            "output": {"name": "label"},
+                            "model": TransformerConfig(d_model=D_MODEL, heads=HEADS,
+                                                       layers=LAYERS, ffn_dim=FFN,
+                                                       dropout=DROPOUT).model_dump()})
+
+
+def build(data: Data) -> torch.nn.Module:
+    return build_model(model_config(), {"text": {"vocab_size": data.tok.vocab_size,
+                                                 "max_length": MAX_LEN}}, 1)
+
+
+def text_loader(ids: list[np.ndarray], y: np.ndarray | None, batch: int,
+                shuffle: bool) -> torch.utils.data.DataLoader:
+    """dlforge's batches of one text column: length-bucketed, padded per batch."""
+    feats = {"text": TextFeature(TextInput(name="text", max_length=MAX_LEN))}
+    return make_loader(FeatureDataset(feats, {"text": ids}, y), batch, shuffle, SEED)
 
 
 def run_dlforge(data: Data, epochs: int, precision: str, compile: bool = False) -> Result:
     torch.manual_seed(SEED)
-    net = build_model(model_config(), data.tok.vocab_size, MAX_LEN, 1)
+    net = build(data)
     cfg = TrainConfig(epochs=epochs, batch_size=BATCH, lr=LR, precision=precision,
                       patience=None, seed=SEED, compile=compile)
 
@@ -159,8 +188,8 @@ def run_dlforge(data: Data, epochs: int, precision: str, compile: bool = False) 
                                       data.classes, full=False)
 
     trainer = Trainer(net, "binary", cfg, metric_fn, "accuracy", verbose=0)
-    train = make_loader(data.train_ids, data.train_y, BATCH, True, SEED)
-    val = make_loader(data.val_ids, None, max(BATCH, 256), False, SEED)
+    train = text_loader(data.train_ids, data.train_y, BATCH, True)
+    val = text_loader(data.val_ids, None, max(BATCH, 256), False)
     history = trainer.fit(train, val, data.val_y)
     # Last epoch's weights, like the other contenders (fit() itself restores the best epoch).
     return Result(trainer.precision, [r["seconds"] for r in history], len(data.train_ids),
@@ -172,8 +201,8 @@ def run_handwritten(data: Data, epochs: int, precision: str) -> Result:
     """Plain PyTorch: the same model, batches, AdamW + schedule and grad clip; nothing else."""
     device = resolve_device("auto")
     torch.manual_seed(SEED)
-    model = build_model(model_config(), data.tok.vocab_size, MAX_LEN, 1).to(device)
-    train = make_loader(data.train_ids, data.train_y, BATCH, True, SEED)
+    model = build(data).to(device)
+    train = text_loader(data.train_ids, data.train_y, BATCH, True)
     cfg = TrainConfig(epochs=epochs, batch_size=BATCH, lr=LR)
     opt = make_optimizer(model, cfg)  # torch.optim.AdamW, decay on matrices only
     sched = make_scheduler(opt, cfg, epochs * len(train))  # LambdaLR: warm-up, cosine
@@ -184,9 +213,8 @@ def run_handwritten(data: Data, epochs: int, precision: str) -> Result:
         model.train()
         t0 = time.perf_counter()
         for batch in train:
-            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
             with autocast(device, precision):
-                logits = model(ids, mask)
+                logits = model(to_device(batch["inputs"], device))
             loss = F.binary_cross_entropy_with_logits(logits.float()[:, 0],
                                                       batch["labels"].to(device).float())
             opt.zero_grad(set_to_none=True)
@@ -195,7 +223,7 @@ def run_handwritten(data: Data, epochs: int, precision: str) -> Result:
             opt.step()
             sched.step()
         seconds.append(time.perf_counter() - t0)
-    val = make_loader(data.val_ids, None, 256, False, SEED)
+    val = text_loader(data.val_ids, None, 256, False)
     logits = predict_logits(model, val, device, precision)
     acc = float(((logits[:, 0] > 0).astype(np.int64) == data.val_y).mean())
     return Result(precision, seconds, len(data.train_ids), acc, {})

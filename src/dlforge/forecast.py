@@ -481,7 +481,7 @@ def _future_times(col: pd.Series, n_history: int, horizon: int,
     if pd.api.types.is_numeric_dtype(hist):
         step = float(np.median(np.diff(hist.to_numpy(dtype=np.float64))))
         last = float(hist.iloc[-1])
-        return [last + step * (i + 1) for i in range(horizon)]
+        return [round(last + step * (i + 1), 8) for i in range(horizon)]
     times = pd.to_datetime(hist, errors="coerce")
     freq = None
     if len(times) >= 3:
