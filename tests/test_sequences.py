@@ -181,3 +181,15 @@ def test_forecast_bad_inputs(tmp_path, capsys):
     code, err = train(df, "--window", "6", "--model", "mlp")
     assert_user_error(code, err, "'mlp' does not fit sequence inputs",
                       "families that fit sequence inputs: transformer, cnn, rnn")
+
+
+def test_duplicate_rows_compare_whole_arrays():
+    from dlforge.config import CleanConfig
+    from dlforge.data.clean import clean_frame
+
+    a = np.zeros(2000)
+    b = a.copy()
+    b[1000] = 1.0  # differs only in the middle, which repr() would elide
+    df = pd.DataFrame({"s": pd.Series([a, b, a.copy()], dtype=object), "y": ["p", "p", "p"]})
+    out, report = clean_frame(df, [], "y", CleanConfig(), key_cols=["s"])
+    assert report["duplicates_dropped"] == 1 and len(out) == 2

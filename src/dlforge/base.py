@@ -38,9 +38,24 @@ from dlforge.train.metrics import (
 )
 from dlforge.train.trainer import Trainer, loss_fn, predict_logits
 
-__all__ = ["DeepModel", "Target", "encode_labels", "task_name"]
+__all__ = ["TRAIN_PARAMS", "DeepModel", "Target", "encode_labels", "task_name"]
 
 Target = LabelEncoder | NumericTarget
+
+# Estimator arguments shared by every estimator -> the config key each sets.
+TRAIN_PARAMS: dict[str, str] = {
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "weight_decay": "train.weight_decay",
+    "warmup": "train.warmup",
+    "patience": "train.patience",
+    "monitor": "train.monitor",
+    "precision": "train.precision",
+    "device": "train.device",
+    "seed": "train.seed",
+    "validation_split": "data.validation_split",
+}
 CLASSIFICATION_MONITORS = ("loss", "accuracy", "macro_f1", "roc_auc")
 REGRESSION_MONITORS = ("loss", "mae", "rmse", "r2")
 
@@ -98,9 +113,8 @@ class DeepModel(BaseEstimator):
         label_col = cfg.output.name
         torch.manual_seed(cfg.train.seed)
         texts = [i.name for i in cfg.inputs if i.type == "text"]
-        keys = [i.name for i in cfg.inputs if i.type != "image"]
         df, cleaning = clean_frame(df, texts, label_col, cfg.data.clean, source=source,
-                                   key_cols=keys if len(keys) == len(cfg.inputs) else [])
+                                   key_cols=[i.name for i in cfg.inputs])
         say("cleaning: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in cleaning.items()))
 
         # Labels, then the splits (test first, then validation from the rest).

@@ -96,9 +96,8 @@ def clean_frame(
                         "(set data.clean.drop_missing_label: true to drop such rows)")
     out = out[keep]
     if cfg.drop_duplicates and key_cols:
-        cols = {f"c{i}": out[c].map(repr) for i, c in enumerate(key_cols)}
-        cols["label"] = out[label_col].map(lambda v: repr(list(v)) if _is_listlike(v)
-                                           else repr(v))
+        cols = {f"c{i}": out[c].map(_row_key) for i, c in enumerate(key_cols)}
+        cols["label"] = out[label_col].map(_row_key)
         dup = pd.DataFrame(cols).duplicated()
         report["duplicates_dropped"] = int(dup.sum())
         out = out[~dup.to_numpy()]
@@ -110,6 +109,16 @@ def clean_frame(
 
 def _is_listlike(v: Any) -> bool:
     return isinstance(v, list | tuple | np.ndarray)
+
+
+def _row_key(v: Any) -> Any:
+    """A hashable stand-in for a cell: arrays (images, sequences) by their bytes, since their
+    repr elides the middle of long arrays; lists by their full repr."""
+    if isinstance(v, np.ndarray):
+        return (v.dtype.str, v.shape, v.tobytes())
+    if _is_listlike(v):
+        return repr(list(v))
+    return repr(v)
 
 
 def _describe(report: dict[str, int]) -> str:
