@@ -193,3 +193,16 @@ def test_duplicate_rows_compare_whole_arrays():
     df = pd.DataFrame({"s": pd.Series([a, b, a.copy()], dtype=object), "y": ["p", "p", "p"]})
     out, report = clean_frame(df, [], "y", CleanConfig(), key_cols=["s"])
     assert report["duplicates_dropped"] == 1 and len(out) == 2
+
+
+def test_multivariate_forecast_two_targets():
+    rng = np.random.default_rng(0)
+    t = np.arange(120)
+    df = pd.DataFrame({"a": np.sin(t / 4) + rng.normal(0, 0.05, 120),
+                       "b": np.cos(t / 4) + rng.normal(0, 0.05, 120)})
+    fc = Forecaster(window=10, horizon=2, hidden=16, d_model=8, epochs=15, batch_size=16,
+                    lr=5e-3, patience=0, verbose=0, precision="fp32").fit(df, ["a", "b"])
+    assert fc.labels_.n_outputs == 4
+    pred = fc.predict(df)
+    assert list(pred.columns) == ["step", "a", "b"] and len(pred) == 2
+    assert fc.metrics_["validation"]["mae"] < fc.metrics_["validation"]["baseline"]["mae"]
