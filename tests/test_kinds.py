@@ -50,6 +50,8 @@ def test_image_classifier_on_digits_saves_and_loads(digits, tmp_path):
     again = load(tmp_path / "run")
     assert type(again) is ImageClassifier
     assert np.array_equal(again.predict_proba(X[:50]), clf.predict_proba(X[:50]))
+    m = again.evaluate(X[:100], y[:100])
+    assert m["accuracy"] >= 0.85 and len(m["confusion_matrix"]) == 10
     state = again.features_["image"].state()
     assert state["shape"] == [1, 8, 8] and len(state["mean"]) == 1  # fitted on training rows
 
@@ -186,6 +188,8 @@ def test_tabular_classifier_standardises_imputes_and_embeds(tmp_path):
     again = load(tmp_path / "run")
     assert type(again) is TabularClassifier
     assert np.array_equal(again.predict_proba(X), clf.predict_proba(X))
+    m = again.evaluate(X, y)
+    assert m["accuracy"] >= 0.85 and m["baseline"]["strategy"] == "majority class"
     with pytest.raises(DataError, match="column 'debt' is missing"):
         clf.predict(X.drop(columns="debt"))
 
@@ -282,6 +286,9 @@ def test_mixed_text_numeric_category_trains_one_model(tmp_path, capsys):
     assert model.metrics_["validation"]["accuracy"] >= 0.85  # needs both text and price
     code, _, err = run_cli(capsys, "predict", run, "--data", csv, "--out", tmp_path / "p.jsonl")
     assert code == 0, err
+    assert len(pd.read_json(tmp_path / "p.jsonl", lines=True)) == len(df)
+    code, out, err = run_cli(capsys, "evaluate", run, "--data", csv, "--json")
+    assert code == 0 and '"accuracy"' in out, err
     # The same run from Python.
     clf = TabularClassifier(model="cnn", text="review", epochs=2, verbose=0, precision="fp32")
     clf.fit(df.drop(columns="label"), df["label"])

@@ -311,6 +311,11 @@ def test_cli_with_a_pretrained_folder_and_bad_folders(bert_dir, tmp_path, capsys
                            "--freeze-layers", "1", "--head-lr", "1e-3", "--quiet", "--out",
                            tmp_path / "run")
     assert code == 0, err
+    code, _, err = run_cli(capsys, "predict", tmp_path / "run", "--data", csv, "--out",
+                           tmp_path / "p.csv")
+    assert code == 0 and len(pd.read_csv(tmp_path / "p.csv")) == 60, err
+    code, out, err = run_cli(capsys, "evaluate", tmp_path / "run", "--data", csv)
+    assert code == 0 and "accuracy" in out, err
     empty = tmp_path / "empty_model"
     empty.mkdir()
     code, _, err = run_cli(capsys, "train", "--data", csv, "--text", "review", "--label",

@@ -57,6 +57,12 @@ def test_sequences_from_a_table_with_augmentation(tmp_path, capsys):
     ha = pd.read_csv(tmp_path / "a" / "history.csv")["train_loss"]
     hb = pd.read_csv(tmp_path / "b" / "history.csv")["train_loss"]
     assert ha.tolist() == hb.tolist()  # seeded
+    code, _, err = run_cli(capsys, "predict", tmp_path / "a", "--data", csv, "--out",
+                           tmp_path / "p.csv")
+    assert code == 0, err
+    assert set(pd.read_csv(tmp_path / "p.csv")["prediction"]) <= {"fast", "slow"}
+    code, out, err = run_cli(capsys, "evaluate", tmp_path / "a", "--data", csv)
+    assert code == 0 and "majority baseline" in out, err
     df.loc[3, "trace"] = "0.1 0.2 oops 0.4"
     df.to_csv(csv, index=False)
     code, _, err = run_cli(capsys, *args, "--out", tmp_path / "c")
