@@ -293,3 +293,16 @@ def test_mixed_text_numeric_category_trains_one_model(tmp_path, capsys):
     clf = TabularClassifier(model="cnn", text="review", epochs=2, verbose=0, precision="fp32")
     clf.fit(df.drop(columns="label"), df["label"])
     assert [i.type for i in clf.config_.inputs] == ["text", "numeric", "category"]
+
+
+def test_photo_sized_images_get_the_strided_stem():
+    import torch
+
+    from dlforge.config import CNNConfig
+    from dlforge.models.cnn import ImageCNN
+
+    big = ImageCNN(CNNConfig(channels=[8, 16]), 3, 96, 128).eval()
+    small = ImageCNN(CNNConfig(channels=[8, 16]), 3, 32, 32).eval()
+    assert big(torch.randn(2, 3, 96, 128)).shape == (2, 16)
+    assert small(torch.randn(2, 3, 32, 32)).shape == (2, 16)
+    assert isinstance(big.stem[-1], torch.nn.MaxPool2d) and len(small.stem) == 3

@@ -2,7 +2,8 @@
 
 Text and numeric sequences: TextCNN (Kim, 2014): embeddings (or a linear map of numeric steps)
 → parallel 1-D convolutions of several widths → max over time → concatenated.
-Images: a stem convolution, then stages of conv → batch-norm → ReLU blocks (with a residual
+Images: a stem (a 3×3 convolution; for images of 64 pixels and more ResNet's 7×7 stride-2
+convolution and max pool), then stages of conv → batch-norm → ReLU blocks (with a residual
 connection around each block if asked, as in ResNet), each stage after the first halving the
 resolution with a stride-2 convolution, then global average pooling.
 """
@@ -58,8 +59,16 @@ class ImageCNN(nn.Module):
     def __init__(self, cfg: CNNConfig, channels: int, height: int, width: int):
         super().__init__()
         widths = list(cfg.channels)
-        self.stem = nn.Sequential(nn.Conv2d(channels, widths[0], 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(widths[0]), nn.ReLU())
+        if min(height, width) >= 64:
+            # Photographs: ResNet's stem (a 7×7 stride-2 convolution and a 3×3 stride-2 max
+            # pool) brings the image to a quarter of its size before the blocks.
+            self.stem = nn.Sequential(
+                nn.Conv2d(channels, widths[0], 7, stride=2, padding=3, bias=False),
+                nn.BatchNorm2d(widths[0]), nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1))
+            height, width = -(-height // 4), -(-width // 4)
+        else:  # small images (digits, CIFAR): keep every pixel
+            self.stem = nn.Sequential(nn.Conv2d(channels, widths[0], 3, padding=1, bias=False),
+                                      nn.BatchNorm2d(widths[0]), nn.ReLU())
         blocks = []
         c_in = widths[0]
         for s, c_out in enumerate(widths):
