@@ -95,3 +95,33 @@ def test_resume_gives_the_uninterrupted_result(toy_csv, tmp_path):
     assert not partial_dir(out).exists()
     with pytest.raises(RunDirError, match="complete; there is nothing to resume"):
         api.train(None, out, resume=True, verbose=0)
+
+
+@pytest.mark.parametrize("kind", ["table", "forecast"])
+def test_resume_for_other_kinds(kind, tmp_path):
+    from tests.test_kinds import credit_table
+    from tests.test_sequences import seasonal_series
+
+    csv = tmp_path / "d.csv"
+    if kind == "table":
+        credit_table(200).to_csv(csv, index=False)
+        raw = {"inputs": [{"name": "income", "type": "numeric"},
+                          {"name": "debt", "type": "numeric"},
+                          {"name": "purpose", "type": "category"}],
+               "output": {"name": "default"}, "model": {"name": "mlp", "hidden": [8]}}
+    else:
+        seasonal_series(80).to_csv(csv, index=False)
+        raw = {"forecast": {"targets": ["sales"], "time": "month", "window": 12, "horizon": 3},
+               "model": {"name": "rnn", "hidden": 8, "d_model": 8}}
+    cfg = validate_config({**raw, "data": {"path": str(csv)},
+                           "train": {"epochs": 4, "batch_size": 16, "lr": 1e-2, "patience": 0,
+                                     "precision": "fp32"}})
+    whole = api.train(cfg, tmp_path / "whole", verbose=0)
+    out = tmp_path / "interrupted"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        api.train(cfg, out, verbose=0, callbacks=(_CrashAt(3),))
+    resumed = api.train(None, out, resume=True, verbose=0)
+    assert [r["train_loss"] for r in resumed.history_] == [r["train_loss"] for r in
+                                                           whole.history_]
+    again = load(out)
+    assert type(again) is type(whole)
