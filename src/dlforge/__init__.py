@@ -25,6 +25,7 @@ from dlforge.estimators import (  # noqa: E402
 )
 from dlforge.forecast import Forecaster  # noqa: E402
 from dlforge.run import load  # noqa: E402
+from dlforge.tune import tune  # noqa: E402
 
 __all__ = [
     "ConfigError",
@@ -43,4 +44,5 @@ __all__ = [
     "cross_validate",
     "load",
     "load_config",
+    "tune",
 ]

@@ -40,6 +40,7 @@ __all__ = [
     "TextAugment",
     "TextInput",
     "TrainConfig",
+    "TuneConfig",
     "TransformerConfig",
     "apply_overrides",
     "dump_config",
@@ -334,6 +335,71 @@ class TrainConfig(_Strict):
     cv: int | None = Field(None, ge=2)  # also score by k-fold cross-validation (mean ± std)
 
 
+# ----------------------------------------------------------------------------------------- tune
+SPEC_KINDS = ("log_uniform", "uniform", "int", "log_int", "choice")
+TUNE_SETTINGS = ("sampler", "pruner", "seed")
+# Short names for the keys people tune most; any other key by its dotted path (train.lr).
+TUNE_ALIASES = {
+    "lr": "train.lr", "batch_size": "train.batch_size", "epochs": "train.epochs",
+    "weight_decay": "train.weight_decay", "warmup": "train.warmup",
+    "model": "model.name", "d_model": "model.d_model", "heads": "model.heads",
+    "layers": "model.layers", "dropout": "model.dropout", "hidden": "model.hidden",
+    "filters": "model.filters", "cell": "model.cell",
+}
+
+
+class TuneConfig(_Strict):
+    """A search space: ``{key: {log_uniform|uniform|int|log_int: [low, high]} or {choice:
+    [...]}}``, keys by short name (lr, batch_size, epochs, d_model, dropout, model, ...) or
+    dotted path (train.warmup, inputs.0.max_length); plus the sampler, pruner and seed.
+    Written flat in YAML (``tune: {lr: {log_uniform: [1e-5, 1e-2]}, sampler: tpe}``)."""
+
+    space: dict[str, dict[str, list[Any]]] = Field(min_length=1)
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "space" not in data:
+            space = {k: v for k, v in data.items() if k not in TUNE_SETTINGS}
+            data = {**{k: v for k, v in data.items() if k in TUNE_SETTINGS}, "space": space}
+        if isinstance(data, dict) and not data.get("space"):
+            raise ValueError("tune: the search space is empty; add at least one key, e.g. "
+                             "lr: {log_uniform: [1e-5, 1e-2]}")
+        return data
+
+    @model_validator(mode="after")
+    def _specs(self) -> TuneConfig:
+        for name, spec in self.space.items():
+            if len(spec) != 1 or next(iter(spec)) not in SPEC_KINDS:
+                raise ValueError(f"tune.{name}: expected one of {', '.join(SPEC_KINDS)} with its "
+                                 f"values, e.g. {{log_uniform: [1e-5, 1e-2]}} or {{choice: [32, "
+                                 f"64]}}; got {spec!r}")
+            kind, values = next(iter(spec.items()))
+            if kind == "choice":
+                if not values:
+                    raise ValueError(f"tune.{name}: choice needs at least one value")
+                continue
+            if len(values) != 2 or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                           for v in values) or values[0] >= values[1]:
+                raise ValueError(f"tune.{name}: {kind} needs [low, high] numbers with low < high, "
+                                 f"got {values!r}")
+            if kind in ("int", "log_int") and not all(float(v).is_integer() for v in values):
+                raise ValueError(f"tune.{name}: {kind} needs whole-number bounds, got {values!r}")
+            if kind.startswith("log") and values[0] <= 0:
+                raise ValueError(f"tune.{name}: {kind} needs a positive low bound, got "
+                                 f"{values[0]}")
+        if self.sampler == "grid" and any(next(iter(s)) != "choice" for s in self.space.values()):
+            raise ValueError("tune.sampler: grid search needs every key as a choice: [...]")
+        return self
+
+    def paths(self) -> dict[str, str]:
+        """Each searched key's dotted config path."""
+        return {name: TUNE_ALIASES.get(name, name) for name in self.space}
+
+
 # ------------------------------------------------------------------------------------------ run
 class RunConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
@@ -342,6 +408,7 @@ class RunConfig(_Strict):
     forecast: ForecastConfig | None = None  # a forecasting run (then no inputs/output)
     model: ModelConfig = Field(default_factory=TransformerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    tune: TuneConfig | None = None  # a search space for dlforge tune
 
     @property
     def text(self) -> TextInput:
@@ -402,6 +469,8 @@ def _loc_to_path(loc: tuple[Any, ...]) -> str:
             continue
         if i > 0 and isinstance(loc[i - 1], int) and item in INPUT_KINDS:
             continue
+        if i > 0 and loc[i - 1] == "tune" and item == "space":
+            continue
         if item in ("function-after", "function-before"):
             continue
         parts.append(("." if parts else "") + str(item))
@@ -430,6 +499,8 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
         elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict):
             msg += f" (got {e['input']!r})"
         msg = msg.removeprefix("Value error, ")
+        if msg.startswith((f"{path}.", f"{path}:")):  # the message names the key itself
+            path = "<root>"
         lines.append(f"{source}: {msg}" if path == "<root>" else f"{source}: {path}: {msg}")
     return "; ".join(lines)
 

@@ -24,12 +24,14 @@ __all__ = ["baseline_metrics", "classification_metrics", "majority_label",
 
 def probabilities(kind: str, logits: np.ndarray) -> np.ndarray:
     """Logits to probabilities: (N, 2) for binary, (N, C) softmax or per-class sigmoid."""
+    from scipy.special import expit  # the logistic function without overflow warnings
+
     logits = logits.astype(np.float64)
     if kind == "binary":
-        p1 = 1.0 / (1.0 + np.exp(-logits[:, 0]))
+        p1 = expit(logits[:, 0])
         return np.stack([1.0 - p1, p1], axis=1)
     if kind == "multilabel":
-        return 1.0 / (1.0 + np.exp(-logits))
+        return expit(logits)
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)

@@ -1,0 +1,442 @@
+"""An Optuna study over the run config's search space, on one machine or many.
+
+Each trial samples the ``tune:`` keys into a copy of the config (define-by-run: a key the
+sampled model family does not have, such as ``heads`` for the CNN, is not sampled), trains it
+exactly as ``dlforge train`` would, and reports the monitored validation metric after every
+epoch so the pruner (median or Hyperband) can stop hopeless trials early. The objective is
+that metric at the best epoch, in its direction (accuracy up, loss or MAE down).
+
+Storage is an SQLite file in the study folder by default; any SQLAlchemy URL (PostgreSQL) lets
+many workers, on many machines, share one study: each runs the same command. The trial budget
+is exact across workers: a trial takes a place only if fewer than N trials (finished, running or
+failed by an error) were created before it; a place taken by a worker that died is freed when
+its heartbeat goes stale, so a killed study, restarted, still completes N trials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import multiprocessing
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dlforge._atomic import atomic_file
+from dlforge.config import RunConfig, apply_overrides, config_to_dict, dump_config, validate_config
+from dlforge.errors import ConfigError, DataError, DlforgeError
+from dlforge.train.callbacks import Callback
+
+__all__ = ["TuneResult", "sample_config", "tune"]
+
+HEARTBEAT_S = 5  # a running trial records a heartbeat this often ...
+GRACE = 3  # ... and is failed as stale after GRACE missed heartbeats (its worker died)
+
+
+@dataclass
+class TuneResult:
+    study_name: str
+    storage: str
+    folder: Path
+    monitor: str
+    direction: str
+    trials: pd.DataFrame
+    best_value: float | None
+    best_params: dict[str, Any]
+    best_run: Path | None
+
+
+# ---------------------------------------------------------------------------- search space
+def _probe(spec: dict[str, list[Any]]) -> Any:
+    kind, values = next(iter(spec.items()))
+    if kind in ("int", "log_int"):
+        return int(values[0])
+    return values[0]
+
+
+def _applies(base: dict[str, Any], overrides: dict[str, Any], path: str, value: Any) -> bool:
+    """Whether ``path`` is a key of the config ``base`` + ``overrides`` (for its family)."""
+    try:
+        validate_config(apply_overrides(base, {**overrides, path: value}))
+    except ConfigError as err:
+        return "unknown key" not in str(err)
+    return True
+
+
+def _ordered(cfg: RunConfig) -> list[tuple[str, str, dict[str, list[Any]]]]:
+    """(name, dotted path, spec), the model family first (other keys depend on it)."""
+    assert cfg.tune is not None
+    paths = cfg.tune.paths()
+    items = [(name, paths[name], spec) for name, spec in cfg.tune.space.items()]
+    return sorted(items, key=lambda t: t[1] != "model.name")
+
+
+def _base(cfg: RunConfig) -> dict[str, Any]:
+    base = config_to_dict(cfg)
+    base.pop("tune", None)
+    return base
+
+
+def check_space(cfg: RunConfig) -> None:
+    """ConfigError naming a searched key that is no config key for any searched family."""
+    base = _base(cfg)
+    families = [{}]
+    for _, path, spec in _ordered(cfg):
+        if path == "model.name":
+            families = [{"model.name": v} for v in spec.get("choice", [])]
+            continue
+        if not any(_applies(base, fam, path, _probe(spec)) for fam in families):
+            searched = " or the searched families" if len(families) > 1 else ""
+            raise ConfigError(f"tune.{_name(cfg, path)}: {path!r} is not a key of this run's "
+                              f"config (model {base['model']['name']!r}{searched}); use a short "
+                              "name (lr, batch_size, epochs, d_model, heads, layers, dropout, "
+                              "hidden, model) or a dotted path such as train.warmup")
+
+
+def _name(cfg: RunConfig, path: str) -> str:
+    assert cfg.tune is not None
+    return next(n for n, p in cfg.tune.paths().items() if p == path)
+
+
+def sample_config(trial: Any, cfg: RunConfig) -> tuple[RunConfig, dict[str, Any]]:
+    """The trial's config: each searched key sampled (if the sampled family has it)."""
+    base = _base(cfg)
+    overrides: dict[str, Any] = {}
+    for name, path, spec in _ordered(cfg):
+        if path != "model.name" and not _applies(base, overrides, path, _probe(spec)):
+            continue
+        kind, values = next(iter(spec.items()))
+        if kind == "choice":
+            value = trial.suggest_categorical(name, values)
+        elif kind in ("int", "log_int"):
+            value = trial.suggest_int(name, int(values[0]), int(values[1]),
+                                      log=kind == "log_int")
+        else:
+            value = trial.suggest_float(name, float(values[0]), float(values[1]),
+                                        log=kind == "log_uniform")
+        overrides[path] = value
+    return (validate_config(apply_overrides(base, overrides), source=f"trial {trial.number}"),
+            overrides)
+
+
+# ---------------------------------------------------------------------------- the study
+def _sampler(cfg: RunConfig, worker: int | None = None) -> Any:
+    """The configured sampler. A lone worker uses ``tune.seed`` (a reproducible study); workers
+    sharing a study mix in their index and machine, so they do not propose the same
+    configurations in lockstep."""
+    import socket
+    import zlib
+
+    import optuna
+
+    t = cfg.tune
+    assert t is not None
+    seed = t.seed if worker is None else zlib.crc32(
+        f"{t.seed}/{socket.gethostname()}/{worker}".encode())
+    if t.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if t.sampler == "grid":
+        return optuna.samplers.GridSampler({n: s["choice"] for n, s in t.space.items()},
+                                           seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _pruner(cfg: RunConfig) -> Any:
+    import optuna
+
+    t = cfg.tune
+    assert t is not None
+    if t.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.train.epochs)
+    if t.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
+    return optuna.pruners.NopPruner()
+
+
+def _storage(url: str, heartbeat: int) -> Any:
+    import warnings
+
+    import optuna
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the heartbeat is marked experimental
+            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat,
+                                              grace_period=GRACE * heartbeat)
+    except Exception as err:  # sqlalchemy/psycopg raise many kinds for a bad URL or server
+        raise ConfigError(f"--storage: cannot open {_redact(url)}: {_first_line(err)}") from None
+
+
+def _redact(url: str) -> str:
+    """The URL without its password."""
+    head, sep, tail = url.partition("@")
+    if not sep or "://" not in head:
+        return url
+    scheme, _, cred = head.partition("://")
+    user = cred.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{tail}"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+class _Prune(Callback):
+    """Report the monitored validation metric after every epoch; stop a hopeless trial."""
+
+    def __init__(self, trial: Any, monitor: str):
+        self.trial, self.monitor = trial, monitor
+
+    def on_epoch_end(self, trainer: Any, row: dict[str, Any]) -> None:
+        import optuna
+
+        value = row.get(f"val_{self.monitor}")
+        if value is None:
+            return
+        self.trial.report(float(value), row["epoch"])
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {row['epoch']}")
+
+
+def _counts_for_budget(t: Any) -> bool:
+    """Trials that hold a place in the budget: all but skipped ones and stale failures (a
+    worker that died; they carry no error of ours)."""
+    from optuna.trial import TrialState
+
+    if t.user_attrs.get("skipped"):
+        return False
+    return not (t.state == TrialState.FAIL and "error" not in t.user_attrs)
+
+
+def _objective(study: Any, cfg: RunConfig, df: pd.DataFrame, n_trials: int, monitor: str,
+               kind: str) -> Callable[[Any], float]:
+    import optuna
+
+    from dlforge.api import estimator_for
+
+    def objective(trial: Any) -> float:
+        before = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number]
+        if sum(_counts_for_budget(t) for t in before) >= n_trials:
+            trial.set_user_attr("skipped", True)  # the budget is spent: stop this worker
+            study.stop()
+            raise optuna.TrialPruned("trial budget reached")
+        try:
+            trial_cfg, overrides = sample_config(trial, cfg)
+            trial.set_user_attr("overrides", overrides)
+            model = estimator_for(trial_cfg, kind)(config=trial_cfg, verbose=0)
+            model._fit_frame(df, trial_cfg, source=str(cfg.data.path),
+                             callbacks=[_Prune(trial, monitor)])
+        except optuna.TrialPruned:
+            raise
+        except Exception as err:  # recorded as a failed trial; the study goes on
+            trial.set_user_attr("error", f"{type(err).__name__}: {_first_line(err)}")
+            raise
+        value = model.metrics_["validation"].get(monitor)
+        if value is None:
+            raise DataError(f"validation has no {monitor!r} metric")
+        return float(value)
+
+    return objective
+
+
+def _progress(n_trials: int, monitor: str, say: Callable[[str], None]) -> Callable[..., None]:
+    from optuna.trial import TrialState
+
+    def report(study: Any, trial: Any) -> None:
+        if trial.user_attrs.get("skipped"):
+            return
+        trials = [t for t in study.get_trials(deepcopy=False) if _counts_for_budget(t)]
+        done = [t for t in trials if t.state.is_finished()]
+        pruned = sum(t.state == TrialState.PRUNED for t in done)
+        failed = sum(t.state == TrialState.FAIL for t in done)
+        what = {TrialState.COMPLETE: f"{monitor} {trial.value:.4f}" if trial.value is not None
+                else "complete",
+                TrialState.PRUNED: "pruned",
+                TrialState.FAIL: f"failed ({trial.user_attrs.get('error', '?')})"}.get(
+            trial.state, trial.state.name.lower())
+        best = ""
+        with contextlib.suppress(ValueError):
+            best = f"; best {study.best_value:.4f} (trial {study.best_trial.number})"
+        params = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+        say(f"trial {trial.number}: {what} [{params}]; {len(done)}/{n_trials} done, "
+            f"{pruned} pruned, {failed} failed{best}")
+
+    return report
+
+
+def _short(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def _work(cfg_data: dict[str, Any], storage_url: str, study_name: str, n_trials: int,
+          timeout: float | None, monitor: str, kind: str, heartbeat: int, verbose: int,
+          worker: int | None = None) -> None:
+    """One worker: run trials of the shared study until the budget (or timeout) is spent."""
+    import optuna
+
+    from dlforge.api import read_data
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cfg = validate_config(cfg_data)
+    storage = _storage(storage_url, heartbeat)
+    study = optuna.load_study(study_name=study_name, storage=storage,
+                              sampler=_sampler(cfg, worker), pruner=_pruner(cfg))
+    df = read_data(cfg)
+    say = (lambda s: print(s, file=sys.stderr, flush=True)) if verbose else (lambda s: None)
+    study.optimize(_objective(study, cfg, df, n_trials, monitor, kind), timeout=timeout,
+                   catch=(Exception,), callbacks=[_progress(n_trials, monitor, say)])
+
+
+def _worker_main(*args: Any) -> None:
+    try:
+        _work(*args)
+    except DlforgeError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def tune(config: RunConfig, out: str | Path, *, trials: int, timeout: float | None = None,
+         storage: str | None = None, study: str | None = None, workers: int = 1,
+         best_run: bool = True, heartbeat: int = HEARTBEAT_S, verbose: int = 1) -> TuneResult:
+    """Run (or resume) the study over ``config.tune`` with ``trials`` trials in all, write the
+    study folder ``out`` (``trials.csv``, ``plots/``, ``best/`` run directory) and return the
+    results. ``workers`` > 1 runs that many local worker processes against the one study;
+    other machines join by running the same command with the same ``storage`` URL."""
+    import optuna
+
+    from dlforge.api import output_kind, read_data
+    from dlforge.base import resolve_monitor
+    from dlforge.train.metrics import monitor_mode
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if trials < 1:
+        raise ConfigError(f"--trials: must be at least 1, got {trials}")
+    if workers < 1:
+        raise ConfigError(f"--workers: must be at least 1, got {workers}")
+    if config.tune is None:
+        raise ConfigError("tune: the config has no search space; add a tune: section, e.g. "
+                          "tune: {lr: {log_uniform: [1e-5, 1e-2]}}")
+    if config.data.path is None:
+        raise DataError("data.path: no data file given; use --data FILE or data.path")
+    check_space(config)
+    out = Path(out)
+    df = read_data(config)
+    kind = output_kind(config, df, str(config.data.path))
+    monitor = "mae" if kind == "forecast" and config.train.monitor == "auto" else (
+        config.train.monitor if kind == "forecast" else resolve_monitor(config.train.monitor,
+                                                                        kind))
+    direction = "minimize" if monitor_mode(monitor) == "min" or monitor == "smape" else "maximize"
+    out.mkdir(parents=True, exist_ok=True)
+    url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    name = study or out.name
+    rdb = _storage(url, heartbeat)
+    try:
+        optuna.create_study(storage=rdb, study_name=name, direction=direction,
+                            load_if_exists=True)
+    except Exception as err:
+        raise ConfigError(f"--storage: cannot use {_redact(url)}: {_first_line(err)}") from None
+    existing = optuna.load_study(study_name=name, storage=rdb)
+    if existing.direction.name.lower() != direction:
+        raise ConfigError(f"--study {name}: that study {existing.direction.name.lower()}s, but "
+                          f"this run's metric {monitor!r} should be {direction}d")
+    dump_config(config, out / "config.yaml")
+    say = (lambda s: print(s, file=sys.stderr, flush=True)) if verbose else (lambda s: None)
+    say(f"study {name!r} in {_redact(url)}: {trials} trials, {workers} worker(s), objective "
+        f"val {monitor} ({direction}), sampler {config.tune.sampler}, pruner "
+        f"{config.tune.pruner}")
+    args = (config_to_dict(config), url, name, trials, timeout, monitor, kind, heartbeat,
+            verbose)
+    t0 = time.perf_counter()
+    if workers == 1:
+        _work(*args, None if storage is None else 0)
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        procs = [ctx.Process(target=_worker_main, args=(*args, i)) for i in range(workers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        bad = [p.exitcode for p in procs if p.exitcode]
+        if bad:
+            raise DlforgeError(f"{len(bad)} of {workers} tuning workers failed (exit codes "
+                               f"{bad}); see their messages above")
+    return _summarise(config, out, url, name, heartbeat, monitor, direction, best_run,
+                      time.perf_counter() - t0, say)
+
+
+def _summarise(cfg: RunConfig, out: Path, url: str, name: str, heartbeat: int, monitor: str,
+               direction: str, best_run: bool, seconds: float,
+               say: Callable[[str], None]) -> TuneResult:
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.load_study(study_name=name, storage=_storage(url, heartbeat))
+    trials = [t for t in study.get_trials() if _counts_for_budget(t)]
+    rows = []
+    for t in trials:
+        value = t.value if t.state == TrialState.COMPLETE else None
+        row = {"trial": t.number, "state": t.state.name.lower(), monitor: value,
+               **{f"param_{k}": v for k, v in t.params.items()},
+               "epochs_reported": len(t.intermediate_values),
+               "seconds": (t.duration.total_seconds() if t.duration else None),
+               "error": t.user_attrs.get("error", "")}
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    with atomic_file(out / "trials.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    _plots(study, out / "plots", say)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best_value, best_params, best_dir = None, {}, None
+    if complete:
+        best = (min if direction == "minimize" else max)(complete, key=lambda t: t.value)
+        best_value, best_params = best.value, dict(best.params)
+        say(f"best: trial {best.number}, val {monitor} {best.value:.4f} "
+            f"({', '.join(f'{k}={_short(v)}' for k, v in best.params.items())}); "
+            f"{len(trials)} trials in {seconds:.0f} s")
+        if best_run:
+            from dlforge.api import train
+
+            best_cfg = validate_config(apply_overrides(
+                {k: v for k, v in config_to_dict(cfg).items() if k != "tune"},
+                copy.deepcopy(best.user_attrs.get("overrides", {}))))
+            best_dir = out / "best"
+            say(f"training the best configuration into {best_dir}")
+            train(best_cfg, best_dir, overwrite=True, verbose=0)
+    else:
+        say("no trial completed; nothing to keep")
+    return TuneResult(name, _redact(url), out, monitor, direction, table, best_value,
+                      best_params, best_dir)
+
+
+def _plots(study: Any, folder: Path, say: Callable[[str], None]) -> None:
+    """Optimisation history, parameter importances and parallel coordinates (PNG)."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for fname, plot in (("history.png", ovm.plot_optimization_history),
+                        ("importances.png", ovm.plot_param_importances),
+                        ("parallel_coordinate.png", ovm.plot_parallel_coordinate)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # optuna marks these plots experimental
+                ax = plot(study)
+            fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+            fig.set_size_inches(9, 5)
+            fig.tight_layout()
+            with atomic_file(folder / fname) as tmp:
+                fig.savefig(tmp, format="png", dpi=110)
+            plt.close(fig)
+        except Exception as err:  # e.g. importances need 2+ completed trials
+            say(f"plot {fname} skipped: {_first_line(err)}")
