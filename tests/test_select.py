@@ -71,7 +71,7 @@ def test_selection_bad_options(toy_csv, tmp_path, capsys):
     code, _, err = run_cli(capsys, "compare", "--data", toy_csv, "--model", "cnn",
                            "--out", tmp_path / "r")
     assert_user_error(code, err, "compare chooses the model itself")
-    texts = ["good film", "bad film"] * 10
+    texts = [f"{w} film {i}" for i, w in enumerate(["good", "bad"] * 10)]
     with pytest.raises(ConfigError, match="model.metric: 'rmse' does not score a binary"):
         TextClassifier(config=validate_config({
             "inputs": [{"name": "text"}], "output": {"name": "label"},

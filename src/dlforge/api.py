@@ -137,8 +137,11 @@ def train(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
                    callbacks=callbacks)
     if cv_report is not None:
         clf.metrics_["cross_validation"] = cv_report
-    save_run(clf, out, checkpoints=work / "checkpoints")
-    shutil.rmtree(work, ignore_errors=True)
+    from dlforge.train.distributed import is_main_process
+
+    if is_main_process():  # under torchrun, one process writes the run
+        save_run(clf, out, checkpoints=work / "checkpoints")
+        shutil.rmtree(work, ignore_errors=True)
     return clf
 
 
@@ -173,7 +176,8 @@ def cross_validate(cfg: RunConfig, k: int, *, frame: pd.DataFrame | None = None,
 
         return cross_validate_series(cfg, k, frame, source, verbose)
     texts = [i.name for i in cfg.inputs if i.type == "text"]
-    df, _ = clean_frame(frame, texts, cfg.output.name, cfg.data.clean, source=source)
+    df, _ = clean_frame(frame, texts, cfg.output.name, cfg.data.clean, source=source,
+                        key_cols=[i.name for i in cfg.inputs])
     target, _, strata = encode_labels(df, cfg, source)
     try:
         folds = kfold(strata, k, cfg.data.seed)

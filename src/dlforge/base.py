@@ -27,6 +27,7 @@ from dlforge.data.split import stratified_split
 from dlforge.errors import ConfigError, DataError, NotFittedError
 from dlforge.models.registry import build_model
 from dlforge.train.callbacks import Callback
+from dlforge.train.distributed import is_main_process
 from dlforge.train.metrics import (
     baseline_metrics,
     classification_metrics,
@@ -104,12 +105,6 @@ class DeepModel(BaseEstimator):
                    log: Callable[[str], None] | None = None) -> DeepModel:
         log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         say = log if self.verbose else (lambda s: None)
-        selection = None
-        if cfg.model.name == "auto" and not resume:
-            from dlforge.api import output_kind
-            from dlforge.select import select_model
-
-            cfg, selection = select_model(df, cfg, output_kind(cfg, df, source), source, say)
         label_col = cfg.output.name
         torch.manual_seed(cfg.train.seed)
         texts = [i.name for i in cfg.inputs if i.type == "text"]
@@ -129,6 +124,17 @@ class DeepModel(BaseEstimator):
         train_idx, val_idx = idx[tr], idx[va]
         if len(train_idx) < 2:
             raise DataError(f"{source}: only {len(df)} usable rows; too few to train on")
+        if isinstance(target, NumericTarget) and not (saved and saved.exists()):
+            # The output's scaling, like every fitted statistic, comes from the training rows.
+            target = NumericTarget.fit(df[label_col].iloc[train_idx].tolist(), source)
+            y = target.encode(df[label_col].tolist(), source=source)
+        selection = None
+        if cfg.model.name == "auto" and not resume:
+            # Model selection cross-validates on the rows outside the test split only.
+            from dlforge.select import select_model
+
+            cfg, selection = select_model(df.iloc[idx].reset_index(drop=True), cfg,
+                                          target.kind, source, say)
 
         # Each input: load, fit on the training split only, encode.
         resumed = resume and workdir is not None and (workdir / "features.json").exists()
@@ -142,7 +148,7 @@ class DeepModel(BaseEstimator):
         say(f"data: {len(train_idx)} train, {len(val_idx)} validation, {len(test_idx)} test rows;"
             f" {_describe_target(target)}; inputs " + ", ".join(
                 f"{n} ({f.kind})" for n, f in features.items()))
-        if workdir is not None:
+        if workdir is not None and is_main_process():
             workdir.mkdir(parents=True, exist_ok=True)
             dump_config(cfg, workdir / "config.yaml")
             save_features(features, workdir)

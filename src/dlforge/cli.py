@@ -6,6 +6,7 @@ Every user error (DlforgeError, a bad flag) is one line on stderr and exit code 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -80,6 +81,7 @@ TRAIN_FLAGS: dict[str, str] = {
     "window": "forecast.window",
     "horizon": "forecast.horizon",
     "season": "forecast.season",
+    "accumulate": "train.accumulate",
     "folds": "model.cv",
     "families": "model.families",
 }
@@ -166,7 +168,9 @@ def _resolve_flags(values: dict[str, Any], inputs: list[dict[str, Any]],
         if key.startswith("forecast.") and not forecast:
             raise ConfigError(f"--{k.replace('_', '-')}: only for forecasting (--forecast "
                               "COLUMN)")
-        for slot in ("<text>", "<image>", "<series>"):
+        if k == "max_length" and "<text>" not in where and "<sequence>" in where:
+            key = key.replace("<text>", "<sequence>")  # a run of numeric sequences
+        for slot in ("<text>", "<image>", "<series>", "<sequence>"):
             if slot in key:
                 if slot not in where:
                     what = "sequence or forecast" if slot == "<series>" else slot.strip("<>")
@@ -289,6 +293,11 @@ def train(
         help="Training only, sequences: scale by N(1, s^2).")] = None,
     augment_slice: Annotated[float | None, typer.Option(
         help="Training only, sequences: crop up to this fraction, stretch back.")] = None,
+    nproc: Annotated[int | None, typer.Option(
+        help="Train with N data-parallel processes on this machine (torchrun, DDP: gloo on "
+             "CPU, NCCL on GPU); --batch-size stays the global batch.")] = None,
+    accumulate: Annotated[int | None, typer.Option(
+        help="Micro-batches per optimizer step (gradient accumulation).")] = None,
     folds: Annotated[int | None, typer.Option(
         help="Model selection (--model auto): cross-validation folds (default 3).")] = None,
     families: Annotated[str | None, typer.Option(
@@ -303,6 +312,8 @@ def train(
     from dlforge import api
     from dlforge.config import apply_overrides, load_config, validate_config
 
+    if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
+        _launch_distributed(nproc)  # re-runs this command under torchrun, then exits
     values = dict(locals())
     values["channels"] = _int_list("channels", channels)
     values["hidden"] = _int_list("hidden", hidden)
@@ -363,7 +374,31 @@ def train(
     _report_trained(clf, out)
 
 
+def _launch_distributed(nproc: int) -> None:
+    """Run the same train command in ``nproc`` processes with PyTorch's torchrun."""
+    import subprocess
+
+    args, skip = [], False
+    for a in _ARGV:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        args.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "dlforge.cli", *args]
+    raise typer.Exit(subprocess.run(cmd).returncode)
+
+
 def _report_trained(clf: Any, out: Path) -> None:
+    from dlforge.train.distributed import is_main_process
+
+    if not is_main_process():
+        return
     from rich.console import Console
 
     console = Console()
@@ -556,8 +591,13 @@ def quickstart(
 
 
 # ----------------------------------------------------------------------------------- main
+_ARGV: list[str] = []
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code (usage errors and user errors: 2)."""
+    global _ARGV
+    _ARGV = [str(a) for a in (argv if argv is not None else sys.argv[1:])]
     try:
         app(args=argv, standalone_mode=True)  # typer reports bad flags itself, exit code 2
     except SystemExit as e:

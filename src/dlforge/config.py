@@ -209,6 +209,11 @@ class ForecastConfig(_Strict):
         if dup:
             raise ValueError(f"column {dup[0]!r} is listed twice (targets, covariates, "
                              "exogenous and time must be different columns)")
+        for name in ("scaling", "slice"):
+            if getattr(self.augment, name):
+                raise ValueError(f"forecast.augment.{name}: would change the window but not the "
+                                 "steps that follow it, so the target no longer fits; for "
+                                 "forecasting use augment.jitter")
         return self
 
 
@@ -230,6 +235,7 @@ class TransformerConfig(_Strict):
     ffn_dim: int | None = Field(None, ge=1)  # None: 4 x d_model
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     attention_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # > 0 disables the fused CPU kernel
+    checkpointing: bool = False  # recompute block activations in backward: less memory
     head_hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -317,15 +323,16 @@ ModelConfig = Annotated[TransformerConfig | CNNConfig | RNNConfig | MLPConfig
 # ---------------------------------------------------------------------------------------- train
 class TrainConfig(_Strict):
     epochs: int = Field(5, ge=1)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1)  # global: split across processes under torchrun
+    accumulate: int = Field(1, ge=1)  # micro-batches per optimizer step (gradient accumulation)
     lr: float = Field(5e-4, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
     warmup: float = Field(0.1, ge=0.0, lt=1.0)  # fraction of all steps spent warming up
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     grad_clip: float | None = Field(1.0, ge=0.0)  # 0 or None: no clipping
     patience: int | None = Field(3, ge=0)  # early stopping; 0 or None: every epoch
-    monitor: Literal["auto", "loss", "accuracy", "macro_f1", "roc_auc", "mae", "rmse", "r2"] = (
-        "auto")
+    monitor: Literal["auto", "loss", "accuracy", "macro_f1", "roc_auc", "mae", "rmse", "r2",
+                     "smape"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     seed: int = 0

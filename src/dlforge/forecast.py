@@ -47,6 +47,7 @@ from dlforge.errors import ConfigError, DataError
 from dlforge.models.mlp import MLP
 from dlforge.models.registry import MODELS, FusionModel, NumericPassthrough
 from dlforge.train.callbacks import Callback
+from dlforge.train.distributed import is_main_process
 from dlforge.train.trainer import Trainer, loss_fn, predict_logits
 
 __all__ = ["ForecastTarget", "Forecaster", "cross_validate_series"]
@@ -182,22 +183,30 @@ class Forecaster(DeepModel):
         fc = cfg.forecast
         if fc is None:
             raise ConfigError("forecast: a Forecaster needs the forecast section")
-        selection = None
-        if cfg.model.name == "auto" and not resume:
-            from dlforge.select import select_model
-
-            cfg, selection = select_model(df, cfg, "forecast", source, say)
-        torch.manual_seed(cfg.train.seed)
+        monitor = "mae" if cfg.train.monitor == "auto" else cfg.train.monitor
+        if monitor not in FORECAST_MONITORS:
+            raise ConfigError(f"train.monitor: {monitor!r} does not apply to forecasting; use "
+                              f"one of {', '.join(FORECAST_MONITORS)}")
         values, times = _read_series(df, cfg, source)
         split = chronological_split(len(values), fc.window, fc.horizon,
                                     cfg.data.validation_split, cfg.data.test_split)
+        selection = None
+        if cfg.model.name == "auto" and not resume:
+            # Model selection cross-validates on the steps before the test targets only.
+            from dlforge.select import select_model
+
+            cfg, selection = select_model(df.iloc[: split["test"][0]].reset_index(drop=True),
+                                          cfg, "forecast", source, say)
+            fc = cfg.forecast
+            assert fc is not None
+        torch.manual_seed(cfg.train.seed)
         scaler = SeriesScaler().fit(values[: split["train"][1]])
         season = fc.season or guess_season(times, default=1)
         self._setup(cfg, scaler, season)
         say(f"data: {len(values)} steps of {', '.join(self.columns_)}; windows of {fc.window} "
             f"→ {fc.horizon} ahead; target steps: train {_span(split['train'])}, validation "
             f"{_span(split['validation'])}, test {_span(split['test'])}; season {season}")
-        if workdir is not None:
+        if workdir is not None and is_main_process():
             from dlforge.config import dump_config
 
             workdir.mkdir(parents=True, exist_ok=True)
@@ -211,11 +220,6 @@ class Forecaster(DeepModel):
         train_loader = make_loader(self._dataset(train, aug), bs, True, seed, bucket=False)
         val_loader = make_loader(self._dataset(val), max(bs, 256), False, seed, bucket=False)
         net = self._build()
-        monitor = cfg.train.monitor
-        monitor = "mae" if monitor == "auto" else monitor
-        if monitor not in FORECAST_MONITORS:
-            raise ConfigError(f"train.monitor: {monitor!r} does not apply to forecasting; use "
-                              f"one of {', '.join(FORECAST_MONITORS)}")
 
         def metric_fn(targets: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
             return forecast_metrics(val["truth"], self._decode(outputs, val))
@@ -453,7 +457,7 @@ def _as_series_frame(data: Any, targets: str | Sequence[str] | None
     arr = np.asarray(data)
     if arr.ndim != 1:
         raise DataError(f"data: expected a DataFrame or a 1-D series, got shape {arr.shape}")
-    name = targets if isinstance(targets, str) else "y"
+    name = targets if isinstance(targets, str) else (list(targets)[0] if targets else "y")
     return pd.DataFrame({name: arr}), [name]
 
 

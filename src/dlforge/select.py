@@ -41,8 +41,9 @@ def _metric(cfg: RunConfig, output_kind: str) -> str:
     default = {"forecast": "mae", "numeric": "rmse"}.get(output_kind, "accuracy")
     metric = default if chosen == "auto" else chosen
     regression = ("mae", "rmse", "r2")
-    fits = {"forecast": ("mae", "rmse", "smape"), "numeric": regression}.get(
-        output_kind, ("accuracy", "macro_f1", "roc_auc"))
+    fits = {"forecast": ("mae", "rmse", "smape"), "numeric": regression,
+            "binary": ("accuracy", "macro_f1", "roc_auc")}.get(output_kind,
+                                                                 ("accuracy", "macro_f1"))
     if metric not in fits:
         raise ConfigError(f"model.metric: {metric!r} does not score a {output_kind} output; use "
                           f"one of {', '.join(fits)}")

@@ -8,6 +8,8 @@ Evaluation and prediction never see it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 __all__ = ["SeriesAugmenter", "TokenAugmenter"]
@@ -16,25 +18,31 @@ __all__ = ["SeriesAugmenter", "TokenAugmenter"]
 class TokenAugmenter:
     """Perturb a sequence of token ids: delete each token with probability ``delete``, swap
     ``swap × length`` random pairs of positions, replace each token by ``mask_id`` with
-    probability ``mask``. A sequence never becomes empty.
+    probability ``mask``. A sequence never becomes empty. Tokens in ``protect`` (a pretrained
+    tokenizer's [CLS], [SEP] ...) are never touched.
 
     Deterministic: the random stream is seeded by ``(seed, epoch)``; call :meth:`set_epoch` at
     the start of each epoch (the trainer does), so a resumed run sees the same augmentations.
     """
 
     def __init__(self, delete: float = 0.0, swap: float = 0.0, mask: float = 0.0,
-                 mask_id: int = 4, seed: int = 0):
+                 mask_id: int = 4, seed: int = 0, protect: Sequence[int] = ()):
         for name, rate in (("delete", delete), ("swap", swap), ("mask", mask)):
             if not 0.0 <= rate < 1.0:
                 raise ValueError(f"augment.{name} must be in [0, 1), got {rate}")
         self.delete, self.swap, self.mask = delete, swap, mask
         self.mask_id = mask_id
         self.seed = seed
+        self.protect = np.asarray(sorted(set(protect)), dtype=np.int64)
         self.set_epoch(0)
 
     @property
     def active(self) -> bool:
         return bool(self.delete or self.swap or self.mask)
+
+    def _free(self, ids: np.ndarray) -> np.ndarray:
+        """Positions the augmentation may touch: all but protected (special) tokens."""
+        return ~np.isin(ids, self.protect) if len(self.protect) else np.ones(len(ids), bool)
 
     def set_epoch(self, epoch: int) -> None:
         self.rng = np.random.default_rng([self.seed, epoch, 0xA06])
@@ -42,18 +50,21 @@ class TokenAugmenter:
     def __call__(self, ids: np.ndarray) -> np.ndarray:
         rng = self.rng
         out = ids
-        if self.delete and len(out) > 1:
-            keep = rng.random(len(out)) >= self.delete
-            if not keep.any():
-                keep[rng.integers(len(out))] = True
+        free = self._free(out)
+        if self.delete and free.sum() > 1:
+            keep = (rng.random(len(out)) >= self.delete) | ~free
+            if not keep[free].any():
+                keep[np.flatnonzero(free)[rng.integers(free.sum())]] = True
             out = out[keep]
-        if self.swap and len(out) > 1:
+            free = self._free(out)
+        if self.swap and free.sum() > 1:
             out = out.copy()
-            for _ in range(rng.binomial(len(out), self.swap)):
-                i, j = rng.integers(len(out), size=2)
+            pos = np.flatnonzero(free)
+            for _ in range(rng.binomial(len(pos), self.swap)):
+                i, j = pos[rng.integers(len(pos), size=2)]
                 out[i], out[j] = out[j], out[i]
         if self.mask:
-            hit = rng.random(len(out)) < self.mask
+            hit = (rng.random(len(out)) < self.mask) & free
             if hit.any():
                 out = np.where(hit, self.mask_id, out)
         return out

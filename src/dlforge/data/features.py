@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from dlforge._atomic import atomic_file
 from dlforge.data.clean import is_missing
 from dlforge.errors import DataError
 
@@ -102,7 +103,9 @@ class LabelEncoder:
         return {"kind": self.kind, "classes": self.classes}
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False),
+                           encoding="utf-8")
 
     @classmethod
     def load(cls, path: Path) -> LabelEncoder:
@@ -137,7 +140,8 @@ class NumericTarget:
         return {"kind": self.kind, "mean": self.mean, "std": self.std}
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
 
 
 def _numbers(values: Sequence[Any], source: str) -> np.ndarray:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dlforge._atomic import atomic_file
 from dlforge.config import (
     CategoryInput,
     ImageInput,
@@ -167,7 +168,8 @@ class PretrainedTextFeature(TextFeature):
         if a.mask and mask_id is None:
             raise DataError(f"{self.model_path}: the tokenizer has no mask token; set "
                             f"inputs[].augment.mask to 0")
-        aug = TokenAugmenter(a.delete, a.swap, a.mask, mask_id=mask_id or 0, seed=seed)
+        aug = TokenAugmenter(a.delete, a.swap, a.mask, mask_id=mask_id or 0, seed=seed,
+                             protect=self.tokenizer.tokenizer.all_special_ids)
         return aug if aug.active else None
 
     def spec(self) -> dict[str, Any]:
@@ -220,6 +222,11 @@ class ImageFeature(Feature):
         if self.shape is not None and list(arr.shape[1:]) != self.shape:
             raise DataError(f"{source}: images are {tuple(arr.shape[1:])} (C, H, W) but the "
                             f"model was trained on {tuple(self.shape)}")
+        if self.shape is not None and (arr.dtype == np.uint8) != (self.scale != 1.0):
+            trained = "8-bit (0-255)" if self.scale != 1.0 else "floating-point"
+            given = "8-bit (0-255)" if arr.dtype == np.uint8 else "floating-point"
+            raise DataError(f"{source}: {given} images, but the model was trained on {trained} "
+                            "images; convert them to the same kind")
         return arr
 
     def fit(self, loaded: np.ndarray, source: str) -> None:
@@ -416,6 +423,24 @@ class NumericFeature(Feature):
 
 
 # --------------------------------------------------------------------------------- category
+def category_key(v: Any) -> str:
+    """One spelling per category, however the file was read: a whole number is the same
+    category as an int (2), a float (2.0, which pandas makes of an int column with a gap) or
+    a string ("2", "2.0")."""
+    if isinstance(v, bool | np.bool_):
+        return str(bool(v))
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    if isinstance(v, float | np.floating):
+        return str(int(v)) if float(v).is_integer() else repr(float(v))
+    text = str(v).strip()
+    try:
+        f = float(text)
+    except ValueError:
+        return text
+    return str(int(f)) if f.is_integer() and "e" not in text.lower() else text
+
+
 class CategoryFeature(Feature):
     """A categorical value: id 1.. for each value seen at least ``min_count`` times in the
     training split, id 0 for unseen or missing values."""
@@ -424,7 +449,7 @@ class CategoryFeature(Feature):
     cfg: CategoryInput
 
     def load(self, values: Sequence[Any], source: str) -> list[str | None]:
-        return [None if is_missing(v) or v == "" else str(v) for v in values]
+        return [None if is_missing(v) or v == "" else category_key(v) for v in values]
 
     def fit(self, loaded: list[str | None], source: str) -> None:
         counts = Counter(v for v in loaded if v is not None)
@@ -472,8 +497,8 @@ def save_features(features: dict[str, Feature], folder: Path) -> list[str]:
     state = {name: {"type": f.kind, **f.state()} for name, f in features.items()}
     for f in features.values():
         files.extend(f.save_files(folder))
-    (folder / FEATURES_FILE).write_text(json.dumps(state, indent=2, ensure_ascii=False),
-                                        encoding="utf-8")
+    with atomic_file(folder / FEATURES_FILE) as tmp:
+        tmp.write_text(json.dumps(state, indent=2, ensure_ascii=False), encoding="utf-8")
     return files
 
 

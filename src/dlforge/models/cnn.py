@@ -28,7 +28,11 @@ class SequenceCNN(nn.Module):
         self.out_dim = self.convs.out_dim
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.convs(self.embed(x), attention_mask)  # (B, F * kernels)
+        # Padded steps are zero vectors, like the [PAD] embedding (a linear map of numeric
+        # steps would give its bias there), so a short sequence's output never depends on
+        # its batch.
+        h = self.embed(x).masked_fill(~attention_mask.unsqueeze(-1), 0.0)
+        return self.convs(h, attention_mask)  # (B, F * kernels)
 
 
 class ConvBlock(nn.Module):
@@ -75,7 +79,8 @@ class ImageCNN(nn.Module):
             for b in range(cfg.blocks):
                 # Halve the resolution at the start of each stage after the first, while the
                 # image is still larger than 1 pixel.
-                stride = 2 if s > 0 and b == 0 and min(height, width) >> s > 0 else 1
+                # (never below 2x2: batch-norm needs more than one value per channel)
+                stride = 2 if s > 0 and b == 0 and min(height, width) >> s >= 2 else 1
                 blocks.append(ConvBlock(c_in, c_out, stride, cfg.residual))
                 c_in = c_out
         self.blocks = nn.Sequential(*blocks)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from dlforge.config import TransformerConfig
 from dlforge.models.layers import TransformerBlock, init_weights, masked_mean
@@ -28,10 +29,16 @@ class TransformerEncoder(nn.Module):
             for _ in range(cfg.layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.out_dim = cfg.d_model
+        self.checkpointing = cfg.checkpointing
         init_weights(self)
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         x = self.embed(x)  # (B, T, C)
         for block in self.blocks:
-            x = block(x, attention_mask)  # (B, T, C)
+            if self.checkpointing and self.training and torch.is_grad_enabled():
+                # Activation checkpointing: keep only the block's input; recompute its
+                # activations in the backward pass (the RNG state is replayed for dropout).
+                x = checkpoint(block, x, attention_mask, use_reentrant=False)
+            else:
+                x = block(x, attention_mask)  # (B, T, C)
         return masked_mean(self.ln_f(x), attention_mask)  # (B, C)

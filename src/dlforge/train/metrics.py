@@ -103,7 +103,7 @@ def baseline_metrics(kind: str, majority: np.ndarray, y_eval: np.ndarray,
 
 
 def monitor_mode(metric: str) -> str:
-    return "min" if metric in ("loss", "mae", "rmse") else "max"
+    return "min" if metric in ("loss", "mae", "rmse", "smape") else "max"
 
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:

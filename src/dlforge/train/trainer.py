@@ -6,6 +6,7 @@ Go deeper in steps: ``fit()`` for everyone; subclass and override ``train_step()
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import sys
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader
 from dlforge.config import TrainConfig
 from dlforge.train.callbacks import Callback, EarlyStopping, Progress
 from dlforge.train.device import autocast, resolve_device, resolve_precision
+from dlforge.train.distributed import ShardedBatchSampler, all_reduce_sum, setup_distributed
 from dlforge.train.metrics import monitor_mode
 
 __all__ = ["Trainer", "loss_fn", "make_optimizer", "make_scheduler", "predict_logits",
@@ -108,7 +110,7 @@ class Trainer:
         self.cfg = cfg
         self.head_lr = head_lr
         self.kind = kind
-        self.device = resolve_device(cfg.device)
+        self.rank, self.world, self.device = setup_distributed(resolve_device(cfg.device))
         self.precision = resolve_precision(cfg.precision, self.device)
         self.model = model.to(self.device)
         self.metric_fn = metric_fn
@@ -116,15 +118,23 @@ class Trainer:
         self.mode = monitor_mode(monitor)
         self.callbacks = list(callbacks)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-        self.verbose = verbose
+        self.verbose = verbose if self.rank == 0 else 0  # one voice for all the processes
         self._log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         self.should_stop = False
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best_score": None,
                                       "best_epoch": 0, "bad_epochs": 0, "history": []}
-        self._forward = model
+        self._forward: nn.Module = self.model
+        if self.world > 1:  # gradients averaged over the processes at each optimizer step
+            from torch.nn.parallel import DistributedDataParallel
+
+            self._forward = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda"
+                else None)
+        self._predict = self.model
         if cfg.compile:
-            self._forward = torch.compile(model, dynamic=True)
+            self._forward = torch.compile(self._forward, dynamic=True)
+            self._predict = torch.compile(self.model, dynamic=True)
 
     def log(self, msg: str) -> None:
         if self.verbose:
@@ -134,21 +144,29 @@ class Trainer:
     def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return loss_fn(self.kind, logits, labels)
 
-    def train_step(self, batch: dict[str, Any]) -> float:
+    def train_step(self, batch: dict[str, Any], step_optimizer: bool = True,
+                   scale: float = 1.0) -> float:
+        """Forward and backward on one (micro-)batch, the loss multiplied by ``scale``; then,
+        if ``step_optimizer``, clip and take the optimizer and scheduler step."""
         batch = to_device(batch, self.device)
-        with autocast(self.device, self.precision):
-            logits = self._forward(batch["inputs"])
-        loss = self.compute_loss(logits, batch["labels"])
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.grad_clip:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
+        sync = contextlib.nullcontext()
+        if self.world > 1 and not step_optimizer and hasattr(self._forward, "no_sync"):
+            sync = self._forward.no_sync()  # accumulate locally; all-reduce on the last one
+        with sync:
+            with autocast(self.device, self.precision):
+                logits = self._forward(batch["inputs"])
+            loss = self.compute_loss(logits, batch["labels"])
+            (loss * scale).backward()
+        if step_optimizer:
+            if self.cfg.grad_clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 
     def predict_logits(self, loader: DataLoader) -> np.ndarray:
-        return predict_logits(self._forward, loader, self.device, self.precision)
+        return predict_logits(self._predict, loader, self.device, self.precision)
 
     def evaluate(self, loader: DataLoader, targets: np.ndarray) -> dict[str, Any]:
         logits = self.predict_logits(loader)
@@ -159,12 +177,20 @@ class Trainer:
     def fit(self, train_loader: DataLoader, val_loader: DataLoader, val_targets: np.ndarray,
             resume: bool = False) -> list[dict[str, Any]]:
         cfg = self.cfg
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed + self.rank)  # dropout streams differ between processes
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
+        if self.world > 1:  # each process takes its slice of every global batch
+            train_loader = DataLoader(
+                train_loader.dataset, collate_fn=train_loader.collate_fn,
+                batch_sampler=ShardedBatchSampler(train_loader.batch_sampler, self.rank,
+                                                  self.world))
         steps_per_epoch = len(train_loader)
+        acc = cfg.accumulate
+        updates_per_epoch = math.ceil(steps_per_epoch / acc)
         self.optimizer = make_optimizer(self.model, cfg, self.head_lr)
-        self.scheduler = make_scheduler(self.optimizer, cfg, cfg.epochs * steps_per_epoch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler = make_scheduler(self.optimizer, cfg, cfg.epochs * updates_per_epoch)
         if resume:
             self.load_checkpoint()
         callbacks = list(self.callbacks)
@@ -188,12 +214,21 @@ class Trainer:
             t0, seen, loss_sum = time.perf_counter(), 0, 0.0
             for step, batch in enumerate(train_loader, start=1):
                 n = len(batch["labels"])
-                loss = self.train_step(batch)
+                group = (step - 1) // acc  # the optimizer step this micro-batch belongs to
+                in_group = min(acc, steps_per_epoch - group * acc)
+                last = step == min(steps_per_epoch, (group + 1) * acc)
+                scale = 1.0 / in_group
+                if isinstance(sampler, ShardedBatchSampler):
+                    mine, total = sampler.share(step - 1)
+                    n = mine
+                    scale *= mine * self.world / max(total, 1)
+                loss = self.train_step(batch, step_optimizer=last, scale=scale)
                 seen += n
                 loss_sum += loss * n
                 self.state["step"] += 1
                 for cb in callbacks:
                     cb.on_batch_end(self, step, loss, n)
+            loss_sum, seen = all_reduce_sum([loss_sum, float(seen)], self.device)
             elapsed = time.perf_counter() - t0
             val = self.evaluate(val_loader, val_targets)
             row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
@@ -206,7 +241,7 @@ class Trainer:
             for cb in callbacks:
                 cb.on_epoch_end(self, row)
             self.state["stopped"] = self.should_stop
-            if self.checkpoint_dir is not None:
+            if self.checkpoint_dir is not None and self.rank == 0:
                 self.save_checkpoint()
         for cb in callbacks:
             cb.on_train_end(self)
@@ -222,9 +257,11 @@ class Trainer:
         if better:
             self.state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
             self.best_weights = copy.deepcopy(self.model.state_dict())
-            if self.checkpoint_dir is not None:
+            if self.checkpoint_dir is not None and self.rank == 0:
                 self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-                save_file(_contiguous(self.best_weights), self.checkpoint_dir / "best.safetensors")
+                tmp = self.checkpoint_dir / ".best.safetensors.tmp"
+                save_file(_contiguous(self.best_weights), tmp)
+                tmp.replace(self.checkpoint_dir / "best.safetensors")
         else:
             self.state["bad_epochs"] += 1
 
