@@ -245,27 +245,59 @@ def _objective(study: Any, cfg: RunConfig, df: pd.DataFrame, n_trials: int, moni
     return objective
 
 
-def _progress(n_trials: int, monitor: str, say: Callable[[str], None]) -> Callable[..., None]:
+def _tally(study: Any) -> tuple[int, int, int, str]:
+    """(finished, pruned, failed, best) over the trials that count for the budget."""
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False)
+            if _counts_for_budget(t) and t.state.is_finished()]
+    best = ""
+    with contextlib.suppress(ValueError):
+        best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
+    return (len(done), sum(t.state == TrialState.PRUNED for t in done),
+            sum(t.state == TrialState.FAIL for t in done), best)
+
+
+class _Bar:
+    """A rich progress bar of the study on a terminal: trials done, pruned, failed, best."""
+
+    def __init__(self, n_trials: int, monitor: str):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.monitor = monitor
+        self.progress = Progress(TextColumn("tuning"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.description}"), transient=False)
+        self.task = self.progress.add_task("", total=n_trials)
+        self.progress.start()
+
+    def update(self, study: Any) -> None:
+        done, pruned, failed, best = _tally(study)
+        self.progress.update(self.task, completed=done,
+                             description=f"{pruned} pruned, {failed} failed; {best}")
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def _progress(n_trials: int, monitor: str, say: Callable[[str], None],
+              bar: _Bar | None = None) -> Callable[..., None]:
     from optuna.trial import TrialState
 
     def report(study: Any, trial: Any) -> None:
         if trial.user_attrs.get("skipped"):
             return
-        trials = [t for t in study.get_trials(deepcopy=False) if _counts_for_budget(t)]
-        done = [t for t in trials if t.state.is_finished()]
-        pruned = sum(t.state == TrialState.PRUNED for t in done)
-        failed = sum(t.state == TrialState.FAIL for t in done)
+        if bar is not None:
+            bar.update(study)
+            return
+        done, pruned, failed, best = _tally(study)
         what = {TrialState.COMPLETE: f"{monitor} {trial.value:.4f}" if trial.value is not None
                 else "complete",
                 TrialState.PRUNED: "pruned",
                 TrialState.FAIL: f"failed ({trial.user_attrs.get('error', '?')})"}.get(
             trial.state, trial.state.name.lower())
-        best = ""
-        with contextlib.suppress(ValueError):
-            best = f"; best {study.best_value:.4f} (trial {study.best_trial.number})"
         params = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
-        say(f"trial {trial.number}: {what} [{params}]; {len(done)}/{n_trials} done, "
-            f"{pruned} pruned, {failed} failed{best}")
+        say(f"trial {trial.number}: {what} [{params}]; {done}/{n_trials} done, "
+            f"{pruned} pruned, {failed} failed{'; ' + best if best else ''}")
 
     return report
 
@@ -289,8 +321,13 @@ def _work(cfg_data: dict[str, Any], storage_url: str, study_name: str, n_trials:
                               sampler=_sampler(cfg, worker), pruner=_pruner(cfg))
     df = read_data(cfg)
     say = (lambda s: print(s, file=sys.stderr, flush=True)) if verbose else (lambda s: None)
-    study.optimize(_objective(study, cfg, df, n_trials, monitor, kind), timeout=timeout,
-                   catch=(Exception,), callbacks=[_progress(n_trials, monitor, say)])
+    bar = _Bar(n_trials, monitor) if verbose and worker is None and sys.stderr.isatty() else None
+    try:
+        study.optimize(_objective(study, cfg, df, n_trials, monitor, kind), timeout=timeout,
+                       catch=(Exception,), callbacks=[_progress(n_trials, monitor, say, bar)])
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _worker_main(*args: Any) -> None:
@@ -357,11 +394,22 @@ def tune(config: RunConfig, out: str | Path, *, trials: int, timeout: float | No
         _work(*args, None if storage is None else 0)
     else:
         ctx = multiprocessing.get_context("spawn")
+        bar = _Bar(trials, monitor) if verbose and sys.stderr.isatty() else None
+        if bar is not None:  # the workers stay quiet; this process shows the study
+            args = (*args[:-1], 0)
         procs = [ctx.Process(target=_worker_main, args=(*args, i)) for i in range(workers)]
         for p in procs:
             p.start()
-        for p in procs:
-            p.join()
+        try:
+            while bar is not None and any(p.is_alive() for p in procs):
+                bar.update(optuna.load_study(study_name=name, storage=rdb))
+                time.sleep(1.0)
+        finally:
+            for p in procs:
+                p.join()
+            if bar is not None:
+                bar.update(optuna.load_study(study_name=name, storage=rdb))
+                bar.close()
         bad = [p.exitcode for p in procs if p.exitcode]
         if bad:
             raise DlforgeError(f"{len(bad)} of {workers} tuning workers failed (exit codes "
