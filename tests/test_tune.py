@@ -143,3 +143,25 @@ def test_bad_inputs(toy_csv, tmp_path, capsys):
     plain.write_text(yaml.safe_dump(raw))
     code, _, err = run_cli(capsys, "tune", plain, "--trials", "2", "--out", tmp_path / "s2")
     assert_user_error(code, err, "tune: the config has no search space")
+
+
+def test_refit_trains_on_train_and_validation(toy_csv, tmp_path):
+    from dlforge import load
+
+    cfg = validate_config(tune_config(toy_csv, SPACE, epochs=3))
+    result = tune(cfg, tmp_path / "study", trials=2, refit=True, verbose=0)
+    best = load(result.best_run)
+    assert best.config_.data.validation_split == 0.0
+    assert best.data_report_["splits"]["validation"] == 0
+    assert "validation" not in best.metrics_ and len(best.history_) <= 3
+
+
+def test_no_validation_split_trains_every_row(toy_csv, tmp_path):
+    from dlforge import api
+
+    cfg = validate_config({**tune_config(toy_csv, SPACE), "tune": None,
+                           "data": {"path": str(toy_csv), "validation_split": 0.0,
+                                    "test_split": 0.2}})
+    clf = api.train(cfg, tmp_path / "run", verbose=0)
+    assert clf.data_report_["splits"]["validation"] == 0 and "test" in clf.metrics_
+    assert clf.best_epoch_ == 3 and (tmp_path / "run" / "plots" / "curves.png").is_file()

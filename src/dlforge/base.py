@@ -120,8 +120,11 @@ class DeepModel(BaseEstimator):
         test_idx = np.array([], dtype=np.int64)
         if cfg.data.test_split > 0:
             idx, test_idx = stratified_split(strata, cfg.data.test_split, cfg.data.seed)
-        tr, va = stratified_split(strata[idx], cfg.data.validation_split, cfg.data.seed)
-        train_idx, val_idx = idx[tr], idx[va]
+        if cfg.data.validation_split > 0:
+            tr, va = stratified_split(strata[idx], cfg.data.validation_split, cfg.data.seed)
+            train_idx, val_idx = idx[tr], idx[va]
+        else:  # no validation rows: train on all of them (e.g. a final refit)
+            train_idx, val_idx = idx, np.array([], dtype=np.int64)
         if len(train_idx) < 2:
             raise DataError(f"{source}: only {len(df)} usable rows; too few to train on")
         if isinstance(target, NumericTarget) and not (saved and saved.exists()):
@@ -159,9 +162,9 @@ class DeepModel(BaseEstimator):
                       if (a := f.make_augmenter(seed)) is not None}
         train_set = FeatureDataset(features, take_columns(encoded, train_idx), y[train_idx],
                                    augmenters)
-        val_set = FeatureDataset(features, take_columns(encoded, val_idx))
         train_loader = make_loader(train_set, bs, True, seed, bucket)
-        val_loader = make_loader(val_set, max(bs, 256), False, seed, bucket)
+        val_loader = (make_loader(FeatureDataset(features, take_columns(encoded, val_idx)),
+                                  max(bs, 256), False, seed, bucket) if len(val_idx) else None)
 
         net = build_model(cfg, {n: f.spec() for n, f in features.items()}, target.n_outputs)
         monitor = resolve_monitor(cfg.train.monitor, target.kind)
@@ -179,7 +182,8 @@ class DeepModel(BaseEstimator):
                           head_lr=getattr(cfg.model, "head_lr", None))
         say(f"model: {cfg.model.name}, {sum(p.numel() for p in net.parameters()):,} parameters;"
             f" device {trainer.device}, precision {trainer.precision}")
-        history = trainer.fit(train_loader, val_loader, y[val_idx], resume=resume)
+        history = trainer.fit(train_loader, val_loader, y[val_idx] if len(val_idx) else None,
+                              resume=resume)
 
         # The fitted state (scikit-learn style: attributes ending in _).
         self.config_ = cfg
@@ -194,7 +198,10 @@ class DeepModel(BaseEstimator):
         self.best_epoch_ = trainer.state["best_epoch"]
         y_train = y[train_idx]
         self.baseline_ = fit_baseline(target, y_train)
-        report = {"validation": self._metrics(self._logits_encoded(encoded, val_idx), y[val_idx])}
+        report = {}
+        if len(val_idx):
+            report["validation"] = self._metrics(self._logits_encoded(encoded, val_idx),
+                                                 y[val_idx])
         if len(test_idx):
             report["test"] = self._metrics(self._logits_encoded(encoded, test_idx), y[test_idx])
         self.metrics_ = {

@@ -457,6 +457,8 @@ def tune(
     study: Annotated[str | None, typer.Option(help="Study name (default: --out's name).")] = None,
     workers: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
     best: Annotated[bool, typer.Option(help="Train the best configuration into OUT/best.")] = True,
+    refit: Annotated[bool, typer.Option(
+        help="Train OUT/best on the training and validation rows together.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Search the config's tune: space with Optuna (TPE, random or grid; median or Hyperband
@@ -471,7 +473,7 @@ def tune(
         if beside.exists() and not Path(cfg.data.path).exists():
             cfg.data.path = str(beside)
     result = run_tune(cfg, out, trials=trials, timeout=timeout, storage=storage, study=study,
-                      workers=workers, best_run=best, verbose=0 if quiet else 1)
+                      workers=workers, best_run=best, refit=refit, verbose=0 if quiet else 1)
     table = result.trials
     shown = table.drop(columns=[c for c in ("error",) if c in table and not table[c].any()])
     typer.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

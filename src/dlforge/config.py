@@ -83,7 +83,8 @@ class CleanConfig(_Strict):
 class DataConfig(_Strict):
     path: str | None = None  # CSV, TSV, JSONL or Parquet; None when data comes from Python
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
-    validation_split: float = Field(0.1, gt=0.0, lt=1.0)
+    # 0: no validation rows (train the configured epochs on everything, keep the last weights)
+    validation_split: float = Field(0.1, ge=0.0, lt=1.0)
     test_split: float = Field(0.0, ge=0.0, lt=1.0)  # held out, scored once after training
     seed: int = 0
     clean: CleanConfig = Field(default_factory=CleanConfig)

@@ -218,7 +218,9 @@ class Forecaster(DeepModel):
         bs, seed = cfg.train.batch_size, cfg.train.seed
         aug = self.features_["window"].make_augmenter(seed)
         train_loader = make_loader(self._dataset(train, aug), bs, True, seed, bucket=False)
-        val_loader = make_loader(self._dataset(val), max(bs, 256), False, seed, bucket=False)
+        has_val = len(val["x"]) > 0  # validation_split 0: train on every window (a refit)
+        val_loader = (make_loader(self._dataset(val), max(bs, 256), False, seed, bucket=False)
+                      if has_val else None)
         net = self._build()
 
         def metric_fn(targets: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
@@ -229,13 +231,14 @@ class Forecaster(DeepModel):
                           verbose=self.verbose, log=log)
         say(f"model: {cfg.model.name}, {sum(p.numel() for p in net.parameters()):,} parameters;"
             f" device {trainer.device}, precision {trainer.precision}")
-        history = trainer.fit(train_loader, val_loader, val["y"], resume=resume)
+        history = trainer.fit(train_loader, val_loader, val["y"] if has_val else None,
+                              resume=resume)
         self.model_ = trainer.model.eval()
         self.device_ = trainer.device
         self.precision_ = trainer.precision
         self.history_ = history
         self.best_epoch_ = trainer.state["best_epoch"]
-        report = {"validation": self._score(val)}
+        report = {"validation": self._score(val)} if has_val else {}
         if split["test"][1] > split["test"][0]:
             report["test"] = self._score(self._windows(values, *split["test"]))
         self.metrics_ = {"task": "forecasting", "monitor": monitor,

@@ -99,10 +99,12 @@ def save_run(clf: DeepModel, path: Path, checkpoints: Path | None = None) -> Pat
         (tmp / "plots").mkdir()
         if clf.history_:
             plot_history(clf.history_, clf.metrics_["monitor"], tmp / "plots" / "curves.png")
-        cm = clf.metrics_["validation"].get("confusion_matrix")
+        scored = clf.metrics_.get("validation") or clf.metrics_.get("test") or {}
+        cm = scored.get("confusion_matrix")
         if cm is not None:
+            split = "validation" if clf.metrics_.get("validation") else "test"
             plot_confusion(cm, clf.labels_.classes, tmp / "plots" / "confusion_matrix.png",
-                           "Confusion matrix (validation)")
+                           f"Confusion matrix ({split})")
         if checkpoints is not None and checkpoints.is_dir():
             shutil.copytree(checkpoints, tmp / "checkpoints")
         files = sorted(p for p in tmp.rglob("*") if p.is_file())

@@ -139,7 +139,8 @@ def plot_history(rows: list[dict[str, Any]], metric: str, path: Path) -> None:
     epochs = [r["epoch"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     a.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
-    a.plot(epochs, [r["val_loss"] for r in rows], "o-", label="validation")
+    if all("val_loss" in r for r in rows):
+        a.plot(epochs, [r["val_loss"] for r in rows], "o-", label="validation")
     a.set(xlabel="epoch", ylabel="loss", title="Loss")
     a.legend()
     key = f"val_{metric}"

@@ -174,8 +174,10 @@ class Trainer:
         return {"loss": loss, **self.metric_fn(targets, logits)}
 
     # ------------------------------------------------------------------ the loop
-    def fit(self, train_loader: DataLoader, val_loader: DataLoader, val_targets: np.ndarray,
-            resume: bool = False) -> list[dict[str, Any]]:
+    def fit(self, train_loader: DataLoader, val_loader: DataLoader | None,
+            val_targets: np.ndarray | None, resume: bool = False) -> list[dict[str, Any]]:
+        """Train for ``cfg.epochs`` (or until early stopping). Without a validation loader
+        every epoch trains, nothing is monitored and the last weights are kept."""
         cfg = self.cfg
         torch.manual_seed(cfg.seed + self.rank)  # dropout streams differ between processes
         if cfg.num_threads:
@@ -194,7 +196,7 @@ class Trainer:
         if resume:
             self.load_checkpoint()
         callbacks = list(self.callbacks)
-        if cfg.patience:
+        if cfg.patience and val_loader is not None:
             callbacks.append(EarlyStopping(cfg.patience))
         if self.verbose:
             callbacks.append(Progress(cfg.epochs, steps_per_epoch))
@@ -230,12 +232,16 @@ class Trainer:
                     cb.on_batch_end(self, step, loss, n)
             loss_sum, seen = all_reduce_sum([loss_sum, float(seen)], self.device)
             elapsed = time.perf_counter() - t0
-            val = self.evaluate(val_loader, val_targets)
+            val = ({} if val_loader is None or val_targets is None
+                   else self.evaluate(val_loader, val_targets))
             row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
                    **{f"val_{k}": v for k, v in val.items() if not isinstance(v, dict | list)},
                    "lr": self.scheduler.get_last_lr()[0], "seconds": elapsed,
                    "samples_per_s": seen / max(elapsed, 1e-9)}
-            self._track_best(epoch, row[f"val_{self.monitor}"])
+            if val:
+                self._track_best(epoch, row[f"val_{self.monitor}"])
+            else:
+                self.state["best_epoch"] = epoch  # nothing to compare: the last epoch
             self.state["epoch"] = epoch
             self.state["history"].append(row)
             for cb in callbacks:

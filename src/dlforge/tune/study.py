@@ -340,11 +340,14 @@ def _worker_main(*args: Any) -> None:
 
 def tune(config: RunConfig, out: str | Path, *, trials: int, timeout: float | None = None,
          storage: str | None = None, study: str | None = None, workers: int = 1,
-         best_run: bool = True, heartbeat: int = HEARTBEAT_S, verbose: int = 1) -> TuneResult:
+         best_run: bool = True, refit: bool = False, heartbeat: int = HEARTBEAT_S,
+         verbose: int = 1) -> TuneResult:
     """Run (or resume) the study over ``config.tune`` with ``trials`` trials in all, write the
     study folder ``out`` (``trials.csv``, ``plots/``, ``best/`` run directory) and return the
     results. ``workers`` > 1 runs that many local worker processes against the one study;
-    other machines join by running the same command with the same ``storage`` URL."""
+    other machines join by running the same command with the same ``storage`` URL. With
+    ``refit`` the best run is trained on the training and validation rows together, for the
+    number of epochs at which the best trial peaked."""
     import optuna
 
     from dlforge.api import output_kind, read_data
@@ -415,11 +418,11 @@ def tune(config: RunConfig, out: str | Path, *, trials: int, timeout: float | No
             raise DlforgeError(f"{len(bad)} of {workers} tuning workers failed (exit codes "
                                f"{bad}); see their messages above")
     return _summarise(config, out, url, name, heartbeat, monitor, direction, best_run,
-                      time.perf_counter() - t0, say)
+                      refit, time.perf_counter() - t0, say)
 
 
 def _summarise(cfg: RunConfig, out: Path, url: str, name: str, heartbeat: int, monitor: str,
-               direction: str, best_run: bool, seconds: float,
+               direction: str, best_run: bool, refit: bool, seconds: float,
                say: Callable[[str], None]) -> TuneResult:
     import optuna
     from optuna.trial import TrialState
@@ -450,11 +453,18 @@ def _summarise(cfg: RunConfig, out: Path, url: str, name: str, heartbeat: int, m
         if best_run:
             from dlforge.api import train
 
+            overrides = copy.deepcopy(best.user_attrs.get("overrides", {}))
+            if refit:  # train + validation rows, as many epochs as the best trial needed
+                steps = best.intermediate_values
+                pick = min if direction == "minimize" else max
+                epochs = pick(steps, key=lambda e: steps[e]) if steps else cfg.train.epochs
+                overrides.update({"data.validation_split": 0.0, "train.epochs": int(epochs),
+                                  "train.patience": 0})
             best_cfg = validate_config(apply_overrides(
-                {k: v for k, v in config_to_dict(cfg).items() if k != "tune"},
-                copy.deepcopy(best.user_attrs.get("overrides", {}))))
+                {k: v for k, v in config_to_dict(cfg).items() if k != "tune"}, overrides))
             best_dir = out / "best"
-            say(f"training the best configuration into {best_dir}")
+            say(f"training the best configuration into {best_dir}"
+                + (" on the training and validation rows" if refit else ""))
             train(best_cfg, best_dir, overwrite=True, verbose=0)
     else:
         say("no trial completed; nothing to keep")
