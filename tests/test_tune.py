@@ -103,11 +103,15 @@ def test_killed_study_restarts_to_n_trials(toy_csv, tmp_path):
 
     while time.time() < deadline:  # kill it once a trial has finished
         time.sleep(0.3)
-        if db.exists():
+        if not db.exists():
+            continue
+        try:
             with sqlite3.connect(db) as con:
                 n = con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()
-            if n and n[0] >= 1:
-                break
+        except sqlite3.OperationalError:  # the study's tables are still being created
+            continue
+        if n and n[0] >= 1:
+            break
     proc.kill()
     proc.wait()
     assert not (out / "trials.csv").exists()
