@@ -277,6 +277,7 @@ def test_mixed_text_numeric_category_trains_one_model(tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", "--data", csv, "--text", "review", "--numeric",
                            "price", "--category", "shop", "--label", "label", "--model", "cnn",
                            "--vocab-size", "300", "--max-length", "16", "--epochs", "25",
+                           "--d-model", "16", "--head-hidden", "32", "--dropout", "0.1",
                            "--lr", "3e-3", "--batch-size", "32", "--precision", "fp32",
                            "--patience", "0", "--quiet", "--out", run)
     assert code == 0, err

@@ -115,9 +115,10 @@ def test_killed_study_restarts_to_n_trials(toy_csv, tmp_path):
     proc.kill()
     proc.wait()
     assert not (out / "trials.csv").exists()
-    time.sleep(3.5)  # the killed trial's heartbeat goes stale (3 missed beats of 1 s)
+    # Restarted at once: the study folder's own SQLite file frees the dead run's trial (a
+    # shared --storage waits for its heartbeat to go stale instead).
     result = tune(validate_config(tune_config(toy_csv, SPACE, epochs=6)), out, trials=5,
-                  heartbeat=1, best_run=False, verbose=0)
+                  best_run=False, verbose=0)
     table = finished_trials(out)
     assert len(table) == 5 and (table["state"] != "running").all()
     assert len(result.trials) == 5
@@ -141,6 +142,16 @@ def test_bad_inputs(toy_csv, tmp_path, capsys):
                            "--storage", "postgresql+psycopg://me:secret@127.0.0.1:1/none")
     assert_user_error(code, err, "--storage: cannot", "me:***@127.0.0.1:1/none")
     assert "secret" not in err
+    code, _, err = run_cli(capsys, "tune", good, "--trials", "2", "--out", tmp_path / "s1",
+                           "--storage", "postgresql+psycopg://me:p@ss@127.0.0.1:1/none")
+    assert_user_error(code, err, "percent-encode", "%40")
+    assert "p@ss" not in err
+    code, _, err = run_cli(capsys, "tune", good, "--trials", "2", "--out", tmp_path / "s1",
+                           "--storage", "postgresql+psycopg//me:secret@host/db")
+    assert code == 2 and "secret" not in err
+    (tmp_path / "afile").write_text("x")
+    code, _, err = run_cli(capsys, "tune", good, "--trials", "1", "--out", tmp_path / "afile")
+    assert_user_error(code, err, "is a file")
     plain = tmp_path / "plain.yaml"
     raw = tune_config(toy_csv, SPACE)
     raw.pop("tune")
@@ -169,3 +180,16 @@ def test_no_validation_split_trains_every_row(toy_csv, tmp_path):
     clf = api.train(cfg, tmp_path / "run", verbose=0)
     assert clf.data_report_["splits"]["validation"] == 0 and "test" in clf.metrics_
     assert clf.best_epoch_ == 3 and (tmp_path / "run" / "plots" / "curves.png").is_file()
+
+
+def test_a_diverged_trial_is_a_failure_that_counts(tmp_path):
+    from dlforge.testing import toy_texts
+
+    texts, labels = toy_texts(80, seed=0)
+    csv = tmp_path / "toy.csv"
+    pd.DataFrame({"review": texts, "sentiment": labels}).to_csv(csv, index=False)
+    raw = tune_config(csv, {"lr": {"choice": [1e30]}}, epochs=1, grad_clip=0)
+    raw["output"]["type"] = "binary"
+    result = tune(validate_config(raw), tmp_path / "s", trials=2, timeout=120,
+                  best_run=False, verbose=0)
+    assert len(result.trials) == 2  # the budget is spent: no endless study

@@ -32,7 +32,7 @@ from dlforge.estimators import (
 from dlforge.run import MANIFEST, check_run, load, partial_dir, save_run
 
 __all__ = ["cross_validate", "estimator_for", "evaluate", "info", "output_kind", "predict",
-           "read_data", "train"]
+           "preflight", "read_data", "train"]
 
 CV_METRICS = ("accuracy", "macro_f1", "roc_auc", "micro_f1", "mae", "rmse", "r2", "loss")
 FLAGS = {"text": "--text", "image": "--image", "numeric": "--numeric", "sequence": "--sequence",
@@ -103,31 +103,13 @@ def train(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
     training is interrupted, ``resume=True`` continues from there (with the saved config) to
     the same result an uninterrupted run gives.
     """
+    from dlforge.train.distributed import is_main_process
+
     out = Path(out)
     work = partial_dir(out)
-    if resume:
-        if not (work / "checkpoints" / "train_state.pt").is_file():
-            if (out / MANIFEST).is_file():
-                raise RunDirError(f"{out}: this run is complete; there is nothing to resume")
-            raise RunDirError(f"{out}: no unfinished run to resume (looked in {work})")
-        cfg = load_config(work / "config.yaml")
-    elif cfg is None:
-        raise ValueError("cfg is required unless resume=True")
-    else:
-        if out.exists() and not out.is_dir():
-            raise RunDirError(f"{out}: exists and is a file; choose another --out folder")
-        if out.is_dir() and any(out.iterdir()):
-            if not (out / MANIFEST).exists():
-                raise RunDirError(f"{out}: exists and is not a dlforge run; choose another "
-                                  "--out folder")
-            if not overwrite:
-                raise RunDirError(f"{out}: a run already exists there; pass --overwrite to "
-                                  "replace it or choose another --out folder")
-        if work.exists():
-            shutil.rmtree(work)
-    if cfg.data.path is None:
-        raise DataError("data.path: no data file given; use --data FILE or data.path in the "
-                        "config")
+    cfg = preflight(cfg, out, resume=resume, overwrite=overwrite)
+    if not resume and work.exists() and is_main_process():
+        shutil.rmtree(work)  # a stale unfinished run; under torchrun rank 0 alone clears it
     df = read_data(cfg)
     cv_report = (cross_validate(cfg, cfg.train.cv, frame=df, verbose=verbose)
                  if cfg.train.cv else None)
@@ -137,8 +119,6 @@ def train(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
                    callbacks=callbacks)
     if cv_report is not None:
         clf.metrics_["cross_validation"] = cv_report
-    from dlforge.train.distributed import is_main_process
-
     if is_main_process():  # under torchrun, one process writes the run
         save_run(clf, out, checkpoints=work / "checkpoints")
         shutil.rmtree(work, ignore_errors=True)
@@ -155,6 +135,34 @@ def output_kind(cfg: RunConfig, df: pd.DataFrame, source: str) -> str:
         return "category"  # cleaning reports the missing labels
     return fit_target(df[cfg.output.name].dropna().tolist(), "auto", cfg.output.separator,
                       source=f"{source}: {cfg.output.name}").kind
+
+
+def preflight(cfg: RunConfig | None, out: Path, *, resume: bool = False,
+              overwrite: bool = False) -> RunConfig:
+    """Check that a run can be written to ``out`` (and resumed from it); return the config to
+    train (the saved one when resuming). Writes nothing."""
+    work = partial_dir(out)
+    if resume:
+        if not (work / "checkpoints" / "train_state.pt").is_file():
+            if (out / MANIFEST).is_file():
+                raise RunDirError(f"{out}: this run is complete; there is nothing to resume")
+            raise RunDirError(f"{out}: no unfinished run to resume (looked in {work})")
+        return load_config(work / "config.yaml")
+    if cfg is None:
+        raise ValueError("cfg is required unless resume=True")
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out}: exists and is a file; choose another --out folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MANIFEST).exists():
+            raise RunDirError(f"{out}: exists and is not a dlforge run; choose another "
+                              "--out folder")
+        if not overwrite:
+            raise RunDirError(f"{out}: a run already exists there; pass --overwrite to "
+                              "replace it or choose another --out folder")
+    if cfg.data.path is None:
+        raise DataError("data.path: no data file given; use --data FILE or data.path in the "
+                        "config")
+    return cfg
 
 
 def cross_validate(cfg: RunConfig, k: int, *, frame: pd.DataFrame | None = None,

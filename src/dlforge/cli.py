@@ -53,6 +53,7 @@ TRAIN_FLAGS: dict[str, str] = {
     "layers": "model.layers",
     "channels": "model.channels",
     "hidden": "model.hidden",
+    "head_hidden": "model.head_hidden",
     "dropout": "model.dropout",
     "freeze": "model.freeze",
     "freeze_layers": "model.freeze_layers",
@@ -253,6 +254,8 @@ def train(
     channels: Annotated[str | None, typer.Option(
         help="CNN stage widths for images, e.g. 32,64,128.")] = None,
     hidden: Annotated[str | None, typer.Option(help="MLP layer widths, e.g. 128,64.")] = None,
+    head_hidden: Annotated[str | None, typer.Option(
+        help="Hidden layers of the head on top of the encoders, e.g. 64 (mixed inputs).")] = None,
     dropout: Annotated[float | None, typer.Option()] = None,
     freeze: Annotated[bool | None, typer.Option(
         "--freeze", help="Pretrained model: train the head only.")] = None,
@@ -312,11 +315,11 @@ def train(
     from dlforge import api
     from dlforge.config import apply_overrides, load_config, validate_config
 
-    if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
-        _launch_distributed(nproc)  # re-runs this command under torchrun, then exits
+    launch = nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ
     values = dict(locals())
     values["channels"] = _int_list("channels", channels)
     values["hidden"] = _int_list("hidden", hidden)
+    values["head_hidden"] = _int_list("head-hidden", head_hidden)
     values["image_size"] = _image_size(image_size)
     values["families"] = _names(families) or None
     given = [f"--{k.replace('_', '-')}" for k in (*TRAIN_FLAGS, *INPUT_FLAGS)
@@ -325,6 +328,9 @@ def train(
         if config is not None or given or (out is not None and out != resume):
             raise ConfigError("--resume continues with the run's saved config; pass no config "
                               f"file or other options (got {', '.join(given) or config or out})")
+        if launch:
+            api.preflight(None, resume, resume=True)
+            _launch_distributed(nproc)  # re-runs this command under torchrun, then exits
         clf = api.train(None, resume, resume=True, verbose=0 if quiet else 1)
         _report_trained(clf, resume)
         return
@@ -365,6 +371,10 @@ def train(
                               "image|table (or --forecast COLUMN)")
         cfg = validate_config(apply_overrides({"inputs": inputs, "output": {}},
                                               _resolve_flags(values, inputs)), source="options")
+    if launch:  # check everything a user can get wrong once, here, then start the processes
+        api.preflight(cfg, out, overwrite=overwrite)
+        api.read_data(cfg)
+        _launch_distributed(nproc)
     try:
         clf = api.train(cfg, out, overwrite=overwrite, verbose=0 if quiet else 1)
     except KeyboardInterrupt:
@@ -391,7 +401,14 @@ def _launch_distributed(nproc: int) -> None:
         args.append(a)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={nproc}", "-m", "dlforge.cli", *args]
-    raise typer.Exit(subprocess.run(cmd).returncode)
+    env = dict(os.environ)
+    env.setdefault("DLFORGE_THREADS_PER_PROCESS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    env.setdefault("LOGLEVEL", "ERROR")  # torchrun's own banner and warnings
+    done = subprocess.run(cmd, env=env)
+    if done.returncode:
+        _err(f"distributed training failed (exit code {done.returncode}); the first error is "
+             "above")
+    raise typer.Exit(2 if done.returncode else 0)
 
 
 def _report_trained(clf: Any, out: Path) -> None:
@@ -605,7 +622,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except DlforgeError as e:
-        _err(str(e))
+        from dlforge.train.distributed import is_main_process
+
+        if is_main_process():  # under torchrun, one process speaks for all
+            _err(str(e))
         return 2
     return 0
 

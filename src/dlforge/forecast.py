@@ -311,10 +311,10 @@ class Forecaster(DeepModel):
                "loc": loc, "scale": scale}
         if y is not None:
             yn = (y - loc[:, None, :k]) / scale[:, None, :k]
-            out["y"] = yn.reshape(n, -1).astype(np.float32)
+            out["y"] = yn.reshape(n, y.shape[1] * y.shape[2]).astype(np.float32)
         if fut is not None:
             fn = (fut - loc[:, None, f - e:]) / scale[:, None, f - e:]
-            out["future"] = fn.reshape(n, -1).astype(np.float32)
+            out["future"] = fn.reshape(n, fut.shape[1] * fut.shape[2]).astype(np.float32)
         return out
 
     def _dataset(self, w: dict[str, np.ndarray], augment: Any = None,
@@ -328,7 +328,7 @@ class Forecaster(DeepModel):
     def _decode(self, outputs: np.ndarray, w: dict[str, np.ndarray]) -> np.ndarray:
         """Model outputs (N, H*K) for windows ``w`` to (N, H, K) in the targets' units."""
         k = len(self.labels_.targets)
-        z = np.asarray(outputs).reshape(len(outputs), -1, k)
+        z = np.asarray(outputs).reshape(len(outputs), self.labels_.horizon, k)
         z = z * w["scale"][:, None, :k] + w["loc"][:, None, :k]
         return self.scaler_.inverse(z, columns=list(range(k)))
 

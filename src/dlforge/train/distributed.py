@@ -43,10 +43,9 @@ def setup_distributed(device: torch.device) -> tuple[int, int, torch.device]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-            # torchrun sets OMP_NUM_THREADS=1 by default; share the cores otherwise.
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(
-                os.environ.get("LOCAL_WORLD_SIZE", world))))
+        threads = os.environ.get("DLFORGE_THREADS_PER_PROCESS")
+        if device.type == "cpu" and threads:  # set by dlforge train --nproc: share the cores
+            torch.set_num_threads(int(threads))
     return rank, world, device
 
 

@@ -128,9 +128,13 @@ class Trainer:
         if self.world > 1:  # gradients averaged over the processes at each optimizer step
             from torch.nn.parallel import DistributedDataParallel
 
+            if self.device.type == "cuda":  # batch-norm statistics over the global batch
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            # A pretrained encoder may hold weights the loss never reaches (BERT's pooler).
+            unused = any(type(m).__name__ == "PretrainedEncoder" for m in self.model.modules())
             self._forward = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda"
-                else None)
+                else None, find_unused_parameters=unused)
         self._predict = self.model
         if cfg.compile:
             self._forward = torch.compile(self._forward, dynamic=True)
@@ -182,7 +186,10 @@ class Trainer:
         torch.manual_seed(cfg.seed + self.rank)  # dropout streams differ between processes
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        if self.world > 1:  # each process takes its slice of every global batch
+        if self.world > 1 or cfg.accumulate > 1:
+            # Each process takes its slice of every global batch; the epoch's batch sizes are
+            # known up front, so every micro-batch is weighted by its share of the rows of
+            # its optimizer step.
             train_loader = DataLoader(
                 train_loader.dataset, collate_fn=train_loader.collate_fn,
                 batch_sampler=ShardedBatchSampler(train_loader.batch_sampler, self.rank,
@@ -212,18 +219,22 @@ class Trainer:
                     seeded.set_epoch(epoch)
             for cb in callbacks:
                 cb.on_epoch_begin(self, epoch)
+            # Dropout's stream, from (seed, process, epoch): a resumed run (on any number of
+            # processes) draws exactly what the uninterrupted one did.
+            torch.manual_seed((cfg.seed * 1_000_003 + self.rank * 7_919 + epoch) % 2**63)
             self.model.train()
             t0, seen, loss_sum = time.perf_counter(), 0, 0.0
             for step, batch in enumerate(train_loader, start=1):
                 n = len(batch["labels"])
                 group = (step - 1) // acc  # the optimizer step this micro-batch belongs to
-                in_group = min(acc, steps_per_epoch - group * acc)
                 last = step == min(steps_per_epoch, (group + 1) * acc)
-                scale = 1.0 / in_group
+                scale = 1.0
                 if isinstance(sampler, ShardedBatchSampler):
-                    mine, total = sampler.share(step - 1)
+                    mine, _ = sampler.share(step - 1)
+                    rows = sum(sampler.share(i)[1] for i in range(
+                        group * acc, min(steps_per_epoch, (group + 1) * acc)))
                     n = mine
-                    scale *= mine * self.world / max(total, 1)
+                    scale = mine * self.world / max(rows, 1)
                 loss = self.train_step(batch, step_optimizer=last, scale=scale)
                 seen += n
                 loss_sum += loss * n

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import multiprocessing
 import sys
 import time
@@ -152,7 +153,11 @@ def _pruner(cfg: RunConfig) -> Any:
     t = cfg.tune
     assert t is not None
     if t.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.train.epochs)
+        epochs = [cfg.train.epochs]
+        for name, path in t.paths().items():
+            if path == "train.epochs":
+                epochs += [int(v) for v in next(iter(t.space[name].values()))]
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs))
     if t.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
     return optuna.pruners.NopPruner()
@@ -163,23 +168,44 @@ def _storage(url: str, heartbeat: int) -> Any:
 
     import optuna
 
+    netloc = url.split("://", 1)[1].split("/", 1)[0] if "://" in url else ""
+    if netloc.count("@") > 1:  # ambiguous: which '@' ends the password? Never guess.
+        raise ConfigError(f"--storage: {url.split('://', 1)[0]}://... has more than one '@' "
+                          "before the host; percent-encode an '@' in the user name or password "
+                          "as %40")
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the heartbeat is marked experimental
-            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat,
+            kwargs = ({"connect_args": {"timeout": 60}} if url.startswith("sqlite")
+                      else None)  # local workers queue for SQLite's lock instead of failing
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs,
+                                              heartbeat_interval=heartbeat,
                                               grace_period=GRACE * heartbeat)
     except Exception as err:  # sqlalchemy/psycopg raise many kinds for a bad URL or server
-        raise ConfigError(f"--storage: cannot open {_redact(url)}: {_first_line(err)}") from None
+        raise ConfigError(f"--storage: cannot open {_redact(url)}: "
+                          f"{_scrub(_first_line(err), url)}") from None
 
 
 def _redact(url: str) -> str:
-    """The URL without its password."""
-    head, sep, tail = url.partition("@")
-    if not sep or "://" not in head:
-        return url
-    scheme, _, cred = head.partition("://")
-    user = cred.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{tail}"
+    """The URL with its password hidden (only the scheme if it cannot be parsed)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL sqlalchemy can read: show nothing that could be secret
+        return url.split("://", 1)[0] + "://..." if "://" in url else "<unreadable URL>"
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` (a driver's message) with the URL's password removed."""
+    from sqlalchemy.engine import make_url
+
+    with contextlib.suppress(Exception):
+        password = make_url(url).password
+        if password and len(str(password)) >= 3:  # drivers do not echo passwords; be sure
+            text = text.replace(str(password), "***")
+    return text
 
 
 def _first_line(err: BaseException) -> str:
@@ -237,9 +263,11 @@ def _objective(study: Any, cfg: RunConfig, df: pd.DataFrame, n_trials: int, moni
         except Exception as err:  # recorded as a failed trial; the study goes on
             trial.set_user_attr("error", f"{type(err).__name__}: {_first_line(err)}")
             raise
-        value = model.metrics_["validation"].get(monitor)
-        if value is None:
-            raise DataError(f"validation has no {monitor!r} metric")
+        value = (model.metrics_.get("validation") or {}).get(monitor)
+        if value is None or not math.isfinite(float(value)):
+            # Recorded as a failed trial of ours (it holds its place in the budget).
+            trial.set_user_attr("error", f"diverged: val {monitor} is {value}")
+            raise DataError(f"trial {trial.number} diverged: val {monitor} is {value}")
         return float(value)
 
     return objective
@@ -366,6 +394,8 @@ def tune(config: RunConfig, out: str | Path, *, trials: int, timeout: float | No
         raise DataError("data.path: no data file given; use --data FILE or data.path")
     check_space(config)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} is a file; choose a folder for the study")
     df = read_data(config)
     kind = output_kind(config, df, str(config.data.path))
     monitor = "mae" if kind == "forecast" and config.train.monitor == "auto" else (
@@ -380,8 +410,17 @@ def tune(config: RunConfig, out: str | Path, *, trials: int, timeout: float | No
         optuna.create_study(storage=rdb, study_name=name, direction=direction,
                             load_if_exists=True)
     except Exception as err:
-        raise ConfigError(f"--storage: cannot use {_redact(url)}: {_first_line(err)}") from None
+        raise ConfigError(f"--storage: cannot use {_redact(url)}: "
+                          f"{_scrub(_first_line(err), url)}") from None
     existing = optuna.load_study(study_name=name, storage=rdb)
+    if storage is None:
+        # The study folder's own SQLite file belongs to this command: a trial still marked
+        # running was left by a run that died. Free its place now (shared storage waits for
+        # the dead worker's heartbeat to go stale instead).
+        from optuna.trial import TrialState
+
+        for t in existing.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            rdb.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
     if existing.direction.name.lower() != direction:
         raise ConfigError(f"--study {name}: that study {existing.direction.name.lower()}s, but "
                           f"this run's metric {monitor!r} should be {direction}d")
