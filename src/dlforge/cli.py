@@ -501,6 +501,60 @@ def tune(
                + (", best/" if result.best_run else "") + ")")
 
 
+# ----------------------------------------------------------------------------------- serve
+@app.command(epilog=_examples(
+    "dlforge serve runs/tweets                       # http://127.0.0.1:8000/docs",
+    "dlforge serve runs/tweets runs/credit --port 9000 --api-key-env DLFORGE_API_KEY",
+    "curl -s localhost:8000/v1/models/tweets/predict -H 'content-type: application/json' "
+    "-d '{\"instances\": [{\"text\": \"Thank you!\"}]}'",
+))
+def serve(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories to serve.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    name: Annotated[list[str] | None, typer.Option(
+        help="Route name of each run (default: its folder's name).")] = None,
+    max_batch_size: Annotated[int, typer.Option(
+        help="Instances per forward pass; 1 turns dynamic batching off.")] = 64,
+    max_delay_ms: Annotated[float, typer.Option(
+        help="Longest wait to fill a batch, in ms.")] = 5.0,
+    max_instances: Annotated[int, typer.Option(help="Instances per request.")] = 1024,
+    max_body_bytes: Annotated[int, typer.Option(help="Request body size limit.")] = 10 * 2**20,
+    max_queue: Annotated[int, typer.Option(
+        help="Requests waiting before the server answers 503.")] = 1024,
+    timeout: Annotated[float, typer.Option(help="Per-request timeout in seconds.")] = 30.0,
+    api_key_env: Annotated[str | None, typer.Option(
+        help="Require the API key held in this environment variable.")] = None,
+) -> None:
+    """Serve run directories over HTTP: Open Inference Protocol v2 routes, a plain
+    /v1/models/NAME/predict, /metrics (Prometheus) and /docs, with dynamic batching."""
+    import uvicorn
+
+    from dlforge.serve.app import ServedModel, ServeSettings, create_app
+
+    names = list(name or [])
+    if names and len(names) != len(run_dirs):
+        raise ConfigError(f"--name: give one name per run directory ({len(run_dirs)}), got "
+                          f"{len(names)}")
+    if max_batch_size < 1:
+        raise ConfigError(f"--max-batch-size: must be at least 1, got {max_batch_size}")
+    key = None
+    if api_key_env is not None:
+        key = os.environ.get(api_key_env)
+        if not key:
+            raise ConfigError(f"--api-key-env: the environment variable {api_key_env} is not "
+                              "set or empty")
+    models = [ServedModel(d, names[i] if names else None) for i, d in enumerate(run_dirs)]
+    settings = ServeSettings(max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
+                             max_queue=max_queue, max_instances=max_instances,
+                             max_body_bytes=max_body_bytes, timeout_s=timeout, api_key=key)
+    app_ = create_app(models, settings)
+    typer.echo("serving " + ", ".join(f"{m.name} ({m.path})" for m in models)
+               + f" on http://{host}:{port} (docs: /docs)", err=True)
+    uvicorn.run(app_, host=host, port=port, log_level="warning",
+                timeout_graceful_shutdown=int(max(timeout, 1)))
+
+
 # ----------------------------------------------------------------------------------- evaluate
 @app.command(epilog=_examples(
     "dlforge evaluate runs/tweets --data test.csv",

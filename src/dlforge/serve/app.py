@@ -1,0 +1,374 @@
+"""The HTTP server: FastAPI routes over run directories, with dynamic batching.
+
+Routes follow the Open Inference Protocol v2 (KServe, Triton, Seldon) plus a plain JSON route:
+
+```
+GET  /v2/health/live              GET  /v2/health/ready          GET  /v2
+GET  /v2/models/{name}            GET  /v2/models/{name}/ready
+POST /v2/models/{name}/infer      POST /v1/models/{name}/predict {"instances": [{...}, ...]}
+GET  /metrics (Prometheus)        GET  /docs (OpenAPI)
+```
+
+Limits: a body-size limit (413), a maximum of instances per request (413), every field
+validated (422 naming it), an optional API key read from an environment variable (401; the key
+is never logged), a per-request timeout (504), and a bounded queue (503 with Retry-After).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from dlforge.errors import ConfigError, DlforgeError
+from dlforge.serve.batcher import DynamicBatcher, Overloaded
+
+__all__ = ["ServeSettings", "ServedModel", "create_app"]
+
+OPEN_PATHS = ("/v2/health/live", "/v2/health/ready", "/metrics", "/docs", "/openapi.json",
+              "/docs/oauth2-redirect")
+
+
+@dataclass
+class ServeSettings:
+    max_batch_size: int = 64
+    max_delay_ms: float = 5.0
+    max_queue: int = 1024  # requests waiting; more get 503
+    max_instances: int = 1024  # per request
+    max_body_bytes: int = 10 * 2**20
+    timeout_s: float = 30.0
+    api_key: str | None = None
+
+
+# ---------------------------------------------------------------------------------- models
+class ServedModel:
+    """A loaded run: checks instances against its inputs, predicts a batch of them."""
+
+    def __init__(self, run_dir: str | Path, name: str | None = None):
+        from dlforge.run import load
+
+        self.path = Path(run_dir)
+        self.name = name or self.path.resolve().name
+        self.clf = load(self.path)
+        cfg = self.clf.config_
+        if cfg.forecast is not None:
+            raise ConfigError(f"{self.path}: forecasting runs are not served yet; use "
+                              "dlforge predict")
+        self.inputs = [(i.name, i.type) for i in cfg.inputs]
+        self.target = self.clf.labels_
+
+    # -------------------------------------------------------------- checks
+    def check(self, instances: list[Any], where: str = "instances") -> list[dict[str, Any]]:
+        """Each instance as a row, or HTTP 422 naming the first bad field."""
+        rows = []
+        for i, inst in enumerate(instances):
+            if not isinstance(inst, dict):
+                raise HTTPException(422, f"{where}[{i}]: expected an object with the fields "
+                                         f"{', '.join(n for n, _ in self.inputs)}")
+            row = {}
+            for name, kind in self.inputs:
+                if name not in inst:
+                    raise HTTPException(422, f"{where}[{i}].{name}: missing ({kind} input)")
+                row[name] = _check_value(inst[name], kind, f"{where}[{i}].{name}")
+            extra = sorted(set(inst) - {n for n, _ in self.inputs})
+            if extra:
+                raise HTTPException(422, f"{where}[{i}].{extra[0]}: unknown field; the inputs "
+                                         f"are {', '.join(n for n, _ in self.inputs)}")
+            rows.append(row)
+        return rows
+
+    # -------------------------------------------------------------- predict
+    def predict(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        df = pd.DataFrame({name: pd.Series([r[name] for r in rows], dtype=object)
+                           for name, _ in self.inputs})
+        for name, kind in self.inputs:
+            if kind == "numeric":
+                df[name] = pd.to_numeric(df[name])
+        logits = self.clf._logits_frame(df, "request")
+        if self.target.kind == "numeric":
+            return [{"prediction": float(v)} for v in self.target.decode(logits)]
+        from dlforge.train.metrics import probabilities
+
+        proba = probabilities(self.target.kind, logits)
+        labels = self.clf.decode(proba)
+        classes = [str(c) for c in self.target.classes]
+        return [{"label": _plain(lab),
+                 "probabilities": {c: float(p) for c, p in zip(classes, row, strict=True)}}
+                for lab, row in zip(labels, proba, strict=True)]
+
+    def metadata(self) -> dict[str, Any]:
+        datatype = {"text": "BYTES", "category": "BYTES", "numeric": "FP32", "image": "FP32",
+                    "sequence": "FP32"}
+        outputs = ([{"name": "prediction", "datatype": "FP32", "shape": [-1]}]
+                   if self.target.kind == "numeric" else
+                   [{"name": "label", "datatype": "BYTES", "shape": [-1]},
+                    {"name": "probabilities", "datatype": "FP32",
+                     "shape": [-1, len(self.target.classes)]}])
+        return {"name": self.name, "versions": ["1"], "platform": "dlforge",
+                "inputs": [{"name": n, "datatype": datatype[k], "shape": [-1], "kind": k}
+                           for n, k in self.inputs],
+                "outputs": outputs,
+                "parameters": {"task": self.clf.metrics_.get("task"),
+                               "labels": [_plain(c) for c in self.target.classes],
+                               "model": self.clf.config_.model.name}}
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _check_value(v: Any, kind: str, where: str) -> Any:
+    if kind == "text":
+        if not isinstance(v, str):
+            raise HTTPException(422, f"{where}: expected a string, got {type(v).__name__}")
+        return v
+    if kind == "numeric":
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v):
+            raise HTTPException(422, f"{where}: expected a finite number or null, got {v!r}")
+        return float(v)
+    if kind == "category":
+        if v is not None and not isinstance(v, str | int | float | bool):
+            raise HTTPException(422, f"{where}: expected a string, number or null")
+        return v
+    # image (nested lists H x W [x C]) or sequence (list of numbers or vectors, or a string)
+    if kind == "sequence" and isinstance(v, str):
+        return v
+    try:
+        arr = np.asarray(v, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise HTTPException(422, f"{where}: expected nested lists of numbers") from None
+    want = (2, 3) if kind == "image" else (1, 2)
+    if arr.ndim not in want or arr.size == 0 or not np.isfinite(arr).all():
+        shape = "H x W [x C]" if kind == "image" else "T or T x F"
+        raise HTTPException(422, f"{where}: expected a finite array of {shape} numbers")
+    return arr
+
+
+# ---------------------------------------------------------------------------------- requests
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    instances: list[Any] = Field(min_length=1)
+
+
+class InferTensor(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+    parameters: dict[str, Any] | None = None
+
+
+class InferRequest(BaseModel):
+    id: str | None = None
+    inputs: list[InferTensor] = Field(min_length=1)
+    outputs: list[dict[str, Any]] | None = None
+    parameters: dict[str, Any] | None = None
+
+
+# ---------------------------------------------------------------------------------- metrics
+class _Metrics:
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("dlforge_requests", "HTTP requests", ["route", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("dlforge_request_seconds", "Request latency", ["route"],
+                                 registry=self.registry,
+                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1,
+                                          2.5, 5, 10))
+        self.batch = Histogram("dlforge_batch_size", "Instances per forward pass", ["model"],
+                               registry=self.registry,
+                               buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
+        self.queue = Histogram("dlforge_queue_seconds", "Time the oldest request of a batch "
+                               "waited", ["model"], registry=self.registry,
+                               buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1))
+
+
+# ---------------------------------------------------------------------------------- the app
+def create_app(models: list[ServedModel], settings: ServeSettings | None = None) -> FastAPI:
+    from dlforge import __version__
+
+    settings = settings or ServeSettings()
+    by_name = {m.name: m for m in models}
+    if len(by_name) != len(models):
+        raise ConfigError("two models would be served under the same name; use --name")
+    metrics = _Metrics()
+    batchers: dict[str, DynamicBatcher] = {}
+    state = {"ready": False}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # noqa: ANN202 - FastAPI's own protocol
+        for m in models:
+            b = DynamicBatcher(m.predict, settings.max_batch_size, settings.max_delay_ms,
+                               settings.max_queue, on_batch=_observer(metrics, m.name))
+            b.start()
+            batchers[m.name] = b
+        state["ready"] = True
+        yield
+        state["ready"] = False  # graceful shutdown: finish what is queued
+        for b in batchers.values():
+            await b.stop()
+
+    app = FastAPI(title="dlforge", version=__version__, lifespan=lifespan,
+                  description="Predictions from dlforge run directories (Open Inference "
+                              "Protocol v2, plus /v1/models/{name}/predict).")
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):  # noqa: ANN202 - Starlette's protocol
+        t0 = time.perf_counter()
+        route = _route_label(request.url.path)
+        if settings.api_key and request.url.path not in OPEN_PATHS:
+            given = request.headers.get("x-api-key") or _bearer(request.headers)
+            if not given or not hmac.compare_digest(given, settings.api_key):
+                return _count(metrics, route, t0, JSONResponse(
+                    {"error": "missing or wrong API key (send it as X-API-Key or "
+                              "Authorization: Bearer)"}, status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"}))
+        if request.method == "POST":
+            declared = request.headers.get("content-length")
+            body = b"" if declared and int(declared) > settings.max_body_bytes else (
+                await request.body())
+            size = int(declared) if declared else len(body)
+            if size > settings.max_body_bytes or len(body) > settings.max_body_bytes:
+                return _count(metrics, route, t0, JSONResponse(
+                    {"error": f"request body is {max(size, len(body))} bytes; the limit is "
+                              f"{settings.max_body_bytes} (--max-body-bytes)"},
+                    status_code=413))
+        response = await call_next(request)
+        return _count(metrics, route, t0, response)
+
+    def model(name: str) -> ServedModel:
+        if name not in by_name:
+            raise HTTPException(404, f"no model {name!r}; served: {', '.join(by_name)}")
+        return by_name[name]
+
+    async def run(m: ServedModel, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if len(rows) > settings.max_instances:
+            raise HTTPException(413, f"{len(rows)} instances; the limit is "
+                                     f"{settings.max_instances} per request (--max-instances)")
+        try:
+            return await asyncio.wait_for(batchers[m.name].submit(rows), settings.timeout_s)
+        except Overloaded:
+            raise HTTPException(503, "the server is busy; retry shortly",
+                                headers={"Retry-After": "1"}) from None
+        except TimeoutError:
+            raise HTTPException(504, f"no answer within {settings.timeout_s:g} s "
+                                     "(--timeout)") from None
+        except DlforgeError as err:
+            raise HTTPException(422, str(err)) from None
+
+    @app.get("/v2/health/live")
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def ready() -> Response:
+        ok = state["ready"]
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    @app.get("/v2")
+    async def server_metadata() -> dict[str, Any]:
+        return {"name": "dlforge", "version": __version__, "extensions": [],
+                "models": list(by_name)}
+
+    @app.get("/v2/models/{name}")
+    async def model_metadata(name: str) -> dict[str, Any]:
+        return model(name).metadata()
+
+    @app.get("/v2/models/{name}/ready")
+    async def model_ready(name: str) -> Response:
+        model(name)
+        ok = state["ready"]
+        return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
+
+    @app.post("/v1/models/{name}/predict")
+    async def predict(name: str, body: PredictRequest) -> dict[str, Any]:
+        """``{"instances": [{"<input>": value, ...}, ...]}`` → one prediction per instance:
+        the label and every class's probability (or the number, for regression)."""
+        m = model(name)
+        rows = m.check(body.instances)
+        return {"model": name, "predictions": await run(m, rows)}
+
+    @app.post("/v2/models/{name}/infer")
+    async def infer(name: str, body: InferRequest) -> dict[str, Any]:
+        """Open Inference Protocol v2: one input tensor per input column, each of shape
+        [N] (images [N, H, W(, C)], sequences [N, T(, F)])."""
+        m = model(name)
+        tensors = {t.name: t for t in body.inputs}
+        missing = [n for n, _ in m.inputs if n not in tensors]
+        if missing:
+            raise HTTPException(422, f"inputs: no tensor named {missing[0]!r}; the model's "
+                                     f"inputs are {', '.join(n for n, _ in m.inputs)}")
+        n = tensors[m.inputs[0][0]].shape[0] if tensors[m.inputs[0][0]].shape else 0
+        columns = {}
+        for col, _kind in m.inputs:
+            t = tensors[col]
+            if not t.shape or t.shape[0] != n:
+                raise HTTPException(422, f"inputs.{col}.shape: expected [{n}, ...] like the "
+                                         f"other inputs, got {t.shape}")
+            data = np.asarray(t.data, dtype=object).reshape(t.shape) if len(t.shape) > 1 \
+                else t.data
+            if len(data) != n:
+                raise HTTPException(422, f"inputs.{col}.data: {len(data)} values for shape "
+                                         f"{t.shape}")
+            columns[col] = [x.tolist() if isinstance(x, np.ndarray) else x for x in data]
+        instances = [{col: columns[col][i] for col in columns} for i in range(n)]
+        preds = await run(m, m.check(instances, where="inputs"))
+        if m.target.kind == "numeric":
+            outputs = [{"name": "prediction", "datatype": "FP32", "shape": [n],
+                        "data": [p["prediction"] for p in preds]}]
+        else:
+            classes = [str(c) for c in m.target.classes]
+            outputs = [{"name": "label", "datatype": "BYTES", "shape": [n],
+                        "data": [str(p["label"]) for p in preds]},
+                       {"name": "probabilities", "datatype": "FP32", "shape": [n, len(classes)],
+                        "data": [p["probabilities"][c] for p in preds for c in classes]}]
+        return {"model_name": name, "model_version": "1", "id": body.id, "outputs": outputs}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.state.batchers = batchers
+    app.state.models = by_name
+    return app
+
+
+def _observer(metrics: _Metrics, name: str):  # noqa: ANN202 - a small closure
+    def observe(size: int, waited: float) -> None:
+        metrics.batch.labels(name).observe(size)
+        metrics.queue.labels(name).observe(waited)
+
+    return observe
+
+
+def _bearer(headers: Any) -> str | None:
+    auth = headers.get("authorization", "")
+    return auth[7:] if auth.lower().startswith("bearer ") else None
+
+
+def _route_label(path: str) -> str:
+    """A low-cardinality label for the metrics: the route, with the model name kept."""
+    parts = path.strip("/").split("/")
+    return "/" + "/".join(parts[:4]) if parts and parts[0] in ("v1", "v2") else path
+
+
+def _count(metrics: _Metrics, route: str, t0: float, response: Response) -> Response:
+    metrics.requests.labels(route, str(response.status_code)).inc()
+    metrics.latency.labels(route).observe(time.perf_counter() - t0)
+    return response

@@ -1,0 +1,191 @@
+"""The HTTP server, started for real on a loopback port and spoken to over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import uvicorn
+
+from dlforge.serve.app import ServedModel, ServeSettings, create_app
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """uvicorn in a thread on 127.0.0.1:<free port>."""
+
+    def __init__(self, models: list[ServedModel], settings: ServeSettings):
+        self.app = create_app(models, settings)
+        self.port = _free_port()
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            if time.time() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="module")
+def served(trained_run) -> ServedModel:
+    run, _ = trained_run
+    return ServedModel(run, name="tweets")
+
+
+def test_every_endpoint_and_same_predictions_as_the_cli(served, trained_run, tmp_path, capsys):
+    from dlforge.cli import main
+
+    run, csv = trained_run
+    texts = pd.read_csv(csv)["review"].tolist()[:20]
+    with Server([served], ServeSettings(max_delay_ms=2)) as srv, httpx.Client(
+            base_url=srv.url) as c:
+        assert c.get("/v2/health/live").json() == {"live": True}
+        assert c.get("/v2/health/ready").json() == {"ready": True}
+        assert c.get("/v2").json()["models"] == ["tweets"]
+        meta = c.get("/v2/models/tweets").json()
+        assert meta["inputs"][0]["name"] == "review" and meta["parameters"]["labels"]
+        assert c.get("/v2/models/tweets/ready").status_code == 200
+        assert c.get("/v2/models/nope").status_code == 404
+        r = c.post("/v1/models/tweets/predict",
+                   json={"instances": [{"review": t} for t in texts]})
+        assert r.status_code == 200, r.text
+        preds = r.json()["predictions"]
+        infer = c.post("/v2/models/tweets/infer", json={"inputs": [
+            {"name": "review", "shape": [len(texts)], "datatype": "BYTES", "data": texts}]})
+        assert infer.status_code == 200, infer.text
+        labels = next(o for o in infer.json()["outputs"] if o["name"] == "label")["data"]
+        assert labels == [str(p["label"]) for p in preds]
+        assert "dlforge_requests_total" in c.get("/metrics").text
+        assert c.get("/docs").status_code == 200
+    subset = tmp_path / "subset.csv"
+    pd.DataFrame({"review": texts}).to_csv(subset, index=False)
+    assert main(["predict", str(run), "--data", str(subset), "--out",
+                 str(tmp_path / "p.csv")]) == 0
+    cli = pd.read_csv(tmp_path / "p.csv")
+    assert cli["prediction"].astype(str).tolist() == [str(p["label"]) for p in preds]
+    for col in [c for c in cli.columns if c.startswith("proba_")]:
+        cls = col.removeprefix("proba_")
+        served_p = [p["probabilities"][cls] for p in preds]
+        assert cli[col].tolist() == pytest.approx(served_p, abs=1e-6)
+
+
+def _batch_count(text: str) -> tuple[float, float]:
+    count = total = 0.0
+    for line in text.splitlines():
+        if line.startswith("dlforge_batch_size_count"):
+            count += float(line.split()[-1])
+        if line.startswith("dlforge_batch_size_sum"):
+            total += float(line.split()[-1])
+    return count, total
+
+
+@pytest.mark.parametrize("batch", [64, 1])
+def test_concurrent_requests_are_coalesced(served, batch):
+    settings = ServeSettings(max_batch_size=batch, max_delay_ms=50)
+    with Server([served], settings) as srv:
+        async def burst() -> list[int]:
+            async with httpx.AsyncClient(base_url=srv.url) as c:
+                rs = await asyncio.gather(*[
+                    c.post("/v1/models/tweets/predict",
+                           json={"instances": [{"review": f"text number {i}"}]})
+                    for i in range(24)])
+                return [r.status_code for r in rs]
+
+        assert asyncio.run(burst()) == [200] * 24
+        forwards, instances = _batch_count(httpx.get(f"{srv.url}/metrics").text)
+    assert instances == 24
+    if batch == 1:
+        assert forwards == 24  # batching off: one forward per request
+    else:
+        assert forwards < 24 / 2  # coalesced
+
+
+def test_auth_limits_and_validation(served, monkeypatch):
+    settings = ServeSettings(api_key="s3cret", max_instances=5, max_body_bytes=2000)
+    with Server([served], settings) as srv, httpx.Client(base_url=srv.url) as c:
+        ok = {"instances": [{"review": "hello"}]}
+        assert c.post("/v1/models/tweets/predict", json=ok).status_code == 401
+        assert c.post("/v1/models/tweets/predict", json=ok,
+                      headers={"X-API-Key": "wrong"}).status_code == 401
+        auth = {"Authorization": "Bearer s3cret"}
+        assert c.post("/v1/models/tweets/predict", json=ok, headers=auth).status_code == 200
+        assert c.get("/v2/health/live").status_code == 200  # health stays open
+        r = c.post("/v1/models/tweets/predict", headers=auth,
+                   json={"instances": [{"review": "x"}] * 6})
+        assert r.status_code == 413 and "limit is 5" in r.text
+        r = c.post("/v1/models/tweets/predict", headers=auth,
+                   content=json.dumps({"instances": [{"review": "x" * 3000}]}))
+        assert r.status_code == 413 and "limit is 2000" in r.text
+        r = c.post("/v1/models/tweets/predict", headers=auth,
+                   json={"instances": [{"review": 3}]})
+        assert r.status_code == 422 and "instances[0].review: expected a string" in r.text
+        r = c.post("/v1/models/tweets/predict", headers=auth,
+                   json={"instances": [{"text": "x"}]})
+        assert r.status_code == 422 and "instances[0].review: missing" in r.text
+        r = c.post("/v1/models/tweets/predict", headers=auth, json={"instances": []})
+        assert r.status_code == 422 and "instances" in r.text
+
+
+def test_overload_answers_503_and_health_stays_up(served):
+    slow = ServedModel.__new__(ServedModel)
+    slow.__dict__.update(served.__dict__)
+    slow.name = "slow"
+
+    def slow_predict(rows):
+        time.sleep(0.5)
+        return served.predict(rows)
+
+    slow.predict = slow_predict
+    settings = ServeSettings(max_batch_size=1, max_queue=1, max_delay_ms=0)
+    with Server([slow], settings) as srv:
+        async def flood() -> tuple[list[int], float]:
+            async with httpx.AsyncClient(base_url=srv.url, timeout=30) as c:
+                reqs = [c.post("/v1/models/slow/predict",
+                               json={"instances": [{"review": f"t {i}"}]}) for i in range(6)]
+                t0 = time.perf_counter()
+                health = asyncio.create_task(c.get("/v2/health/live"))
+                rs = await asyncio.gather(*reqs)
+                h = await health
+                assert h.status_code == 200
+                return [r.status_code for r in rs], time.perf_counter() - t0
+
+        codes, _ = asyncio.run(flood())
+    assert 503 in codes and 200 in codes  # a bounded queue, not an ever-growing one
+
+
+def test_serve_cli_bad_inputs(trained_run, tmp_path, capsys):
+    from tests.test_cli import assert_user_error, run_cli
+
+    run, _ = trained_run
+    code, _, err = run_cli(capsys, "serve", tmp_path / "nothing")
+    assert_user_error(code, err, "no such run directory")
+    code, _, err = run_cli(capsys, "serve", run, "--api-key-env", "DLFORGE_UNSET_KEY_X")
+    assert_user_error(code, err, "DLFORGE_UNSET_KEY_X is not set")
+    code, _, err = run_cli(capsys, "serve", run, "--name", "a", "--name", "b")
+    assert_user_error(code, err, "one name per run directory")
+    assert Path(run).is_dir()
