@@ -189,3 +189,25 @@ def test_serve_cli_bad_inputs(trained_run, tmp_path, capsys):
     code, _, err = run_cli(capsys, "serve", run, "--name", "a", "--name", "b")
     assert_user_error(code, err, "one name per run directory")
     assert Path(run).is_dir()
+
+
+def test_batcher_takes_what_queued_while_the_model_ran():
+    from dlforge.serve.batcher import DynamicBatcher
+
+    def slow(items):
+        time.sleep(0.05)
+        return [x * 2 for x in items]
+
+    async def go() -> tuple[list, int]:
+        b = DynamicBatcher(slow, max_batch_size=64, max_delay_ms=1)
+        b.start()
+        first = asyncio.create_task(b.submit([1]))
+        await asyncio.sleep(0.01)  # the first forward is running now
+        rest = [asyncio.create_task(b.submit([i])) for i in range(2, 7)]
+        out = [await first] + [await r for r in rest]
+        await b.stop()
+        return out, b.forwards
+
+    out, forwards = asyncio.run(go())
+    assert out == [[2], [4], [6], [8], [10], [12]]
+    assert forwards == 2  # the five that queued behind the first went in one forward

@@ -77,12 +77,15 @@ class DynamicBatcher:
             deadline = first.enqueued + self.max_delay
             while size < self.max_batch_size:
                 timeout = deadline - time.perf_counter()
-                if timeout <= 0 and self.queue.empty():
-                    break
-                try:
-                    nxt = await asyncio.wait_for(self.queue.get(), max(timeout, 0.0))
-                except TimeoutError:
-                    break
+                if timeout <= 0:  # waited long enough: take only what is already queued
+                    if self.queue.empty():
+                        break
+                    nxt = self.queue.get_nowait()
+                else:
+                    try:
+                        nxt = await asyncio.wait_for(self.queue.get(), timeout)
+                    except TimeoutError:
+                        break
                 if size + len(nxt.items) > self.max_batch_size:
                     # It does not fit: it starts the next batch (put back at the front).
                     self.queue._queue.appendleft(nxt)  # type: ignore[attr-defined]

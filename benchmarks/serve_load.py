@@ -1,0 +1,140 @@
+"""Load test of `dlforge serve` on loopback: the quickstart's Transformer tweets model, 1, 8 and
+64 concurrent clients (each sends one tweet per request, back to back) for a fixed duration,
+with dynamic batching on (max batch 64, 5 ms) and off (max batch 1), the server in its own
+process. Prints requests/s, p50/p90/p99 latency, errors and the mean batch size (from
+/metrics), and the raw model's own batched throughput measured in this process.
+
+    make quickstart   # once: writes runs/quickstart
+    .venv/bin/python benchmarks/serve_load.py [--run runs/quickstart] [--duration 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from dlforge import load
+from dlforge.data.datasets import trump_tweets
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(run: Path, batch: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    dlforge = str(Path(sys.executable).with_name("dlforge"))
+    proc = subprocess.Popen([dlforge, "serve", str(run), "--port", str(port), "--name", "m",
+                             "--max-batch-size", str(batch), "--max-delay-ms", "5",
+                             "--max-queue", "100000"], stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the server did not start")
+
+
+async def load_test(url: str, texts: list[str], clients: int, duration: float) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + duration
+
+    async def client(i: int, c: httpx.AsyncClient) -> None:
+        nonlocal errors
+        k = i
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            try:
+                r = await c.post(f"{url}/v1/models/m/predict",
+                                 json={"instances": [{"text": texts[k % len(texts)]}]})
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            latencies.append(time.perf_counter() - t0) if ok else None
+            errors += 0 if ok else 1
+            k += clients
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as c:
+        t0 = time.perf_counter()
+        await asyncio.gather(*[client(i, c) for i in range(clients)])
+        elapsed = time.perf_counter() - t0
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+    return {"rps": len(latencies) / elapsed, "p50": q[49] * 1e3, "p90": q[89] * 1e3,
+            "p99": q[98] * 1e3, "errors": errors}
+
+
+def mean_batch(url: str) -> float:
+    count = total = 0.0
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith("dlforge_batch_size_count"):
+            count += float(line.split()[-1])
+        elif line.startswith("dlforge_batch_size_sum"):
+            total += float(line.split()[-1])
+    return total / count if count else 0.0
+
+
+def raw_throughput(run: Path, texts: list[str], seconds: float = 5.0) -> float:
+    clf = load(run)
+    batch = texts[:64]
+    clf.predict_proba(batch)  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        clf.predict_proba(batch)
+        n += len(batch)
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--run", default="runs/quickstart")
+    ap.add_argument("--duration", type=float, default=30.0)
+    ap.add_argument("--clients", default="1,8,64")
+    args = ap.parse_args()
+    run = Path(args.run)
+    if not (run / "dlforge.json").is_file():
+        sys.exit(f"{run}: no run there; make quickstart writes runs/quickstart")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    texts = trump_tweets()["text"].tolist()[:2000]
+    raw = raw_throughput(run, texts)
+    print(f"raw model, in process, batches of 64: {raw:.1f} texts/s")
+    rows = []
+    for clients in [int(c) for c in args.clients.split(",")]:
+        for batch in (64, 1):  # batching on, then off
+            proc, url = start_server(run, batch)
+            try:
+                r = asyncio.run(load_test(url, texts, clients, args.duration))
+                r["batch"] = mean_batch(url)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=60)
+            r.update(clients=clients, batching="on" if batch > 1 else "off")
+            rows.append(r)
+            print(f"{clients:>3} clients, batching {r['batching']:<3}: {r['rps']:8.1f} req/s, "
+                  f"p50 {r['p50']:7.1f} ms, p90 {r['p90']:7.1f} ms, p99 {r['p99']:7.1f} ms, "
+                  f"errors {r['errors']}, mean batch {r['batch']:.1f}", flush=True)
+    top = max(r["clients"] for r in rows)
+    on = next(r for r in rows if r["clients"] == top and r["batching"] == "on")
+    off = next(r for r in rows if r["clients"] == top and r["batching"] == "off")
+    print(f"\nat {top} clients: batching on / off = {on['rps'] / off['rps']:.2f}x (target >= 4), "
+          f"errors {on['errors']}; served / raw model = {on['rps'] / raw:.0%} (target >= 70%)")
+
+
+if __name__ == "__main__":
+    main()
