@@ -2,7 +2,8 @@
 
 Each request puts its instances on a queue with a future. One task per model takes the first
 waiting request, then keeps taking requests until the batch holds ``max_batch_size`` instances
-or ``max_delay_ms`` have passed since the first arrived, runs the model once on all of them in a
+or ``max_delay_ms`` have passed since the first arrived (a lone request, with no other in
+flight, goes at once: waiting could only add latency), runs the model once on all of them in a
 worker thread (so the event loop keeps answering health checks), and hands every request its
 own slice of the results, in order. A request larger than ``max_batch_size`` runs alone;
 ``max_batch_size=1`` turns batching off (one forward per request). A full queue refuses new
@@ -45,6 +46,7 @@ class DynamicBatcher:
         self.on_batch = on_batch  # (batch size, seconds the oldest request waited)
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         self.forwards = 0
+        self.pending = 0  # requests submitted and not yet answered
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -66,8 +68,12 @@ class DynamicBatcher:
         if self.queue.qsize() >= self.max_queue:
             raise Overloaded(f"{self.queue.qsize()} requests are queued")
         job = _Job(items, asyncio.get_running_loop().create_future())
-        await self.queue.put(job)
-        return await job.future
+        self.pending += 1
+        try:
+            await self.queue.put(job)
+            return await job.future
+        finally:
+            self.pending -= 1
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -76,6 +82,8 @@ class DynamicBatcher:
             jobs, size = [first], len(first.items)
             deadline = first.enqueued + self.max_delay
             while size < self.max_batch_size:
+                if self.pending <= len(jobs) and self.queue.empty():
+                    break  # nobody else is waiting: do not make a lone caller wait
                 timeout = deadline - time.perf_counter()
                 if timeout <= 0:  # waited long enough: take only what is already queued
                     if self.queue.empty():
