@@ -4,6 +4,10 @@ with dynamic batching on (max batch 64, 5 ms) and off (max batch 1), the server 
 process. Prints requests/s, p50/p90/p99 latency, errors and the mean batch size (from
 /metrics), and the raw model's own batched throughput measured in this process.
 
+The load comes from Debian's ``wrk`` when it is installed (``apt-get install wrk``: a C client
+that leaves the CPU to the server), else from an asyncio httpx client in this process (which on
+a 2-core machine takes a core itself and caps what the server can show).
+
     make quickstart   # once: writes runs/quickstart
     .venv/bin/python benchmarks/serve_load.py [--run runs/quickstart] [--duration 30]
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -80,6 +85,36 @@ async def load_test(url: str, texts: list[str], clients: int, duration: float) -
             "p99": q[98] * 1e3, "errors": errors}
 
 
+def wrk_test(url: str, text: str, clients: int, duration: float) -> dict:
+    """The same load with wrk: one connection per client, one thread."""
+    import json
+    import re
+    import tempfile
+
+    body = json.dumps({"instances": [{"text": text}]})
+    script = ("wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
+              f"wrk.body = {json.dumps(body)}\n")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(script)
+    out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{int(duration)}s", "--latency",
+                          "-s", fh.name, f"{url}/v1/models/m/predict"],
+                         capture_output=True, text=True, check=True).stdout
+    os.unlink(fh.name)
+
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)", out, re.M)
+        if not m:
+            return float("nan")
+        return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                     out)
+    errors = (int(bad.group(1)) if bad else 0) + (sum(map(int, sock.groups())) if sock else 0)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return {"rps": rps, "p50": ms("50"), "p90": ms("90"), "p99": ms("99"), "errors": errors}
+
+
 def mean_batch(url: str) -> float:
     count = total = 0.0
     for line in httpx.get(f"{url}/metrics").text.splitlines():
@@ -113,13 +148,15 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     texts = trump_tweets()["text"].tolist()[:2000]
     raw = raw_throughput(run, texts)
-    print(f"raw model, in process, batches of 64: {raw:.1f} texts/s")
+    print(f"raw model, in process, batches of 64: {raw:.1f} texts/s; load from "
+          f"{'wrk' if shutil.which('wrk') else 'an asyncio httpx client'}")
     rows = []
     for clients in [int(c) for c in args.clients.split(",")]:
         for batch in (64, 1):  # batching on, then off
             proc, url = start_server(run, batch)
             try:
-                r = asyncio.run(load_test(url, texts, clients, args.duration))
+                r = (wrk_test(url, texts[0], clients, args.duration) if shutil.which("wrk")
+                     else asyncio.run(load_test(url, texts, clients, args.duration)))
                 r["batch"] = mean_batch(url)
             finally:
                 proc.terminate()
