@@ -211,3 +211,45 @@ def test_batcher_takes_what_queued_while_the_model_ran():
     out, forwards = asyncio.run(go())
     assert out == [[2], [4], [6], [8], [10], [12]]
     assert forwards == 2  # the five that queued behind the first went in one forward
+
+
+def test_onnx_export_is_verified(trained_run, tmp_path, capsys):
+    import numpy as np
+    import onnxruntime as ort
+
+    from dlforge import TabularClassifier
+    from dlforge.serve.export import export_onnx
+    from tests.test_cli import assert_user_error, run_cli
+    from tests.test_kinds import credit_table
+
+    run, _ = trained_run
+    out = tmp_path / "tweets.onnx"
+    code, text, err = run_cli(capsys, "export", run, "--format", "onnx", "--out", out)
+    assert code == 0, err
+    assert "onnxruntime matches PyTorch" in text and out.is_file()
+    info = json.loads(out.with_suffix(".onnx.json").read_text())
+    assert [i["name"] for i in info["inputs"]] == ["review", "review_mask"]
+    assert info["max_abs_difference"] <= 1e-4
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    ids = np.array([[5, 6, 7, 0], [8, 9, 0, 0]], dtype=np.int64)  # dynamic batch and length
+    got = sess.run(["logits"], {"review": ids, "review_mask": ids != 0})[0]
+    assert got.shape == (2, 1)
+    table = credit_table(120)
+    clf = TabularClassifier(hidden=[8], epochs=1, verbose=0).fit(
+        table.drop(columns="default"), table["default"])
+    clf.save(tmp_path / "credit")
+    assert export_onnx(tmp_path / "credit")["max_abs_difference"] <= 1e-4
+    code, _, err = run_cli(capsys, "export", run, "--format", "tflite")
+    assert_user_error(code, err, "--format: only onnx")
+
+
+def test_rnn_export_is_refused_clearly(tmp_path, capsys, toy):
+    from dlforge import TextClassifier
+    from tests.test_cli import assert_user_error, run_cli
+
+    texts, labels = toy
+    TextClassifier("rnn", vocab_size=300, max_length=16, d_model=8, hidden=8, epochs=1,
+                   verbose=0).fit(texts, labels).save(tmp_path / "rnn")
+    code, _, err = run_cli(capsys, "export", tmp_path / "rnn")
+    assert_user_error(code, err, "rnn family cannot be exported to ONNX yet")
+    assert not (tmp_path / "rnn.onnx").exists()

@@ -501,6 +501,30 @@ def tune(
                + (", best/" if result.best_run else "") + ")")
 
 
+# ----------------------------------------------------------------------------------- export
+@app.command(epilog=_examples(
+    "dlforge export runs/tweets --format onnx                 # writes runs/tweets.onnx",
+    "dlforge export runs/credit --format onnx --out models/credit.onnx",
+))
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    format: Annotated[str, typer.Option("--format", help="onnx.")] = "onnx",
+    out: Annotated[Path | None, typer.Option(
+        help="The file to write (default: RUN_DIR.onnx beside the run).")] = None,
+) -> None:
+    """Export a run's model to ONNX (dynamic batch and length) and verify it on the spot:
+    onnxruntime must match PyTorch within 1e-4 on sample inputs, or nothing is written."""
+    from dlforge.serve.export import export_onnx
+
+    if format != "onnx":
+        raise ConfigError(f"--format: only onnx is supported, got {format!r}")
+    info = export_onnx(run_dir, out)
+    target = out or run_dir.with_suffix(".onnx")
+    typer.echo(f"wrote {target} and {target.with_suffix('.onnx.json').name}: "
+               f"inputs {', '.join(i['name'] for i in info['inputs'])}; onnxruntime matches "
+               f"PyTorch within {info['max_abs_difference']:.1e}")
+
+
 # ----------------------------------------------------------------------------------- serve
 @app.command(epilog=_examples(
     "dlforge serve runs/tweets                       # http://127.0.0.1:8000/docs",

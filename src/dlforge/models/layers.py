@@ -190,9 +190,9 @@ class ConvBank(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # x: (B, T, C) -> (B, C, T) for Conv1d; pad so the widest kernel fits a short batch.
         x = x.transpose(1, 2)
-        kmax = max(self.kernel_sizes)
-        if x.shape[2] < kmax:
-            x = F.pad(x, (0, kmax - x.shape[2]))  # zeros, like the [PAD] embedding
+        # Zeros (like the [PAD] embedding) so the widest kernel fits even a 1-token batch;
+        # always the same amount, so the graph has no data-dependent branch (ONNX export).
+        x = F.pad(x, (0, max(self.kernel_sizes) - 1))
         lengths = mask.sum(1, keepdim=True)  # (B, 1)
         pooled = []
         for k, conv in zip(self.kernel_sizes, self.convs, strict=True):
