@@ -37,12 +37,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run: Path, batch: int) -> tuple[subprocess.Popen, str]:
+def start_server(run: Path, batch: int, backend: str = "torch") -> tuple[subprocess.Popen, str]:
     port = free_port()
     dlforge = str(Path(sys.executable).with_name("dlforge"))
     proc = subprocess.Popen([dlforge, "serve", str(run), "--port", str(port), "--name", "m",
                              "--max-batch-size", str(batch), "--max-delay-ms", "5",
-                             "--max-queue", "100000"], stderr=subprocess.DEVNULL)
+                             "--max-queue", "100000", "--backend", backend],
+                            stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -166,6 +167,19 @@ def main() -> None:
             print(f"{clients:>3} clients, batching {r['batching']:<3}: {r['rps']:8.1f} req/s, "
                   f"p50 {r['p50']:7.1f} ms, p90 {r['p90']:7.1f} ms, p99 {r['p99']:7.1f} ms, "
                   f"errors {r['errors']}, mean batch {r['batch']:.1f}", flush=True)
+    # Single-request latency: the onnx backend against the torch one (1 client, batching on).
+    for backend in ("onnx",):
+        proc, url = start_server(run, 64, backend)
+        try:
+            r = (wrk_test(url, texts[0], 1, args.duration) if shutil.which("wrk")
+                 else asyncio.run(load_test(url, texts, 1, args.duration)))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        torch_row = next(x for x in rows if x["clients"] == 1 and x["batching"] == "on")
+        print(f"  1 client, backend {backend}: {r['rps']:8.1f} req/s, p50 {r['p50']:7.1f} ms, "
+              f"p99 {r['p99']:7.1f} ms (torch: p50 {torch_row['p50']:.1f} ms, p99 "
+              f"{torch_row['p99']:.1f} ms)", flush=True)
     top = max(r["clients"] for r in rows)
     on = next(r for r in rows if r["clients"] == top and r["batching"] == "on")
     off = next(r for r in rows if r["clients"] == top and r["batching"] == "off")

@@ -253,3 +253,24 @@ def test_rnn_export_is_refused_clearly(tmp_path, capsys, toy):
     code, _, err = run_cli(capsys, "export", tmp_path / "rnn")
     assert_user_error(code, err, "rnn family cannot be exported to ONNX yet")
     assert not (tmp_path / "rnn.onnx").exists()
+
+
+def test_onnx_backend_serves_the_same_predictions(trained_run, tmp_path):
+    import shutil
+
+    run, csv = trained_run
+    local = tmp_path / "tweets"
+    shutil.copytree(run, local)
+    texts = pd.read_csv(csv)["review"].tolist()[:12]
+    body = {"instances": [{"review": t} for t in texts]}
+    answers = {}
+    for backend in ("torch", "onnx"):
+        with Server([ServedModel(local, "tweets", backend)], ServeSettings()) as srv:
+            r = httpx.post(f"{srv.url}/v1/models/tweets/predict", json=body)
+            assert r.status_code == 200, r.text
+            answers[backend] = r.json()["predictions"]
+    assert (tmp_path / "tweets.onnx").is_file()  # exported on first use
+    for a, b in zip(answers["torch"], answers["onnx"], strict=True):
+        assert a["label"] == b["label"]
+        for c in a["probabilities"]:
+            assert a["probabilities"][c] == pytest.approx(b["probabilities"][c], abs=1e-4)

@@ -549,6 +549,8 @@ def serve(
     timeout: Annotated[float, typer.Option(help="Per-request timeout in seconds.")] = 30.0,
     api_key_env: Annotated[str | None, typer.Option(
         help="Require the API key held in this environment variable.")] = None,
+    backend: Annotated[str, typer.Option(
+        help="torch, or onnx (onnxruntime on RUN_DIR.onnx, exported if missing).")] = "torch",
 ) -> None:
     """Serve run directories over HTTP: Open Inference Protocol v2 routes, a plain
     /v1/models/NAME/predict, /metrics (Prometheus) and /docs, with dynamic batching."""
@@ -568,7 +570,8 @@ def serve(
         if not key:
             raise ConfigError(f"--api-key-env: the environment variable {api_key_env} is not "
                               "set or empty")
-    models = [ServedModel(d, names[i] if names else None) for i, d in enumerate(run_dirs)]
+    models = [ServedModel(d, names[i] if names else None, backend)
+              for i, d in enumerate(run_dirs)]
     settings = ServeSettings(max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
                              max_queue=max_queue, max_instances=max_instances,
                              max_body_bytes=max_body_bytes, timeout_s=timeout, api_key=key)

@@ -54,7 +54,7 @@ class ServeSettings:
 class ServedModel:
     """A loaded run: checks instances against its inputs, predicts a batch of them."""
 
-    def __init__(self, run_dir: str | Path, name: str | None = None):
+    def __init__(self, run_dir: str | Path, name: str | None = None, backend: str = "torch"):
         from dlforge.run import load
 
         self.path = Path(run_dir)
@@ -66,6 +66,44 @@ class ServedModel:
                               "dlforge predict")
         self.inputs = [(i.name, i.type) for i in cfg.inputs]
         self.target = self.clf.labels_
+        if backend not in ("torch", "onnx"):
+            raise ConfigError(f"--backend: torch or onnx, got {backend!r}")
+        self.backend = backend
+        self.session = None
+        if backend == "onnx":
+            self.session = self._onnx_session()
+
+    def _onnx_session(self) -> Any:
+        """An onnxruntime session of the run's exported model (``RUN_DIR.onnx``; exported and
+        verified now if it is missing or older than the run)."""
+        import onnxruntime as ort
+
+        from dlforge.serve.export import export_onnx
+
+        onnx_file = self.path.with_suffix(".onnx")
+        manifest = self.path / "dlforge.json"
+        if not onnx_file.is_file() or onnx_file.stat().st_mtime < manifest.stat().st_mtime:
+            export_onnx(self.path, onnx_file)
+        return ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+
+    def _logits(self, df: pd.DataFrame) -> np.ndarray:
+        if self.session is None:
+            return self.clf._logits_frame(df, "request")
+        from dlforge.data.clean import clean_frame
+
+        texts = [n for n, k in self.inputs if k == "text"]
+        if texts:
+            df, _ = clean_frame(df, texts, None, self.clf.config_.data.clean, source="request")
+        feeds = {}
+        for name, feat in self.clf.features_.items():
+            batch = feat.collate(list(feat.encode(feat.load(df[name].tolist(), "request"))))
+            if isinstance(batch, dict):
+                values = batch.get("input_ids", batch.get("values"))
+                feeds[name] = values.numpy()
+                feeds[f"{name}_mask"] = batch["attention_mask"].numpy()
+            else:
+                feeds[name] = batch.numpy()
+        return self.session.run(["logits"], feeds)[0]
 
     # -------------------------------------------------------------- checks
     def check(self, instances: list[Any], where: str = "instances") -> list[dict[str, Any]]:
@@ -94,7 +132,7 @@ class ServedModel:
         for name, kind in self.inputs:
             if kind == "numeric":
                 df[name] = pd.to_numeric(df[name])
-        logits = self.clf._logits_frame(df, "request")
+        logits = self._logits(df)
         if self.target.kind == "numeric":
             return [{"prediction": float(v)} for v in self.target.decode(logits)]
         from dlforge.train.metrics import probabilities
