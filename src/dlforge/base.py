@@ -39,7 +39,8 @@ from dlforge.train.metrics import (
 )
 from dlforge.train.trainer import Trainer, loss_fn, predict_logits
 
-__all__ = ["TRAIN_PARAMS", "DeepModel", "Target", "encode_labels", "task_name"]
+__all__ = ["TRAIN_PARAMS", "DeepModel", "Target", "encode_labels", "load_weights",
+           "task_name"]
 
 Target = LabelEncoder | NumericTarget
 
@@ -256,13 +257,16 @@ class DeepModel(BaseEstimator):
                              max(self.config_.train.batch_size, 256), False)
         return predict_logits(self.model_, loader, self.device_, self.precision_)
 
-    def _logits_frame(self, df: pd.DataFrame, source: str = "X") -> np.ndarray:
+    def _encode_frame(self, df: pd.DataFrame, source: str = "X") -> dict[str, Any]:
+        """Each input column of ``df`` cleaned, loaded and encoded as at training."""
         texts = [i.name for i in self.config_.inputs if i.type == "text"]
         if texts:
             df, _ = clean_frame(df, texts, None, self.config_.data.clean, source=source)
-        encoded = {name: f.encode(f.load(df[name].tolist(), source))
-                   for name, f in self.features_.items()}
-        return self._logits_encoded(encoded)
+        return {name: f.encode(f.load(df[name].tolist(), source))
+                for name, f in self.features_.items()}
+
+    def _logits_frame(self, df: pd.DataFrame, source: str = "X") -> np.ndarray:
+        return self._logits_encoded(self._encode_frame(df, source))
 
     def _logits(self, X: Any) -> np.ndarray:
         self._check_fitted()
@@ -320,29 +324,16 @@ class DeepModel(BaseEstimator):
     @classmethod
     def _restore(cls, path: Path, cfg: RunConfig, device: str | None = None) -> DeepModel:
         """A fitted estimator from a checked run folder's state and weights (``load``)."""
-        from safetensors.torch import load_file
-
-        from dlforge.errors import RunDirError
-        from dlforge.train.device import resolve_device, resolve_precision
-
         labels = load_target(path / "labels.json")
         features = load_features(cfg, path)
         net = build_model(cfg, {n: f.spec() for n, f in features.items()}, labels.n_outputs)
-        state = load_file(path / "model.safetensors", device="cpu")
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise RunDirError(f"{path}: model.safetensors does not match config.yaml "
-                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-        dev = resolve_device(device or cfg.train.device)
         clf = cls(config=cfg, verbose=0)
         clf.config_ = cfg
         clf.labels_ = labels
         if isinstance(labels, LabelEncoder):
             clf.classes_ = label_array(labels.classes)
         clf.features_ = features
-        clf.model_ = net.to(dev).eval()
-        clf.device_ = dev
-        clf.precision_ = resolve_precision(cfg.train.precision, dev)
+        clf.model_, clf.device_, clf.precision_ = load_weights(net, path, cfg, device)
         return clf
 
     def save(self, path: str | Path) -> Path:
@@ -354,6 +345,24 @@ class DeepModel(BaseEstimator):
 
 
 # ---------------------------------------------------------------------------------- helpers
+def load_weights(net: torch.nn.Module, path: Path, cfg: RunConfig, device: str | None = None
+                 ) -> tuple[torch.nn.Module, torch.device, str]:
+    """Load a run folder's ``model.safetensors`` into ``net`` (RunDirError if they do not
+    match); return it in eval mode on its device, with the device and the precision."""
+    from safetensors.torch import load_file
+
+    from dlforge.errors import RunDirError
+    from dlforge.train.device import resolve_device, resolve_precision
+
+    missing, unexpected = net.load_state_dict(load_file(path / "model.safetensors",
+                                                        device="cpu"), strict=False)
+    if missing or unexpected:
+        raise RunDirError(f"{path}: model.safetensors does not match config.yaml "
+                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    dev = resolve_device(device or cfg.train.device)
+    return net.to(dev).eval(), dev, resolve_precision(cfg.train.precision, dev)
+
+
 def resolve_monitor(monitor: str, kind: str) -> str:
     if kind == "numeric":
         if monitor == "auto":

@@ -345,10 +345,8 @@ def train(
         inputs = [i.model_dump() for i in plain.inputs]
         cfg = load_config(config, overrides=_resolve_flags(values, inputs,
                                                            plain.forecast is not None))
-        if data is None and cfg.data.path and not Path(cfg.data.path).is_absolute():
-            beside = config.parent / cfg.data.path
-            if beside.exists() and not Path(cfg.data.path).exists():
-                cfg.data.path = str(beside)
+        if data is None:
+            _data_beside(cfg, config)
     elif forecast is not None:
         if data is None:
             raise ConfigError("missing --data: forecasting needs --data FILE (a table in time "
@@ -409,6 +407,15 @@ def _launch_distributed(nproc: int) -> None:
         _err(f"distributed training failed (exit code {done.returncode}); the first error is "
              "above")
     raise typer.Exit(2 if done.returncode else 0)
+
+
+def _data_beside(cfg: Any, config: Path) -> None:
+    """A relative data.path that is not found from here but is beside the config file means
+    the file beside the config."""
+    if cfg.data.path and not Path(cfg.data.path).is_absolute():
+        beside = config.parent / cfg.data.path
+        if beside.exists() and not Path(cfg.data.path).exists():
+            cfg.data.path = str(beside)
 
 
 def _report_trained(clf: Any, out: Path) -> None:
@@ -485,10 +492,7 @@ def tune(
     from dlforge.tune import tune as run_tune
 
     cfg = load_config(config)
-    if cfg.data.path and not Path(cfg.data.path).is_absolute():
-        beside = config.parent / cfg.data.path
-        if beside.exists() and not Path(cfg.data.path).exists():
-            cfg.data.path = str(beside)
+    _data_beside(cfg, config)
     result = run_tune(cfg, out, trials=trials, timeout=timeout, storage=storage, study=study,
                       workers=workers, best_run=best, refit=refit, verbose=0 if quiet else 1)
     table = result.trials

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dlforge.base import DeepModel
+from dlforge.base import DeepModel, load_weights
 from dlforge.config import RunConfig, SequenceInput
 from dlforge.data.inputs import Feature, SequenceFeature
 from dlforge.data.loader import FeatureDataset, make_loader
@@ -418,24 +418,10 @@ class Forecaster(DeepModel):
 
     @classmethod
     def _restore(cls, path: Path, cfg: RunConfig, device: str | None = None) -> Forecaster:
-        from safetensors.torch import load_file
-
-        from dlforge.errors import RunDirError
-        from dlforge.train.device import resolve_device, resolve_precision
-
         state = json.loads((path / "features.json").read_text(encoding="utf-8"))["series"]
         clf = cls(config=cfg, verbose=0)
         clf._setup(cfg, SeriesScaler.from_dict(state["scaler"]), int(state["season"]))
-        net = clf._build()
-        missing, unexpected = net.load_state_dict(load_file(path / "model.safetensors"),
-                                                  strict=False)
-        if missing or unexpected:
-            raise RunDirError(f"{path}: model.safetensors does not match config.yaml "
-                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-        dev = resolve_device(device or cfg.train.device)
-        clf.model_ = net.to(dev).eval()
-        clf.device_ = dev
-        clf.precision_ = resolve_precision(cfg.train.precision, dev)
+        clf.model_, clf.device_, clf.precision_ = load_weights(clf._build(), path, cfg, device)
         return clf
 
 

@@ -25,19 +25,13 @@ def prog() -> str:
 def metrics_table(metrics: dict[str, Any], splits: tuple[str, ...] = ("validation", "test")):
     """Our scores next to the baseline's (majority class, or the training mean for
     regression), one pair of rows per split."""
-    from rich.table import Table
-
     shown = [metrics[s] for s in splits if metrics.get(s)]
     if shown and "smape" in shown[0]:
         return _forecast_table(metrics, splits)
     regression = bool(shown) and "rmse" in shown[0]
     keys = ("mae", "rmse", "r2") if regression else ("accuracy", "macro_f1", "roc_auc")
     what = "training-mean" if regression else "majority-class"
-    table = Table(title=f"Metrics ({what} baseline alongside)")
-    table.add_column("split")
-    table.add_column("model", justify="left")
-    for key in keys:
-        table.add_column(key, justify="right")
+    table = _table(f"Metrics ({what} baseline alongside)", keys)
     for split in splits:
         m = metrics.get(split)
         if not m:
@@ -52,16 +46,22 @@ def metrics_table(metrics: dict[str, Any], splits: tuple[str, ...] = ("validatio
     return table
 
 
-def _forecast_table(metrics: dict[str, Any], splits: tuple[str, ...]):
+def _table(title: str, keys: tuple[str, ...]):
+    """A metrics table: split, model, then one right-aligned column per metric."""
     from rich.table import Table
 
-    keys = ("mae", "rmse", "smape")
-    table = Table(title="Forecast metrics (naive and seasonal-naive forecasts alongside; "
-                        "sMAPE in %)")
+    table = Table(title=title)
     table.add_column("split")
     table.add_column("model", justify="left")
     for key in keys:
         table.add_column(key, justify="right")
+    return table
+
+
+def _forecast_table(metrics: dict[str, Any], splits: tuple[str, ...]):
+    keys = ("mae", "rmse", "smape")
+    table = _table("Forecast metrics (naive and seasonal-naive forecasts alongside; sMAPE in %)",
+                   keys)
     for split in splits:
         m = metrics.get(split)
         if not m:

@@ -89,14 +89,10 @@ class ServedModel:
     def _logits(self, df: pd.DataFrame) -> np.ndarray:
         if self.session is None:
             return self.clf._logits_frame(df, "request")
-        from dlforge.data.clean import clean_frame
-
-        texts = [n for n, k in self.inputs if k == "text"]
-        if texts:
-            df, _ = clean_frame(df, texts, None, self.clf.config_.data.clean, source="request")
         feeds = {}
+        encoded = self.clf._encode_frame(df, "request")  # exactly as the torch path encodes
         for name, feat in self.clf.features_.items():
-            batch = feat.collate(list(feat.encode(feat.load(df[name].tolist(), "request"))))
+            batch = feat.collate(list(encoded[name]))
             if isinstance(batch, dict):
                 values = batch.get("input_ids", batch.get("values"))
                 feeds[name] = values.numpy()
