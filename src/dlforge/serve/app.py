@@ -6,7 +6,7 @@ Routes follow the Open Inference Protocol v2 (KServe, Triton, Seldon) plus a pla
 GET  /v2/health/live              GET  /v2/health/ready          GET  /v2
 GET  /v2/models/{name}            GET  /v2/models/{name}/ready
 POST /v2/models/{name}/infer      POST /v1/models/{name}/predict {"instances": [{...}, ...]}
-GET  /metrics (Prometheus)        GET  /docs (OpenAPI)
+GET  /metrics (Prometheus)        GET  /docs (OpenAPI)           GET  / (the playground page)
 ```
 
 Limits: a body-size limit (413), a maximum of instances per request (413), every field
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from dlforge.errors import ConfigError, DlforgeError
@@ -35,7 +35,8 @@ from dlforge.serve.batcher import DynamicBatcher, Overloaded
 
 __all__ = ["ServeSettings", "ServedModel", "create_app"]
 
-OPEN_PATHS = ("/v2/health/live", "/v2/health/ready", "/metrics", "/docs", "/openapi.json",
+_PLAYGROUND = (Path(__file__).parent / "static" / "playground.html").read_text(encoding="utf-8")
+OPEN_PATHS = ("/", "/v2/health/live", "/v2/health/ready", "/metrics", "/docs", "/openapi.json",
               "/docs/oauth2-redirect")
 
 
@@ -113,7 +114,10 @@ class ServedModel:
             for name, kind in self.inputs:
                 if name not in inst:
                     raise HTTPException(422, f"{where}[{i}].{name}: missing ({kind} input)")
-                row[name] = _check_value(inst[name], kind, f"{where}[{i}].{name}")
+                value = _check_value(inst[name], kind, f"{where}[{i}].{name}")
+                if kind == "image" and self._eight_bit(name):
+                    value = _as_uint8(value, f"{where}[{i}].{name}")
+                row[name] = value
             extra = sorted(set(inst) - {n for n, _ in self.inputs})
             if extra:
                 raise HTTPException(422, f"{where}[{i}].{extra[0]}: unknown field; the inputs "
@@ -140,6 +144,10 @@ class ServedModel:
                  "probabilities": {c: float(p) for c, p in zip(classes, row, strict=True)}}
                 for lab, row in zip(labels, proba, strict=True)]
 
+    def _eight_bit(self, name: str) -> bool:
+        """Whether the image input was trained on 8-bit (0-255) pixels."""
+        return getattr(self.clf.features_[name], "scale", 1.0) != 1.0
+
     def metadata(self) -> dict[str, Any]:
         datatype = {"text": "BYTES", "category": "BYTES", "numeric": "FP32", "image": "FP32",
                     "sequence": "FP32"}
@@ -148,9 +156,17 @@ class ServedModel:
                    [{"name": "label", "datatype": "BYTES", "shape": [-1]},
                     {"name": "probabilities", "datatype": "FP32",
                      "shape": [-1, len(self.target.classes)]}])
+        inputs = []
+        for n, k in self.inputs:
+            entry = {"name": n, "datatype": datatype[k], "shape": [-1], "kind": k}
+            if k == "image":  # what a client must send: H x W [x C] numbers in this range
+                c, h, w = self.clf.features_[n].shape
+                entry["shape"] = [-1, h, w] + ([c] if c > 1 else [])
+                entry["image"] = {"height": h, "width": w, "channels": c,
+                                  "range": "0-255" if self._eight_bit(n) else "float"}
+            inputs.append(entry)
         return {"name": self.name, "versions": ["1"], "platform": "dlforge",
-                "inputs": [{"name": n, "datatype": datatype[k], "shape": [-1], "kind": k}
-                           for n, k in self.inputs],
+                "inputs": inputs,
                 "outputs": outputs,
                 "parameters": {"task": self.clf.metrics_.get("task"),
                                "labels": [_plain(c) for c in self.target.classes],
@@ -159,6 +175,14 @@ class ServedModel:
 
 def _plain(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
+
+
+def _as_uint8(arr: np.ndarray, where: str) -> np.ndarray:
+    """JSON has no 8-bit type: whole numbers in 0-255 for a model trained on 8-bit images."""
+    if arr.min() < 0 or arr.max() > 255 or not np.array_equal(arr, np.round(arr)):
+        raise HTTPException(422, f"{where}: expected whole numbers in 0-255 (the model was "
+                                 "trained on 8-bit images)")
+    return arr.astype(np.uint8)
 
 
 def _check_value(v: Any, kind: str, where: str) -> Any:
@@ -281,6 +305,11 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
                                      "(--timeout)") from None
         except DlforgeError as err:
             raise HTTPException(422, str(err)) from None
+
+    @app.get("/", include_in_schema=False)
+    async def playground() -> HTMLResponse:
+        """The playground page: pick a model, type an input, see the label and probabilities."""
+        return HTMLResponse(_PLAYGROUND)
 
     @app.get("/v2/health/live")
     async def live() -> dict[str, bool]:

@@ -1,0 +1,98 @@
+"""The playground page at GET /, driven in a real headless Chromium (Debian's chromium and
+chromium-driver, through Selenium). ``.ci/run`` installs the browser and sets
+DLFORGE_REQUIRE_BROWSER=1, so there a missing browser fails instead of skipping."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from dlforge.serve.app import ServedModel, ServeSettings
+from tests.serving import Server
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+if not (CHROMIUM and DRIVER):
+    if os.environ.get("DLFORGE_REQUIRE_BROWSER"):
+        raise RuntimeError("DLFORGE_REQUIRE_BROWSER is set but chromium / chromedriver are "
+                           "not installed (apt-get install chromium chromium-driver)")
+    pytest.skip("chromium and chromedriver are not installed", allow_module_level=True)
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def browser():
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--window-size=1000,900"):
+        opts.add_argument(flag)
+    service = webdriver.ChromeService(executable_path=DRIVER)
+    driver = webdriver.Chrome(options=opts, service=service)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def _label(browser, timeout: float = 30) -> str:
+    WebDriverWait(browser, timeout).until(
+        lambda d: d.find_element(By.ID, "label").text or d.find_element(By.ID, "error").text)
+    err = browser.find_element(By.ID, "error").text
+    assert not err, err
+    return browser.find_element(By.ID, "label").text
+
+
+def test_typing_a_text_shows_the_label_bars_and_latency(browser, trained_run):
+    run, csv = trained_run
+    text = pd.read_csv(csv)["review"].iloc[0]
+    served = ServedModel(run, name="tweets")
+    with Server([served], ServeSettings(max_delay_ms=1)) as srv:
+        expected = httpx.post(f"{srv.url}/v1/models/tweets/predict",
+                              json={"instances": [{"review": text}]}).json()["predictions"][0]
+        browser.get(srv.url + "/")
+        box = WebDriverWait(browser, 30).until(
+            EC.presence_of_element_located((By.ID, "in-review")))
+        assert Select(browser.find_element(By.ID, "model")).first_selected_option.text == "tweets"
+        box.send_keys(text)
+        browser.find_element(By.ID, "predict").click()
+        assert _label(browser) == str(expected["label"])
+        bars = browser.find_elements(By.CSS_SELECTOR, "#bars .bar")
+        assert len(bars) == len(expected["probabilities"])
+        shown = {b.find_element(By.CLASS_NAME, "name").text: b.find_element(
+            By.CLASS_NAME, "value").text for b in bars}
+        for cls, p in expected["probabilities"].items():
+            assert shown[cls] == f"{100 * p:.1f}%"
+        assert browser.find_element(By.ID, "latency").text.endswith("ms round trip")
+
+
+def test_api_key_and_bad_input_are_reported_on_the_page(browser, trained_run, tmp_path):
+    from dlforge import TabularRegressor
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=80)
+    reg = TabularRegressor(numeric=["x"], epochs=2, hidden=[8], verbose=0, precision="fp32")
+    reg.fit(pd.DataFrame({"x": x}), 3 * x + 1)
+    reg.save(tmp_path / "line")
+    served = ServedModel(tmp_path / "line")
+    with Server([served], ServeSettings(api_key="s3cret")) as srv:
+        browser.get(srv.url + "/")
+        WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "error").text)
+        assert "API key" in browser.find_element(By.ID, "error").text
+        browser.find_element(By.ID, "apikey").send_keys("s3cret")
+        browser.execute_script(
+            "document.getElementById('apikey').dispatchEvent(new Event('change'))")
+        box = WebDriverWait(browser, 30).until(EC.presence_of_element_located((By.ID, "in-x")))
+        box.send_keys("2")
+        browser.find_element(By.ID, "predict").click()
+        value = float(_label(browser))
+        want = served.predict([{"x": 2.0}])[0]["prediction"]
+        assert value == pytest.approx(want, rel=1e-5)
