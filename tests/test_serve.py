@@ -238,3 +238,61 @@ def test_onnx_backend_serves_the_same_predictions(trained_run, tmp_path):
         assert a["label"] == b["label"]
         for c in a["probabilities"]:
             assert a["probabilities"][c] == pytest.approx(b["probabilities"][c], abs=1e-4)
+
+
+def test_workers_share_the_port_and_metrics(trained_run, tmp_path):
+    """``dlforge serve --workers 2``: two processes behind one port answer the same
+    predictions; /metrics counts the requests of both."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.serving import _free_port
+
+    run, csv = trained_run
+    texts = pd.read_csv(csv)["review"].tolist()[:8]
+    port = _free_port()
+    env = dict(os.environ, MY_KEY="k3y")
+    proc = subprocess.Popen([sys.executable, "-m", "dlforge.cli", "serve", str(run), "--name",
+                             "tweets", "--port", str(port), "--workers", "2",
+                             "--api-key-env", "MY_KEY"],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if httpx.get(url + "/v2/health/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.time() < deadline, "the workers did not start"
+            time.sleep(0.2)
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        assert len(children) >= 2, children
+        want = ServedModel(run).predict([{"review": t} for t in texts])
+        headers = {"X-API-Key": "k3y"}
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=url, headers=headers) as c:
+                return await asyncio.gather(*[
+                    c.post("/v1/models/tweets/predict", json={"instances": [{"review": t}]})
+                    for t in texts * 5])
+
+        responses = asyncio.run(burst())
+        assert [r.status_code for r in responses] == [200] * 40
+        got = [r.json()["predictions"][0]["label"] for r in responses]
+        assert got == [p["label"] for p in want] * 5
+        assert httpx.post(url + "/v1/models/tweets/predict",
+                          json={"instances": [{"review": "x"}]}).status_code == 401
+        metrics = httpx.get(url + "/metrics").text
+        line = next(ln for ln in metrics.splitlines() if ln.startswith(
+            'dlforge_requests_total{route="/v1/models/tweets/predict",status="200"}'))
+        assert float(line.split()[-1]) == 40.0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    assert "k3y" not in proc.stderr.read()  # the key is never logged

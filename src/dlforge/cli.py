@@ -533,6 +533,7 @@ def export(
 @app.command(epilog=_examples(
     "dlforge serve runs/tweets                       # http://127.0.0.1:8000/docs",
     "dlforge serve runs/tweets runs/credit --port 9000 --api-key-env DLFORGE_API_KEY",
+    "dlforge serve runs/tweets --workers 4 --backend onnx   # 4 processes, one port",
     "curl -s localhost:8000/v1/models/tweets/predict -H 'content-type: application/json' "
     "-d '{\"instances\": [{\"text\": \"Thank you!\"}]}'",
 ))
@@ -555,6 +556,8 @@ def serve(
         help="Require the API key held in this environment variable.")] = None,
     backend: Annotated[str, typer.Option(
         help="torch, or onnx (onnxruntime on RUN_DIR.onnx, exported if missing).")] = "torch",
+    workers: Annotated[int, typer.Option(
+        help="Server processes sharing the port, each with its own batcher.")] = 1,
 ) -> None:
     """Serve run directories over HTTP: Open Inference Protocol v2 routes, a plain
     /v1/models/NAME/predict, /metrics (Prometheus) and /docs, with dynamic batching."""
@@ -574,16 +577,49 @@ def serve(
         if not key:
             raise ConfigError(f"--api-key-env: the environment variable {api_key_env} is not "
                               "set or empty")
+    if workers < 1:
+        raise ConfigError(f"--workers: must be at least 1, got {workers}")
+    # Loaded here even with --workers N: a bad run fails now with one line, not N tracebacks
+    # (and the onnx backend exports once, before the workers race to do it).
     models = [ServedModel(d, names[i] if names else None, backend)
               for i, d in enumerate(run_dirs)]
     settings = ServeSettings(max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
                              max_queue=max_queue, max_instances=max_instances,
                              max_body_bytes=max_body_bytes, timeout_s=timeout, api_key=key)
-    app_ = create_app(models, settings)
     typer.echo("serving " + ", ".join(f"{m.name} ({m.path})" for m in models)
-               + f" on http://{host}:{port} (docs: /docs)", err=True)
-    uvicorn.run(app_, host=host, port=port, log_level="warning",
-                timeout_graceful_shutdown=int(max(timeout, 1)))
+               + f" on http://{host}:{port} (playground: /, docs: /docs"
+               + (f", {workers} workers" if workers > 1 else "") + ")", err=True)
+    graceful = int(max(timeout, 1))
+    if workers == 1:
+        uvicorn.run(create_app(models, settings), host=host, port=port, log_level="warning",
+                    timeout_graceful_shutdown=graceful)
+        return
+    _serve_workers(models, settings, api_key_env, backend, workers, host, port, graceful)
+
+
+def _serve_workers(models: list[Any], settings: Any, api_key_env: str | None, backend: str,
+                   workers: int, host: str, port: int, graceful: int) -> None:
+    """uvicorn's process manager over ``app_from_env``: N processes on one socket, each with
+    its own batcher and cores/N threads; /metrics sums them (Prometheus multiprocess mode)."""
+    import tempfile
+    from dataclasses import asdict
+
+    import uvicorn
+
+    from dlforge.serve.app import SPEC_ENV
+
+    spec_settings = asdict(settings)
+    spec_settings["api_key"] = None  # the workers read the key from api_key_env themselves
+    spec = {"models": [[str(m.path.resolve()), m.name] for m in models], "backend": backend,
+            "settings": spec_settings, "api_key_env": api_key_env,
+            "threads": (os.cpu_count() or 1) // workers}
+    del models
+    with tempfile.TemporaryDirectory(prefix="dlforge-metrics-") as prom:
+        os.environ[SPEC_ENV] = json.dumps(spec)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom
+        uvicorn.run("dlforge.serve.app:app_from_env", factory=True, workers=workers,
+                    host=host, port=port, log_level="warning",
+                    timeout_graceful_shutdown=graceful)
 
 
 # ----------------------------------------------------------------------------------- evaluate

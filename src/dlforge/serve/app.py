@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
+import os
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from dlforge.errors import ConfigError, DlforgeError
 from dlforge.serve.batcher import DynamicBatcher, Overloaded
 
-__all__ = ["ServeSettings", "ServedModel", "create_app"]
+__all__ = ["ServeSettings", "ServedModel", "app_from_env", "create_app"]
 
 _PLAYGROUND = (Path(__file__).parent / "static" / "playground.html").read_text(encoding="utf-8")
 OPEN_PATHS = ("/", "/v2/health/live", "/v2/health/ready", "/metrics", "/docs", "/openapi.json",
@@ -385,11 +387,36 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
     async def prometheus() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        registry = metrics.registry
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # --workers N: every worker's counts
+            from prometheus_client import CollectorRegistry, multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.state.batchers = batchers
     app.state.models = by_name
     return app
+
+
+# ---------------------------------------------------------------------------------- workers
+SPEC_ENV = "DLFORGE_SERVE_SPEC"
+
+
+def app_from_env() -> FastAPI:
+    """The app of one ``--workers N`` process (uvicorn's factory): the runs and settings come
+    from $DLFORGE_SERVE_SPEC; the API key from the variable it names, never from the spec."""
+    import torch
+
+    spec = json.loads(os.environ[SPEC_ENV])
+    settings = ServeSettings(**spec["settings"])
+    if spec.get("api_key_env"):
+        settings.api_key = os.environ[spec["api_key_env"]]
+    # The workers share the machine's cores rather than each taking all of them.
+    torch.set_num_threads(max(1, spec.get("threads", 1)))
+    models = [ServedModel(path, name, spec["backend"]) for path, name in spec["models"]]
+    return create_app(models, settings)
 
 
 class _Guard:
