@@ -207,16 +207,45 @@ def test_onnx_export_is_verified(trained_run, tmp_path, capsys):
     assert_user_error(code, err, "--format: only onnx")
 
 
-def test_rnn_export_is_refused_clearly(tmp_path, capsys, toy):
-    from dlforge import TextClassifier
-    from tests.test_cli import assert_user_error, run_cli
+@pytest.mark.parametrize("cell,layers,bidirectional", [("gru", 1, True), ("lstm", 2, True),
+                                                         ("lstm", 1, False)])
+def test_recurrent_layer_without_packing_is_exact(cell, layers, bidirectional):
+    """The ONNX path of the RNN (padded, each sequence reversed within its length for the
+    backward direction) gives the packed path's result."""
+    import torch
+
+    from dlforge.models.layers import RecurrentEncoder
+
+    torch.manual_seed(0)
+    enc = RecurrentEncoder(5, 7, layers, cell, bidirectional).eval()
+    lengths = torch.tensor([9, 1, 4, 7, 2, 9])
+    mask = torch.arange(9)[None] < lengths[:, None]
+    x = torch.randn(6, 9, 5) * mask[..., None]
+    with torch.no_grad():
+        assert torch.allclose(enc(x, mask), enc.forward_padded(x, mask), atol=1e-6)
+
+
+def test_rnn_exports_and_serves_through_onnx(tmp_path, capsys, toy):
+    from dlforge import SequenceModel, TextClassifier
+    from tests.test_cli import run_cli
+    from tests.test_sequences import waves
 
     texts, labels = toy
     TextClassifier("rnn", vocab_size=300, max_length=16, d_model=8, hidden=8, epochs=1,
                    verbose=0).fit(texts, labels).save(tmp_path / "rnn")
-    code, _, err = run_cli(capsys, "export", tmp_path / "rnn")
-    assert_user_error(code, err, "rnn family cannot be exported to ONNX yet")
-    assert not (tmp_path / "rnn.onnx").exists()
+    code, out, err = run_cli(capsys, "export", tmp_path / "rnn")
+    assert code == 0, err
+    assert json.loads((tmp_path / "rnn.onnx.json").read_text())["max_abs_difference"] <= 1e-4
+    rows = [{"text": t} for t in texts[:12]]
+    torch_preds = ServedModel(tmp_path / "rnn").predict(rows)
+    onnx_preds = ServedModel(tmp_path / "rnn", backend="onnx").predict(rows)
+    assert [p["label"] for p in onnx_preds] == [p["label"] for p in torch_preds]
+    seqs, seq_labels = waves(60)
+    SequenceModel("rnn", cell="lstm", layers=2, hidden=8, epochs=1, verbose=0,
+                  precision="fp32").fit(seqs, seq_labels).save(tmp_path / "lstm")
+    info = __import__("dlforge.serve.export", fromlist=["export_onnx"]).export_onnx(
+        tmp_path / "lstm")
+    assert info["max_abs_difference"] <= 1e-4
 
 
 def test_onnx_backend_serves_the_same_predictions(trained_run, tmp_path):

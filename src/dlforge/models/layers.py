@@ -220,6 +220,8 @@ class RecurrentEncoder(nn.Module):
         self.out_dim = hidden * self.directions
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return self.forward_padded(x, mask)  # packed sequences have no ONNX form
         lengths = mask.sum(1).clamp_min(1).cpu()
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         _, h = self.rnn(packed)
@@ -227,6 +229,45 @@ class RecurrentEncoder(nn.Module):
             h = h[0]
         last = h[-self.directions:]  # (directions, B, hidden) of the top layer
         return last.transpose(0, 1).reshape(x.shape[0], self.out_dim)
+
+    def forward_padded(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The same result as ``forward`` (in eval mode) without packed sequences, for ONNX.
+
+        Padding sits after each sequence's last token, so the forward direction over the
+        padded tensor is exact up to position len-1. The backward direction runs forward over
+        each sequence reversed within its own length (position t <-> len-1-t; padding stays in
+        place), with the reverse weights: exact too. Layer by layer, as the fused RNN does.
+        """
+        B, T = mask.shape
+        lengths = mask.sum(1).clamp_min(1).long()  # (B,)
+        t = torch.arange(T, device=x.device).unsqueeze(0)  # (1, T)
+        rev = torch.where(t < lengths.unsqueeze(1), lengths.unsqueeze(1) - 1 - t, t)  # (B, T)
+        last = (lengths - 1).view(B, 1, 1)
+        rnn, h = self.rnn, x
+        finals: list[torch.Tensor] = []
+        for layer in range(rnn.num_layers):
+            outs, finals = [], []
+            for suffix in ("", "_reverse")[: self.directions]:
+                params = [getattr(rnn, f"{w}_l{layer}{suffix}") for w in
+                          ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                inp = h if not suffix else h.gather(1, rev.unsqueeze(-1).expand_as(h))
+                out = _single_layer(rnn.mode, inp, params)  # (B, T, hidden)
+                finals.append(out.gather(1, last.expand(B, 1, out.shape[-1])).squeeze(1))
+                outs.append(out if not suffix else
+                            out.gather(1, rev.unsqueeze(-1).expand_as(out)))
+            h = torch.cat(outs, dim=-1)
+        return torch.cat(finals, dim=-1)  # (B, hidden * directions)
+
+
+def _single_layer(mode: str, x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+    """One unidirectional GRU/LSTM layer over (B, T, D) with the given weights: (B, T, H)."""
+    hidden = params[1].shape[1]
+    h0 = x.new_zeros(1, x.shape[0], hidden)
+    # aten's fused ops, as nn.GRU / nn.LSTM call them: (input, h0, params, has_biases,
+    # num_layers, dropout, train, bidirectional, batch_first).
+    if mode == "GRU":
+        return torch.gru(x, h0, params, True, 1, 0.0, False, False, True)[0]
+    return torch.lstm(x, (h0, h0), params, True, 1, 0.0, False, False, True)[0]
 
 
 class ClassifierHead(nn.Module):

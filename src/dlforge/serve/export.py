@@ -99,10 +99,6 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None,
     clf = load(run_dir, device="cpu")
     if clf.config_.forecast is not None:
         raise ConfigError(f"{run_dir}: exporting forecasting runs is not supported yet")
-    if clf.config_.model.name == "rnn":
-        raise ConfigError(f"{run_dir}: the rnn family cannot be exported to ONNX yet (its packed "
-                          "sequences have no ONNX form); transformer, cnn, mlp and pretrained "
-                          "models can")
     out = Path(out) if out is not None else run_dir.with_suffix(".onnx")
     layout = [(i.name, i.type) for i in clf.config_.inputs]
     flat = _Flat(clf.model_.float().eval(), layout).eval()
