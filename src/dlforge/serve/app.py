@@ -175,6 +175,16 @@ class ServedModel:
                                "model": self.clf.config_.model.name}}
 
 
+class _FastJSON(JSONResponse):
+    """JSON through orjson: the predictions are plain lists, dicts and floats already, so this
+    skips FastAPI's recursive ``jsonable_encoder`` and the stdlib encoder (~3x faster)."""
+
+    def render(self, content: Any) -> bytes:
+        import orjson
+
+        return orjson.dumps(content)
+
+
 def _plain(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
@@ -338,16 +348,16 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
         return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
 
     @app.post("/v1/models/{name}/predict", response_model=None)
-    async def predict(name: str, body: PredictRequest) -> JSONResponse:
+    async def predict(name: str, body: PredictRequest) -> Response:
         """``{"instances": [{"<input>": value, ...}, ...]}`` → one prediction per instance:
         the label and every class's probability (or the number, for regression)."""
         m = model(name)
         rows = m.check(body.instances)
         # Plain JSON types already: skip FastAPI's (slow, recursive) jsonable_encoder.
-        return JSONResponse({"model": name, "predictions": await run(m, rows)})
+        return _FastJSON({"model": name, "predictions": await run(m, rows)})
 
     @app.post("/v2/models/{name}/infer", response_model=None)
-    async def infer(name: str, body: InferRequest) -> JSONResponse:
+    async def infer(name: str, body: InferRequest) -> Response:
         """Open Inference Protocol v2: one input tensor per input column, each of shape
         [N] (images [N, H, W(, C)], sequences [N, T(, F)])."""
         m = model(name)
@@ -380,7 +390,7 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
                         "data": [str(p["label"]) for p in preds]},
                        {"name": "probabilities", "datatype": "FP32", "shape": [n, len(classes)],
                         "data": [p["probabilities"][c] for p in preds for c in classes]}]
-        return JSONResponse({"model_name": name, "model_version": "1", "id": body.id,
+        return _FastJSON({"model_name": name, "model_version": "1", "id": body.id,
                              "outputs": outputs})
 
     @app.get("/metrics")
