@@ -96,3 +96,39 @@ def test_api_key_and_bad_input_are_reported_on_the_page(browser, trained_run, tm
         value = float(_label(browser))
         want = served.predict([{"x": 2.0}])[0]["prediction"]
         assert value == pytest.approx(want, rel=1e-5)
+
+
+def test_uploading_an_image_shows_its_label(browser, tmp_path):
+    """An 8-bit grayscale model: the page draws the upload at the trained size and sends its
+    pixels; the label is the one the server gives for the file's own pixels."""
+    from PIL import Image
+
+    from dlforge import ImageClassifier
+
+    rng = np.random.default_rng(0)
+    images, labels = [], []
+    for i in range(120):
+        img = rng.integers(0, 60, size=(16, 16)).astype(np.uint8)
+        top = i % 2 == 0
+        img[:8 if top else 16, :] += 150 if top else 0
+        img[8:, :] += 0 if top else 150
+        images.append(img)
+        labels.append("top" if top else "bottom")
+    clf = ImageClassifier(channels=[8], blocks=1, epochs=10, batch_size=16, lr=1e-2, verbose=0,
+                          precision="fp32", patience=0).fit(np.stack(images), labels)
+    assert clf.metrics_["validation"]["accuracy"] >= 0.9
+    clf.save(tmp_path / "halves")
+    sure = int(np.abs(clf.predict_proba(np.stack(images))[:, 0] - 0.5).argmax())
+    png = tmp_path / "upload.png"
+    Image.fromarray(images[sure]).save(png)
+    served = ServedModel(tmp_path / "halves")
+    want = served.predict([{"image": images[sure]}])[0]["label"]
+    with Server([served], ServeSettings()) as srv:
+        meta = httpx.get(f"{srv.url}/v2/models/halves").json()["inputs"][0]
+        assert meta["image"] == {"height": 16, "width": 16, "channels": 1, "range": "0-255"}
+        browser.get(srv.url + "/?model=halves")
+        box = WebDriverWait(browser, 30).until(
+            EC.presence_of_element_located((By.ID, "in-image")))
+        box.send_keys(str(png))
+        browser.find_element(By.ID, "predict").click()
+        assert _label(browser) == want == labels[sure]
