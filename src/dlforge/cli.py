@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from dlforge.cli_lm import lm_app
 from dlforge.errors import ConfigError, DlforgeError
 from dlforge.report import cv_summary, leaderboard_table, metrics_table, prog
 
@@ -24,6 +25,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
     add_completion=False,
 )
+app.add_typer(lm_app, name="lm")  # dlforge lm train | generate | eval (cli_lm.py)
 
 
 def _examples(*lines: str) -> str:

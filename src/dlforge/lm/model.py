@@ -27,10 +27,17 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from dlforge.errors import ConfigError, DataError, NotFittedError, RunDirError
+from dlforge.errors import ConfigError, DataError, DlforgeError, NotFittedError, RunDirError
 from dlforge.lm.config import LMConfig, dump_lm_config, lm_config, load_lm_config
-from dlforge.lm.corpus import (BPETokenizer, CharTokenizer, TokenData, load_tokenizer,
-                               read_corpus, save_tokenizer, train_tokenizer)
+from dlforge.lm.corpus import (
+    BPETokenizer,
+    CharTokenizer,
+    TokenData,
+    load_tokenizer,
+    read_corpus,
+    save_tokenizer,
+    train_tokenizer,
+)
 from dlforge.lm.generate import check_sampling, sample_tokens, stream_text
 from dlforge.lm.train import train_lm
 from dlforge.models.gpt import GPT, GPTConfig
@@ -164,8 +171,9 @@ class LanguageModel:
                 "device": str(device),
             }
             del data  # closes the memory maps before their folder goes
-        except BaseException:
-            if out is None:
+        except BaseException as err:
+            # An interrupted run keeps its checkpoints for --resume; bad input leaves nothing.
+            if out is None or (isinstance(err, DlforgeError) and not resume):
                 shutil.rmtree(work, ignore_errors=True)
             raise
         self.config_, self.model_, self.tokenizer_ = cfg, model, tok
