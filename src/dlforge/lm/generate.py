@@ -8,7 +8,7 @@ incrementally from there. Every token therefore sees between half a window and a
 of context; a prompt longer than the window keeps its last ``block_size`` tokens. Decoding
 without the cache follows the same rule, so both give the same tokens.
 
-Nothing here holds state between calls, and no grad or autocast mode stays set across a
+Nothing here holds state between calls, and no inference or autocast mode stays set across a
 ``yield``: several threads may generate from one model at once, and a stream may be advanced
 from different threads.
 """
@@ -42,11 +42,11 @@ def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None,
                           f"{repetition_penalty!r}")
 
 
-def _pick(logits: torch.Tensor, seen: torch.Tensor, temperature: float, top_k: int | None,
+def _pick(logits: torch.Tensor, seen: torch.Tensor | None, temperature: float, top_k: int | None,
           top_p: float | None, penalty: float, gen: torch.Generator) -> int:
     """The next token from (V,) logits."""
     logits = logits.float().clone()
-    if penalty != 1.0 and seen.numel():
+    if seen is not None and seen.numel():
         # CTRL's penalty: tokens already in the text get less likely (logit / p if positive,
         # * p if negative), once each however often they occurred.
         prev = logits[seen]
@@ -87,13 +87,14 @@ def sample_tokens(model: GPT, prompt: Sequence[int], max_new_tokens: int,
     ctx = list(prompt)[-block:]
     seen = set(prompt)
     for _ in range(max_new_tokens):
-        with torch.no_grad(), autocast(device, precision):
+        with torch.inference_mode(), autocast(device, precision):
             if cache is not None and cache.pos > 0:  # one new position
                 x = torch.tensor([ctx[-1:]], device=device)
             else:  # the whole context: no cache, or a fresh or cut one
                 x = torch.tensor([ctx], device=device)
             logits, _ = model(x, cache=cache)  # (1, 1, V)
-            seen_t = torch.tensor(sorted(seen), device=device, dtype=torch.long)
+            seen_t = (torch.tensor(sorted(seen), device=device, dtype=torch.long)
+                      if repetition_penalty != 1.0 else None)
             nxt = _pick(logits[0, -1], seen_t, temperature, top_k, top_p,
                         repetition_penalty, gen)
         yield nxt
