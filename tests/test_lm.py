@@ -322,3 +322,15 @@ def test_cli_bad_inputs(tmp_path, capsys, trained):
     user_error("lm", "train", "--text", tmp_path / "missing.txt", "--out", tmp_path / "r",
                needle="file not found")
     assert not (tmp_path / "r").exists()
+
+
+def test_other_commands_on_a_language_model(trained, tmp_path, capsys):
+    _, run = trained
+    code, out, _ = run_cli(capsys, "info", run)
+    assert code == 0 and "language_model" in out and "bits/char" in out
+    code, out, _ = run_cli(capsys, "info", run, "--json")
+    assert code == 0 and json.loads(out)["model"]["name"] == "gpt"
+    for args in (("export", run), ("predict", run, "--data", "x.csv", "--out", tmp_path / "p.csv"),
+                 ("evaluate", run, "--data", "x.csv")):
+        code, _, err = run_cli(capsys, *args)
+        assert code == 2 and "is a language model" in err and "dlforge lm" in err

@@ -43,8 +43,8 @@ if TYPE_CHECKING:
     from dlforge.base import DeepModel
     from dlforge.lm import LanguageModel
 
-__all__ = ["MANIFEST", "check_run", "load", "new_run_dir", "partial_dir", "read_manifest",
-           "save_run", "seal_run"]
+__all__ = ["MANIFEST", "check_run", "load", "load_deep_model", "new_run_dir", "partial_dir",
+           "read_manifest", "save_run", "seal_run"]
 
 MANIFEST = "dlforge.json"
 FORMAT = 2
@@ -237,6 +237,16 @@ def load(path: str | Path, device: str | None = None) -> DeepModel | LanguageMod
     if "baseline_mean" in clf.data_report_ or "baseline_majority" in clf.data_report_:
         clf.baseline_ = baseline_from_report(clf.data_report_)
     return clf
+
+
+def load_deep_model(path: str | Path, command: str, device: str | None = None) -> DeepModel:
+    """:func:`load` for commands that need a classifier, regressor or forecaster: a language
+    model's run is a RunDirError that points to ``dlforge lm``."""
+    clf = load(path, device)
+    if type(clf).__name__ == "LanguageModel":
+        raise RunDirError(f"{path}: is a language model; {command} does not apply to it. Use "
+                          "dlforge lm generate / dlforge lm eval")
+    return clf  # type: ignore[return-value]
 
 
 def _read_history(path: Path) -> list[dict[str, Any]]:
