@@ -14,6 +14,9 @@ runs/tweets/
   plots/              curves.png, confusion_matrix.png
   checkpoints/        last weights and the training state, when trained from the CLI
 ```
+A language model's run (task ``language_model``) has its own files: config.yaml, model.safetensors,
+model.json, tokenizer.json, metrics.json, data.json, history.csv (see ``dlforge.lm.model``).
+
 It is written into a temporary sibling folder and renamed into place, so a crash never leaves
 half a run; :func:`load` refuses anything incomplete or altered.
 """

@@ -118,7 +118,7 @@ class _Log:
         if not self.verbose:
             return
         if self.bar is not None:
-            self.bar.console.print(msg)
+            self.bar.console.print(msg, highlight=False)
         else:
             print(msg, file=self.stream, flush=True)
 
