@@ -13,9 +13,12 @@ on matrices), 100 warm-up steps, cosine to 1e-4, grad clip 1, no dropout.
 
 Rows: ``dlforge`` is ``dlforge.lm.train.train_lm`` (the loop ``LanguageModel.fit`` runs) on
 ``dlforge.models.gpt.GPT``; ``hand`` is the loop below on the model below (nanoGPT's layout,
-written out again here), the same batches (same token array, same generator seed), the same
-AdamW (fused) and schedule. tokens/s counts training steps only (evaluation excluded), after
-``--warmup`` untimed steps.
+written out again here, attention through plain ``F.scaled_dot_product_attention(...,
+is_causal=True)`` as nanoGPT does), the same batches (same token array, same generator seed),
+the same AdamW (fused) and schedule. dlforge's GPT goes through ``layers.attention``, which in
+bf16 training on the CPU computes causal attention explicitly (the flash backward is ~10x
+slower there; see ``EXPLICIT_MAX_LEN``). tokens/s counts training steps only (evaluation
+excluded), after ``--warmup`` untimed steps.
 """
 
 from __future__ import annotations

@@ -49,6 +49,28 @@ def test_causal_mask_holds():
     assert not torch.allclose(a[:, 10:], b[:, 10:])
 
 
+def test_explicit_causal_attention_matches_sdpa():
+    from dlforge.models.layers import attention, explicit_attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 10, 8) for _ in range(3))
+    sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert torch.allclose(explicit_attention(q, k, v, causal=True), sdpa, atol=1e-6)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[0, 7:] = False
+    with torch.no_grad():  # the SDPA path, causal and key mask combined
+        both = attention(q, k, v, mask, causal=True)
+    assert torch.allclose(both, explicit_attention(q, k, v, mask[:, None, None, :], causal=True),
+                          atol=1e-6)
+    model = tiny_gpt().train()  # the bf16 training path (explicit) against SDPA (no grad)
+    x = torch.randint(0, 20, (2, 16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        trained, _ = model(x, targets=x)
+        with torch.no_grad():
+            plain, _ = model(x, targets=x)
+    assert torch.allclose(trained.float(), plain.float(), atol=0.05)
+
+
 def test_kv_cache_logits_match_full_forward():
     model = tiny_gpt()
     x = torch.randint(0, 20, (1, 12))
