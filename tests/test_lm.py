@@ -292,6 +292,15 @@ def test_bad_inputs(trained, tmp_path):
         LanguageModel().generate("x")
     with pytest.raises(RunDirError, match="nothing to resume"):
         LanguageModel(**TINY).fit(TEXT, out=tmp_path / "never", resume=True)
+    _, run = trained
+    with pytest.raises(RunDirError, match="run already exists there; pass --overwrite"):
+        LanguageModel(**TINY).fit(TEXT, out=run)
+    with pytest.raises(RunDirError, match="this run is complete"):
+        LanguageModel(**TINY).fit(TEXT, out=run, resume=True)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="not a dlforge run"):
+        LanguageModel(**TINY).fit(TEXT, out=tmp_path / "other")
 
 
 # ------------------------------------------------------------------------------ the CLI
@@ -324,6 +333,10 @@ def test_cli_round_trip(tmp_path, capsys):
     assert code == 0 and {"loss", "perplexity", "bits_per_char"} <= set(json.loads(out))
     code, out, _ = run_cli(capsys, "lm", "eval", run, "--text", held)
     assert code == 0 and "bits per char" in out
+    code, out, err = run_cli(capsys, "lm", "train", "--text", corpus, "--out", run,
+                             "--max-steps", 2, "--block-size", 16, "--overwrite", "-q",
+                             "--n-layer", 1, "--d-model", 16, "--n-head", 2)
+    assert code == 0 and "step 0" not in err
 
 
 def test_cli_bad_inputs(tmp_path, capsys, trained):

@@ -53,6 +53,8 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue an interrupted run into --out (same settings).")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace a run that exists at --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Train a GPT on a corpus; the best weights by val loss are saved as a run directory."""
@@ -64,7 +66,12 @@ def train(
                        min_lr=min_lr, warmup_steps=warmup_steps, eval_interval=eval_interval,
                        eval_iters=eval_iters, precision=precision, device=device,
                        compile=compile, seed=seed, column=column, verbose=0 if quiet else 1)
-    lm.fit(text, out=out, resume=resume)
+    try:
+        lm.fit(text, out=out, resume=resume, overwrite=overwrite)
+    except KeyboardInterrupt:
+        typer.echo(f"error: interrupted; continue from the last evaluation with: dlforge lm "
+                   f"train --text ... --out {out} --resume (same settings)", err=True)
+        raise typer.Exit(130) from None
     m = lm.metrics_
     typer.echo(f"wrote {out}: val loss {m['val_loss']:.4f} (perplexity {m['val_perplexity']:.2f},"
                f" {m['val_bits_per_char']:.3f} bits/char) at step {m['best_step']} of "

@@ -119,15 +119,27 @@ class LanguageModel:
         return lm_config(params)
 
     # ------------------------------------------------------------------ training
-    def fit(self, X: Source, *, out: str | Path | None = None,
-            resume: bool = False) -> LanguageModel:
+    def fit(self, X: Source, *, out: str | Path | None = None, resume: bool = False,
+            overwrite: bool = False) -> LanguageModel:
         """Train on ``X``: a text, a file, or a list of files (UTF-8 text, or tables with
         ``column``). With ``out``, checkpoints go to a hidden ``.NAME.partial`` folder beside
         it while training (``resume=True`` continues from there after an interruption) and the
-        run directory is written to ``out`` at the end."""
-        from dlforge.run import partial_dir
+        run directory is written to ``out`` at the end (an existing run there is replaced only
+        with ``overwrite=True``)."""
+        from dlforge.run import MANIFEST, partial_dir
 
         cfg = self._config()
+        if out is not None and not resume:
+            out = Path(out)
+            if out.exists() and not out.is_dir():
+                raise RunDirError(f"{out}: exists and is a file; choose another --out folder")
+            if out.is_dir() and any(out.iterdir()):
+                if not (out / MANIFEST).exists():
+                    raise RunDirError(f"{out}: exists and is not a dlforge run; choose another "
+                                      "--out folder")
+                if not overwrite:
+                    raise RunDirError(f"{out}: a run already exists there; pass --overwrite "
+                                      "(overwrite=True) to replace it or choose another --out")
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         device = resolve_device(cfg.device)
@@ -137,7 +149,10 @@ class LanguageModel:
         try:
             if resume:
                 if out is None or not (work / "tokens" / "tokens.json").is_file():
-                    raise RunDirError(f"{out}: nothing to resume (no unfinished run in {work})")
+                    done = out is not None and (out / MANIFEST).is_file()
+                    raise RunDirError(f"{out}: this run is complete; there is nothing to resume"
+                                      if done else
+                                      f"{out}: nothing to resume (no unfinished run in {work})")
                 cfg = _same_config(cfg, load_lm_config(work / "config.yaml"), work)
                 tok = load_tokenizer(work / "tokenizer.json")
                 report = json.loads((work / "data.json").read_text(encoding="utf-8"))
