@@ -200,6 +200,15 @@ def test_table_corpus_and_files(tmp_path):
         LanguageModel(**TINY).fit(tmp_path / "t.csv")
 
 
+def test_char_tokenizer_paths_agree():
+    from dlforge.lm.corpus import CharTokenizer
+
+    tok = CharTokenizer.train(TEXT + "é\n")
+    long = (TEXT + "é\n") * 10  # > 4096 characters: the code-point table
+    ids = tok.encode(long)
+    assert ids.tolist() == [tok.index[c] for c in long] and tok.decode(ids) == long
+
+
 def test_bpe_tokenizer_round_trip(tmp_path):
     lm = LanguageModel(**{**TINY, "tokenizer": "bpe", "vocab_size": 300, "max_steps": 5,
                           "block_size": 8})

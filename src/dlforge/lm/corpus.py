@@ -106,11 +106,11 @@ class CharTokenizer:
             raise DataError(f"{source}: characters not in the model's vocabulary: {shown}{more}; "
                             f"the char tokenizer knows the {len(self.chars)} characters of its "
                             "training corpus only. Remove them, or train with --tokenizer bpe")
-        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        if max(map(ord, self.chars), default=0) < 1 << 16:  # a lookup table over code points
+        if len(text) > 4096 and max(map(ord, self.chars), default=0) < 1 << 16:
+            # A corpus: one lookup over its code points instead of a dict lookup per character.
             table = np.zeros(1 << 16, dtype=np.int64)
             table[[ord(c) for c in self.chars]] = np.arange(len(self.chars))
-            return table[codes]
+            return table[np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)]
         return np.fromiter((self.index[c] for c in text), dtype=np.int64, count=len(text))
 
     def decode(self, ids: Sequence[int]) -> str:
