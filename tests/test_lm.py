@@ -336,6 +336,9 @@ def test_cli_round_trip(tmp_path, capsys):
     code, out2, _ = run_cli(capsys, "lm", "generate", run, "--prompt", "the", "--seed", "1",
                             "--max-new-tokens", "20", "--top-k", "5")
     assert out2 == out
+    code, out3, _ = run_cli(capsys, "lm", "generate", run, "--prompt", "the", "--seed", "1",
+                            "--max-new-tokens", "20", "--top-k", "5", "--stop", "\\n")
+    assert code == 0 and out3 == out  # no newline in 20 tokens: the same text
     held = tmp_path / "held.txt"
     held.write_text(TEXT[:200])
     code, out, _ = run_cli(capsys, "lm", "eval", run, "--text", held, "--json")

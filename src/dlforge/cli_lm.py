@@ -93,13 +93,16 @@ def generate(
     top_k: Annotated[int | None, typer.Option(help="Sample from the k likeliest.")] = None,
     top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass.")] = None,
     repetition_penalty: Annotated[float, typer.Option(help="> 1 discourages repeats.")] = 1.0,
-    stop: Annotated[str | None, typer.Option(help="End before this string.")] = None,
+    stop: Annotated[str | None, typer.Option(
+        help="End before this string (\\n and \\t are a newline and a tab).")] = None,
     seed: Annotated[int | None, typer.Option(help="Same seed, same text.")] = None,
 ) -> None:
     """Continue a prompt, printing the text as it is generated."""
     from dlforge.lm import LanguageModel
 
     lm = LanguageModel.load(run_dir)
+    if stop is not None:
+        stop = stop.replace("\\n", "\n").replace("\\t", "\t")
     stream = lm.generate_stream(prompt, max_new_tokens=max_new_tokens, temperature=temperature,
                                 top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
                                 stop=stop, seed=seed)
