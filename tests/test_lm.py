@@ -253,7 +253,14 @@ def test_stop_string_and_repetition_penalty(trained):
     stop = free[10:13]
     cut = lm.generate("the", 60, temperature=0, stop=stop)
     assert cut == free[:free.index(stop)] and stop not in cut
-    assert "".join(lm.generate_stream("the", 60, temperature=0, stop=stop)) == cut
+    details: dict = {}
+    assert "".join(lm.generate_stream("the", 60, temperature=0, stop=stop,
+                                      details=details)) == cut
+    assert details["finish_reason"] == "stop" and details["prompt_tokens"] == 3
+    assert details["generated_tokens"] == len(cut) + len(stop)
+    details = {}
+    assert "".join(lm.generate_stream("the", 60, temperature=0, details=details)) == free
+    assert details == {"prompt_tokens": 3, "generated_tokens": 60, "finish_reason": "length"}
     assert lm.generate("the", 60, temperature=0, repetition_penalty=3.0) != free
     # the stream holds back a possible start of the stop string
     assert list(stream_text(lambda ids: "".join(map(str, ids)), iter([1, 2, 3, 4]), "34")) \

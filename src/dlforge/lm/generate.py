@@ -106,11 +106,14 @@ def sample_tokens(model: GPT, prompt: Sequence[int], max_new_tokens: int,
                 cache.reset()
 
 
-def stream_text(decode, tokens: Iterator[int], stop: str | None = None) -> Iterator[str]:
+def stream_text(decode, tokens: Iterator[int], stop: str | None = None,
+                details: dict | None = None) -> Iterator[str]:
     """Decoded text, piece by piece as ``tokens`` arrive, ending before ``stop`` if it appears.
 
     A piece is held back while it could still be the start of ``stop``, or while it ends in an
-    incomplete UTF-8 sequence (a byte-level BPE token can hold part of a character)."""
+    incomplete UTF-8 sequence (a byte-level BPE token can hold part of a character). When the
+    stream ends, ``details`` (if given) gets ``generated_tokens`` and ``finish_reason``
+    (``"stop"``: the stop string appeared; ``"length"``: max_new_tokens were generated)."""
     ids: list[int] = []
     sent = 0
     text = ""
@@ -120,6 +123,8 @@ def stream_text(decode, tokens: Iterator[int], stop: str | None = None) -> Itera
         if stop:
             at = text.find(stop, sent)
             if at >= 0:
+                if details is not None:
+                    details.update(generated_tokens=len(ids), finish_reason="stop")
                 if at > sent:
                     yield text[sent:at]
                 return
@@ -134,5 +139,7 @@ def stream_text(decode, tokens: Iterator[int], stop: str | None = None) -> Itera
         if safe > sent:
             yield text[sent:safe]
             sent = safe
+    if details is not None:
+        details.update(generated_tokens=len(ids), finish_reason="length")
     if len(text) > sent:
         yield text[sent:]

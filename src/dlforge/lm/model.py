@@ -211,7 +211,8 @@ class LanguageModel:
     def generate_stream(self, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
                         top_k: int | None = None, top_p: float | None = None,
                         repetition_penalty: float = 1.0, stop: str | None = None,
-                        seed: int | None = None, use_cache: bool = True) -> Iterator[str]:
+                        seed: int | None = None, use_cache: bool = True,
+                        details: dict | None = None) -> Iterator[str]:
         """Yield the continuation of ``prompt`` as decoded text pieces, one per token (a piece
         is held back while it might begin ``stop`` or ends inside a UTF-8 character). Bad
         input raises here, before the first piece: DataError for the prompt (empty, or
@@ -221,12 +222,16 @@ class LanguageModel:
         smallest set with probability ``top_p``; ``repetition_penalty`` > 1 makes tokens
         already in the text less likely; the text ends before ``stop``. Past the context
         window the context slides (see :mod:`dlforge.lm.generate`). Safe to call from several
-        threads; each stream may be advanced from any thread."""
+        threads; each stream may be advanced from any thread. ``details``, a dict, gets
+        ``prompt_tokens`` now and ``generated_tokens`` and ``finish_reason`` ("stop" or
+        "length") when the stream ends (nothing, if it is closed early)."""
         ids = self._prompt_ids(prompt)
+        if details is not None:
+            details["prompt_tokens"] = len(ids)
         check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
         tokens = sample_tokens(self.model_, ids, max_new_tokens, temperature, top_k, top_p,
                                repetition_penalty, seed, use_cache, self._gen_precision())
-        return stream_text(self.tokenizer_.decode, tokens, stop)
+        return stream_text(self.tokenizer_.decode, tokens, stop, details)
 
     def generate(self, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
                  top_k: int | None = None, top_p: float | None = None,
