@@ -71,9 +71,9 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         if cache is None or cache.pos == 0:
             # Training, or the first chunk of a decode: the plain causal mask, through
-            # F.scaled_dot_product_attention(..., is_causal=True) (layers.attention: except
-            # when training on short sequences on the CPU, where the explicit product is
-            # several times faster; same result).
+            # F.scaled_dot_product_attention(..., is_causal=True) (layers.attention; except in
+            # bf16 training on short sequences on the CPU, where the explicit product is much
+            # faster than the flash backward: same result, see layers.EXPLICIT_MAX_LEN).
             if cache is not None:
                 cache.k[layer][:, :, :T] = k
                 cache.v[layer][:, :, :T] = v
