@@ -24,6 +24,7 @@ from dlforge.estimators import (  # noqa: E402
     TextClassifier,
 )
 from dlforge.forecast import Forecaster  # noqa: E402
+from dlforge.lm import LanguageModel  # noqa: E402
 from dlforge.run import load  # noqa: E402
 from dlforge.tune import tune  # noqa: E402
 
@@ -33,6 +34,7 @@ __all__ = [
     "DlforgeError",
     "Forecaster",
     "ImageClassifier",
+    "LanguageModel",
     "NotFittedError",
     "RunConfig",
     "RunDirError",

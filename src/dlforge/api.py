@@ -29,7 +29,7 @@ from dlforge.estimators import (
     TextClassifier,
     image_folder_frame,
 )
-from dlforge.run import MANIFEST, check_run, load, partial_dir, save_run
+from dlforge.run import LM_TASK, MANIFEST, check_run, load_deep_model, partial_dir, save_run
 
 __all__ = ["cross_validate", "estimator_for", "evaluate", "info", "output_kind", "predict",
            "preflight", "read_data", "train"]
@@ -233,7 +233,7 @@ def _load_eval_frame(clf: DeepModel, data: str | Path, text: str | None,
 def evaluate(run_dir: str | Path, data: str | Path, *, text: str | None = None,
              label: str | None = None) -> dict[str, Any]:
     """Score a run on a labelled file: the same metrics as training, with the baseline."""
-    clf = load(run_dir)
+    clf = load_deep_model(run_dir, "dlforge evaluate")
     cfg = clf.config_
     if cfg.forecast is not None:
         return clf.evaluate_frame(read_data(cfg, data), str(data))
@@ -252,7 +252,7 @@ def predict(run_dir: str | Path, data: str | Path, out: str | Path, *,
     """Predict every row of ``data``; write its columns plus ``prediction`` (and for
     classification one ``proba_<class>`` column per class) to ``out`` (format from its
     extension). Image arrays are not written back; image paths are."""
-    clf = load(run_dir)
+    clf = load_deep_model(run_dir, "dlforge predict")
     if clf.config_.forecast is not None:
         forecast = clf.predict(read_data(clf.config_, data, labelled=True))
         write_table(forecast, Path(out))
@@ -284,11 +284,18 @@ def info(run_dir: str | Path) -> dict[str, Any]:
     """What a run is: task, model, size, data, metrics, files."""
     path = Path(run_dir)
     manifest = check_run(path)
-    cfg = load_config(path / "config.yaml")
     from safetensors import safe_open
 
     with safe_open(path / "model.safetensors", framework="pt") as fh:
         n_params = sum(_prod(fh.get_slice(k).get_shape()) for k in fh.keys())  # noqa: SIM118 (safe_open)
+    if manifest["task"] == LM_TASK:
+        read = lambda name: json.loads((path / name).read_text(encoding="utf-8"))  # noqa: E731
+        return {"path": str(path), "task": LM_TASK, "created": manifest["created"],
+                "dlforge_version": manifest["dlforge_version"], "estimator": "LanguageModel",
+                "model": {"name": "gpt", **read("model.json")}, "parameters": n_params,
+                "data": read("data.json"), "metrics": read("metrics.json"),
+                "files": sorted(manifest["files"])}
+    cfg = load_config(path / "config.yaml")
     return {
         "path": str(path),
         "task": manifest["task"],

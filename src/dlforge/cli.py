@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from dlforge.cli_lm import lm_app
 from dlforge.errors import ConfigError, DlforgeError
 from dlforge.report import cv_summary, leaderboard_table, metrics_table, prog
 
@@ -24,6 +25,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
     add_completion=False,
 )
+app.add_typer(lm_app, name="lm")  # dlforge lm train | generate | eval (cli_lm.py)
 
 
 def _examples(*lines: str) -> str:
@@ -690,6 +692,15 @@ def info(
     console.print(f"[b]{d['path']}[/b]: {d['task']}, created {d['created']} "
                   f"(dlforge {d['dlforge_version']})")
     console.print(f"model: {d['model']['name']} ({model}); {d['parameters']:,} parameters")
+    if d["task"] == "language_model":
+        m, data = d["metrics"], d["data"]
+        console.print(f"data: {data['characters']:,} characters, {data['tokens']:,} "
+                      f"{data['tokenizer']} tokens (train {data['train_tokens']:,}, val "
+                      f"{data['val_tokens']:,})")
+        console.print(f"val loss {m['val_loss']:.4f}, perplexity {m['val_perplexity']:.2f}, "
+                      f"{m['val_bits_per_char']:.3f} bits/char at step {m['best_step']} of "
+                      f"{m['steps']}")
+        return
     labels = d["labels"]
     if d.get("forecast"):
         fc = d["forecast"]

@@ -14,6 +14,9 @@ runs/tweets/
   plots/              curves.png, confusion_matrix.png
   checkpoints/        last weights and the training state, when trained from the CLI
 ```
+A language model's run (task ``language_model``) has its own files: config.yaml, model.safetensors,
+model.json, tokenizer.json, metrics.json, data.json, history.csv (see ``dlforge.lm.model``).
+
 It is written into a temporary sibling folder and renamed into place, so a crash never leaves
 half a run; :func:`load` refuses anything incomplete or altered.
 """
@@ -41,13 +44,17 @@ from dlforge.train.metrics import plot_confusion, plot_history
 
 if TYPE_CHECKING:
     from dlforge.base import DeepModel
+    from dlforge.lm import LanguageModel
 
-__all__ = ["MANIFEST", "check_run", "load", "partial_dir", "read_manifest", "save_run"]
+__all__ = ["MANIFEST", "check_run", "load", "load_deep_model", "new_run_dir", "partial_dir",
+           "read_manifest", "save_run", "seal_run"]
 
 MANIFEST = "dlforge.json"
 FORMAT = 2
 REQUIRED = ("config.yaml", "model.safetensors", "features.json", "labels.json", "metrics.json",
             "data.json")
+LM_TASK = "language_model"  # a LanguageModel's run (dlforge.lm): its own files, see lm/model.py
+REQUIRED_LM = ("config.yaml", "model.safetensors", "tokenizer.json", "metrics.json")
 
 
 def partial_dir(out: Path) -> Path:
@@ -77,17 +84,8 @@ def _jsonable(v: Any) -> Any:
 
 def save_run(clf: DeepModel, path: Path, checkpoints: Path | None = None) -> Path:
     """Write ``clf`` as a run directory at ``path`` (replacing an older run there)."""
-    from dlforge import __version__  # set first thing in dlforge/__init__
-
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"{path}: exists and is a file; choose another output folder")
-    if path.is_dir() and any(path.iterdir()) and not (path / MANIFEST).exists():
-        raise RunDirError(f"{path}: exists and is not a dlforge run; refusing to replace it. "
-                          "Choose another output folder")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    tmp = new_run_dir(path)
     try:
         dump_config(clf.config_, tmp / "config.yaml")
         state = {k: v.detach().contiguous().cpu() for k, v in clf.model_.state_dict().items()}
@@ -107,24 +105,47 @@ def save_run(clf: DeepModel, path: Path, checkpoints: Path | None = None) -> Pat
                            f"Confusion matrix ({split})")
         if checkpoints is not None and checkpoints.is_dir():
             shutil.copytree(checkpoints, tmp / "checkpoints")
-        files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        manifest = {
-            "format": FORMAT,
-            "dlforge_version": __version__,
-            "task": task_name(clf.config_, clf.labels_.kind),
-            "estimator": type(clf).__name__,
-            "model": clf.config_.model.name,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "files": {p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size,
-                                                      "sha256": _sha256(p)}
-                      for p in files},
-        }
-        (tmp / MANIFEST).write_text(_json(manifest), encoding="utf-8")
-        _swap_into_place(tmp, path)
+        seal_run(tmp, path, task_name(clf.config_, clf.labels_.kind), type(clf).__name__,
+                 clf.config_.model.name)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def new_run_dir(path: Path) -> Path:
+    """A fresh temporary folder beside ``path`` to write a run into (see :func:`seal_run`);
+    refuses a ``path`` that is a file or a folder that is not a dlforge run."""
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{path}: exists and is a file; choose another output folder")
+    if path.is_dir() and any(path.iterdir()) and not (path / MANIFEST).exists():
+        raise RunDirError(f"{path}: exists and is not a dlforge run; refusing to replace it. "
+                          "Choose another output folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    return tmp
+
+
+def seal_run(tmp: Path, path: Path, task: str, estimator: str, model: str) -> None:
+    """Write the manifest (every file's size and SHA-256) into ``tmp`` and rename it onto
+    ``path``, replacing an older run there."""
+    from dlforge import __version__  # set first thing in dlforge/__init__
+
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    manifest = {
+        "format": FORMAT,
+        "dlforge_version": __version__,
+        "task": task,
+        "estimator": estimator,
+        "model": model,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "files": {p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size,
+                                                  "sha256": _sha256(p)}
+                  for p in files},
+    }
+    (tmp / MANIFEST).write_text(_json(manifest), encoding="utf-8")
+    _swap_into_place(tmp, path)
 
 
 def _swap_into_place(tmp: Path, path: Path) -> None:
@@ -177,7 +198,7 @@ def check_run(path: Path, verify_digests: bool = True) -> dict[str, Any]:
     """Raise RunDirError unless ``path`` is a complete, unaltered run; return its manifest."""
     manifest = read_manifest(path)
     files = manifest.get("files", {})
-    for name in REQUIRED:
+    for name in REQUIRED_LM if manifest.get("task") == LM_TASK else REQUIRED:
         if name not in files:
             raise RunDirError(f"{path}: incomplete run: {name} is not in the manifest")
     for name, meta in files.items():
@@ -190,13 +211,18 @@ def check_run(path: Path, verify_digests: bool = True) -> dict[str, Any]:
     return manifest
 
 
-def load(path: str | Path, device: str | None = None) -> DeepModel:
-    """Load a run directory as a fitted estimator that predicts exactly as the saved one."""
+def load(path: str | Path, device: str | None = None) -> DeepModel | LanguageModel:
+    """Load a run directory as a fitted estimator that predicts exactly as the saved one (a
+    :class:`~dlforge.lm.LanguageModel` for a language model's run)."""
     from dlforge import estimators, forecast  # both import run
     from dlforge.base import DeepModel, baseline_from_report
 
     path = Path(path)
     manifest = check_run(path)
+    if manifest.get("task") == LM_TASK:
+        from dlforge.lm import LanguageModel
+
+        return LanguageModel._restore(path, device)
     try:
         cfg = load_config(path / "config.yaml")
     except DlforgeError as err:
@@ -214,6 +240,16 @@ def load(path: str | Path, device: str | None = None) -> DeepModel:
     if "baseline_mean" in clf.data_report_ or "baseline_majority" in clf.data_report_:
         clf.baseline_ = baseline_from_report(clf.data_report_)
     return clf
+
+
+def load_deep_model(path: str | Path, command: str, device: str | None = None) -> DeepModel:
+    """:func:`load` for commands that need a classifier, regressor or forecaster: a language
+    model's run is a RunDirError that points to ``dlforge lm``."""
+    clf = load(path, device)
+    if type(clf).__name__ == "LanguageModel":
+        raise RunDirError(f"{path}: is a language model; {command} does not apply to it. Use "
+                          "dlforge lm generate / dlforge lm eval")
+    return clf  # type: ignore[return-value]
 
 
 def _read_history(path: Path) -> list[dict[str, Any]]:

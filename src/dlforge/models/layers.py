@@ -88,18 +88,27 @@ class ValueEmbedding(nn.Module):
 
 # In training, up to this length, attention on the CPU is computed explicitly: PyTorch's CPU
 # flash kernel has a slow backward for short sequences (2-5x slower than the explicit product at
-# T <= 128, batch 64 x 4 heads x 128; see benchmarks/attention_cpu.py). Past it, and for
+# T <= 128, batch 64 x 4 heads x 128; see benchmarks/attention_cpu.py). With a causal mask only
+# in bf16: there the flash backward takes ~24 ms a layer for the baby GPT (batch 12 x 4 heads x
+# 64), half its training step, and the explicit product makes the step ~30% faster; in fp32
+# the causal flash kernel is as fast (explicit measured 6% slower). Past this length, and for
 # inference (where the flash forward is as fast or faster), SDPA.
 EXPLICIT_MAX_LEN = 128
 
 
 def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                       key_mask: torch.Tensor | None = None) -> torch.Tensor:
+                       key_mask: torch.Tensor | None = None,
+                       causal: bool = False) -> torch.Tensor:
     """softmax(Q Kᵀ / √d_k, masked) V, written out; ``key_mask`` (B, 1, 1, T) is True on keys
-    that may be attended to. Same result as SDPA's math back-end."""
+    that may be attended to; ``causal`` also hides every later position from each query.
+    Same result as SDPA's math back-end."""
     scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (B, nh, T, T)
     if key_mask is not None:
         scores = scores.masked_fill(~key_mask, float("-inf"))
+    if causal:
+        T = scores.shape[-1]
+        later = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)  # (T, T)
+        scores = scores.masked_fill(later, float("-inf"))
     wide = torch.promote_types(scores.dtype, torch.float32)  # softmax in fp32 at least
     weights = torch.softmax(scores.to(wide), dim=-1).to(v.dtype)
     return weights @ v  # (B, nh, T, hs)
@@ -108,16 +117,21 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
               causal: bool = False, dropout_p: float = 0.0) -> torch.Tensor:
     """Scaled dot-product attention for (B, nh, T, hs) inputs; ``mask`` (B, T) is True on real
-    tokens. ``F.scaled_dot_product_attention`` does the work, except when training on short
-    sequences on the CPU without attention dropout or a causal mask (see EXPLICIT_MAX_LEN)."""
+    tokens; ``causal``: each position attends to itself and earlier ones only.
+    ``F.scaled_dot_product_attention`` does the work, except when training on short sequences
+    on the CPU without attention dropout (causal: in bf16 only; see EXPLICIT_MAX_LEN)."""
     key_mask = None
     if mask is not None and not bool(mask.all()):
         key_mask = mask[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
     if (torch.is_grad_enabled() and q.device.type == "cpu" and q.shape[-2] <= EXPLICIT_MAX_LEN
-            and dropout_p == 0.0 and not causal):
-        return explicit_attention(q, k, v, key_mask)
+            and dropout_p == 0.0 and (not causal or q.dtype == torch.bfloat16)):
+        return explicit_attention(q, k, v, key_mask, causal)
+    if causal and key_mask is not None:  # SDPA takes one or the other: combine them
+        T = q.shape[-2]
+        key_mask = key_mask & torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+        causal = False
     return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=key_mask, is_causal=causal and key_mask is None, dropout_p=dropout_p)
+        q, k, v, attn_mask=key_mask, is_causal=causal, dropout_p=dropout_p)
 
 
 class MultiHeadSelfAttention(nn.Module):

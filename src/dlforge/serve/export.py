@@ -93,10 +93,10 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None,
     with the largest difference if it exceeds 1e-4."""
     import onnxruntime as ort
 
-    from dlforge.run import load
+    from dlforge.run import load_deep_model
 
     run_dir = Path(run_dir)
-    clf = load(run_dir, device="cpu")
+    clf = load_deep_model(run_dir, "ONNX export", device="cpu")
     if clf.config_.forecast is not None:
         raise ConfigError(f"{run_dir}: exporting forecasting runs is not supported yet")
     out = Path(out) if out is not None else run_dir.with_suffix(".onnx")

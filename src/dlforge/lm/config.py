@@ -1,0 +1,92 @@
+"""A language-model run's settings: flat, validated, saved as the run's ``config.yaml``.
+
+The defaults are the "baby GPT" CPU setting (4 layers, 4 heads, d_model 128, a 64-token
+window, batches of 12, 2000 steps; learning rate 1e-3 with 100 warm-up steps and a cosine decay
+to 1e-4, AdamW β₂ 0.99, weight decay 0.1 on matrices, gradients clipped at 1).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from dlforge._atomic import atomic_file
+from dlforge.config import _Strict
+from dlforge.errors import ConfigError
+
+__all__ = ["LMConfig", "dump_lm_config", "lm_config", "load_lm_config"]
+
+
+class LMConfig(_Strict):
+    # data
+    column: str | None = None  # the text column when the corpus is a table
+    tokenizer: Literal["char", "bpe"] = "char"
+    vocab_size: int = Field(2000, ge=257, le=1 << 20)  # bpe only: 256 bytes + merges
+    # model (models.gpt.GPTConfig)
+    n_layer: int = Field(4, ge=1)
+    n_head: int = Field(4, ge=1)
+    d_model: int = Field(128, ge=1)
+    block_size: int = Field(64, ge=2)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    bias: bool = True
+    # training
+    batch_size: int = Field(12, ge=1)
+    accumulate: int = Field(1, ge=1)  # micro-batches per optimizer step
+    max_steps: int = Field(2000, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    min_lr: float = Field(1e-4, ge=0.0)  # where the cosine decay ends, at max_steps
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.1, ge=0.0)
+    beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta2: float = Field(0.99, ge=0.0, lt=1.0)
+    grad_clip: float = Field(1.0, ge=0.0)  # 0: no clipping
+    eval_interval: int = Field(250, ge=1)  # steps between train/val loss estimates
+    eval_iters: int = Field(20, ge=1)  # batches per estimate (the same batches every time)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    device: str = "auto"
+    compile: bool = False
+    num_threads: int | None = Field(None, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> LMConfig:
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_head "
+                             f"({self.n_head})")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        return self
+
+
+def lm_config(data: dict[str, Any], source: str = "LanguageModel") -> LMConfig:
+    """Validate plain settings; each problem names its key and what was expected."""
+    try:
+        return LMConfig(**data)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"])
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                msg = f"unknown setting; valid ones are: {', '.join(LMConfig.model_fields)}"
+            elif "input" in e and not isinstance(e["input"], dict):
+                msg += f" (got {e['input']!r})"
+            lines.append(f"{source}: {key}: {msg}" if key else f"{source}: {msg}")
+        raise ConfigError("; ".join(lines)) from None
+
+
+def dump_lm_config(cfg: LMConfig, path: Path) -> None:
+    text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def load_lm_config(path: Path) -> LMConfig:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: unreadable ({err})") from None
+    return lm_config(data if isinstance(data, dict) else {}, str(path))

@@ -1,0 +1,145 @@
+"""Sampling from a GPT: temperature, top-k, top-p, repetition penalty, a stop string, a seed.
+
+Decoding is incremental with a :class:`~dlforge.models.gpt.KVCache`: after the prompt, each new
+token costs one position. The context window is ``block_size`` tokens (learned absolute
+positions cannot go past it), so longer generations **slide**: when the context is full it is
+cut to its last ``block_size // 2`` tokens, which are encoded again, and decoding continues
+incrementally from there. Every token therefore sees between half a window and a whole window
+of context; a prompt longer than the window keeps its last ``block_size`` tokens. Decoding
+without the cache follows the same rule, so both give the same tokens.
+
+Nothing here holds state between calls, and no inference or autocast mode stays set across a
+``yield``: several threads may generate from one model at once, and a stream may be advanced
+from different threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from dlforge.errors import ConfigError
+from dlforge.models.gpt import GPT, KVCache
+from dlforge.train.device import autocast
+
+__all__ = ["check_sampling", "sample_tokens", "stream_text"]
+
+
+def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None,
+                   top_p: float | None, repetition_penalty: float) -> None:
+    """Each bad setting is a ConfigError naming it and the range it must be in."""
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ConfigError(f"max_new_tokens: must be a whole number >= 0, got {max_new_tokens!r}")
+    if not temperature >= 0:
+        raise ConfigError(f"temperature: must be >= 0 (0 is greedy), got {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ConfigError(f"top_k: must be a whole number >= 1 (or unset), got {top_k!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ConfigError(f"top_p: must be in (0, 1] (or unset), got {top_p!r}")
+    if not repetition_penalty > 0:
+        raise ConfigError(f"repetition_penalty: must be > 0 (1 is none), got "
+                          f"{repetition_penalty!r}")
+
+
+def _pick(logits: torch.Tensor, seen: torch.Tensor | None, temperature: float, top_k: int | None,
+          top_p: float | None, penalty: float, gen: torch.Generator) -> int:
+    """The next token from (V,) logits."""
+    logits = logits.float().clone()
+    if seen is not None and seen.numel():
+        # CTRL's penalty: tokens already in the text get less likely (logit / p if positive,
+        # * p if negative), once each however often they occurred.
+        prev = logits[seen]
+        logits[seen] = torch.where(prev > 0, prev / penalty, prev * penalty)
+    if temperature == 0:
+        return int(torch.argmax(logits))
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.numel():
+        kth = torch.topk(logits, top_k).values[-1]
+        logits[logits < kth] = float("-inf")
+    if top_p is not None and top_p < 1.0:
+        # Nucleus: the fewest most-likely tokens whose probabilities sum to top_p.
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        drop = torch.cumsum(probs, dim=-1) - probs > top_p  # the first token always stays
+        logits[order[drop]] = float("-inf")
+    probs = torch.softmax(logits, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+def sample_tokens(model: GPT, prompt: Sequence[int], max_new_tokens: int,
+                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                  repetition_penalty: float = 1.0, seed: int | None = None,
+                  use_cache: bool = True, precision: str = "fp32") -> Iterator[int]:
+    """Yield ``max_new_tokens`` token ids after ``prompt`` (at least one id). ``model`` must
+    be in eval mode. Same seed, same settings -> same tokens."""
+    check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
+    device = next(model.parameters()).device
+    block = model.config.block_size
+    keep = max(1, block // 2)
+    gen = torch.Generator(device=device)
+    if seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(seed)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    cache = KVCache(model.config, 1, device, dtype) if use_cache else None
+    ctx = list(prompt)[-block:]
+    seen = set(prompt)
+    for _ in range(max_new_tokens):
+        with torch.inference_mode(), autocast(device, precision):
+            if cache is not None and cache.pos > 0:  # one new position
+                x = torch.tensor([ctx[-1:]], device=device)
+            else:  # the whole context: no cache, or a fresh or cut one
+                x = torch.tensor([ctx], device=device)
+            logits, _ = model(x, cache=cache)  # (1, 1, V)
+            seen_t = (torch.tensor(sorted(seen), device=device, dtype=torch.long)
+                      if repetition_penalty != 1.0 else None)
+            nxt = _pick(logits[0, -1], seen_t, temperature, top_k, top_p,
+                        repetition_penalty, gen)
+        yield nxt
+        seen.add(nxt)
+        ctx.append(nxt)
+        if len(ctx) > block:  # the window is full: slide (see the module docstring)
+            ctx = ctx[-keep:]
+            if cache is not None:
+                cache.reset()
+
+
+def stream_text(decode, tokens: Iterator[int], stop: str | None = None,
+                details: dict | None = None) -> Iterator[str]:
+    """Decoded text, piece by piece as ``tokens`` arrive, ending before ``stop`` if it appears.
+
+    A piece is held back while it could still be the start of ``stop``, or while it ends in an
+    incomplete UTF-8 sequence (a byte-level BPE token can hold part of a character). When the
+    stream ends, ``details`` (if given) gets ``generated_tokens`` and ``finish_reason``
+    (``"stop"``: the stop string appeared; ``"length"``: max_new_tokens were generated)."""
+    ids: list[int] = []
+    sent = 0
+    text = ""
+    for t in tokens:
+        ids.append(t)
+        text = decode(ids)
+        if stop:
+            at = text.find(stop, sent)
+            if at >= 0:
+                if details is not None:
+                    details.update(generated_tokens=len(ids), finish_reason="stop")
+                if at > sent:
+                    yield text[sent:at]
+                return
+        safe = len(text)
+        while safe > sent and text[safe - 1] == "\ufffd":
+            safe -= 1
+        if stop:
+            for j in range(min(len(stop) - 1, safe - sent), 0, -1):
+                if text[safe - j:safe] == stop[:j]:
+                    safe -= j
+                    break
+        if safe > sent:
+            yield text[sent:safe]
+            sent = safe
+    if details is not None:
+        details.update(generated_tokens=len(ids), finish_reason="length")
+    if len(text) > sent:
+        yield text[sent:]

@@ -1,0 +1,183 @@
+"""A decoder-only Transformer (GPT), in one file, top to bottom.
+
+Token + learned position embeddings, ``n_layer`` pre-LayerNorm blocks of causal self-attention
+(``F.scaled_dot_product_attention(..., is_causal=True)``) and a GELU MLP, a final LayerNorm, and
+an output head that shares the token embedding's matrix (weight tying). Residual projections
+start scaled by 1/√(2·n_layer) (GPT-2). A :class:`KVCache` keeps each layer's keys and values so
+that decoding one more token costs one position, not the whole context.
+
+Shapes: B batch, T time (tokens), C = d_model, nh heads, hs = C / nh per head, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlforge.models.layers import Dropout, attention
+
+__all__ = ["GPT", "GPTConfig", "KVCache"]
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 65
+    block_size: int = 64  # the context window: the most tokens the model ever sees at once
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 128
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear layers and LayerNorms
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class KVCache:
+    """Keys and values of every layer for the positions decoded so far, preallocated to the
+    context window: (B, nh, block_size, hs) per layer. ``pos`` is how many are filled."""
+
+    def __init__(self, cfg: GPTConfig, batch: int, device: torch.device, dtype: torch.dtype):
+        shape = (batch, cfg.n_head, cfg.block_size, cfg.d_model // cfg.n_head)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.pos = 0
+        self.block_size = cfg.block_size
+
+    def reset(self) -> None:
+        self.pos = 0
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.proj.residual = True  # scaled at initialisation (see GPT._init)
+        self.dropout = cfg.dropout
+        self.resid_drop = Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if cache is None or cache.pos == 0:
+            # Training, or the first chunk of a decode: the plain causal mask, through
+            # F.scaled_dot_product_attention(..., is_causal=True) (layers.attention; except in
+            # bf16 training on short sequences on the CPU, where the explicit product is much
+            # faster than the flash backward: same result, see layers.EXPLICIT_MAX_LEN).
+            if cache is not None:
+                cache.k[layer][:, :, :T] = k
+                cache.v[layer][:, :, :T] = v
+            y = attention(q, k, v, None, causal=True,
+                          dropout_p=self.dropout if self.training else 0.0)
+        else:
+            # T new positions after cache.pos cached ones: they see every cached key and the new
+            # keys up to themselves. SDPA's is_causal aligns the mask top-left, which is wrong
+            # when queries and keys differ in length, so the mask is explicit (none for T == 1).
+            start, end = cache.pos, cache.pos + T
+            cache.k[layer][:, :, start:end] = k
+            cache.v[layer][:, :, start:end] = v
+            k, v = cache.k[layer][:, :, :end], cache.v[layer][:, :, :end]  # (B, nh, end, hs)
+            mask = None
+            if T > 1:
+                mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(start)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
+        return self.resid_drop(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.up = nn.Linear(cfg.d_model, 4 * cfg.d_model, bias=cfg.bias)
+        self.down = nn.Linear(4 * cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.down.residual = True
+        self.drop = Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.down(F.gelu(self.up(x))))  # (B, T, 4C) inside, (B, T, C) out
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm: x + Attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), cache, layer)
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.config = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_emb = nn.Embedding(cfg.block_size, cfg.d_model)
+        self.drop = Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        # The output head is the token embedding's matrix (weight tying): one parameter, and
+        # nothing shared to trip safetensors when saving.
+        self.apply(self._init)
+
+    def _init(self, m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            # Residual projections add to the stream once per block twice: GPT-2 scales them.
+            std = 0.02 / math.sqrt(2 * self.config.n_layer) if getattr(m, "residual", False) \
+                else 0.02
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameters; without the position embedding by default (the token embedding is
+        counted: it is also the output head)."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.pos_emb.weight.numel() if non_embedding else n
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``idx`` (B, T) token ids. With ``targets`` (B, T): logits (B, T, V) and the mean
+        cross-entropy. Without: the last position's logits (B, 1, V) and None. With ``cache``
+        the positions continue from ``cache.pos`` and the cache advances by T."""
+        B, T = idx.shape
+        start = cache.pos if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} tokens is longer than the context window "
+                             f"(block_size {self.config.block_size})")
+        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache, i)
+        if cache is not None:
+            cache.pos += T
+        x = self.ln_f(x)  # (B, T, C)
+        if targets is None:
+            return F.linear(x[:, -1:], self.tok_emb.weight), None  # (B, 1, V)
+        logits = F.linear(x, self.tok_emb.weight)  # (B, T, V)
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token (forward + backward, PaLM appendix B): 6·N for the weights
+        plus 12·n_layer·T·C for attention's two matmuls over a full window."""
+        c = self.config
+        return 6 * self.num_params() + 12 * c.n_layer * c.block_size * c.d_model
