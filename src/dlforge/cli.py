@@ -565,7 +565,7 @@ def serve(
     /v1/models/NAME/predict, /metrics (Prometheus) and /docs, with dynamic batching."""
     import uvicorn
 
-    from dlforge.serve.app import ServedModel, ServeSettings, create_app
+    from dlforge.serve.app import ServeSettings, create_app, served_run
 
     names = list(name or [])
     if names and len(names) != len(run_dirs):
@@ -583,7 +583,7 @@ def serve(
         raise ConfigError(f"--workers: must be at least 1, got {workers}")
     # Loaded here even with --workers N: a bad run fails now with one line, not N tracebacks
     # (and the onnx backend exports once, before the workers race to do it).
-    models = [ServedModel(d, names[i] if names else None, backend)
+    models = [served_run(d, names[i] if names else None, backend)
               for i, d in enumerate(run_dirs)]
     settings = ServeSettings(max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
                              max_queue=max_queue, max_instances=max_instances,

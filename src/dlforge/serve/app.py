@@ -6,6 +6,7 @@ Routes follow the Open Inference Protocol v2 (KServe, Triton, Seldon) plus a pla
 GET  /v2/health/live              GET  /v2/health/ready          GET  /v2
 GET  /v2/models/{name}            GET  /v2/models/{name}/ready
 POST /v2/models/{name}/infer      POST /v1/models/{name}/predict {"instances": [{...}, ...]}
+POST /v2/models/{name}/generate   POST /v2/models/{name}/generate_stream (language models)
 GET  /metrics (Prometheus)        GET  /docs (OpenAPI)           GET  / (the playground page)
 ```
 
@@ -34,8 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dlforge.errors import ConfigError, DlforgeError
 from dlforge.serve.batcher import DynamicBatcher, Overloaded
+from dlforge.serve.generate import add_generate_routes
 
-__all__ = ["ServeSettings", "ServedModel", "app_from_env", "create_app"]
+__all__ = ["ServeSettings", "ServedModel", "app_from_env", "create_app", "served_run"]
 
 _PLAYGROUND = (Path(__file__).parent / "static" / "playground.html").read_text(encoding="utf-8")
 OPEN_PATHS = ("/", "/v2/health/live", "/v2/health/ready", "/metrics", "/docs", "/openapi.json",
@@ -51,9 +53,21 @@ class ServeSettings:
     max_body_bytes: int = 10 * 2**20
     timeout_s: float = 30.0
     api_key: str | None = None
+    max_generations: int = 8  # language models: generations running at once; more get 503
 
 
 # ---------------------------------------------------------------------------------- models
+def served_run(run_dir: str | Path, name: str | None = None, backend: str = "torch") -> Any:
+    """The run at ``run_dir``, ready to serve: a classifier/regressor (``ServedModel``) or a
+    language model (``ServedLM``, served through the generate routes)."""
+    from dlforge.run import LM_TASK, read_manifest
+    from dlforge.serve.generate import ServedLM
+
+    if read_manifest(Path(run_dir)).get("task") == LM_TASK:
+        return ServedLM(run_dir, name, backend)
+    return ServedModel(run_dir, name, backend)
+
+
 class ServedModel:
     """A loaded run: checks instances against its inputs, predicts a batch of them."""
 
@@ -262,6 +276,10 @@ class _Metrics:
         self.batch = Histogram("dlforge_batch_size", "Instances per forward pass", ["model"],
                                registry=self.registry,
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
+        self.tokens = Counter("dlforge_generated_tokens", "Tokens generated", ["model"],
+                              registry=self.registry)
+        self.aborted = Counter("dlforge_generations_aborted", "Generations stopped early (client "
+                               "gone, timeout)", ["model"], registry=self.registry)
         self.queue = Histogram("dlforge_queue_seconds", "Time the oldest request of a batch "
                                "waited", ["model"], registry=self.registry,
                                buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1))
@@ -282,6 +300,8 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202 - FastAPI's own protocol
         for m in models:
+            if not isinstance(m, ServedModel):
+                continue  # language models generate per request (serve/generate.py)
             b = DynamicBatcher(m.predict, settings.max_batch_size, settings.max_delay_ms,
                                settings.max_queue, on_batch=_observer(metrics, m.name))
             b.start()
@@ -298,10 +318,17 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
 
     app.add_middleware(_Guard, settings=settings, metrics=metrics)
 
-    def model(name: str) -> ServedModel:
+    def lookup(name: str) -> Any:
         if name not in by_name:
             raise HTTPException(404, f"no model {name!r}; served: {', '.join(by_name)}")
         return by_name[name]
+
+    def model(name: str) -> ServedModel:
+        m = lookup(name)
+        if not isinstance(m, ServedModel):
+            raise HTTPException(422, f"model {name!r} is a language model; use "
+                                     f"/v2/models/{name}/generate or generate_stream")
+        return m
 
     async def run(m: ServedModel, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(rows) > settings.max_instances:
@@ -339,11 +366,11 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
 
     @app.get("/v2/models/{name}")
     async def model_metadata(name: str) -> dict[str, Any]:
-        return model(name).metadata()
+        return lookup(name).metadata()
 
     @app.get("/v2/models/{name}/ready")
     async def model_ready(name: str) -> Response:
-        model(name)
+        lookup(name)
         ok = state["ready"]
         return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
 
@@ -405,6 +432,7 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
             multiprocess.MultiProcessCollector(registry)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    add_generate_routes(app, lookup, metrics, settings.timeout_s, settings.max_generations)
     app.state.batchers = batchers
     app.state.models = by_name
     return app
@@ -425,7 +453,7 @@ def app_from_env() -> FastAPI:
         settings.api_key = os.environ[spec["api_key_env"]]
     # The workers share the machine's cores rather than each taking all of them.
     torch.set_num_threads(max(1, spec.get("threads", 1)))
-    models = [ServedModel(path, name, spec["backend"]) for path, name in spec["models"]]
+    models = [served_run(path, name, spec["backend"]) for path, name in spec["models"]]
     return create_app(models, settings)
 
 
