@@ -6,7 +6,8 @@ the training rows, bucketed loaders, the same model, optimizer and precision); t
 warm-up steps, ``steps`` timed steps (each its own FLOPs, from the batch's padded length) and
 a few validation batches. Prediction: epochs x (training batches x mean step time +
 validation batches x mean validation-batch time); early stopping can only shorten it.
-Memory: the peak resident set growth (CPU; the peak is reset first where Linux allows) or
+Memory: the peak resident set growth (CPU; after a throwaway step warms PyTorch's runtime and the
+peak is reset, where Linux allows) or
 ``torch.cuda.max_memory_allocated`` over the steps, next to the prediction.
 """
 
@@ -53,6 +54,18 @@ def _rss_peak() -> int:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _warm_runtime() -> None:
+    """One step of a throwaway model first: PyTorch's lazily created thread pools, kernel
+    caches and autograd engine (~90 MB of resident memory on the CPU) are then not charged
+    to the model."""
+    m = torch.nn.Sequential(torch.nn.Embedding(10, 8), torch.nn.Linear(8, 8),
+                            torch.nn.LayerNorm(8))
+    opt = torch.optim.AdamW(m.parameters(), fused=True)
+    x = m(torch.randint(0, 10, (2, 3)))
+    (x @ x.transpose(1, 2)).softmax(-1).sum().backward()
+    opt.step()
 
 
 def _prepare(path: Path) -> dict[str, Any]:
@@ -124,8 +137,11 @@ def measure_run(path: str | Path, steps: int = 10, warmup: int = 2) -> dict[str,
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
+        _warm_runtime()
         reset = _rss_reset()
         base = _rss_now() if reset else _rss_peak()
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
     net = build_model(cfg, specs, n_out)
     trainer = Trainer(net, p["target"].kind, cfg.train, lambda *a: {}, "loss", verbose=0)
     trainer.optimizer = make_optimizer(trainer.model, cfg.train)
