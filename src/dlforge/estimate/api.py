@@ -114,6 +114,7 @@ def estimate(source: Any = None, *, layers: int | None = None, d_model: int | No
         precision = precision or ("fp32" if cfg.train.precision == "fp32" else "bf16")
         optimizer = optimizer or "adamw"  # the trainer keeps fp32 weights (autocast for bf16)
         batch = batch_size or cfg.train.batch_size
+        checkpointing = checkpointing or bool(getattr(cfg.model, "checkpointing", False))
         if tokens is not None:
             samples = float(tokens) / counts.seq_len
             data_desc = "given"

@@ -36,12 +36,13 @@ class Part:
     attention: float = 0.0
     out_dim: int = 0
     grad_out: bool = False  # does the output need a gradient (anything trainable below it)?
+    ckpt_saving: float = 0.0  # elements activation checkpointing would not keep
 
     def add(self, other: Part) -> Part:
         return Part(self.params + other.params, self.embedding + other.embedding,
                     self.fwd + other.fwd, self.bwd + other.bwd, self.act + other.act,
                     self.attention + other.attention, other.out_dim,
-                    self.grad_out or other.grad_out)
+                    self.grad_out or other.grad_out, self.ckpt_saving + other.ckpt_saving)
 
 
 def _linear(n_in: int, n_out: int, rows: int, grad_in: bool, bias: bool = True) -> Part:
@@ -70,9 +71,12 @@ def _transformer(m: Any, T: int, act_bytes: int) -> Part:
     fwd = m.layers * (dense + attention)
     arch = Arch(layers=m.layers, d_model=d, heads=m.heads, vocab=1, context=T, ffn=f)
     layer = activation_bytes_layer(arch, T, act_bytes, m.dropout > 0, T > EXPLICIT_MAX_LEN)
-    return Part(params=m.layers * block + 2 * d, fwd=fwd, bwd=2 * fwd,
-                act=m.layers * layer / act_bytes + T * d, attention=m.layers * attention,
-                out_dim=d, grad_out=True)
+    act = m.layers * layer / act_bytes
+    # Checkpointed blocks keep their input; one block's activations are rebuilt at a time.
+    saving = act - (m.layers * T * d + layer / act_bytes)
+    return Part(params=m.layers * block + 2 * d, fwd=fwd, bwd=2 * fwd, act=act + T * d,
+                attention=m.layers * attention, out_dim=d, grad_out=True,
+                ckpt_saving=max(saving, 0.0))
 
 
 def _text_cnn(m: Any, T: int) -> Part:
@@ -180,6 +184,7 @@ def count_ours(cfg: RunConfig, specs: dict[str, dict[str, Any]], kinds: dict[str
     return Counts(name=name, family=family, params=total.params, embedding_params=total.embedding,
                   seq_len=tokens, forward_flops=total.fwd, train_flops=total.fwd + total.bwd,
                   attention_flops=total.attention, activation_bytes=act,
-                  activation_bytes_ckpt=None, layers=int(getattr(cfg.model, "layers", 0) or 0),
+                  activation_bytes_ckpt=((total.act - total.ckpt_saving) * act_bytes
+                                         if family == "transformer" else None), layers=int(getattr(cfg.model, "layers", 0) or 0),
                   breakdown={"embedding": total.embedding,
                              "other": total.params - total.embedding})
