@@ -370,6 +370,20 @@ def test_run_config_estimate(tmp_path):
     assert r["training_memory"]["optimizer"] == "adamw"
 
 
+def test_forecast_config_estimate(tmp_path):
+    t = np.arange(120)
+    pd.DataFrame({"y": np.sin(t / 5), "x": np.cos(t / 7)}).to_csv(tmp_path / "s.csv", index=False)
+    cfg = {"data": {"path": "s.csv"}, "forecast": {"targets": ["y"], "exogenous": ["x"],
+                                                   "window": 12, "horizon": 3},
+           "model": {"name": "rnn", "hidden": 8, "d_model": 8}}
+    (tmp_path / "f.yaml").write_text(yaml.safe_dump(cfg))
+    r = dlforge.estimate(str(tmp_path / "f.yaml"))
+    fc = dlforge.Forecaster("rnn", window=12, horizon=3, hidden=8, d_model=8, epochs=1,
+                            verbose=0)
+    fc.fit(pd.read_csv(tmp_path / "s.csv"), targets="y", exogenous=["x"])
+    assert r["parameters"]["total"] == sum(p.numel() for p in fc.model_.parameters())
+
+
 def test_measure_predicts_a_short_real_run(tmp_path):
     """--measure times a few steps, then the real run (back to back, so a busy machine slows
     both alike); predicted training time within 30%. One thread (the machine is shared: two

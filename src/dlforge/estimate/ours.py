@@ -185,6 +185,7 @@ def count_ours(cfg: RunConfig, specs: dict[str, dict[str, Any]], kinds: dict[str
                   seq_len=tokens, forward_flops=total.fwd, train_flops=total.fwd + total.bwd,
                   attention_flops=total.attention, activation_bytes=act,
                   activation_bytes_ckpt=((total.act - total.ckpt_saving) * act_bytes
-                                         if family == "transformer" else None), layers=int(getattr(cfg.model, "layers", 0) or 0),
+                                         if family == "transformer" else None),
+                  layers=int(getattr(cfg.model, "layers", 0) or 0),
                   breakdown={"embedding": total.embedding,
                              "other": total.params - total.embedding})

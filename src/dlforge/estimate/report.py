@@ -35,7 +35,9 @@ def faq(r: dict[str, Any]) -> dict[str, str]:
     data = (f"How much data? {human_count(d['optimal_tokens'])} tokens is compute-optimal for "
             f"{human_count(p)} parameters (20 per parameter, Hoffmann et al. 2022); this plan "
             f"uses {human_count(tr['tokens'])} ({d['tokens_per_param']:.3g} per parameter), "
-            f"predicted loss {d['chinchilla_loss']:.3f} nats/token by the Chinchilla fit.")
+            f"predicted loss {d['chinchilla_loss']:.3f} nats/token by the Chinchilla fit"
+            + ("." if r["model"]["family"] == "decoder"
+               else " (rules fitted on language-model pre-training)."))
     when = (f"How long? {human_seconds(t['seconds'])} on {t['devices']} x {t['hardware']} at "
             f"{t['mfu']:.0%} MFU ({t['precision']}).")
     m = r.get("measured")
