@@ -75,12 +75,13 @@ def param_breakdown(a: Arch) -> dict[str, int]:
 
 
 def activation_bytes_layer(a: Arch, seq: int, act_bytes: int, dropout: bool,
-                           flash: bool) -> float:
+                           flash: bool, attention_dropout: bool | None = None) -> float:
     """Bytes one layer saves for the backward pass, for one sequence.
 
     Korthikanti et al. 2022 (Sec. 4.1), generalised to grouped-query attention and SwiGLU:
     with 16-bit activations, dropout and 4h feed-forward it is s·h·(34 + 5·a·s/h) bytes.
-    ``flash``: the attention kernel keeps no s x s matrices (Dao et al. 2022)."""
+    ``flash``: the attention kernel keeps no s x s matrices (Dao et al. 2022).
+    ``attention_dropout`` (default: ``dropout``): dropout on the attention weights."""
     s, h, f, p = seq, a.d_model, a.d_ffn, act_bytes
     m = 1 if dropout else 0  # one byte per dropout mask element
     kv = a.d_kv / h
@@ -96,7 +97,8 @@ def activation_bytes_layer(a: Arch, seq: int, act_bytes: int, dropout: bool,
     per_f = 4 * p if a.ffn_kind == "swiglu" else 2 * p  # gate, up, silu(gate), product | in, gelu
     out = s * h * per_h + s * f * per_f
     if not flash:  # softmax output, its dropout mask and the dropped-out copy
-        out += a.heads * s * s * (p + (m + p if dropout else 0))
+        drop = dropout if attention_dropout is None else attention_dropout
+        out += a.heads * s * s * (p + (1 + p if drop else 0))
     return out
 
 

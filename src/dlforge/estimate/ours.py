@@ -70,7 +70,8 @@ def _transformer(m: Any, T: int, act_bytes: int) -> Part:
     attention = 4.0 * T * T * d  # Q·Kᵀ and weights·V over the padded T x T
     fwd = m.layers * (dense + attention)
     arch = Arch(layers=m.layers, d_model=d, heads=m.heads, vocab=1, context=T, ffn=f)
-    layer = activation_bytes_layer(arch, T, act_bytes, m.dropout > 0, T > EXPLICIT_MAX_LEN)
+    layer = activation_bytes_layer(arch, T, act_bytes, m.dropout > 0, T > EXPLICIT_MAX_LEN,
+                                   attention_dropout=m.attention_dropout > 0)
     act = m.layers * layer / act_bytes
     # Checkpointed blocks keep their input; one block's activations are rebuilt at a time.
     saving = act - (m.layers * T * d + layer / act_bytes)
