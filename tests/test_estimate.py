@@ -300,6 +300,8 @@ def test_chinchilla_data_answers():
     assert math.isclose(chinchilla_loss(70e9, 1.4e12), 1.69 + 406.4 / 70e9 ** 0.34
                         + 410.7 / 1.4e12 ** 0.28)
     assert set(r["faq"]) == {"data", "time", "compute"}
+    b = dlforge.estimate("gpt2-small", budget=5.76e23)["data"]["optimal_for_budget"]
+    assert b["params"] == opt["params"] and b["tokens"] == 20 * b["params"]
 
 
 # ------------------------------------------------------------------- free sizes, adapters
@@ -438,6 +440,7 @@ def test_cli_table_and_json(capsys):
     (["estimate", "gpt2-small", "--mfu", "1.5"], "mfu must be in (0, 1]"),
     (["estimate", "gpt2-small", "--devices", "0"], "devices must be"),
     (["estimate", "gpt2-small", "--tokens", "-5"], "tokens must be a number > 0"),
+    (["estimate", "gpt2-small", "--budget", "0"], "budget must be a number > 0"),
     (["estimate", "gpt2-small", "--ffn-kind", "relu"], "ffn_kind must be one of gelu, swiglu"),
     (["estimate", "gpt2-small", "--zero", "4"], "zero must be one of 0, 1, 2, 3"),
     (["estimate", "gpt2-small", "--optimizer", "adam"], "optimizer must be one of"),

@@ -727,6 +727,9 @@ def estimate(
     tokens: Annotated[float | None, typer.Option(
         help="Training tokens (default: 20 per parameter; runs: rows x epochs).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs (runs only).")] = None,
+    budget: Annotated[float | None, typer.Option(
+        help="A compute budget in FLOPs: the compute-optimal model size and tokens for it.")
+                      ] = None,
     hardware: Annotated[str, typer.Option(
         help="h100, h200, a100-80gb, a100-40gb, l4, t4 or this-machine.")] = "h100",
     devices: Annotated[int, typer.Option(help="Number of devices.")] = 1,
@@ -756,7 +759,7 @@ def estimate(
         seq_len=seq_len, batch_size=batch_size, tokens=tokens, epochs=epochs,
         hardware=hardware, devices=devices, mfu=mfu, price=price, precision=precision,
         optimizer=optimizer, zero=zero, checkpointing=checkpointing,
-        inference_batch=inference_batch, measure=measure, measure_steps=steps)
+        inference_batch=inference_batch, measure=measure, measure_steps=steps, budget=budget)
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
         return

@@ -12,7 +12,7 @@ from dlforge.estimate.counts import Counts, count_arch
 from dlforge.estimate.hardware import CATALOGUE, device, time_and_cost
 from dlforge.estimate.memory import inference_memory, training_memory
 from dlforge.estimate.presets import PRESETS, preset
-from dlforge.estimate.scaling import data_report
+from dlforge.estimate.scaling import data_report, optimal_for_compute
 
 __all__ = ["estimate"]
 
@@ -71,11 +71,13 @@ def estimate(source: Any = None, *, layers: int | None = None, d_model: int | No
              mfu: float = 0.4, price: float | None = None, precision: str | None = None,
              optimizer: str | None = None, zero: int = 0, checkpointing: bool = False,
              flash: bool = True, inference_batch: int = 1, measure: str | Path | None = None,
-             measure_steps: int = 10) -> dict[str, Any]:
+             measure_steps: int = 10, budget: float | None = None) -> dict[str, Any]:
     """Estimate parameters, FLOPs, memory, time, cost and data for ``source``: a preset name
     (``"gpt2-small"``, ``"llama2-70b"``, ...), a run config YAML or run directory, an
     :class:`~dlforge.estimate.Arch` (or mapping, or registered config object), or free sizes
-    (``layers=12, d_model=768, heads=12, vocab=50257, context=1024``). Returns the report."""
+    (``layers=12, d_model=768, heads=12, vocab=50257, context=1024``). ``budget``: a compute
+    budget in FLOPs, answered with the compute-optimal model size and tokens. Returns the
+    report."""
     for name, value in (("layers", layers), ("d_model", d_model), ("heads", heads),
                         ("kv_heads", kv_heads), ("ffn", ffn), ("vocab", vocab),
                         ("context", context), ("seq_len", seq_len), ("batch_size", batch_size),
@@ -83,6 +85,7 @@ def estimate(source: Any = None, *, layers: int | None = None, d_model: int | No
                         ("inference_batch", inference_batch), ("measure_steps", measure_steps)):
         _positive(name, value)
     _positive("tokens", tokens, allow_float=True)
+    _positive("budget", budget, allow_float=True)
     if not 0 < mfu <= 1:
         raise ConfigError(f"mfu must be in (0, 1], got {mfu}")
     if precision not in (None, "bf16", "fp32"):
@@ -157,6 +160,9 @@ def estimate(source: Any = None, *, layers: int | None = None, d_model: int | No
     }
     if train_rows is not None:
         report["data"]["train_rows"] = train_rows
+    if budget is not None:
+        report["data"]["optimal_for_budget"] = {"flops": float(budget),
+                                                **optimal_for_compute(float(budget))}
     if measure is not None:
         from dlforge.estimate.measure import measure_run
 

@@ -38,6 +38,10 @@ def faq(r: dict[str, Any]) -> dict[str, str]:
             f"predicted loss {d['chinchilla_loss']:.3f} nats/token by the Chinchilla fit"
             + ("." if r["model"]["family"] == "decoder"
                else " (rules fitted on language-model pre-training)."))
+    if "optimal_for_budget" in d:
+        b = d["optimal_for_budget"]
+        data += (f" A budget of {b['flops']:.3g} FLOPs is best spent on "
+                 f"{human_count(b['params'])} parameters and {human_count(b['tokens'])} tokens.")
     when = (f"How long? {human_seconds(t['seconds'])} on {t['devices']} x {t['hardware']} at "
             f"{t['mfu']:.0%} MFU ({t['precision']}).")
     m = r.get("measured")
@@ -116,6 +120,10 @@ def tables(r: dict[str, Any]) -> list[Any]:
         ("tokens per parameter", f"{d['tokens_per_param']:.3g}"),
         ("optimal size for this compute", f"{human_count(opt['params'])} params, "
                                           f"{human_count(opt['tokens'])} tokens"),
+        *([("optimal size for the budget", f"{human_count(d['optimal_for_budget']['params'])} "
+            f"params, {human_count(d['optimal_for_budget']['tokens'])} tokens "
+            f"({d['optimal_for_budget']['flops']:.3g} FLOPs)")] if "optimal_for_budget" in d
+          else []),
         ("predicted loss", f"{d['chinchilla_loss']:.3f}"),
         ("fit constants", ", ".join(f"{k}={v}" for k, v in d["constants"].items()))])
     if "measured" in r:
