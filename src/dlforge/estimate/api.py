@@ -114,7 +114,9 @@ def estimate(source: Any = None, *, layers: int | None = None, d_model: int | No
             raise ConfigError("--layers/--d-model/... describe a free architecture; for a run "
                               "config or run directory change the config instead")
         counts, cfg, train_rows = what.counts, what.cfg, what.train_rows
-        precision = precision or ("fp32" if cfg.train.precision == "fp32" else "bf16")
+        from dlforge.estimate.runs import run_precision
+
+        precision = precision or run_precision(cfg)
         optimizer = optimizer or "adamw"  # the trainer keeps fp32 weights (autocast for bf16)
         batch = batch_size or cfg.train.batch_size
         checkpointing = checkpointing or bool(getattr(cfg.model, "checkpointing", False))

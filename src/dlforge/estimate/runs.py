@@ -18,7 +18,8 @@ from dlforge.errors import ConfigError
 from dlforge.estimate.counts import Counts
 from dlforge.estimate.ours import count_ours
 
-__all__ = ["RunInfo", "from_config", "from_run_dir", "is_run_dir", "resolve_data_path"]
+__all__ = ["RunInfo", "from_config", "from_run_dir", "is_run_dir", "resolve_data_path",
+           "run_precision"]
 
 
 class RunInfo:
@@ -32,8 +33,20 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and (path / "dlforge.json").is_file()
 
 
+def run_precision(cfg: RunConfig) -> str:
+    """The precision the run trains in here: ``auto`` resolved as the trainer resolves it."""
+    if cfg.train.precision != "auto":
+        return cfg.train.precision
+    from dlforge.train.device import resolve_device, resolve_precision
+
+    try:
+        return resolve_precision("auto", resolve_device(cfg.train.device))
+    except ConfigError:  # e.g. device cuda asked for on a machine without one
+        return "bf16"
+
+
 def _act_bytes(cfg: RunConfig) -> int:
-    return 2 if cfg.train.precision == "bf16" else 4
+    return 2 if run_precision(cfg) == "bf16" else 4
 
 
 def from_run_dir(path: Path) -> RunInfo:
