@@ -441,6 +441,8 @@ def test_cli_table_and_json(capsys):
     (["estimate", "gpt2-small", "--devices", "0"], "devices must be"),
     (["estimate", "gpt2-small", "--tokens", "-5"], "tokens must be a number > 0"),
     (["estimate", "gpt2-small", "--budget", "0"], "budget must be a number > 0"),
+    (["estimate", "gpt2-small", "--seq-len", "2048"], "longer than the context (1024)"),
+    (["estimate", "gpt2-small", "--epochs", "2"], "give tokens"),
     (["estimate", "gpt2-small", "--ffn-kind", "relu"], "ffn_kind must be one of gelu, swiglu"),
     (["estimate", "gpt2-small", "--zero", "4"], "zero must be one of 0, 1, 2, 3"),
     (["estimate", "gpt2-small", "--optimizer", "adam"], "optimizer must be one of"),

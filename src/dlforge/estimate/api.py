@@ -97,6 +97,9 @@ def estimate(source: Any = None, *, layers: int | None = None, d_model: int | No
     what, kind = _resolve(source, free, untied)
     dev = device(hardware, price)
     if isinstance(what, Arch):
+        if seq_len is not None and what.positions == "learned" and seq_len > what.context:
+            raise ConfigError(f"seq_len ({seq_len}) is longer than the context ({what.context}) "
+                              "its learned position table covers; raise --context too")
         precision = precision or "bf16"
         optimizer = optimizer or ("adamw-mixed" if precision == "bf16" else "adamw")
         counts = count_arch(what, seq_len, act_bytes=2 if precision == "bf16" else 4,
