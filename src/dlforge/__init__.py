@@ -16,6 +16,7 @@ from dlforge.errors import (  # noqa: E402
     NotFittedError,
     RunDirError,
 )
+from dlforge.estimate import estimate  # noqa: E402
 from dlforge.estimators import (  # noqa: E402
     ImageClassifier,
     SequenceModel,
@@ -44,6 +45,7 @@ __all__ = [
     "TextClassifier",
     "__version__",
     "cross_validate",
+    "estimate",
     "load",
     "load_config",
     "tune",

@@ -1,0 +1,16 @@
+"""Step 4 (beside tune and audit): how much data, time and compute a model needs.
+
+``dlforge.estimate(...)`` and ``dlforge estimate``; every formula and its source is in
+docs/estimate.md. Parts: ``arch`` (a Transformer's shape) and ``presets`` (published ones),
+``counts`` (parameters and FLOPs of an Arch), ``ours`` (of our own families), ``memory``,
+``hardware`` (catalogue, this machine, time and cost), ``scaling`` (Chinchilla), ``runs`` and
+``measure`` (our run configs and directories), ``report`` (FAQ lines and tables).
+"""
+
+from __future__ import annotations
+
+from dlforge.estimate.api import estimate
+from dlforge.estimate.arch import Arch, register_adapter
+from dlforge.estimate.presets import PRESETS
+
+__all__ = ["PRESETS", "Arch", "estimate", "register_adapter"]

@@ -1,0 +1,145 @@
+"""Our runs as estimator inputs: a run config (YAML) or a trained run directory becomes
+:class:`~dlforge.estimate.counts.Counts` plus what the data says (rows, tokens per sample).
+
+A run directory holds the fitted inputs, so its counts are exact. A config is read with its
+data (as training would read it): the tokenizer, categories and classes are fitted on all rows
+to learn the sizes the model will have.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlforge.config import RunConfig, load_config
+from dlforge.errors import ConfigError
+from dlforge.estimate.counts import Counts
+from dlforge.estimate.ours import count_ours
+
+__all__ = ["RunInfo", "from_config", "from_run_dir", "is_run_dir", "resolve_data_path",
+           "run_precision"]
+
+
+class RunInfo:
+    """A run's counts, config, and training rows (None when unknown)."""
+
+    def __init__(self, counts: Counts, cfg: RunConfig, train_rows: int | None, source: str):
+        self.counts, self.cfg, self.train_rows, self.source = counts, cfg, train_rows, source
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "dlforge.json").is_file()
+
+
+def run_precision(cfg: RunConfig) -> str:
+    """The precision the run trains in here: ``auto`` resolved as the trainer resolves it."""
+    if cfg.train.precision != "auto":
+        return cfg.train.precision
+    from dlforge.train.device import resolve_device, resolve_precision
+
+    try:
+        return resolve_precision("auto", resolve_device(cfg.train.device))
+    except ConfigError:  # e.g. device cuda asked for on a machine without one
+        return "bf16"
+
+
+def _act_bytes(cfg: RunConfig) -> int:
+    return 2 if run_precision(cfg) == "bf16" else 4
+
+
+def from_run_dir(path: Path) -> RunInfo:
+    import json
+
+    from dlforge.run import load
+
+    clf = load(path, device="cpu")
+    cfg = clf.config_
+    specs = {n: f.spec() for n, f in clf.features_.items()}
+    kinds = {n: f.kind if f.kind != "future" else "numeric" for n, f in clf.features_.items()}
+    counts = count_ours(cfg, specs, kinds, clf.labels_.n_outputs, act_bytes=_act_bytes(cfg),
+                        name=path.name)
+    rows = None
+    data_file = path / "data.json"
+    if data_file.is_file():
+        rows = json.loads(data_file.read_text(encoding="utf-8")).get("splits", {}).get("train")
+    return RunInfo(counts, cfg, rows, str(path))
+
+
+def resolve_data_path(cfg: RunConfig, config: Path) -> None:
+    """A relative data.path not found from here but found beside the config file means that
+    file (as ``dlforge train`` reads it)."""
+    if cfg.data.path and not Path(cfg.data.path).is_absolute():
+        beside = config.parent / cfg.data.path
+        if beside.exists() and not Path(cfg.data.path).exists():
+            cfg.data.path = str(beside)
+
+
+def _train_share(cfg: RunConfig) -> float:
+    return 1.0 - cfg.data.validation_split - cfg.data.test_split
+
+
+def from_config(path: Path) -> RunInfo:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found (expected a run config YAML, a run "
+                          "directory or a preset name)")
+    cfg = load_config(path)
+    resolve_data_path(cfg, path)
+    if cfg.forecast is not None:
+        return _forecast(cfg, str(path))
+    if not cfg.data.path or not Path(cfg.data.path).exists():
+        raise ConfigError(f"{path}: data.path {cfg.data.path!r} not found; the estimate reads "
+                          "the data to size the vocabulary and outputs (or estimate a trained "
+                          "run directory)")
+    specs, kinds, n_outputs, lengths, rows = fit_sizes(cfg)
+    counts = count_ours(cfg, specs, kinds, n_outputs, seq_len=lengths,
+                        act_bytes=_act_bytes(cfg), name=path.stem)
+    return RunInfo(counts, cfg, int(rows * _train_share(cfg)), str(path))
+
+
+def fit_sizes(cfg: RunConfig) -> tuple[dict, dict, int, dict[str, int], int]:
+    """(specs, kinds, n_outputs, mean tokens per sequence input, rows) from the config's data,
+    each input fitted on every row as training would on its training rows."""
+    from dlforge.api import read_data
+    from dlforge.base import encode_labels
+    from dlforge.data.clean import clean_frame
+    from dlforge.data.inputs import build_features
+
+    source = str(cfg.data.path)
+    df = read_data(cfg)
+    texts = [i.name for i in cfg.inputs if i.type == "text"]
+    df, _ = clean_frame(df, texts, cfg.output.name, cfg.data.clean, source=source,
+                        key_cols=[i.name for i in cfg.inputs])
+    target, _, _ = encode_labels(df, cfg, source)
+    features = build_features(cfg)
+    lengths: dict[str, int] = {}
+    for name, feat in features.items():
+        loaded = feat.load(df[name].tolist(), source)
+        feat.fit(loaded, source)
+        lens = feat.lengths(feat.encode(loaded))
+        if lens is not None and len(lens):
+            lengths[name] = max(1, int(round(float(np.mean(lens)))))
+    specs = {n: f.spec() for n, f in features.items()}
+    kinds = {i.name: i.type for i in cfg.inputs}
+    return specs, kinds, target.n_outputs, lengths, len(df)
+
+
+def _forecast(cfg: RunConfig, source: str) -> RunInfo:
+    fc = cfg.forecast
+    assert fc is not None
+    cols = len(fc.targets) + len(fc.covariates) + len(fc.exogenous)
+    specs: dict[str, dict[str, Any]] = {"window": {"features": cols, "max_length": fc.window}}
+    kinds = {"window": "sequence"}
+    if fc.exogenous:
+        specs["future"] = {"width": fc.horizon * len(fc.exogenous)}
+        kinds["future"] = "numeric"
+    counts = count_ours(cfg, specs, kinds, fc.horizon * len(fc.targets),
+                        act_bytes=_act_bytes(cfg), name=Path(source).stem)
+    rows = None
+    if cfg.data.path and Path(cfg.data.path).is_file():
+        from dlforge.data.io import read_table
+
+        n = len(read_table(Path(cfg.data.path), cfg.data.format))
+        rows = max(0, int((n - fc.window - fc.horizon + 1) * _train_share(cfg)))
+    return RunInfo(counts, cfg, rows, source)
