@@ -62,6 +62,14 @@ def _resolve(source: Any, free: dict[str, Any], untied: bool | None) -> tuple[An
     return arch, "preset" if isinstance(source, str) else "architecture"
 
 
+def _language_model_run(source: Any) -> tuple[Arch, dict[str, Any]] | None:
+    if not isinstance(source, str | Path):
+        return None
+    from dlforge.estimate.runs import lm_run
+
+    return lm_run(Path(source))
+
+
 def estimate(source: Any = None, *, layers: int | None = None, d_model: int | None = None,
              heads: int | None = None, kv_heads: int | None = None, ffn: int | None = None,
              ffn_kind: str | None = None, vocab: int | None = None, context: int | None = None,
@@ -94,7 +102,16 @@ def estimate(source: Any = None, *, layers: int | None = None, d_model: int | No
         source = measure
     free = dict(layers=layers, d_model=d_model, heads=heads, kv_heads=kv_heads, ffn=ffn,
                 ffn_kind=ffn_kind, vocab=vocab, context=context)
+    lm = _language_model_run(source)
+    if lm is not None:  # our GPT's run: its architecture, and the tokens it trained on
+        source, seen = lm
+        tokens = tokens if tokens is not None else seen["tokens"]
+        batch_size = batch_size or seen["batch_size"]
+        seq_len = seq_len or seen["seq_len"]
+        precision = precision or seen["precision"]
     what, kind = _resolve(source, free, untied)
+    if lm is not None:
+        kind = "language-model run"
     dev = device(hardware, price)
     if isinstance(what, Arch):
         if seq_len is not None and what.positions == "learned" and seq_len > what.context:

@@ -113,8 +113,7 @@ def _divisor_hint(d: int, heads: int) -> str:
 
 
 # ---------------------------------------------------------------------------- adapters
-# type name -> function(config object) -> Arch. The hook for our own decoder family: after the
-# GPT model lands, ``register_adapter("GPTConfig", lambda c: Arch(layers=c.n_layer, ...))``.
+# type name -> function(config object) -> Arch: how a model class of ours is counted.
 ADAPTERS: dict[str, Callable[[Any], Arch]] = {}
 
 
@@ -157,3 +156,15 @@ def _from_mapping(d: dict[str, Any]) -> Arch:
     if missing:
         raise ConfigError(f"architecture is missing {', '.join(missing)}")
     return Arch(**out)
+
+
+def _our_gpt(c: Any) -> Arch:
+    """``dlforge.models.gpt.GPTConfig``: GPT-2's layout (learned positions, pre-LayerNorm, GELU
+    MLP of 4 x d_model, the output head tied to the token embedding)."""
+    return Arch(layers=c.n_layer, d_model=c.d_model, heads=c.n_head, vocab=c.vocab_size,
+                context=c.block_size, ffn=4 * c.d_model, ffn_kind="gelu", tied=True,
+                bias=c.bias, positions="learned", name="gpt (dlforge)",
+                source="dlforge/models/gpt.py")
+
+
+register_adapter("GPTConfig", _our_gpt)

@@ -18,8 +18,8 @@ from dlforge.errors import ConfigError
 from dlforge.estimate.counts import Counts
 from dlforge.estimate.ours import count_ours
 
-__all__ = ["RunInfo", "from_config", "from_run_dir", "is_run_dir", "resolve_data_path",
-           "run_precision"]
+__all__ = ["RunInfo", "from_config", "from_run_dir", "is_run_dir", "lm_run",
+           "resolve_data_path", "run_precision"]
 
 
 class RunInfo:
@@ -47,6 +47,28 @@ def run_precision(cfg: RunConfig) -> str:
 
 def _act_bytes(cfg: RunConfig) -> int:
     return 2 if run_precision(cfg) == "bf16" else 4
+
+
+def lm_run(path: Path) -> tuple[Any, dict[str, Any]] | None:
+    """A language-model run directory as (Arch, the run's own training settings: tokens seen,
+    batch, sequence length, precision); None for any other path."""
+    import json
+
+    from dlforge.estimate.arch import arch_from
+    from dlforge.lm.config import load_lm_config
+    from dlforge.models.gpt import GPTConfig
+    from dlforge.run import LM_TASK, read_manifest
+
+    if not is_run_dir(path) or read_manifest(path).get("task") != LM_TASK:
+        return None
+    arch = arch_from(GPTConfig(**json.loads((path / "model.json").read_text(encoding="utf-8"))))
+    cfg = load_lm_config(path / "config.yaml")
+    metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    batch = cfg.batch_size * cfg.accumulate
+    steps = int(metrics.get("steps", cfg.max_steps))
+    return arch.with_(name=path.name), {
+        "tokens": float(steps * batch * cfg.block_size), "batch_size": batch,
+        "seq_len": cfg.block_size, "precision": metrics.get("precision")}
 
 
 def from_run_dir(path: Path) -> RunInfo:
