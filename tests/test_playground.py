@@ -132,3 +132,31 @@ def test_uploading_an_image_shows_its_label(browser, tmp_path):
         box.send_keys(str(png))
         browser.find_element(By.ID, "predict").click()
         assert _label(browser) == want == labels[sure]
+
+
+def test_a_language_model_streams_into_the_page(browser, tmp_path):
+    from dlforge import LanguageModel
+    from dlforge.serve.app import served_run
+    from tests.test_lm import TEXT, TINY
+
+    lm = LanguageModel(**TINY).fit(TEXT, out=tmp_path / "fox")
+    want = lm.generate("the lazy", max_new_tokens=40, temperature=0)
+    with Server([served_run(tmp_path / "fox")], ServeSettings()) as srv:
+        browser.get(srv.url + "/")
+        box = WebDriverWait(browser, 30).until(
+            EC.presence_of_element_located((By.ID, "in-text_input")))
+        assert browser.find_element(By.ID, "predict").text == "Generate"
+        box.send_keys("the lazy")
+        for field, value in (("gen-max", "40"), ("gen-temp", "0")):
+            el = browser.find_element(By.ID, field)
+            el.clear()
+            el.send_keys(value)
+        browser.find_element(By.ID, "predict").click()
+        WebDriverWait(browser, 60).until(
+            lambda d: "tokens/s" in d.find_element(By.ID, "latency").text
+            or d.find_element(By.ID, "error").text)
+        assert not browser.find_element(By.ID, "error").text
+        generated = browser.execute_script("return document.getElementById('generated')"
+                                           ".textContent")
+        assert generated == want
+        assert browser.find_element(By.ID, "latency").text.startswith("40 tokens (length)")
