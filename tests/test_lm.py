@@ -388,3 +388,17 @@ def test_other_commands_on_a_language_model(trained, tmp_path, capsys):
                  ("evaluate", run, "--data", "x.csv")):
         code, _, err = run_cli(capsys, *args)
         assert code == 2 and "is a language model" in err and "dlforge lm" in err
+
+
+def test_streaming_decodes_each_token_about_once():
+    """Long generations stay linear: only the tokens not yet sent are decoded again."""
+    decoded = []
+
+    def decode(ids):
+        decoded.append(len(ids))
+        return "".join(chr(97 + i % 26) for i in ids)
+
+    n = 2000
+    pieces = list(stream_text(decode, iter(range(n)), stop="zz"))
+    assert "".join(pieces) == "".join(chr(97 + i % 26) for i in range(n))
+    assert sum(decoded) < 3 * n  # (decoding the whole text each time would be ~n²/2)

@@ -115,11 +115,12 @@ def stream_text(decode, tokens: Iterator[int], stop: str | None = None,
     stream ends, ``details`` (if given) gets ``generated_tokens`` and ``finish_reason``
     (``"stop"``: the stop string appeared; ``"length"``: max_new_tokens were generated)."""
     ids: list[int] = []
-    sent = 0
+    base = 0  # ids before this are decoded and sent in full: decode only the rest (linear)
+    sent = 0  # characters of decode(ids[base:]) already sent
     text = ""
     for t in tokens:
         ids.append(t)
-        text = decode(ids)
+        text = decode(ids[base:])
         if stop:
             at = text.find(stop, sent)
             if at >= 0:
@@ -139,6 +140,8 @@ def stream_text(decode, tokens: Iterator[int], stop: str | None = None,
         if safe > sent:
             yield text[sent:safe]
             sent = safe
+        if sent == len(text):  # nothing held back: the next tokens start a fresh piece
+            base, sent, text = len(ids), 0, ""
     if details is not None:
         details.update(generated_tokens=len(ids), finish_reason="length")
     if len(text) > sent:
