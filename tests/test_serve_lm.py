@@ -26,7 +26,8 @@ def lm_run(tmp_path_factory):
 def server(lm_run, trained_run):
     run, _ = trained_run
     models = [served_run(lm_run), served_run(run, "tweets")]
-    with Server(models, ServeSettings(max_generations=2, timeout_s=60)) as srv:
+    with Server(models, ServeSettings(max_generations=2, timeout_s=60,
+                                                max_new_tokens=1_000_000)) as srv:
         yield srv
 
 
@@ -85,6 +86,9 @@ def test_bad_generate_requests(server):
                                                     "parameters": {"top_p": 2}})
         assert r.status_code == 422
         assert r.json()["detail"][0]["loc"][-1] == "top_p"
+        r = c.post("/v2/models/fox/generate", json={"text_input": "the", "parameters": {
+            "max_new_tokens": 1_000_001}})
+        assert r.status_code == 422 and "--max-new-tokens" in r.json()["detail"]
         r = c.post("/v2/models/fox/generate", json={"text_input": "the", "nope": 1})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "nope"
         r = c.post("/v1/models/fox/predict", json={"instances": [{"text": "x"}]})

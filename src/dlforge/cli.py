@@ -560,6 +560,10 @@ def serve(
         help="torch, or onnx (onnxruntime on RUN_DIR.onnx, exported if missing).")] = "torch",
     workers: Annotated[int, typer.Option(
         help="Server processes sharing the port, each with its own batcher.")] = 1,
+    max_new_tokens: Annotated[int, typer.Option(
+        help="Language models: the most tokens one request may generate.")] = 4096,
+    max_generations: Annotated[int, typer.Option(
+        help="Language models: generations at once (more get 503).")] = 8,
 ) -> None:
     """Serve run directories over HTTP: Open Inference Protocol v2 routes, a plain
     /v1/models/NAME/predict, /metrics (Prometheus) and /docs, with dynamic batching."""
@@ -587,7 +591,8 @@ def serve(
               for i, d in enumerate(run_dirs)]
     settings = ServeSettings(max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
                              max_queue=max_queue, max_instances=max_instances,
-                             max_body_bytes=max_body_bytes, timeout_s=timeout, api_key=key)
+                             max_body_bytes=max_body_bytes, timeout_s=timeout, api_key=key,
+                             max_new_tokens=max_new_tokens, max_generations=max_generations)
     typer.echo("serving " + ", ".join(f"{m.name} ({m.path})" for m in models)
                + f" on http://{host}:{port} (playground: /, docs: /docs"
                + (f", {workers} workers" if workers > 1 else "") + ")", err=True)

@@ -54,6 +54,7 @@ class ServeSettings:
     timeout_s: float = 30.0
     api_key: str | None = None
     max_generations: int = 8  # language models: generations running at once; more get 503
+    max_new_tokens: int = 4096  # language models: the most tokens one request may ask for
 
 
 # ---------------------------------------------------------------------------------- models
@@ -432,7 +433,7 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
             multiprocess.MultiProcessCollector(registry)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    add_generate_routes(app, lookup, metrics, settings.timeout_s, settings.max_generations)
+    add_generate_routes(app, lookup, metrics, settings)
     app.state.batchers = batchers
     app.state.models = by_name
     return app

@@ -139,9 +139,11 @@ def _sse(data: dict[str, Any]) -> bytes:
 
 
 def add_generate_routes(app: FastAPI, lookup: Callable[[str], Any], metrics: Any,
-                        timeout_s: float, max_generations: int) -> None:
-    """The two generate routes on ``app``; ``lookup(name)`` gives the served model or 404."""
+                        settings: Any) -> None:
+    """The two generate routes on ``app``; ``lookup(name)`` gives the served model or 404;
+    ``settings``: the server's ServeSettings (timeout, max_generations, max_new_tokens)."""
     active = {"n": 0}
+    timeout_s, max_generations = settings.timeout_s, settings.max_generations
 
     def language_model(name: str) -> ServedLM:
         m = lookup(name)
@@ -151,6 +153,10 @@ def add_generate_routes(app: FastAPI, lookup: Callable[[str], Any], metrics: Any
         return m
 
     def begin(m: ServedLM, body: GenerateRequest) -> _Generation:
+        if body.parameters.max_new_tokens > settings.max_new_tokens:
+            raise HTTPException(422, f"parameters.max_new_tokens: {body.parameters.max_new_tokens}"
+                                     f" is over this server's limit of "
+                                     f"{settings.max_new_tokens} (--max-new-tokens)")
         if active["n"] >= max_generations:
             raise HTTPException(503, f"{max_generations} generations are running (the limit); "
                                      "retry shortly", headers={"Retry-After": "1"})
