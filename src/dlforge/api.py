@@ -270,7 +270,9 @@ def predict(run_dir: str | Path, data: str | Path, out: str | Path, *,
         from dlforge.train.metrics import probabilities
 
         proba = probabilities(target.kind, logits)
-        pred = clf.decode(proba)
+        # A run mitigated by dlforge audit --mitigate decides per group of its sensitive
+        # column(s), which the file must then hold (DataError naming them if not).
+        pred = clf.decode(proba, clf.sensitive_groups(df, None, len(df), str(data)))
         sep = clf.config_.output.separator
         result["prediction"] = ([sep.join(map(str, p)) for p in pred]
                                 if target.kind == "multilabel" else pred)
