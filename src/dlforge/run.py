@@ -13,6 +13,10 @@ runs/tweets/
   history.csv         one row per epoch
   plots/              curves.png, confusion_matrix.png
   checkpoints/        last weights and the training state, when trained from the CLI
+  postprocess.json    per-group decision thresholds, after dlforge audit --mitigate
+  MODEL_CARD.md       the model card (a document: outside the manifest, rebuilt at will)
+  audit/              fairness.json and its charts, after dlforge audit (documents too)
+  report.html         the card with its plots embedded, after dlforge report
 ```
 It is written into a temporary sibling folder and renamed into place, so a crash never leaves
 half a run; :func:`load` refuses anything incomplete or altered.

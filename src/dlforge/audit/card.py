@@ -100,7 +100,7 @@ def card_sections(run: str | Path) -> list[tuple[str, list[Block]]]:
 
     # Model details
     hyper = ", ".join(f"{k} {v}" for k, v in model.items()
-                      if k != "name" and not isinstance(v, dict | list)) or "defaults"
+                      if k != "name" and v not in (None, [])) or "defaults"
     what_in = (", ".join(f"{i.get('name')} ({i.get('type')})" for i in inputs) if inputs else
                ", ".join((forecast or {}).get("targets", [])))
     classes = labels.get("classes")
@@ -303,6 +303,7 @@ def _limitations(r: dict[str, Any], metrics: dict[str, Any], data: dict[str, Any
     out = []
     splits = data.get("splits") or {}
     held = splits.get("test") or splits.get("validation") or 0
+    held = held if isinstance(held, int) else 0  # forecasting records split ranges
     if not splits.get("test"):
         out.append("The metrics are on the validation split, which also chose the best epoch; "
                    "score an untouched test file with `dlforge evaluate` for an unbiased "

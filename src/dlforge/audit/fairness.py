@@ -182,7 +182,8 @@ def audit_predictions(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray
     eo_diff = max(gaps) if gaps else None
     summary = {"demographic_parity_difference": dp_diff, "demographic_parity_ratio": dp_ratio,
                "equalized_odds_difference": eo_diff}
-    return {"rows": len(yt), "by_group": by_group, **summary,
+    overall = {m: _num(frame.overall[m]) for m in METRICS}
+    return {"rows": len(yt), "overall": overall, "by_group": by_group, **summary,
             "verdict": _verdict(summary, thresholds)}
 
 
@@ -325,8 +326,10 @@ def _read(clf: Any, data: str | Path | pd.DataFrame, label: str | None
         missing = [c for c in [*(i.name for i in cfg.inputs), cfg.output.name]
                    if c not in df.columns]
         if missing:
+            hint = (" (name the label column with label=..., --label)"
+                    if missing[0] == cfg.output.name else "")
             raise DataError(f"data: column {missing[0]!r} not found; columns are: "
-                            f"{', '.join(map(str, df.columns))}")
+                            f"{', '.join(map(str, df.columns))}{hint}")
     else:
         source, df = str(data), read_data(cfg, data, labelled=True, renames=renames)
     clean = cfg.data.clean.model_copy(update={"drop_duplicates": False,
