@@ -181,6 +181,19 @@ def test_predict_and_serve_need_the_sensitive_column(planted_run, tmp_path):
     with pytest.raises(HTTPException, match="'C' was not seen"):
         served.check([{"x": 0.3, "group": "C"}])
 
+    import httpx
+
+    from dlforge.serve.app import ServeSettings
+    from tests.test_serve import Server
+
+    with Server([served], ServeSettings()) as server:
+        url = f"{server.url}/v1/models/{served.name}/predict"
+        ok = httpx.post(url, json={"instances": [{"x": 0.3, "group": "B"}]})
+        assert ok.status_code == 200
+        assert ok.json()["predictions"][0]["label"] == preds[0]["label"]
+        missing = httpx.post(url, json={"instances": [{"x": 0.3}]})
+        assert missing.status_code == 422 and "group: missing" in missing.text
+
 
 # ------------------------------------------------------------------ the CLI and bad inputs
 def test_cli_audit_prints_and_writes(planted_run, tmp_path, capsys):
