@@ -121,7 +121,7 @@ def test_planted_disparity_is_detected_and_mitigated(planted_run, tmp_path):
     after = entry["mitigated"]
     assert after["demographic_parity_ratio"] >= 0.8 > before["demographic_parity_ratio"]
     assert after["demographic_parity_difference"] < before["demographic_parity_difference"]
-    assert after["verdict"]["result"] == "pass"
+    assert after["verdict"]["result"] == "pass" and r["verdict"] == "pass"
 
     # Saved without pickle, in the manifest, and written out with the charts and the card.
     saved = json.loads((run / "postprocess.json").read_text())

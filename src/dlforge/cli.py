@@ -742,6 +742,7 @@ def audit(
     console = Console()
     for item in fairness_tables(result):
         console.print(item, soft_wrap=True)
+    console.print(f"verdict: [b]{result['verdict']}[/b]")
     console.print(f"wrote {run_dir / 'audit' / 'fairness.json'}, {len(result['plots'])} charts "
                   f"in {run_dir / 'audit' / 'plots'} and {run_dir / 'MODEL_CARD.md'}",
                   soft_wrap=True)

@@ -219,8 +219,10 @@ def audit(run_dir: str | Path, data: str | Path | pd.DataFrame, sensitive: str |
     into bands ({"age": [25, 40, 60]} or "age:25,40,60"). ``mitigate`` ("demographic_parity"
     or "equalized_odds") fits Fairlearn's ThresholdOptimizer on the model's scores, saves the
     rule with the run (applied by predict and serve from then on) and audits before and after;
-    "none" removes a saved rule. With ``write``, the results, plots and model card are written
-    into the run. Returns the results (as in ``audit/fairness.json``)."""
+    "none" removes a saved rule (either is saved in the run whatever ``write`` says). With
+    ``write``, the results, charts and model card are written into the run. Returns the
+    results (as in ``audit/fairness.json``); ``verdict`` sums up every attribute's verdict on
+    the decisions predict now makes (mitigated, if the run has a rule)."""
     from dlforge.run import load
 
     run_dir = Path(run_dir)
@@ -297,7 +299,7 @@ def audit(run_dir: str | Path, data: str | Path | pd.DataFrame, sensitive: str |
         "thresholds": vars(thresholds), "bootstrap": {"resamples": resamples, "seed": seed,
                                                       "level": 0.95},
         "min_group_size": min_group_size, "bins": bins, "attributes": {},
-        "mitigation": (rule.to_dict() | {"rules": None, "applied": True} if rule else None),
+        "mitigation": rule.to_dict() if rule else None,
     }
     if mitigation is not None:
         result["mitigation_fit"] = mitigation
@@ -308,6 +310,10 @@ def audit(run_dir: str | Path, data: str | Path | pd.DataFrame, sensitive: str |
             entry["mitigated"] = audit_predictions(y, mitigated, groups[name], thresholds,
                                                    **kwargs)
         result["attributes"][name] = entry
+    final = [(e.get("mitigated") or e["model"])["verdict"]["passed"]
+             for e in result["attributes"].values()]
+    result["verdict"] = ("fail" if False in final else "undetermined" if None in final
+                         else "pass")  # of the decisions predict now makes, every attribute
     if write:
         _write(run_dir, result)
     return result
