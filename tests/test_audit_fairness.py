@@ -253,7 +253,8 @@ def test_small_groups_are_reported_not_fatal(planted_run, tmp_path):
     assert c["count"] == 3 and c["small"] and c["true_positive_rate"] is None
     assert any("TPR undefined" in n for n in c["notes"])
     assert any("small group" in n for n in c["notes"])
-    assert r["equalized_odds_difference"] is not None  # computed over the groups that have it
+    assert r["small_groups_excluded"] == ["C"] and r["measured_over"] == ["A", "B"]
+    assert r["equalized_odds_difference"] is not None  # over the groups large enough
     with pytest.raises(DataError, match="group 'C' has only negative labels"):
         audit(run, df, "group", mitigate="equalized_odds", resamples=50)
 

@@ -255,7 +255,8 @@ def _fairness_blocks(fair: dict[str, Any] | None, pp: dict[str, Any] | None) -> 
             if key not in entry:
                 continue
             e = entry[key]
-            small = [g for g, v in e.get("by_group", {}).items() if v.get("small")]
+            small = e.get("small_groups_excluded") or [
+                g for g, v in e.get("by_group", {}).items() if v.get("small")]
             rows.append([name, key, str(len(e.get("by_group", {}))),
                          _f(e.get("demographic_parity_difference"), 3),
                          _f(e.get("demographic_parity_ratio"), 3),
@@ -263,7 +264,9 @@ def _fairness_blocks(fair: dict[str, Any] | None, pp: dict[str, Any] | None) -> 
                          (e.get("verdict") or {}).get("result", "-"),
                          ", ".join(small) or "-"])
     blocks.append(("table", ["attribute", "decisions", "groups", "DP difference", "DP ratio",
-                             "EO difference", "verdict", "small groups"], rows))
+                             "EO difference", "verdict", "small groups (left out)"], rows))
+    blocks.append(("p", f"Groups under {fair.get('min_group_size')} rows are reported with "
+                        "their bootstrap intervals but left out of the disparity measures."))
     t = fair.get("thresholds") or {}
     blocks.append(("p", f"Verdict thresholds: demographic-parity ratio >= {t.get('min_ratio')} "
                         "(four-fifths rule at 0.8)"

@@ -171,12 +171,17 @@ def audit_predictions(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray
         by_group[str(g)] = {"count": n, **{m: _num(row[m]) for m in METRICS},
                             **{f"{m}_ci": ci[m] for m in METRICS},
                             "small": n < min_group_size, "notes": notes}
-    sel = [v["selection_rate"] for v in by_group.values()]
+    # The disparity measures compare the groups large enough to measure (n >= min_group_size);
+    # a group of 3 rows would otherwise decide the verdict by chance. Small groups stay in
+    # by_group with their (wide) intervals. If fewer than two groups are large, all count.
+    large = [g for g, v in by_group.items() if not v["small"]]
+    measured = large if len(large) >= 2 else list(by_group)
+    sel = [by_group[g]["selection_rate"] for g in measured]
     dp_diff = max(sel) - min(sel)
     dp_ratio = min(sel) / max(sel) if max(sel) > 0 else None
     gaps = []
     for m in ("true_positive_rate", "false_positive_rate"):
-        vals = [v[m] for v in by_group.values() if v[m] is not None]
+        vals = [by_group[g][m] for g in measured if by_group[g][m] is not None]
         if len(vals) >= 2:
             gaps.append(max(vals) - min(vals))
     eo_diff = max(gaps) if gaps else None
@@ -184,6 +189,8 @@ def audit_predictions(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray
                "equalized_odds_difference": eo_diff}
     overall = {m: _num(frame.overall[m]) for m in METRICS}
     return {"rows": len(yt), "overall": overall, "by_group": by_group, **summary,
+            "measured_over": measured,
+            "small_groups_excluded": [g for g in by_group if g not in measured],
             "verdict": _verdict(summary, thresholds)}
 
 
@@ -433,7 +440,7 @@ def _bar_chart(entry: dict[str, Any], name: str, metric: str, out: Path) -> None
 def _fmt(v: float | None, ci: list[float] | None = None) -> str:
     if v is None:
         return "-"
-    return f"{v:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+    return f"{v:.3f}" + (f" ±{(ci[1] - ci[0]) / 2:.2f}" if ci else "")
 
 
 def fairness_tables(result: dict[str, Any]) -> list[Any]:
@@ -447,9 +454,9 @@ def fairness_tables(result: dict[str, Any]) -> list[Any]:
                 continue
             r = entry[key]
             what = "the model's decisions" if key == "model" else "after mitigation"
-            table = Table(title=f"{name}: {what} (positive = {result['positive']!r}; 95% "
-                                "bootstrap intervals)")
-            table.add_column("group")
+            table = Table(title=f"{name}: {what} (positive = {result['positive']!r}; ± half "
+                                "the 95% bootstrap interval)")
+            table.add_column("group", no_wrap=True)
             table.add_column("n", justify="right")
             for m in METRICS:
                 table.add_column(SHORT[m], justify="right")
@@ -461,7 +468,10 @@ def fairness_tables(result: dict[str, Any]) -> list[Any]:
             out.append(f"{name} ({key}): demographic parity difference "
                        f"{_fmt(r['demographic_parity_difference'])}, ratio "
                        f"{_fmt(r['demographic_parity_ratio'])}; equalized-odds difference "
-                       f"{_fmt(r['equalized_odds_difference'])} -> [b]{v['result']}[/b]"
+                       f"{_fmt(r['equalized_odds_difference'])}"
+                       + (f" (small groups left out: {', '.join(r['small_groups_excluded'])})"
+                          if r["small_groups_excluded"] else "")
+                       + f" -> [b]{v['result']}[/b]"
                        + "".join(f"; {c['check']} {_fmt(c['value'])} vs {c['threshold']}"
                                  for c in v["checks"]))
     return out
