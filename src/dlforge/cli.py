@@ -712,7 +712,8 @@ def audit(
     max_eo_difference: Annotated[float | None, typer.Option(
         help="Verdict: highest equalized-odds difference (default: unchecked).")] = None,
     min_group_size: Annotated[int, typer.Option(
-        help="Groups smaller than this are flagged as small.")] = 30,
+        help="Groups smaller than this are flagged and left out of the disparity "
+             "measures.")] = 30,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples per group.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,

@@ -247,6 +247,8 @@ def audit(run_dir: str | Path, data: str | Path | pd.DataFrame, sensitive: str |
     if mitigate not in (None, "none", *CONSTRAINTS):
         raise ConfigError(f"--mitigate: expected {' or '.join(CONSTRAINTS)} (or none), got "
                           f"{mitigate!r}")
+    if min_group_size < 1:
+        raise ConfigError(f"--min-group-size: at least 1, got {min_group_size}")
     if resamples < 10:
         raise ConfigError(f"--bootstrap: at least 10 resamples, got {resamples}")
 
