@@ -145,6 +145,12 @@ def test_planted_disparity_is_detected_and_mitigated(planted_run, tmp_path):
     with pytest.raises(DataError, match="needs its sensitive value"):
         clf.predict(df[["x"]])
 
+    from dlforge.api import info
+
+    assert info(run)["fairness"]["mitigation"]["constraint"] == "demographic_parity"
+    assert info(run)["fairness"]["verdict"] == "pass"
+    assert main(["info", str(run)]) == 0
+
     # equalized odds reduces the equalized-odds difference
     eo = audit(run, df, "group", mitigate="equalized_odds", resamples=200)["attributes"]["group"]
     assert eo["mitigated"]["equalized_odds_difference"] < eo["model"]["equalized_odds_difference"]

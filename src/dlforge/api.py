@@ -305,7 +305,24 @@ def info(run_dir: str | Path) -> dict[str, Any]:
         "data": json.loads((path / "data.json").read_text(encoding="utf-8")),
         "metrics": json.loads((path / "metrics.json").read_text(encoding="utf-8")),
         "files": sorted(manifest["files"]),
+        "fairness": _fairness_summary(path),
     }
+
+
+def _fairness_summary(path: Path) -> dict[str, Any] | None:
+    """The last audit's verdict and the saved mitigation, if any."""
+    audit_file, rule_file = path / "audit" / "fairness.json", path / "postprocess.json"
+    if not audit_file.is_file() and not rule_file.is_file():
+        return None
+    out: dict[str, Any] = {}
+    if audit_file.is_file():
+        a = json.loads(audit_file.read_text(encoding="utf-8"))
+        out.update(verdict=a.get("verdict"), attributes=list(a.get("attributes", {})),
+                   data=a.get("data"), created=a.get("created"))
+    if rule_file.is_file():
+        r = json.loads(rule_file.read_text(encoding="utf-8"))
+        out["mitigation"] = {"constraint": r.get("constraint"), "columns": r.get("columns")}
+    return out
 
 
 def _prod(shape: list[int]) -> int:

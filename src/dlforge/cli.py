@@ -677,6 +677,15 @@ def info(
     cv = cv_summary(d["metrics"])
     if cv:
         console.print(cv, soft_wrap=True)
+    fair = d.get("fairness")
+    if fair:
+        if fair.get("verdict"):
+            console.print(f"fairness: {fair['verdict']} by {', '.join(fair['attributes'])} "
+                          f"(audited on {fair['data']})", soft_wrap=True)
+        if fair.get("mitigation"):
+            m = fair["mitigation"]
+            console.print(f"mitigation: {m['constraint']} over {', '.join(m['columns'])}; "
+                          "predict and serve need these columns", soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------------- audit
