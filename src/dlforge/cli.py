@@ -732,7 +732,8 @@ def audit(
     RUN_DIR/audit/fairness.json, one chart per metric and the updated model card."""
     from rich.console import Console
 
-    from dlforge.audit.fairness import Thresholds, fairness_tables
+    from dlforge.audit.charts import fairness_tables
+    from dlforge.audit.fairness import Thresholds
     from dlforge.audit.fairness import audit as run_audit
 
     # --privacy (the membership-inference test) joins here as a second, independent part.
