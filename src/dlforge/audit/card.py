@@ -41,6 +41,7 @@ def _records(run: Path) -> dict[str, Any]:
         config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         config = {}
+    config = config if isinstance(config, dict) else {}
     history = []
     if (run / "history.csv").is_file():
         with (run / "history.csv").open(encoding="utf-8") as fh:
@@ -90,10 +91,12 @@ def card_sections(run: str | Path) -> list[tuple[str, list[Block]]]:
     r = _records(run)
     cfg, mf, metrics, data, labels = (r["config"], r["manifest"], r["metrics"], r["data"],
                                       r["labels"])
-    inputs = cfg.get("inputs") or []
-    model = cfg.get("model") or {}
-    output = (cfg.get("output") or {}).get("name")
-    forecast = cfg.get("forecast")
+    inputs = [i for i in cfg.get("inputs") or [] if isinstance(i, dict)]
+    model = cfg.get("model") if isinstance(cfg.get("model"), dict) else {
+        "name": cfg.get("model", "-")}
+    output = (cfg.get("output") or {}).get("name") if isinstance(cfg.get("output"), dict) \
+        else None
+    forecast = cfg.get("forecast") if isinstance(cfg.get("forecast"), dict) else None
     task = (mf.get("task") or metrics.get("task") or "").replace("_", " ")
     n_params = _parameters(run, metrics)
     sections: list[tuple[str, list[Block]]] = []
