@@ -284,6 +284,17 @@ def test_thresholds_and_bins_parse():
     assert callable(dlforge.audit)
 
 
+def test_text_run_audited_by_a_column_that_is_not_an_input(trained_run, tmp_path):
+    run0, csv = trained_run
+    run = fresh(run0, tmp_path)
+    df = pd.read_csv(csv)
+    df["region"] = np.where(np.arange(len(df)) % 3 == 0, "north", "south")
+    df.to_csv(tmp_path / "with_region.csv", index=False)
+    r = audit(run, tmp_path / "with_region.csv", "region", resamples=50)
+    groups = r["attributes"]["region"]["model"]["by_group"]
+    assert set(groups) == {"north", "south"} and sum(g["count"] for g in groups.values()) == 160
+
+
 # ------------------------------------------------------------------ the credit demo
 def test_credit_data_audited_by_age_band_and_marital_status(tmp_path):
     from dlforge.data.datasets import credit_data

@@ -105,3 +105,20 @@ def test_estimator_config_carries_the_flag():
     cfg = validate_config({"inputs": [{"name": "t"}], "output": {"name": "y"},
                            "data": {"clean": {"pii": True}}})
     assert cfg.data.clean.pii and TextClassifier(config=cfg).config.data.clean.pii
+
+
+def test_scrub_is_idempotent_and_leaves_plain_text():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    plain = st.text(alphabet=st.characters(blacklist_categories=("Cs",),
+                                           blacklist_characters="@.:0123456789"), max_size=60)
+
+    @settings(max_examples=150, deadline=None)
+    @given(plain, st.sampled_from([c[0] for c in CASES]))
+    def check(words, sample):
+        assert scrub(words) == (words, {})  # nothing to find: unchanged
+        once = scrub(f"{words} {sample}")[0]
+        assert scrub(once)[0] == once  # placeholders are never matched again
+
+    check()
