@@ -129,8 +129,10 @@ def test_too_many_generations_get_503(server):
           httpx.Client(base_url=server.url, timeout=60) as c,
           a.stream("POST", "/v2/models/fox/generate_stream", json=body) as s1,
           b.stream("POST", "/v2/models/fox/generate_stream", json=body) as s2):
-        next(s1.iter_lines())
-        next(s2.iter_lines())
+        # Keep the line iterators: a closed one closes its response (a disconnect).
+        lines1, lines2 = s1.iter_lines(), s2.iter_lines()
+        next(lines1)
+        next(lines2)
         r = c.post("/v2/models/fox/generate", json={"text_input": "the"})
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
         assert c.get("/v2/health/live").status_code == 200  # the server still answers

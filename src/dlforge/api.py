@@ -270,7 +270,9 @@ def predict(run_dir: str | Path, data: str | Path, out: str | Path, *,
         from dlforge.train.metrics import probabilities
 
         proba = probabilities(target.kind, logits)
-        pred = clf.decode(proba)
+        # A run mitigated by dlforge audit --mitigate decides per group of its sensitive
+        # column(s), which the file must then hold (DataError naming them if not).
+        pred = clf.decode(proba, clf.sensitive_groups(df, None, len(df), str(data)))
         sep = clf.config_.output.separator
         result["prediction"] = ([sep.join(map(str, p)) for p in pred]
                                 if target.kind == "multilabel" else pred)
@@ -310,7 +312,24 @@ def info(run_dir: str | Path) -> dict[str, Any]:
         "data": json.loads((path / "data.json").read_text(encoding="utf-8")),
         "metrics": json.loads((path / "metrics.json").read_text(encoding="utf-8")),
         "files": sorted(manifest["files"]),
+        "fairness": _fairness_summary(path),
     }
+
+
+def _fairness_summary(path: Path) -> dict[str, Any] | None:
+    """The last audit's verdict and the saved mitigation, if any."""
+    audit_file, rule_file = path / "audit" / "fairness.json", path / "postprocess.json"
+    if not audit_file.is_file() and not rule_file.is_file():
+        return None
+    out: dict[str, Any] = {}
+    if audit_file.is_file():
+        a = json.loads(audit_file.read_text(encoding="utf-8"))
+        out.update(verdict=a.get("verdict"), attributes=list(a.get("attributes", {})),
+                   data=a.get("data"), created=a.get("created"))
+    if rule_file.is_file():
+        r = json.loads(rule_file.read_text(encoding="utf-8"))
+        out["mitigation"] = {"constraint": r.get("constraint"), "columns": r.get("columns")}
+    return out
 
 
 def _prod(shape: list[int]) -> int:

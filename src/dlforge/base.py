@@ -27,6 +27,7 @@ from dlforge.data.split import stratified_split
 from dlforge.errors import ConfigError, DataError, NotFittedError
 from dlforge.models.registry import build_model
 from dlforge.train.callbacks import Callback
+from dlforge.train.compute import compute_report
 from dlforge.train.distributed import is_main_process
 from dlforge.train.metrics import (
     baseline_metrics,
@@ -192,6 +193,7 @@ class DeepModel(BaseEstimator):
         if isinstance(target, LabelEncoder):
             self.classes_ = label_array(target.classes)
         self.features_ = features
+        self.postprocess_ = None  # a fairness rule belongs to the model it was fitted on
         self.model_ = trainer.model.eval()
         self.device_ = trainer.device
         self.precision_ = trainer.precision
@@ -214,6 +216,8 @@ class DeepModel(BaseEstimator):
         }
         if selection is not None:
             self.metrics_["model_selection"] = selection
+        self.metrics_["compute"] = compute_report(trainer.model, train_loader, history,
+                                                  trainer.device, trainer.precision)
         self.data_report_ = {
             "source": source,
             "cleaning": cleaning,
@@ -272,11 +276,15 @@ class DeepModel(BaseEstimator):
         self._check_fitted()
         return self._logits_frame(self._columns(X))
 
-    def predict(self, X: Any) -> np.ndarray | list[list[Any]]:
+    def predict(self, X: Any, *, sensitive_features: Any = None) -> np.ndarray | list[list[Any]]:
+        """Labels (or numbers). A run mitigated by ``dlforge audit --mitigate`` decides per
+        group of its sensitive column(s): give them as columns of ``X`` (a DataFrame) or as
+        ``sensitive_features`` (see :mod:`dlforge.thresholds`)."""
         self._check_fitted()
         if isinstance(self.labels_, NumericTarget):
             return self.labels_.decode(self._logits(X))
-        return self.decode(self.predict_proba(X))
+        proba = self.predict_proba(X)
+        return self.decode(proba, self.sensitive_groups(X, sensitive_features, len(proba)))
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """(N, 2) for binary, (N, C) for multi-class (rows sum to 1) and multi-label."""
@@ -286,10 +294,28 @@ class DeepModel(BaseEstimator):
                               "predict")
         return probabilities(self.labels_.kind, self._logits(X))
 
-    def decode(self, proba: np.ndarray) -> np.ndarray | list[list[Any]]:
+    def sensitive_groups(self, X: Any, sensitive_features: Any = None, n: int | None = None,
+                         source: str = "X") -> np.ndarray | None:
+        """The group of each row for the run's fairness post-processing (None without one):
+        from ``sensitive_features``, else from ``X``'s columns (DataError if neither has
+        them)."""
+        rule = getattr(self, "postprocess_", None)
+        if rule is None:
+            return None
+        frame = X if isinstance(X, pd.DataFrame) else None
+        return rule.groups(frame, sensitive_features, n, source)
+
+    def decode(self, proba: np.ndarray, groups: np.ndarray | None = None
+               ) -> np.ndarray | list[list[Any]]:
         """The labels ``predict`` gives for probabilities from ``predict_proba`` (so one
-        forward pass can serve both)."""
+        forward pass can serve both); ``groups`` from :meth:`sensitive_groups` when the run
+        has a fairness post-processing rule."""
         self._check_fitted()
+        rule = getattr(self, "postprocess_", None)
+        if rule is not None:
+            if groups is None:
+                raise DataError(rule.missing_message())
+            return label_array(self.labels_.decode(rule.predict_indices(proba, groups)))
         decoded = self.labels_.decode(predict_indices(self.labels_.kind, proba))
         if self.labels_.kind == "multilabel":
             return decoded

@@ -87,6 +87,7 @@ TRAIN_FLAGS: dict[str, str] = {
     "accumulate": "train.accumulate",
     "folds": "model.cv",
     "families": "model.families",
+    "pii": "data.clean.pii",
 }
 INPUT_FLAGS = ("text", "image", "numeric", "category", "sequence", "kind", "forecast",
                "covariates", "exogenous")
@@ -307,6 +308,9 @@ def train(
         help="Model selection (--model auto): cross-validation folds (default 3).")] = None,
     families: Annotated[str | None, typer.Option(
         help="Model selection (--model auto): the candidates, e.g. cnn,rnn.")] = None,
+    pii: Annotated[bool | None, typer.Option(
+        "--pii", help="Scrub e-mails, phone numbers, card numbers, IP addresses and URLs from "
+                      "text inputs (typed placeholders such as <EMAIL>).")] = None,
     resume: Annotated[Path | None, typer.Option(
         help="Continue the interrupted run whose --out was this folder.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run at --out.")] = False,
@@ -725,6 +729,97 @@ def info(
     cv = cv_summary(d["metrics"])
     if cv:
         console.print(cv, soft_wrap=True)
+    fair = d.get("fairness")
+    if fair:
+        if fair.get("verdict"):
+            console.print(f"fairness: {fair['verdict']} by {', '.join(fair['attributes'])} "
+                          f"(audited on {fair['data']})", soft_wrap=True)
+        if fair.get("mitigation"):
+            m = fair["mitigation"]
+            console.print(f"mitigation: {m['constraint']} over {', '.join(m['columns'])}; "
+                          "predict and serve need these columns", soft_wrap=True)
+
+
+# ----------------------------------------------------------------------------------- audit
+@app.command(epilog=_examples(
+    "dlforge audit runs/credit --data test.csv --sensitive Marital",
+    "dlforge audit runs/credit --data test.csv --sensitive Age --bins Age:30,45,60",
+    "dlforge audit runs/credit --data valid.csv --sensitive Marital --mitigate equalized_odds",
+    "dlforge audit runs/credit --data test.csv --sensitive Marital,Age --bins Age:30,45,60 "
+    "--min-ratio 0.9 --json",
+))
+def audit(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (binary output).")],
+    data: Annotated[str | None, typer.Option(
+        help="A labelled file holding the inputs, the label and the sensitive columns.")] = None,
+    sensitive: Annotated[str | None, typer.Option(
+        help="Sensitive column(s), a,b (each audited, and their intersection); they need not "
+             "be model inputs.")] = None,
+    bins: Annotated[list[str] | None, typer.Option(
+        help="Cut a numeric sensitive column into bands: COL:EDGE,EDGE,... (e.g. "
+             "Age:30,45,60 gives <30, [30,45), [45,60), >=60). Repeatable.")] = None,
+    positive: Annotated[str | None, typer.Option(
+        help="The favourable class, whose rate is the selection rate (default: the second "
+             "class in sorted order).")] = None,
+    label: Annotated[str | None, typer.Option(help="Label column (default: as trained).")] = None,
+    mitigate: Annotated[str | None, typer.Option(
+        help="demographic_parity or equalized_odds: fit Fairlearn's ThresholdOptimizer on "
+             "this data, save it with the run (predict and serve then need the sensitive "
+             "columns) and audit before and after; none removes it.")] = None,
+    min_ratio: Annotated[float, typer.Option(
+        help="Verdict: lowest demographic-parity ratio (0.8: the four-fifths rule).")] = 0.8,
+    max_difference: Annotated[float | None, typer.Option(
+        help="Verdict: highest demographic-parity difference (default: unchecked).")] = None,
+    max_eo_difference: Annotated[float | None, typer.Option(
+        help="Verdict: highest equalized-odds difference (default: unchecked).")] = None,
+    min_group_size: Annotated[int, typer.Option(
+        help="Groups smaller than this are flagged and left out of the disparity "
+             "measures.")] = 30,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples per group.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Audit a run's decisions for fairness: per-group metrics with bootstrap intervals,
+    demographic parity and equalized odds, a verdict (four-fifths rule by default); writes
+    RUN_DIR/audit/fairness.json, one chart per metric and the updated model card."""
+    from rich.console import Console
+
+    from dlforge.audit.charts import fairness_tables
+    from dlforge.audit.fairness import Thresholds
+    from dlforge.audit.fairness import audit as run_audit
+
+    # --privacy (the membership-inference test) joins here as a second, independent part.
+    if sensitive is None:
+        raise ConfigError("nothing to audit: give --sensitive COLUMN (and --data FILE) for the "
+                          "fairness audit")
+    if data is None:
+        raise ConfigError("--data: the fairness audit needs a labelled file (inputs, label and "
+                          "the sensitive columns)")
+    result = run_audit(run_dir, data, sensitive, bins=bins, positive=positive, label=label,
+                       mitigate=mitigate, resamples=bootstrap, seed=seed,
+                       min_group_size=min_group_size,
+                       thresholds=Thresholds(min_ratio, max_difference, max_eo_difference))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    console = Console()
+    for item in fairness_tables(result):
+        console.print(item, soft_wrap=True)
+    console.print(f"verdict: [b]{result['verdict']}[/b]")
+    console.print(f"wrote {run_dir / 'audit' / 'fairness.json'}, {len(result['plots'])} charts "
+                  f"in {run_dir / 'audit' / 'plots'} and {run_dir / 'MODEL_CARD.md'}",
+                  soft_wrap=True)
+
+
+# ----------------------------------------------------------------------------------- report
+@app.command(epilog=_examples("dlforge report runs/credit"))
+def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+    """Rebuild a run's MODEL_CARD.md and write report.html (the card with its plots embedded):
+    model details, intended use, data, metrics, fairness, privacy, compute, limitations."""
+    from dlforge.audit.card import write_report
+
+    out = write_report(run_dir)
+    typer.echo(f"wrote {out} and {run_dir / 'MODEL_CARD.md'}")
 
 
 # ----------------------------------------------------------------------------------- quickstart

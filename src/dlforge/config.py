@@ -78,6 +78,20 @@ class CleanConfig(_Strict):
     drop_empty: bool = True  # drop rows whose text is empty after the steps above
     drop_duplicates: bool = True  # drop exact duplicate (text, label) rows
     drop_missing_label: bool = True  # drop rows with no label; false makes them an error
+    # replace e-mails, phone numbers, card numbers (Luhn-checked), IP addresses and URLs in
+    # text inputs by <EMAIL>, <PHONE>, ... (counted; the originals are never kept)
+    pii: bool = False
+    pii_region: str = "US"  # the country of phone numbers written without +country code
+
+    @model_validator(mode="after")
+    def _known_region(self) -> CleanConfig:
+        if self.pii:
+            import phonenumbers
+
+            if self.pii_region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+                raise ValueError(f"pii_region: {self.pii_region!r} is not a region code such "
+                                 "as US, GB, DE, IN (ISO 3166-1 alpha-2)")
+        return self
 
 
 class DataConfig(_Strict):

@@ -13,6 +13,10 @@ runs/tweets/
   history.csv         one row per epoch
   plots/              curves.png, confusion_matrix.png
   checkpoints/        last weights and the training state, when trained from the CLI
+  postprocess.json    per-group decision thresholds, after dlforge audit --mitigate
+  MODEL_CARD.md       the model card (a document: outside the manifest, rebuilt at will)
+  audit/              fairness.json and its charts, after dlforge audit (documents too)
+  report.html         the card with its plots embedded, after dlforge report
 ```
 A language model's run (task ``language_model``) has its own files: config.yaml, model.safetensors,
 model.json, tokenizer.json, metrics.json, data.json, history.csv (see ``dlforge.lm.model``).
@@ -31,6 +35,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,14 +45,16 @@ from safetensors.torch import save_file
 from dlforge.base import task_name
 from dlforge.config import dump_config, load_config
 from dlforge.errors import DlforgeError, RunDirError
+from dlforge.thresholds import FILE as POSTPROCESS
+from dlforge.thresholds import GroupThresholds
 from dlforge.train.metrics import plot_confusion, plot_history
 
 if TYPE_CHECKING:
     from dlforge.base import DeepModel
     from dlforge.lm import LanguageModel
 
-__all__ = ["MANIFEST", "check_run", "load", "load_deep_model", "new_run_dir", "partial_dir",
-           "read_manifest", "save_run", "seal_run"]
+__all__ = ["DOCUMENTS", "MANIFEST", "check_run", "load", "load_deep_model", "new_run_dir",
+           "partial_dir", "read_manifest", "save_run", "seal_run", "update_run"]
 
 MANIFEST = "dlforge.json"
 FORMAT = 2
@@ -55,6 +62,10 @@ REQUIRED = ("config.yaml", "model.safetensors", "features.json", "labels.json", 
             "data.json")
 LM_TASK = "language_model"  # a LanguageModel's run (dlforge.lm): its own files, see lm/model.py
 REQUIRED_LM = ("config.yaml", "model.safetensors", "tokenizer.json", "metrics.json")
+# Human-facing documents rebuilt from the run's records (MODEL_CARD.md at save time, dlforge
+# report, dlforge audit): outside the manifest, so rebuilding or editing them never makes a
+# run "altered". Everything that changes predictions is in the manifest.
+DOCUMENTS = ("MODEL_CARD.md", "report.html", "audit")
 
 
 def partial_dir(out: Path) -> Path:
@@ -91,6 +102,8 @@ def save_run(clf: DeepModel, path: Path, checkpoints: Path | None = None) -> Pat
         state = {k: v.detach().contiguous().cpu() for k, v in clf.model_.state_dict().items()}
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
         clf._save_state(tmp)
+        if getattr(clf, "postprocess_", None) is not None:
+            clf.postprocess_.save(tmp / POSTPROCESS)
         (tmp / "metrics.json").write_text(_json(clf.metrics_), encoding="utf-8")
         (tmp / "data.json").write_text(_json(clf.data_report_), encoding="utf-8")
         (tmp / "history.csv").write_text(_history_csv(clf.history_), encoding="utf-8")
@@ -128,11 +141,10 @@ def new_run_dir(path: Path) -> Path:
 
 
 def seal_run(tmp: Path, path: Path, task: str, estimator: str, model: str) -> None:
-    """Write the manifest (every file's size and SHA-256) into ``tmp`` and rename it onto
-    ``path``, replacing an older run there."""
+    """Write the manifest (every file's size and SHA-256, documents aside) and the model card
+    into ``tmp`` and rename it onto ``path``, replacing an older run there."""
     from dlforge import __version__  # set first thing in dlforge/__init__
 
-    files = sorted(p for p in tmp.rglob("*") if p.is_file())
     manifest = {
         "format": FORMAT,
         "dlforge_version": __version__,
@@ -140,12 +152,47 @@ def seal_run(tmp: Path, path: Path, task: str, estimator: str, model: str) -> No
         "estimator": estimator,
         "model": model,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "files": {p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size,
-                                                  "sha256": _sha256(p)}
-                  for p in files},
+        "files": _file_digests(tmp),
     }
     (tmp / MANIFEST).write_text(_json(manifest), encoding="utf-8")
+    from dlforge.audit.card import write_card  # the card reads the run's records
+
+    write_card(tmp)
     _swap_into_place(tmp, path)
+
+
+def _file_digests(folder: Path) -> dict[str, dict[str, Any]]:
+    files = sorted(p for p in folder.rglob("*") if p.is_file()
+                   and p.relative_to(folder).parts[0] not in (*DOCUMENTS, MANIFEST))
+    return {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            for p in files}
+
+
+def update_run(path: Path, write: Callable[[Path], None]) -> None:
+    """Change a saved run in one step: ``write(folder)`` adds or replaces files in a copy of
+    the run (hard links, so big weights are not copied; replace files by writing new ones,
+    e.g. with ``atomic_file``, never in place), the copy's manifest is rewritten with the new
+    digests, and the copy replaces the run. Readers see the old run or the new one."""
+    path = Path(path)
+    manifest = check_run(path)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        shutil.copytree(path, tmp, copy_function=_link_or_copy)
+        write(tmp)
+        manifest["files"] = _file_digests(tmp)
+        (tmp / MANIFEST).unlink()
+        (tmp / MANIFEST).write_text(_json(manifest), encoding="utf-8")
+        _swap_into_place(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # a file system without hard links
+        shutil.copy2(src, dst)
 
 
 def _swap_into_place(tmp: Path, path: Path) -> None:
@@ -236,6 +283,8 @@ def load(path: str | Path, device: str | None = None) -> DeepModel | LanguageMod
     clf.metrics_ = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
     clf.data_report_ = json.loads((path / "data.json").read_text(encoding="utf-8"))
     clf.history_ = _read_history(path / "history.csv")
+    if POSTPROCESS in manifest["files"]:
+        clf.postprocess_ = GroupThresholds.load(path / POSTPROCESS)
     clf.best_epoch_ = clf.metrics_.get("best_epoch", 0)
     if "baseline_mean" in clf.data_report_ or "baseline_majority" in clf.data_report_:
         clf.baseline_ = baseline_from_report(clf.data_report_)

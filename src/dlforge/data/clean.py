@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from dlforge.config import CleanConfig
+from dlforge.data.pii import PLACEHOLDERS, scrub
 from dlforge.errors import DataError
 
 __all__ = ["clean_frame", "clean_text", "is_missing"]
@@ -42,11 +43,11 @@ def _steps(cfg: CleanConfig) -> list[tuple[str, Callable[[str], str]]]:
 
 
 def clean_text(text: Any, cfg: CleanConfig) -> str:
-    """Apply the configured per-text steps; used both when training and when predicting."""
+    """Apply the configured per-text steps (and PII scrubbing); as training and predicting."""
     s = "" if is_missing(text) else str(text)
     for _, step in _steps(cfg):
         s = step(s)
-    return s
+    return scrub(s, cfg.pii_region.upper())[0] if cfg.pii else s
 
 
 def clean_frame(
@@ -68,12 +69,18 @@ def clean_frame(
     out = df.copy()
     for key, _ in _steps(cfg):
         report[key] = 0
+    if cfg.pii:
+        report["pii_rows"] = 0
+        for kind in PLACEHOLDERS:
+            report[f"pii_{kind}"] = 0
     for col in text_cols:
         texts = out[col].map(lambda v: "" if is_missing(v) else str(v))
         for key, step in _steps(cfg):
             new = texts.map(step)
             report[key] += int((new != texts).sum())
             texts = new
+        if cfg.pii:  # after the steps above, so a number split by tags or odd spaces is found
+            texts = _scrub_column(texts, cfg.pii_region.upper(), report)
         out[col] = texts
     if label_col is None:
         return out.reset_index(drop=True), report
@@ -105,6 +112,19 @@ def clean_frame(
     if len(out) == 0:
         raise DataError(f"{source}: no rows left after cleaning ({_describe(report)})")
     return out.reset_index(drop=True), report
+
+
+def _scrub_column(texts: pd.Series, region: str, report: dict[str, int]) -> pd.Series:
+    """PII replaced in each text; counts added to ``report`` (never the values)."""
+    out = []
+    for text in texts:
+        new, counts = scrub(text, region)
+        if counts:
+            report["pii_rows"] += 1
+            for kind, n in counts.items():
+                report[f"pii_{kind}"] += n
+        out.append(new)
+    return pd.Series(out, index=texts.index, dtype=object)
 
 
 def _is_listlike(v: Any) -> bool:

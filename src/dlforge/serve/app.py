@@ -83,6 +83,11 @@ class ServedModel:
             raise ConfigError(f"{self.path}: forecasting runs are not served yet; use "
                               "dlforge predict")
         self.inputs = [(i.name, i.type) for i in cfg.inputs]
+        # A run mitigated by dlforge audit --mitigate decides per group: each instance must
+        # also carry its sensitive value(s), which are not model inputs (422 if missing).
+        rule = getattr(self.clf, "postprocess_", None)
+        names = {n for n, _ in self.inputs}
+        self.sensitive = [c for c in (rule.columns if rule else []) if c not in names]
         self.target = self.clf.labels_
         if backend not in ("torch", "onnx"):
             raise ConfigError(f"--backend: torch or onnx, got {backend!r}")
@@ -135,17 +140,31 @@ class ServedModel:
                 if kind == "image" and self._eight_bit(name):
                     value = _as_uint8(value, f"{where}[{i}].{name}")
                 row[name] = value
-            extra = sorted(set(inst) - {n for n, _ in self.inputs})
+            for name in self.sensitive:
+                if name not in inst:
+                    raise HTTPException(422, f"{where}[{i}].{name}: missing (sensitive value: "
+                                             "this model's decisions are post-processed for "
+                                             "fairness per group)")
+                row[name] = _check_value(inst[name], "category", f"{where}[{i}].{name}")
+            fields = [n for n, _ in self.inputs] + self.sensitive
+            extra = sorted(set(inst) - set(fields))
             if extra:
-                raise HTTPException(422, f"{where}[{i}].{extra[0]}: unknown field; the inputs "
-                                         f"are {', '.join(n for n, _ in self.inputs)}")
+                raise HTTPException(422, f"{where}[{i}].{extra[0]}: unknown field; the fields "
+                                         f"are {', '.join(fields)}")
             rows.append(row)
+        rule = getattr(self.clf, "postprocess_", None)
+        if rule is not None and rows:
+            try:
+                rule.check_groups(rule.groups(pd.DataFrame(rows), n=len(rows)),
+                                  f"{where}: sensitive value")
+            except DlforgeError as err:
+                raise HTTPException(422, str(err)) from None
         return rows
 
     # -------------------------------------------------------------- predict
     def predict(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         df = pd.DataFrame({name: pd.Series([r[name] for r in rows], dtype=object)
-                           for name, _ in self.inputs})
+                           for name in [n for n, _ in self.inputs] + self.sensitive})
         for name, kind in self.inputs:
             if kind == "numeric":
                 df[name] = pd.to_numeric(df[name])
@@ -155,7 +174,11 @@ class ServedModel:
         from dlforge.train.metrics import probabilities
 
         proba = probabilities(self.target.kind, logits)
-        labels = self.clf.decode(proba)
+        try:
+            groups = self.clf.sensitive_groups(df, None, len(df), "instances")
+        except DlforgeError as err:  # an unseen or missing group
+            raise HTTPException(422, str(err)) from None
+        labels = self.clf.decode(proba, groups)
         classes = [str(c) for c in self.target.classes]
         return [{"label": _plain(lab),
                  "probabilities": {c: float(p) for c, p in zip(classes, row, strict=True)}}
