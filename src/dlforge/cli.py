@@ -85,6 +85,10 @@ TRAIN_FLAGS: dict[str, str] = {
     "accumulate": "train.accumulate",
     "folds": "model.cv",
     "families": "model.families",
+    "dp_epsilon": "privacy.target_epsilon",
+    "dp_delta": "privacy.target_delta",
+    "dp_max_grad_norm": "privacy.max_grad_norm",
+    "dp_accountant": "privacy.accountant",
 }
 INPUT_FLAGS = ("text", "image", "numeric", "category", "sequence", "kind", "forecast",
                "covariates", "exogenous")
@@ -212,6 +216,7 @@ def _image_size(value: str | None) -> list[int] | None:
     "dlforge train --data air.csv --forecast value --time time --window 24 --horizon 12 "
     "--out runs/air",
     "dlforge train --data ecg.jsonl --sequence trace --label rhythm --model rnn --out runs/ecg",
+    "dlforge train --data t.csv --text text --label y --dp-epsilon 8 --out runs/private",
 ))
 def train(
     config: Annotated[Path | None, typer.Argument(help="A YAML run config.")] = None,
@@ -305,6 +310,15 @@ def train(
         help="Model selection (--model auto): cross-validation folds (default 3).")] = None,
     families: Annotated[str | None, typer.Option(
         help="Model selection (--model auto): the candidates, e.g. cnn,rnn.")] = None,
+    dp_epsilon: Annotated[float | None, typer.Option(
+        help="Differentially private training (DP-SGD): the privacy budget ε to spend.")
+    ] = None,
+    dp_delta: Annotated[float | None, typer.Option(
+        help="DP-SGD: δ (default 1e-5; keep it below 1 / training rows).")] = None,
+    dp_max_grad_norm: Annotated[float | None, typer.Option(
+        help="DP-SGD: each row's gradient is clipped to this norm (default 1.0).")] = None,
+    dp_accountant: Annotated[str | None, typer.Option(
+        help="DP-SGD: the privacy accountant, rdp (default), prv or gdp.")] = None,
     resume: Annotated[Path | None, typer.Option(
         help="Continue the interrupted run whose --out was this folder.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run at --out.")] = False,
@@ -322,6 +336,12 @@ def train(
     values["head_hidden"] = _int_list("head-hidden", head_hidden)
     values["image_size"] = _image_size(image_size)
     values["families"] = _names(families) or None
+    dp_options = [f for f, v in (("--dp-delta", dp_delta),
+                                 ("--dp-max-grad-norm", dp_max_grad_norm),
+                                 ("--dp-accountant", dp_accountant)) if v is not None]
+    if dp_options and dp_epsilon is None:
+        raise ConfigError(f"{', '.join(dp_options)}: differentially private training needs "
+                          "its budget too: add --dp-epsilon (e.g. --dp-epsilon 8)")
     given = [f"--{k.replace('_', '-')}" for k in (*TRAIN_FLAGS, *INPUT_FLAGS)
              if values[k] is not None]
     if resume is not None:
@@ -369,6 +389,9 @@ def train(
                               "image|table (or --forecast COLUMN)")
         cfg = validate_config(apply_overrides({"inputs": inputs, "output": {}},
                                               _resolve_flags(values, inputs)), source="options")
+    if launch and cfg.privacy is not None:
+        raise ConfigError("--nproc: differentially private training (--dp-epsilon, privacy:) "
+                          "runs in one process; remove --nproc")
     if launch:  # check everything a user can get wrong once, here, then start the processes
         api.preflight(cfg, out, overwrite=overwrite)
         api.read_data(cfg)
@@ -430,6 +453,11 @@ def _report_trained(clf: Any, out: Path) -> None:
     if board is not None:
         console.print(board)
     console.print(metrics_table(clf.metrics_))
+    spent = getattr(clf, "privacy_", None)
+    if spent:
+        console.print(f"Differential privacy: ε = {spent['epsilon']:.3g} spent at δ = "
+                      f"{spent['delta']:g} ({spent['accountant']} accountant, noise multiplier "
+                      f"{spent['noise_multiplier']:.3g}, max grad norm {spent['max_grad_norm']:g})")
     cv = cv_summary(clf.metrics_)
     if cv:
         console.print(cv, soft_wrap=True)
