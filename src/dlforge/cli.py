@@ -643,6 +643,42 @@ def evaluate(
                    f"f1 {m['f1']:.4f}, support {m['support']}")
 
 
+# ------------------------------------------------------------------------------------- audit
+@app.command(epilog=_examples(
+    "dlforge audit runs/tweets --privacy",
+    "dlforge audit runs/tweets --privacy --data tweets.csv --json",
+))
+def audit(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    privacy: Annotated[bool, typer.Option(
+        "--privacy", help="Membership inference: can a loss-threshold attack tell the "
+        "training rows from the held-out ones?")] = False,
+    data: Annotated[str | None, typer.Option(
+        help="The file the run was trained on (default: the run's data.path).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Audit a run; the result is saved in RUN_DIR/audit/."""
+    if not privacy:
+        raise ConfigError("audit: say what to audit: --privacy (membership inference)")
+    from dlforge.audit.privacy import privacy_audit
+
+    report = privacy_audit(run_dir, data)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    dp = report["differential_privacy"]
+    typer.echo(f"membership inference (loss threshold) on {report['members']} training and "
+               f"{report['non_members']} held-out rows:\n"
+               f"  attack AUC        {report['auc']:.3f}   (0.5: no better than chance)\n"
+               f"  TPR at 1% FPR     {report['tpr_at_1pct_fpr']:.3f}\n"
+               f"  mean loss         {report['member_loss_mean']:.4f} training, "
+               f"{report['non_member_loss_mean']:.4f} held-out\n"
+               + (f"  trained with DP-SGD: ε = {dp['epsilon']:.3g} at δ = {dp['delta']:g}\n"
+                  if dp else "  trained without differential privacy\n")
+               + (f"  note: {report['note']}\n" if "note" in report else "")
+               + f"saved to {run_dir / 'audit' / 'privacy.json'}")
+
+
 # ----------------------------------------------------------------------------------- predict
 @app.command(epilog=_examples(
     "dlforge predict runs/tweets --data new.csv --out predictions.csv",

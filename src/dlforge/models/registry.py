@@ -134,4 +134,28 @@ def private_ready(model: nn.Module) -> nn.Module:
         from dlforge.errors import ConfigError
 
         raise ConfigError(f"privacy: this model has layers DP-SGD cannot train: {errors[0]}")
+    _one_name_per_weight(fixed)
     return fixed
+
+
+def _one_name_per_weight(model: nn.Module) -> None:
+    """Opacus' DPGRU/DPLSTM register each weight twice: under nn.GRU's name (weight_ih_l0) and
+    their own cell's (l0.ih.weight). Their filter drops the second name only when the RNN is
+    the root module, so for ours: state dicts keep nn.GRU's names alone (safetensors refuses
+    shared tensors, and the weights load into a plain GRU), and loading does not miss the
+    others (the same tensors, loaded under the first name)."""
+    hidden = {f"{name}.{old}" for name, m in model.named_modules()
+              if isinstance(getattr(m, "old_to_new", None), dict) for old in m.old_to_new}
+    if not hidden:
+        return
+
+    def drop(module: nn.Module, state: dict[str, Any], prefix: str, meta: Any) -> None:
+        for key in hidden:
+            state.pop(prefix + key, None)
+
+    def not_missing(module: nn.Module, keys: Any) -> None:
+        keys.missing_keys[:] = [k for k in keys.missing_keys
+                                if not any(k.endswith(h) for h in hidden)]
+
+    model.register_state_dict_post_hook(drop)
+    model.register_load_state_dict_post_hook(not_missing)
