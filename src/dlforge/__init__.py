@@ -8,6 +8,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from dlforge.api import cross_validate  # noqa: E402
+from dlforge.audit.explain import explain  # noqa: E402
 from dlforge.config import RunConfig, load_config  # noqa: E402
 from dlforge.errors import (  # noqa: E402
     ConfigError,
@@ -42,6 +43,7 @@ __all__ = [
     "TextClassifier",
     "__version__",
     "cross_validate",
+    "explain",
     "load",
     "load_config",
     "tune",
