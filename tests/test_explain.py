@@ -207,3 +207,32 @@ def test_a_forecasting_run_has_no_supported_attribution(tmp_path, capsys):
     assert_user_error(code, err, "forecasting runs have no supported attribution")
     with pytest.raises(DlforgeError, match="no supported attribution"):
         explain(tmp_path / "fc", row={"y": 1.0})
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """The tiny random BERT folder of tests/test_pretrained.py."""
+    import transformers
+
+    from tests.test_pretrained import _bert_config, _save_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    transformers.BertModel(_bert_config()).save_pretrained(str(folder))
+    _save_tokenizer(folder)
+    return folder
+
+
+def test_a_pretrained_encoder_is_explained_through_its_word_embeddings(tiny_bert):
+    from tests.test_pretrained import _toy_reviews
+
+    bert_dir = tiny_bert
+    texts, labels = _toy_reviews(40)
+    clf = TextClassifier(model=str(bert_dir), pooling="mean", max_length=16, epochs=1,
+                         batch_size=16, lr=3e-3, patience=0, verbose=0,
+                         precision="fp32").fit(texts, labels)
+    result = explain(clf, text="the movie was great")
+    tokens = [a["token"] for a in result["attributions"]["text"]]
+    assert tokens == ["[CLS]", "the", "movie", "was", "great", "[SEP]"]
+    gap = result["output"] - result["baseline_output"]
+    assert result["attribution_sum"] == pytest.approx(gap, abs=2e-3 + 0.02 * abs(gap))
