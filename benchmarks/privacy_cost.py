@@ -52,7 +52,7 @@ def digits(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, Any]:
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
 
     def make(epsilon: float | None) -> Any:
-        est = ImageClassifier(channels=[16, 32], dropout=0.0, epochs=args.epochs,
+        est = ImageClassifier(channels=[16, 32], dropout=0.0, epochs=args.epochs or 30,
                               batch_size=args.batch_size, lr=args.lr, patience=0, seed=0)
         return configure(est, epsilon)
 
@@ -70,7 +70,8 @@ def tweets(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, Any]:
 
     def make(epsilon: float | None) -> Any:
         est = TextClassifier("transformer", vocab_size=5_000, max_length=64, d_model=64,
-                             heads=4, layers=1, epochs=args.epochs, batch_size=args.batch_size,
+                             heads=4, layers=1, epochs=args.epochs or 5,
+                             batch_size=args.batch_size,
                              lr=args.lr, patience=0, seed=0)
         return configure(est, epsilon)
 
@@ -85,9 +86,10 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", default="digits,tweets")
     ap.add_argument("--eps", default="8,3,1", help="privacy budgets (no-DP always runs)")
-    ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="epochs per run (default: digits 30, tweets 5)")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--smoke", action="store_true", help="a subset, 1 epoch")
     args = ap.parse_args()
     if args.smoke:

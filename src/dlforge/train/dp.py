@@ -83,8 +83,14 @@ class PrivateTraining:
                           "without noise"}
 
     def close(self) -> None:
-        """Detach Opacus' hooks and per-row gradients from the model."""
+        """Detach Opacus' hooks, and the per-row and summed gradients it keeps on the
+        parameters, from the model."""
+        params = list(self.optimizer.params)
         self.module._close()
+        for p in params:
+            for attr in ("grad_sample", "summed_grad", "_processed"):
+                if hasattr(p, attr):
+                    delattr(p, attr)
 
 
 def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,

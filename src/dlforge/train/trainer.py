@@ -299,6 +299,7 @@ class Trainer:
         if self._dp is not None:
             self.privacy_report = self._dp.report()
             self._dp.close()
+            self._dp = None
             self._forward = self.model
             self.log(f"privacy: ε = {self.privacy_report['epsilon']:.3g} spent at δ "
                      f"{self.privacy.target_delta:g} ({self.privacy_report['steps']} noisy steps)")
