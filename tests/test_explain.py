@@ -72,13 +72,17 @@ def _fitted(family: str) -> tuple[Any, dict[str, Any]]:
         return clf, {"sequence": X[0]}
     X, labels, y = _table()
     row = {"a": 1.5, "b": -0.2, "c": "red"}
+    if family == "mixed":  # text + numeric + category: one attribution layer per column
+        X["review"] = texts
+        clf = TabularClassifier("cnn", text=["review"], **FAST).fit(X, labels)
+        return clf, {**row, "review": "the movie was lovely"}
     if family == "table-regression":
         return TabularRegressor(hidden=[8], **FAST).fit(X, y), row
     return TabularClassifier(hidden=[8], **FAST).fit(X, labels), row
 
 
 @pytest.mark.parametrize("family", ["text-transformer", "text-cnn", "text-rnn", "image-cnn",
-                                    "sequence-rnn", "table-mlp", "table-regression"])
+                                    "sequence-rnn", "table-mlp", "table-regression", "mixed"])
 def test_attributions_add_up_to_the_change_in_output(family):
     """Completeness: sum of attributions == f(x) - f(baseline), within the quadrature error."""
     clf, instance = _fitted(family)
