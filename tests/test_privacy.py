@@ -168,6 +168,11 @@ def test_an_empty_poisson_batch_takes_a_noise_only_step():
     assert not torch.equal(model.weight, before)  # noise was added
     assert dp.report()["steps"] == 1 and dp.epsilon() > 0
     dp.close()
+    tiny_budget = PrivacyConfig(target_epsilon=1e-4)  # no noise level is that quiet
+    other = torch.nn.Linear(3, 1)
+    with pytest.raises(ConfigError, match="no noise level spends as little as ε = 0.0001"):
+        make_private(other, torch.optim.SGD(other.parameters(), lr=0.1), loader, tiny_budget,
+                     epochs=5, seed=0)
 
 
 # ------------------------------------------------------------------------------ refusals

@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dlforge.config import PrivacyConfig
+from dlforge.errors import ConfigError
 
 __all__ = ["PrivateTraining", "make_private", "quiet_hooks"]
 
@@ -108,10 +109,17 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Dat
     with warnings.catch_warnings():  # Opacus' note that secure mode is off
         warnings.simplefilter("ignore")
         engine = PrivacyEngine(accountant=cfg.accountant, secure_mode=False)
-        module, dp_optimizer, dp_loader = engine.make_private_with_epsilon(
-            module=model, optimizer=optimizer, data_loader=poisson,
-            target_epsilon=cfg.target_epsilon, target_delta=cfg.target_delta, epochs=epochs,
-            max_grad_norm=cfg.max_grad_norm, poisson_sampling=False,  # already Poisson
-            noise_generator=noise_rng, loss_reduction="mean")
+        try:
+            module, dp_optimizer, dp_loader = engine.make_private_with_epsilon(
+                module=model, optimizer=optimizer, data_loader=poisson,
+                target_epsilon=cfg.target_epsilon, target_delta=cfg.target_delta,
+                epochs=epochs, max_grad_norm=cfg.max_grad_norm,
+                poisson_sampling=False,  # already Poisson
+                noise_generator=noise_rng, loss_reduction="mean")
+        except ValueError as err:  # Opacus: "The privacy budget is too low."
+            raise ConfigError(
+                f"privacy.target_epsilon: no noise level spends as little as ε = "
+                f"{cfg.target_epsilon:g} over {epochs} epochs of {len(loader)} batches "
+                f"({err}); raise target_epsilon or train fewer epochs") from None
     return PrivateTraining(engine, module, dp_optimizer, dp_loader, cfg)
 
