@@ -208,6 +208,7 @@ def test_what_cannot_be_made_private_is_refused(change, key):
     (["--dp-delta", "1e-6"], "--dp-delta: differentially private training needs its budget"),
     (["--dp-epsilon", "8", "--nproc", "2"], "--nproc: differentially private training"),
     (["--dp-epsilon", "8", "--accumulate", "2"], "train.accumulate"),
+    (["--dp-epsilon", "1e-4"], "privacy.target_epsilon: no noise level spends as little"),
 ])
 def test_bad_privacy_flags_are_one_line_and_write_nothing(flags, needle, toy_csv, tmp_path,
                                                            capsys):
