@@ -211,6 +211,8 @@ def test_a_forecasting_run_has_no_supported_attribution(tmp_path, capsys):
     assert_user_error(code, err, "forecasting runs have no supported attribution")
     with pytest.raises(DlforgeError, match="no supported attribution"):
         explain(tmp_path / "fc", row={"y": 1.0})
+    with pytest.raises(DlforgeError, match="str models have no supported attribution"):
+        explain_instances("not a model", [{"y": 1.0}])  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")

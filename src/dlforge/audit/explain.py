@@ -53,7 +53,7 @@ def explain(run: str | Path | DeepModel, *, text: str | None = None, image: Any 
     the other columns of a mixed model). See :func:`explain_instances` for the result."""
     from dlforge.run import load
 
-    model = run if isinstance(run, DeepModel) else load(run)
+    model = load(run) if isinstance(run, str | Path) else run
     _check_explainable(model)
     instance = dict(row or {})
     for value, kind, flag in ((text, "text", "--text"), (image, "image", "--image")):
@@ -110,13 +110,19 @@ def _describe_inputs(model: DeepModel) -> str:
     return ", ".join(f"{i.name} ({i.type})" for i in model.config_.inputs)
 
 
-def _check_explainable(model: DeepModel) -> None:
-    cfg = model.config_
-    if cfg.forecast is not None:
+def _check_explainable(model: Any) -> None:
+    cfg = getattr(model, "config_", None)
+    if cfg is not None and getattr(cfg, "forecast", None) is not None:
         raise RunDirError("explain: forecasting runs have no supported attribution (a forecast "
                           "depends on a whole window of several series); explain a classifier "
                           "or a regressor")
+    if not isinstance(model, DeepModel):
+        raise RunDirError(f"explain: {type(model).__name__} models have no supported "
+                          "attribution; explain a classifier or a regressor")
     model._check_fitted()
+    if not hasattr(model.model_, "encoders"):
+        raise RunDirError(f"explain: {type(model).__name__} models have no supported "
+                          "attribution; explain a classifier or a regressor")
 
 
 def _token_layer(encoder: nn.Module) -> tuple[nn.Module, int]:
