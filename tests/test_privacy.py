@@ -318,3 +318,20 @@ def test_membership_audit_needs_held_out_rows(tmp_path, capsys):
     code, _, err = run_cli(capsys, "audit", tmp_path / "run", "--privacy")
     assert_user_error(code, err, "held out no rows")
     assert not (tmp_path / "run" / "audit").exists()
+
+
+@pytest.mark.parametrize("kind, shape, targets", [
+    ("binary", (6, 1), np.array([0, 1, 1, 0, 1, 0])),
+    ("category", (6, 3), np.array([0, 2, 1, 0, 1, 2])),
+    ("multilabel", (6, 3), np.array([[1, 0, 1], [0, 0, 1], [1, 1, 0]] * 2)),
+    ("numeric", (6, 1), np.linspace(-1, 1, 6).astype(np.float32)),
+])
+def test_row_losses_average_to_the_training_loss(kind, shape, targets):
+    from dlforge.audit.privacy import row_losses
+    from dlforge.train.trainer import loss_fn
+
+    logits = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    per_row = row_losses(kind, logits, targets)
+    assert per_row.shape == (6,)
+    mean = float(loss_fn(kind, torch.from_numpy(logits), torch.from_numpy(targets)))
+    assert float(per_row.mean()) == pytest.approx(mean, rel=1e-5)
