@@ -8,6 +8,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from dlforge.api import cross_validate  # noqa: E402
+from dlforge.audit.explain import explain  # noqa: E402
 from dlforge.audit.fairness import audit  # noqa: E402  (dlforge.audit is this function)
 from dlforge.config import RunConfig, load_config  # noqa: E402
 from dlforge.errors import (  # noqa: E402
@@ -48,6 +49,7 @@ __all__ = [
     "audit",
     "cross_validate",
     "estimate",
+    "explain",
     "load",
     "load_config",
     "tune",

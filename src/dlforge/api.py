@@ -20,7 +20,7 @@ from dlforge.data.clean import clean_frame
 from dlforge.data.features import fit_target
 from dlforge.data.io import read_table, require_columns, write_table
 from dlforge.data.split import kfold
-from dlforge.errors import DataError, RunDirError
+from dlforge.errors import DataError, DlforgeError, RunDirError
 from dlforge.estimators import (
     ImageClassifier,
     SequenceModel,
@@ -115,8 +115,13 @@ def train(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
                  if cfg.train.cv else None)
     cls = estimator_for(cfg, output_kind(cfg, df, str(cfg.data.path)))
     clf = cls(config=cfg, verbose=verbose)
-    clf._fit_frame(df, cfg, source=str(cfg.data.path), workdir=work, resume=resume,
-                   callbacks=callbacks)
+    try:
+        clf._fit_frame(df, cfg, source=str(cfg.data.path), workdir=work, resume=resume,
+                       callbacks=callbacks)
+    except DlforgeError:
+        if not resume and not (work / "checkpoints").exists() and is_main_process():
+            shutil.rmtree(work, ignore_errors=True)  # no epoch finished: nothing to resume
+        raise
     if cv_report is not None:
         clf.metrics_["cross_validation"] = cv_report
     if is_main_process():  # under torchrun, one process writes the run

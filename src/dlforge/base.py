@@ -41,7 +41,7 @@ from dlforge.train.metrics import (
 from dlforge.train.trainer import Trainer, loss_fn, predict_logits
 
 __all__ = ["TRAIN_PARAMS", "DeepModel", "Target", "encode_labels", "load_weights",
-           "task_name"]
+           "split_rows", "task_name"]
 
 Target = LabelEncoder | NumericTarget
 
@@ -118,15 +118,8 @@ class DeepModel(BaseEstimator):
         saved = workdir / "labels.json" if resume and workdir is not None else None
         target, y, strata = encode_labels(df, cfg, source,
                                           saved if saved and saved.exists() else None)
-        idx = np.arange(len(df))
-        test_idx = np.array([], dtype=np.int64)
-        if cfg.data.test_split > 0:
-            idx, test_idx = stratified_split(strata, cfg.data.test_split, cfg.data.seed)
-        if cfg.data.validation_split > 0:
-            tr, va = stratified_split(strata[idx], cfg.data.validation_split, cfg.data.seed)
-            train_idx, val_idx = idx[tr], idx[va]
-        else:  # no validation rows: train on all of them (e.g. a final refit)
-            train_idx, val_idx = idx, np.array([], dtype=np.int64)
+        train_idx, val_idx, test_idx = split_rows(strata, cfg)
+        idx = np.setdiff1d(np.arange(len(df)), test_idx)  # the rows outside the test split
         if len(train_idx) < 2:
             raise DataError(f"{source}: only {len(df)} usable rows; too few to train on")
         if isinstance(target, NumericTarget) and not (saved and saved.exists()):
@@ -181,7 +174,7 @@ class DeepModel(BaseEstimator):
         trainer = Trainer(net, target.kind, cfg.train, metric_fn, monitor, callbacks,
                           checkpoint_dir=workdir / "checkpoints" if workdir else None,
                           verbose=self.verbose, log=log,
-                          head_lr=getattr(cfg.model, "head_lr", None))
+                          head_lr=getattr(cfg.model, "head_lr", None), privacy=cfg.privacy)
         say(f"model: {cfg.model.name}, {sum(p.numel() for p in net.parameters()):,} parameters;"
             f" device {trainer.device}, precision {trainer.precision}")
         history = trainer.fit(train_loader, val_loader, y[val_idx] if len(val_idx) else None,
@@ -199,6 +192,7 @@ class DeepModel(BaseEstimator):
         self.precision_ = trainer.precision
         self.history_ = history
         self.best_epoch_ = trainer.state["best_epoch"]
+        self.privacy_ = trainer.privacy_report  # None unless trained with DP-SGD
         y_train = y[train_idx]
         self.baseline_ = fit_baseline(target, y_train)
         report = {}
@@ -387,6 +381,22 @@ def load_weights(net: torch.nn.Module, path: Path, cfg: RunConfig, device: str |
                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     dev = resolve_device(device or cfg.train.device)
     return net.to(dev).eval(), dev, resolve_precision(cfg.train.precision, dev)
+
+
+def split_rows(strata: np.ndarray, cfg: RunConfig
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, validation, test) row indices of the cleaned frame: the test rows first, then
+    the validation rows from the rest, each stratified by ``strata`` with ``data.seed``. The
+    same data and config always give the same split (the privacy audit rebuilds it)."""
+    idx = np.arange(len(strata))
+    test_idx = np.array([], dtype=np.int64)
+    if cfg.data.test_split > 0:
+        idx, test_idx = stratified_split(strata, cfg.data.test_split, cfg.data.seed)
+    if cfg.data.validation_split > 0:
+        tr, va = stratified_split(strata[idx], cfg.data.validation_split, cfg.data.seed)
+        return idx[tr], idx[va], test_idx
+    # no validation rows: train on all of them (e.g. a final refit)
+    return idx, np.array([], dtype=np.int64), test_idx
 
 
 def resolve_monitor(monitor: str, kind: str) -> str:

@@ -88,6 +88,10 @@ TRAIN_FLAGS: dict[str, str] = {
     "folds": "model.cv",
     "families": "model.families",
     "pii": "data.clean.pii",
+    "dp_epsilon": "privacy.target_epsilon",
+    "dp_delta": "privacy.target_delta",
+    "dp_max_grad_norm": "privacy.max_grad_norm",
+    "dp_accountant": "privacy.accountant",
 }
 INPUT_FLAGS = ("text", "image", "numeric", "category", "sequence", "kind", "forecast",
                "covariates", "exogenous")
@@ -215,6 +219,7 @@ def _image_size(value: str | None) -> list[int] | None:
     "dlforge train --data air.csv --forecast value --time time --window 24 --horizon 12 "
     "--out runs/air",
     "dlforge train --data ecg.jsonl --sequence trace --label rhythm --model rnn --out runs/ecg",
+    "dlforge train --data t.csv --text text --label y --dp-epsilon 8 --out runs/private",
 ))
 def train(
     config: Annotated[Path | None, typer.Argument(help="A YAML run config.")] = None,
@@ -311,6 +316,15 @@ def train(
     pii: Annotated[bool | None, typer.Option(
         "--pii", help="Scrub e-mails, phone numbers, card numbers, IP addresses and URLs from "
                       "text inputs (typed placeholders such as <EMAIL>).")] = None,
+    dp_epsilon: Annotated[float | None, typer.Option(
+        help="Differentially private training (DP-SGD): the privacy budget ε to spend.")
+    ] = None,
+    dp_delta: Annotated[float | None, typer.Option(
+        help="DP-SGD: δ (default 1e-5; keep it below 1 / training rows).")] = None,
+    dp_max_grad_norm: Annotated[float | None, typer.Option(
+        help="DP-SGD: each row's gradient is clipped to this norm (default 1.0).")] = None,
+    dp_accountant: Annotated[str | None, typer.Option(
+        help="DP-SGD: the privacy accountant, rdp (default), prv or gdp.")] = None,
     resume: Annotated[Path | None, typer.Option(
         help="Continue the interrupted run whose --out was this folder.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run at --out.")] = False,
@@ -328,6 +342,12 @@ def train(
     values["head_hidden"] = _int_list("head-hidden", head_hidden)
     values["image_size"] = _image_size(image_size)
     values["families"] = _names(families) or None
+    dp_options = [f for f, v in (("--dp-delta", dp_delta),
+                                 ("--dp-max-grad-norm", dp_max_grad_norm),
+                                 ("--dp-accountant", dp_accountant)) if v is not None]
+    if dp_options and dp_epsilon is None:
+        raise ConfigError(f"{', '.join(dp_options)}: differentially private training needs "
+                          "its budget too: add --dp-epsilon (e.g. --dp-epsilon 8)")
     given = [f"--{k.replace('_', '-')}" for k in (*TRAIN_FLAGS, *INPUT_FLAGS)
              if values[k] is not None]
     if resume is not None:
@@ -375,6 +395,9 @@ def train(
                               "image|table (or --forecast COLUMN)")
         cfg = validate_config(apply_overrides({"inputs": inputs, "output": {}},
                                               _resolve_flags(values, inputs)), source="options")
+    if launch and cfg.privacy is not None:
+        raise ConfigError("--nproc: differentially private training (--dp-epsilon, privacy:) "
+                          "runs in one process; remove --nproc")
     if launch:  # check everything a user can get wrong once, here, then start the processes
         api.preflight(cfg, out, overwrite=overwrite)
         api.read_data(cfg)
@@ -436,6 +459,11 @@ def _report_trained(clf: Any, out: Path) -> None:
     if board is not None:
         console.print(board)
     console.print(metrics_table(clf.metrics_))
+    spent = getattr(clf, "privacy_", None)
+    if spent:
+        console.print(f"Differential privacy: ε = {spent['epsilon']:.3g} spent at δ = "
+                      f"{spent['delta']:g} ({spent['accountant']} accountant, noise multiplier "
+                      f"{spent['noise_multiplier']:.3g}, max grad norm {spent['max_grad_norm']:g})")
     cv = cv_summary(clf.metrics_)
     if cv:
         console.print(cv, soft_wrap=True)
@@ -662,6 +690,64 @@ def evaluate(
                    f"f1 {m['f1']:.4f}, support {m['support']}")
 
 
+# ----------------------------------------------------------------------------------- explain
+@app.command(epilog=_examples(
+    "dlforge explain runs/tweets --text \"the flight was late again\"",
+    "dlforge explain runs/tweets --text \"great crew\" --html why.html",
+    "dlforge explain runs/digits --image seven.png --target 7",
+    "dlforge explain runs/credit --row '{\"age\": 41, \"income\": 52000, \"home\": \"rent\"}'",
+))
+def explain(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    text: Annotated[str | None, typer.Option(help="A text to explain.")] = None,
+    image: Annotated[str | None, typer.Option(help="An image file to explain.")] = None,
+    row: Annotated[str | None, typer.Option(
+        help="A table row as JSON, {\"column\": value, ...} (also the other inputs of a "
+             "mixed model).")] = None,
+    target: Annotated[str | None, typer.Option(
+        help="The class to explain (default: the predicted one).")] = None,
+    steps: Annotated[int | None, typer.Option(
+        help="Integration steps (default: from 50, doubled until the attributions add up to "
+             "the output's change within 1%, at most 800).")] = None,
+    html: Annotated[Path | None, typer.Option(help="Also write a highlighted HTML page.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Explain one prediction with Integrated Gradients (Captum): which tokens, pixels or
+    columns pushed the output, and by how much."""
+    from rich.console import Console
+
+    from dlforge._atomic import atomic_file
+    from dlforge.audit.explain import explain as explain_one
+    from dlforge.audit.explain import render_html, render_terminal
+    from dlforge.run import load
+
+    values = None
+    if row is not None:
+        try:
+            values = json.loads(row)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"--row: not valid JSON ({err.msg} at character {err.pos}); "
+                              "expected an object such as '{\"age\": 41}'") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"--row: expected a JSON object of column: value, got "
+                              f"{type(values).__name__}")
+    model = load(run_dir)
+    if target is not None and getattr(getattr(model, "labels_", None), "classes", None):
+        # A class given on the command line is a string; match it to the classes' own type.
+        target = next((c for c in model.labels_.classes if str(c) == target), target)
+    result = explain_one(model, text=text, image=image, row=values, target=target,
+                         steps=steps)
+    if html is not None:
+        with atomic_file(html) as tmp:
+            tmp.write_text(render_html(result), encoding="utf-8")
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        Console().print(render_terminal(result))
+        if html is not None:
+            typer.echo(f"wrote {html}")
+
+
 # ----------------------------------------------------------------------------------- predict
 @app.command(epilog=_examples(
     "dlforge predict runs/tweets --data new.csv --out predictions.csv",
@@ -747,6 +833,8 @@ def info(
     "dlforge audit runs/credit --data valid.csv --sensitive Marital --mitigate equalized_odds",
     "dlforge audit runs/credit --data test.csv --sensitive Marital,Age --bins Age:30,45,60 "
     "--min-ratio 0.9 --json",
+    "dlforge audit runs/tweets --privacy                # membership inference",
+    "dlforge audit runs/credit --data credit.csv --sensitive Marital --privacy",
 ))
 def audit(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (binary output).")],
@@ -777,21 +865,29 @@ def audit(
              "measures.")] = 30,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples per group.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    privacy: Annotated[bool, typer.Option(
+        "--privacy", help="Membership inference: can a loss-threshold attack tell the "
+        "training rows from the held-out ones? (--data: the file the run was trained on; "
+        "default its data.path)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Audit a run's decisions for fairness: per-group metrics with bootstrap intervals,
-    demographic parity and equalized odds, a verdict (four-fifths rule by default); writes
-    RUN_DIR/audit/fairness.json, one chart per metric and the updated model card."""
+    """Audit a run. Fairness (--sensitive): per-group metrics with bootstrap intervals,
+    demographic parity and equalized odds, a verdict (four-fifths rule by default), written to
+    RUN_DIR/audit/fairness.json with one chart per metric. Privacy (--privacy): a
+    membership-inference attack, written to RUN_DIR/audit/privacy.json. Both update the
+    model card."""
     from rich.console import Console
 
     from dlforge.audit.charts import fairness_tables
     from dlforge.audit.fairness import Thresholds
     from dlforge.audit.fairness import audit as run_audit
 
-    # --privacy (the membership-inference test) joins here as a second, independent part.
-    if sensitive is None:
+    if sensitive is None and not privacy:
         raise ConfigError("nothing to audit: give --sensitive COLUMN (and --data FILE) for the "
-                          "fairness audit")
+                          "fairness audit, or --privacy for the membership-inference attack")
+    if sensitive is None:
+        _privacy_audit(run_dir, data, as_json)
+        return
     if data is None:
         raise ConfigError("--data: the fairness audit needs a labelled file (inputs, label and "
                           "the sensitive columns)")
@@ -799,8 +895,14 @@ def audit(
                        mitigate=mitigate, resamples=bootstrap, seed=seed,
                        min_group_size=min_group_size,
                        thresholds=Thresholds(min_ratio, max_difference, max_eo_difference))
-    if as_json:
+    if as_json and not privacy:
         typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    if as_json:
+        from dlforge.audit.privacy import privacy_audit
+
+        both = {"fairness": result, "privacy": privacy_audit(run_dir, data)}
+        typer.echo(json.dumps(both, indent=2, default=str))
         return
     console = Console()
     for item in fairness_tables(result):
@@ -809,6 +911,28 @@ def audit(
     console.print(f"wrote {run_dir / 'audit' / 'fairness.json'}, {len(result['plots'])} charts "
                   f"in {run_dir / 'audit' / 'plots'} and {run_dir / 'MODEL_CARD.md'}",
                   soft_wrap=True)
+    if privacy:
+        _privacy_audit(run_dir, data, False)
+
+
+def _privacy_audit(run_dir: Path, data: str | None, as_json: bool) -> None:
+    from dlforge.audit.privacy import privacy_audit
+
+    report = privacy_audit(run_dir, data)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    dp = report["differential_privacy"]
+    typer.echo(f"membership inference (loss threshold) on {report['members']} training and "
+               f"{report['non_members']} held-out rows:\n"
+               f"  attack AUC        {report['auc']:.3f}   (0.5: no better than chance)\n"
+               f"  TPR at 1% FPR     {report['tpr_at_1pct_fpr']:.3f}\n"
+               f"  mean loss         {report['member_loss_mean']:.4f} training, "
+               f"{report['non_member_loss_mean']:.4f} held-out\n"
+               + (f"  trained with DP-SGD: ε = {dp['epsilon']:.3g} at δ = {dp['delta']:g}\n"
+                  if dp else "  trained without differential privacy\n")
+               + (f"  note: {report['note']}\n" if "note" in report else "")
+               + f"saved to {run_dir / 'audit' / 'privacy.json'}")
 
 
 # ----------------------------------------------------------------------------------- report

@@ -33,6 +33,7 @@ __all__ = [
     "NumericInput",
     "OutputConfig",
     "PretrainedModelConfig",
+    "PrivacyConfig",
     "RNNConfig",
     "RunConfig",
     "SeriesAugment",
@@ -357,6 +358,19 @@ class TrainConfig(_Strict):
     cv: int | None = Field(None, ge=2)  # also score by k-fold cross-validation (mean ± std)
 
 
+# -------------------------------------------------------------------------------------- privacy
+class PrivacyConfig(_Strict):
+    """Differentially private training (DP-SGD through Opacus): per-row gradients clipped to
+    ``max_grad_norm``, Gaussian noise calibrated so that the whole training spends at most
+    ``target_epsilon`` at ``target_delta``, batches drawn by Poisson sampling. The ε actually
+    spent is recorded in the run (privacy.json)."""
+
+    target_epsilon: float = Field(gt=0.0)
+    target_delta: float = Field(1e-5, gt=0.0, lt=1.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    accountant: Literal["rdp", "prv", "gdp"] = "rdp"
+
+
 # ----------------------------------------------------------------------------------------- tune
 SPEC_KINDS = ("log_uniform", "uniform", "int", "log_int", "choice")
 TUNE_SETTINGS = ("sampler", "pruner", "seed")
@@ -431,6 +445,7 @@ class RunConfig(_Strict):
     model: ModelConfig = Field(default_factory=TransformerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tune: TuneConfig | None = None  # a search space for dlforge tune
+    privacy: PrivacyConfig | None = None  # differentially private training (DP-SGD)
 
     @property
     def text(self) -> TextInput:
@@ -459,6 +474,40 @@ class RunConfig(_Strict):
         if self.output.name in names:
             raise ValueError(f"output.name: column {self.output.name!r} is also an input")
         check_family_fits(self.model.name, [i.type for i in self.inputs])
+        return self
+
+    @model_validator(mode="after")
+    def _privacy_fits(self) -> RunConfig:
+        """What DP-SGD cannot make private is refused here, each with the way out."""
+        if self.privacy is None:
+            return self
+        refused = [  # (key, refused?, why and what to do instead)
+            ("forecast", self.forecast is not None,
+             "forecasting windows overlap, so one row of the table is in many training "
+             "examples and DP-SGD's per-example guarantee would not cover it; train a "
+             "classifier or regressor on independent rows"),
+            ("model.name", self.model.name == "pretrained",
+             "a pretrained Hugging Face encoder cannot be trained privately here; use "
+             "transformer, cnn, rnn or mlp"),
+            ("model.name", self.model.name == "auto",
+             "model selection trains and scores many models on the same rows, which the "
+             "privacy budget does not account for; name the family (transformer, cnn, rnn, "
+             "mlp)"),
+            ("model.checkpointing", getattr(self.model, "checkpointing", False),
+             "activation checkpointing re-runs the forward pass in backward, which breaks "
+             "Opacus' per-row gradients; set it to false"),
+            ("train.accumulate", self.train.accumulate > 1,
+             "gradient accumulation is not supported with DP-SGD (each Poisson-sampled batch "
+             "is one noisy step); set it to 1 and raise train.batch_size instead"),
+            ("train.compile", self.train.compile,
+             "torch.compile does not run Opacus' per-row gradient hooks; set it to false"),
+            ("train.cv", bool(self.train.cv),
+             "cross-validation trains more models on the same rows, which the privacy budget "
+             "does not account for; remove it"),
+        ]
+        for key, bad, reason in refused:
+            if bad:
+                raise ValueError(f"{key}: {reason} (privacy is set)")
         return self
 
 

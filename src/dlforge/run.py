@@ -10,6 +10,7 @@ runs/tweets/
   labels.json         the label map (or the numeric output's mean and std)
   metrics.json        validation (and test) metrics next to the baseline's
   data.json           cleaning counts, split sizes, class counts or target statistics
+  privacy.json        with DP-SGD: ε spent, δ, accountant, max_grad_norm, noise multiplier
   history.csv         one row per epoch
   plots/              curves.png, confusion_matrix.png
   checkpoints/        last weights and the training state, when trained from the CLI
@@ -106,6 +107,8 @@ def save_run(clf: DeepModel, path: Path, checkpoints: Path | None = None) -> Pat
             clf.postprocess_.save(tmp / POSTPROCESS)
         (tmp / "metrics.json").write_text(_json(clf.metrics_), encoding="utf-8")
         (tmp / "data.json").write_text(_json(clf.data_report_), encoding="utf-8")
+        if getattr(clf, "privacy_", None):  # trained with DP-SGD: the budget spent
+            (tmp / "privacy.json").write_text(_json(clf.privacy_), encoding="utf-8")
         (tmp / "history.csv").write_text(_history_csv(clf.history_), encoding="utf-8")
         (tmp / "plots").mkdir()
         if clf.history_:
@@ -282,6 +285,8 @@ def load(path: str | Path, device: str | None = None) -> DeepModel | LanguageMod
     clf = cls._restore(path, cfg, device)
     clf.metrics_ = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
     clf.data_report_ = json.loads((path / "data.json").read_text(encoding="utf-8"))
+    clf.privacy_ = (json.loads((path / "privacy.json").read_text(encoding="utf-8"))
+                    if (path / "privacy.json").is_file() else None)
     clf.history_ = _read_history(path / "history.csv")
     if POSTPROCESS in manifest["files"]:
         clf.postprocess_ = GroupThresholds.load(path / POSTPROCESS)

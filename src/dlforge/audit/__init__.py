@@ -1,4 +1,6 @@
-"""Auditing a run: fairness (per-group metrics, disparity, mitigation) and the model card.
+"""Auditing a run: fairness (per-group metrics, disparity, mitigation), privacy (the
+membership-inference attack, ``dlforge.audit.privacy``), explanations (Integrated Gradients,
+``dlforge.audit.explain``) and the model card.
 
 ``dlforge.audit(run_dir, data, sensitive)`` is :func:`dlforge.audit.fairness.audit`;
 ``dlforge report RUN_DIR`` is :func:`dlforge.audit.card.write_report`. Fairlearn is imported

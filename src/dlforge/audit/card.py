@@ -53,6 +53,8 @@ def _records(run: Path) -> dict[str, Any]:
             else None,
             "fairness": _read_json(run / "audit" / "fairness.json")
             if (run / "audit" / "fairness.json").is_file() else None,
+            "membership": _read_json(run / "audit" / "privacy.json")
+            if (run / "audit" / "privacy.json").is_file() else None,
             "postprocess": _read_json(run / "postprocess.json")
             if (run / "postprocess.json").is_file() else None}
 
@@ -155,6 +157,16 @@ def card_sections(run: str | Path) -> list[tuple[str, list[Block]]]:
     else:
         priv = [("p", "Trained without differential privacy: the weights may memorise "
                       "individual training rows.")]
+    m = r.get("membership")
+    if m:
+        priv.append(("p", f"Membership inference (a loss-threshold attack, `dlforge audit "
+                          f"--privacy`) on {m.get('members')} training and "
+                          f"{m.get('non_members')} held-out rows: attack AUC "
+                          f"{_f(m.get('auc'), 3)} (0.5 is chance), TPR at 1% FPR "
+                          f"{_f(m.get('tpr_at_1pct_fpr'), 3)}."))
+    else:
+        priv.append(("p", "Membership inference not audited (`dlforge audit RUN_DIR "
+                          "--privacy`)."))
     clean = data.get("cleaning") or {}
     if (cfg.get("data") or {}).get("clean", {}).get("pii"):
         priv.append(("p", f"PII scrubbing was on: {_pii_line(clean)}."))

@@ -16,6 +16,7 @@ __all__ = [
     "Dropout",
     "ConvBank",
     "MultiHeadSelfAttention",
+    "PositionEmbedding",
     "RecurrentEncoder",
     "TokenPositionEmbedding",
     "ValueEmbedding",
@@ -53,19 +54,35 @@ class Dropout(nn.Module):
         return f"p={self.p}"
 
 
+class PositionEmbedding(nn.Module):
+    """A learned absolute position embedding, added: ``x + weight[:T]`` for x (B, T, C).
+
+    The addition happens inside the module so that its output keeps the batch dimension:
+    Opacus (differentially private training) then computes each row's gradient of ``weight``
+    (an ``nn.Embedding`` looked up with ``arange(T)`` would see no batch at all). Initialised
+    and stored (``pos.weight``) as the ``nn.Embedding`` it replaces.
+    """
+
+    def __init__(self, max_length: int, d_model: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(max_length, d_model))
+        nn.init.normal_(self.weight)  # nn.Embedding's initialisation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.weight[: x.shape[1]]  # (B, T, C)
+
+
 class TokenPositionEmbedding(nn.Module):
     """Token embedding plus a learned absolute position embedding."""
 
     def __init__(self, vocab_size: int, d_model: int, max_length: int, dropout: float = 0.0):
         super().__init__()
         self.tok = nn.Embedding(vocab_size, d_model, padding_idx=0)
-        self.pos = nn.Embedding(max_length, d_model)
+        self.pos = PositionEmbedding(max_length, d_model)
         self.drop = Dropout(dropout)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        T = input_ids.shape[1]
-        pos = torch.arange(T, device=input_ids.device)
-        return self.drop(self.tok(input_ids) + self.pos(pos))  # (B, T, C)
+        return self.drop(self.pos(self.tok(input_ids)))  # (B, T, C)
 
 
 class ValueEmbedding(nn.Module):
@@ -76,13 +93,13 @@ class ValueEmbedding(nn.Module):
                  dropout: float = 0.0):
         super().__init__()
         self.proj = nn.Linear(n_features, d_model)
-        self.pos = nn.Embedding(max_length, d_model) if max_length else None
+        self.pos = PositionEmbedding(max_length, d_model) if max_length else None
         self.drop = Dropout(dropout)
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
         x = self.proj(values)
         if self.pos is not None:
-            x = x + self.pos(torch.arange(values.shape[1], device=values.device))
+            x = self.pos(x)
         return self.drop(x)
 
 
@@ -303,9 +320,9 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
             nn.init.normal_(m.weight, mean=0.0, std=std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Embedding):
+        elif isinstance(m, nn.Embedding | PositionEmbedding):
             nn.init.normal_(m.weight, mean=0.0, std=std)
-            if m.padding_idx is not None:
+            if getattr(m, "padding_idx", None) is not None:
                 with torch.no_grad():
                     m.weight[m.padding_idx].zero_()
 

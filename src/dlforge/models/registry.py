@@ -23,7 +23,7 @@ from dlforge.models.mlp import MLP
 from dlforge.models.rnn import RNNEncoder
 from dlforge.models.transformer import TransformerEncoder
 
-__all__ = ["MODELS", "FusionModel", "build_model"]
+__all__ = ["MODELS", "FusionModel", "build_model", "private_ready"]
 
 def _tokens(c: Any, s: dict[str, Any], positions: bool = False) -> nn.Module:
     if positions:
@@ -113,4 +113,49 @@ def build_model(cfg: RunConfig, specs: dict[str, dict[str, Any]], n_outputs: int
     head = MLP(width, list(cfg.model.head_hidden), n_outputs, cfg.model.dropout)
     if cfg.model.name == "transformer":
         init_weights(head)  # the Transformer's N(0, 0.02) initialisation, head included
-    return FusionModel(encoders, head)
+    model = FusionModel(encoders, head)
+    return private_ready(model) if cfg.privacy is not None else model
+
+
+def private_ready(model: nn.Module) -> nn.Module:
+    """``model`` with the layers differentially private training (DP-SGD, per-row gradients)
+    cannot train replaced by ones it can: batch-norm (its statistics mix the rows of a batch)
+    by group-norm; GRU and LSTM by Opacus' DPGRU and DPLSTM (same weights and state-dict
+    names). Training (``dlforge.train.dp``) and loading a private run both build this."""
+    import warnings
+
+    from opacus.validators import ModuleValidator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Opacus announces each replacement
+        fixed = ModuleValidator.fix(model)
+        errors = ModuleValidator.validate(fixed, strict=False)
+    if errors:
+        from dlforge.errors import ConfigError
+
+        raise ConfigError(f"privacy: this model has layers DP-SGD cannot train: {errors[0]}")
+    _one_name_per_weight(fixed)
+    return fixed
+
+
+def _one_name_per_weight(model: nn.Module) -> None:
+    """Opacus' DPGRU/DPLSTM register each weight twice: under nn.GRU's name (weight_ih_l0) and
+    their own cell's (l0.ih.weight). Their filter drops the second name only when the RNN is
+    the root module, so for ours: state dicts keep nn.GRU's names alone (safetensors refuses
+    shared tensors, and the weights load into a plain GRU), and loading does not miss the
+    others (the same tensors, loaded under the first name)."""
+    hidden = {f"{name}.{old}" for name, m in model.named_modules()
+              if isinstance(getattr(m, "old_to_new", None), dict) for old in m.old_to_new}
+    if not hidden:
+        return
+
+    def drop(module: nn.Module, state: dict[str, Any], prefix: str, meta: Any) -> None:
+        for key in hidden:
+            state.pop(prefix + key, None)
+
+    def not_missing(module: nn.Module, keys: Any) -> None:
+        keys.missing_keys[:] = [k for k in keys.missing_keys
+                                if not any(k.endswith(h) for h in hidden)]
+
+    model.register_state_dict_post_hook(drop)
+    model.register_load_state_dict_post_hook(not_missing)

@@ -22,7 +22,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-from dlforge.config import TrainConfig
+from dlforge.config import PrivacyConfig, TrainConfig
+from dlforge.errors import ConfigError
 from dlforge.train.callbacks import Callback, EarlyStopping, Progress
 from dlforge.train.device import autocast, resolve_device, resolve_precision
 from dlforge.train.distributed import ShardedBatchSampler, all_reduce_sum, setup_distributed
@@ -101,17 +102,29 @@ class Trainer:
     ``metric_fn(y_true, logits)`` scores validation.
     With ``checkpoint_dir`` the last and best weights and the full training state are written
     after every epoch, and ``fit(resume=True)`` continues from them to the same result.
+    With ``privacy``, training is DP-SGD (see :mod:`dlforge.train.dp`); the model must have
+    been built private-ready, and ``privacy_report`` holds the ε spent after ``fit``.
     """
 
     def __init__(self, model: nn.Module, kind: str, cfg: TrainConfig, metric_fn: MetricFn,
                  monitor: str, callbacks: Sequence[Callback] = (),
                  checkpoint_dir: str | Path | None = None, verbose: int = 1,
-                 log: Callable[[str], None] | None = None, head_lr: float | None = None):
+                 log: Callable[[str], None] | None = None, head_lr: float | None = None,
+                 privacy: PrivacyConfig | None = None):
         self.cfg = cfg
+        self.privacy = privacy
+        self.privacy_report: dict[str, Any] | None = None
+        self._dp: Any = None
         self.head_lr = head_lr
         self.kind = kind
         self.rank, self.world, self.device = setup_distributed(resolve_device(cfg.device))
         self.precision = resolve_precision(cfg.precision, self.device)
+        if privacy is not None:
+            if self.world > 1:
+                raise ConfigError("privacy: differentially private training runs in one "
+                                  "process; train without --nproc (torchrun)")
+            # Per-row gradients, whose norms the guarantee clips, in fp32.
+            self.precision = "fp32"
         self.model = model.to(self.device)
         self.metric_fn = metric_fn
         self.monitor = monitor
@@ -153,16 +166,20 @@ class Trainer:
         """Forward and backward on one (micro-)batch, the loss multiplied by ``scale``; then,
         if ``step_optimizer``, clip and take the optimizer and scheduler step."""
         batch = to_device(batch, self.device)
-        sync = contextlib.nullcontext()
+        sync: contextlib.AbstractContextManager = contextlib.nullcontext()
         if self.world > 1 and not step_optimizer and hasattr(self._forward, "no_sync"):
             sync = self._forward.no_sync()  # accumulate locally; all-reduce on the last one
+        if self._dp is not None:
+            from dlforge.train.dp import quiet_hooks
+
+            sync = quiet_hooks()
         with sync:
             with autocast(self.device, self.precision):
                 logits = self._forward(batch["inputs"])
             loss = self.compute_loss(logits, batch["labels"])
             (loss * scale).backward()
         if step_optimizer:
-            if self.cfg.grad_clip:
+            if self.cfg.grad_clip and self._dp is None:  # DP-SGD clips each row instead
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
@@ -201,7 +218,20 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler = make_scheduler(self.optimizer, cfg, cfg.epochs * updates_per_epoch)
         if resume:
+            if self.privacy is not None:
+                raise ConfigError("privacy: a differentially private run cannot be resumed (its "
+                                  "privacy accountant is not checkpointed); train it again")
             self.load_checkpoint()
+        if self.privacy is not None:
+            from dlforge.train.dp import make_private
+
+            self._dp = make_private(self.model, self.optimizer, train_loader, self.privacy,
+                                    cfg.epochs, cfg.seed)
+            self._forward, self.optimizer, train_loader = (self._dp.module, self._dp.optimizer,
+                                                           self._dp.loader)
+            self.log(f"privacy: DP-SGD, noise multiplier {self._dp.noise_multiplier:.3g}, "
+                     f"max grad norm {self.privacy.max_grad_norm}, target ε "
+                     f"{self.privacy.target_epsilon} at δ {self.privacy.target_delta:g}")
         callbacks = list(self.callbacks)
         if cfg.patience and val_loader is not None:
             callbacks.append(EarlyStopping(cfg.patience))
@@ -225,7 +255,13 @@ class Trainer:
             self.model.train()
             t0, seen, loss_sum = time.perf_counter(), 0, 0.0
             for step, batch in enumerate(train_loader, start=1):
-                n = len(batch["labels"])
+                n = len(batch["labels"]) if isinstance(batch, dict) else 0
+                if n == 0:  # Poisson sampling drew no row: a noise-only step
+                    self._dp.empty_step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.state["step"] += 1
+                    continue
                 group = (step - 1) // acc  # the optimizer step this micro-batch belongs to
                 last = step == min(steps_per_epoch, (group + 1) * acc)
                 scale = 1.0
@@ -260,6 +296,13 @@ class Trainer:
             self.state["stopped"] = self.should_stop
             if self.checkpoint_dir is not None and self.rank == 0:
                 self.save_checkpoint()
+        if self._dp is not None:
+            self.privacy_report = self._dp.report()
+            self._dp.close()
+            self._dp = None
+            self._forward = self.model
+            self.log(f"privacy: ε = {self.privacy_report['epsilon']:.3g} spent at δ "
+                     f"{self.privacy.target_delta:g} ({self.privacy_report['steps']} noisy steps)")
         for cb in callbacks:
             cb.on_train_end(self)
         if self.best_weights is not None:

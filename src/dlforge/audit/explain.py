@@ -1,0 +1,411 @@
+"""Why did the model say that? Integrated Gradients attributions through Captum.
+
+Integrated Gradients (Sundararajan et al., 2017) integrates the gradient of the explained
+output along the straight path from a baseline input to the actual one; the attributions add
+up to ``f(x) - f(baseline)`` (completeness), and the gap Captum reports as the convergence
+delta says how well ``steps`` approximated the integral.
+
+What is attributed, per input column (the baseline in brackets):
+- text: each token, through ``LayerIntegratedGradients`` on the token embedding (every token
+  [PAD], the attention mask unchanged), summed over the embedding's width;
+- numeric sequences: each step (all zeros: the training mean of every channel);
+- images: each pixel, summed over the channels (all zeros: the training mean colour);
+- numeric columns: the standardised value (zero: the training mean);
+- category columns: the category's embedding (the "unknown" category).
+Image, sequence and numeric columns are attributed on the inputs themselves (Captum's
+``IntegratedGradients``; in a model with text or categories too, through an identity layer in
+front of them, which is the same computation). The explained output is the logit of the
+positive class (binary), of the predicted or asked class (multi-class and multi-label), or the
+prediction in the output's units (regression).
+
+The explanation runs on a copy of the model, so a server can explain while it predicts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from dlforge.base import DeepModel
+from dlforge.errors import ConfigError, DataError, RunDirError
+
+__all__ = ["explain", "explain_instances", "render_html", "render_terminal"]
+
+# Integration steps when none are given: start here, double until the attributions account
+# for the output's change to within TOLERANCE, stop at MAX_STEPS (a saturated model can change
+# its output over a short stretch of the path, which a few steps miss).
+FIRST_STEPS, MAX_STEPS, TOLERANCE = 50, 800, 0.01
+
+
+def explain(run: str | Path | DeepModel, *, text: str | None = None, image: Any = None,
+            row: dict[str, Any] | None = None, target: Any = None, steps: int | None = None
+            ) -> dict[str, Any]:
+    """Attributions for one instance: ``text`` for the run's text input, ``image`` (a path or
+    an array) for its image input, ``row`` for any input column by name (a table row; also
+    the other columns of a mixed model). See :func:`explain_instances` for the result."""
+    from dlforge.run import load
+
+    model = load(run) if isinstance(run, str | Path) else run
+    _check_explainable(model)
+    instance = dict(row or {})
+    for value, kind, flag in ((text, "text", "--text"), (image, "image", "--image")):
+        if value is None:
+            continue
+        names = [i.name for i in model.config_.inputs if i.type == kind]
+        if not names:
+            raise ConfigError(f"{flag}: this run has no {kind} input; its inputs are: "
+                              f"{_describe_inputs(model)}")
+        instance[names[0]] = value
+    if not instance:
+        raise ConfigError(f"explain: give the instance to explain (--text, --image or --row); "
+                          f"this run's inputs are: {_describe_inputs(model)}")
+    return explain_instances(model, [instance], target=target, steps=steps)[0]
+
+
+def explain_instances(model: DeepModel, instances: list[dict[str, Any]], target: Any = None,
+                      steps: int | None = None) -> list[dict[str, Any]]:
+    """Integrated Gradients for each instance (a dict of the model's input columns), as plain
+    JSON: ``{"prediction", "explains", "attributions": {column: [{"token"|"step"|"value",
+    "score"}, ...] or (images) {"shape", "scores"}}, "output", "baseline_output",
+    "attribution_sum", "convergence_delta"}``. ``target`` picks the class to explain (default:
+    the predicted one; for binary outputs always the positive class's logit). ``steps``: the
+    integration steps; None doubles them from 50 until the convergence delta is within 1% of
+    the output's change (at most 800)."""
+    _check_explainable(model)
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool)
+                              or not 2 <= steps <= 10_000):
+        raise ConfigError(f"steps must be a whole number in [2, 10000], got {steps!r}")
+    if not isinstance(instances, list) or not all(isinstance(i, dict) for i in instances):
+        raise DataError("instances: expected a list of objects, each mapping the model's input "
+                        "columns to values")
+    names = [i.name for i in model.config_.inputs]
+    for k, inst in enumerate(instances):
+        missing = [n for n in names if n not in inst]
+        if missing:
+            raise DataError(f"instance {k}: column {missing[0]!r} is missing; this model's "
+                            f"inputs are: {_describe_inputs(model)}")
+    if not instances:
+        return []
+    frame = pd.DataFrame({n: pd.Series([inst[n] for inst in instances], dtype=object)
+                          for n in names})
+    encoded = model._encode_frame(frame, "instances")
+    net = copy.deepcopy(model.model_).eval()  # hooks go on the copy, not the serving model
+    out = []
+    for k in range(len(instances)):
+        batch = {n: f.collate([f.item(encoded[n], k)]) for n, f in model.features_.items()}
+        out.append(_explain_one(model, net, batch, target, steps))
+    return out
+
+
+# ------------------------------------------------------------------------------ internals
+def _describe_inputs(model: DeepModel) -> str:
+    return ", ".join(f"{i.name} ({i.type})" for i in model.config_.inputs)
+
+
+def _check_explainable(model: Any) -> None:
+    cfg = getattr(model, "config_", None)
+    if cfg is not None and getattr(cfg, "forecast", None) is not None:
+        raise RunDirError("explain: forecasting runs have no supported attribution (a forecast "
+                          "depends on a whole window of several series); explain a classifier "
+                          "or a regressor")
+    if not isinstance(model, DeepModel):
+        raise RunDirError(f"explain: {type(model).__name__} models have no supported "
+                          "attribution; explain a classifier or a regressor")
+    model._check_fitted()
+    if not hasattr(model.model_, "encoders"):
+        raise RunDirError(f"explain: {type(model).__name__} models have no supported "
+                          "attribution; explain a classifier or a regressor")
+
+
+def _token_layer(encoder: nn.Module) -> tuple[nn.Module, int]:
+    """The token-embedding layer of a text encoder, and the id of its baseline token."""
+    embed = getattr(encoder, "embed", None)
+    tok = getattr(embed, "tok", embed)  # TokenPositionEmbedding, or a plain nn.Embedding
+    if isinstance(tok, nn.Embedding):
+        return tok, 0  # [PAD]
+    hf = getattr(encoder, "model", None)  # a pretrained Hugging Face encoder
+    if hf is not None and hasattr(hf, "get_input_embeddings"):
+        return hf.get_input_embeddings(), int(getattr(encoder, "pad_token_id", 0))
+    raise ConfigError(f"explain: no token embedding found in the {type(encoder).__name__} "
+                      "encoder; this model family has no supported attribution")
+
+
+def _target(model: DeepModel, logits: torch.Tensor, target: Any) -> tuple[int, str, Any]:
+    """(output index to explain, what it is, the predicted label or number)."""
+    labels = model.labels_
+    z = logits[0].detach().float().cpu().numpy()[None, :]
+    if labels.kind == "numeric":
+        return 0, f"the predicted {model.config_.output.name}", float(labels.decode(z)[0])
+    from dlforge.train.metrics import predict_indices, probabilities
+
+    predicted = labels.decode(predict_indices(labels.kind, probabilities(labels.kind, z)))[0]
+    if labels.kind == "binary":
+        if target is not None and target not in labels.classes:
+            raise ConfigError(f"target: {target!r} is not a class of this model; classes are: "
+                              f"{', '.join(map(str, labels.classes))}")
+        return 0, f"the logit of class {labels.classes[1]!r} (against {labels.classes[0]!r})", \
+            _plain(predicted)
+    if target is None:
+        index = int(np.argmax(z[0]))
+    elif target in labels.classes:
+        index = labels.classes.index(target)
+    else:
+        raise ConfigError(f"target: {target!r} is not a class of this model; classes are: "
+                          f"{', '.join(map(str, labels.classes))}")
+    return index, f"the logit of class {labels.classes[index]!r}", _plain(predicted)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _explain_one(model: DeepModel, net: nn.Module, batch: dict[str, Any], target: Any,
+                 steps: int) -> dict[str, Any]:
+    from captum.attr import IntegratedGradients, LayerIntegratedGradients
+
+    from dlforge.train.trainer import to_device
+
+    device = model.device_
+    batch = to_device(batch, device)
+    features = model.features_
+    # Each column: what Captum varies (a tensor), its baseline, and (for ids) the layer.
+    cols, xs, bases, layers, masks, fronts = [], [], [], [], {}, {}
+    encoders = net.encoders
+    for name, x in batch.items():
+        kind = features[name].kind
+        if isinstance(x, dict):  # a padded sequence: ids or values, and its mask
+            key = "input_ids" if "input_ids" in x else "values"
+            masks[name] = x["attention_mask"]
+            x = x[key]
+        if kind == "text":
+            layer, pad = _token_layer(encoders[name])
+            base = torch.full_like(x, pad)
+        elif kind == "category":
+            layer, base = encoders[name].embed, torch.zeros_like(x)  # 0: the unknown category
+        else:  # image, sequence, numeric: the input itself, behind an identity layer
+            layer = fronts[name] = nn.Identity()
+            base = torch.zeros_like(x)
+        cols.append(name)
+        xs.append(x)
+        bases.append(base)
+        layers.append(layer)
+    view = _View(encoders, nn.ModuleDict(fronts), net.head, cols, masks).eval()
+    with torch.no_grad():
+        logits = view(*xs)
+        base_logits = view(*bases)
+    index, explains, prediction = _target(model, logits, target)
+    by_layer = any(features[c].kind in ("text", "category") for c in cols)
+    # Through the token and category embeddings (Captum's LayerIntegratedGradients) when the
+    # model has ids to explain; otherwise plain Integrated Gradients on the inputs.
+    with warnings.catch_warnings():  # Captum's reminder that layers must not feed each other
+        warnings.simplefilter("ignore")  # (ours are one per input column: they do not)
+        ig = LayerIntegratedGradients(view, layers) if by_layer else IntegratedGradients(view)
+    gap = abs(float(logits[0, index]) - float(base_logits[0, index]))
+    n = steps or FIRST_STEPS
+    # cuDNN's RNN has no backward in eval mode: on CUDA the explanation runs without cuDNN.
+    no_cudnn = (torch.backends.cudnn.flags(enabled=False) if device.type == "cuda"
+                else contextlib.nullcontext())
+    with no_cudnn:
+        while True:
+            attrs, delta = ig.attribute(tuple(xs), baselines=tuple(bases), target=index,
+                                        n_steps=n, internal_batch_size=64,
+                                        return_convergence_delta=True)
+            if steps is not None or n >= MAX_STEPS or float(delta.abs().max()) <= max(
+                    TOLERANCE * gap, 1e-6):
+                break
+            n *= 2
+    attrs = list(attrs) if isinstance(attrs, list | tuple) else [attrs]
+    scale = model.labels_.std if model.labels_.kind == "numeric" else 1.0  # output units
+    per_column = {}
+    total = 0.0
+    for name, x, a in zip(cols, xs, attrs, strict=True):
+        a = a.detach().float().cpu()[0] * scale
+        total += float(a.sum())
+        per_column[name] = _describe(features[name], x[0].cpu(), a, masks.get(name))
+    f_x = float(logits[0, index]) * scale
+    f_b = float(base_logits[0, index]) * scale
+    if model.labels_.kind == "numeric":
+        f_x, f_b = f_x + model.labels_.mean, f_b + model.labels_.mean
+    result = {"prediction": prediction, "explains": explains,
+              "attributions": per_column, "output": f_x, "baseline_output": f_b,
+              "attribution_sum": total, "convergence_delta": float(delta.abs().max()) * scale,
+              "steps": n}
+    if result["convergence_delta"] > 0.05 * max(abs(f_x - f_b), 1e-6):
+        result["note"] = (f"the attributions miss {result['convergence_delta']:.3g} of the "
+                          f"output's change ({abs(f_x - f_b):.3g}); more steps (--steps) "
+                          "approximate the integral better")
+    return result
+
+
+def _describe(feature: Any, x: torch.Tensor, a: torch.Tensor, mask: Any) -> Any:
+    """One column's attributions as plain JSON."""
+    kind = feature.kind
+    if kind == "text":
+        scores = a.sum(-1)  # (T,): summed over the embedding's width
+        ids = x.tolist()
+        return [{"token": t, "score": float(s)}
+                for t, s in zip(_tokens(feature, ids), scores.tolist(), strict=True)]
+    if kind == "sequence":
+        scores = a.sum(-1)  # (T,): summed over the channels
+        return [{"step": t, "score": float(s)} for t, s in enumerate(scores.tolist())]
+    if kind == "image":
+        scores = a.sum(0) if a.dim() == 3 else a  # (H, W): summed over the channels
+        return {"shape": list(scores.shape), "scores": scores.tolist(),
+                "total": float(scores.sum())}
+    if kind == "numeric":  # (value, missing indicator): one score for the column
+        return [{"value": float(x[0]) * feature.std + feature.mean if not x[1] else None,
+                 "score": float(a.sum())}]
+    vocab = ["<unknown>", *feature.vocab]
+    return [{"value": vocab[int(x)], "score": float(a.sum())}]
+
+
+def _tokens(feature: Any, ids: list[int]) -> list[str]:
+    tok = feature.tokenizer.tokenizer
+    if hasattr(tok, "convert_ids_to_tokens"):  # a Hugging Face tokenizer (pretrained models)
+        return [str(t) for t in tok.convert_ids_to_tokens(ids)]
+    return [tok.decode([i], skip_special_tokens=False).strip() or str(tok.id_to_token(i))
+            for i in ids]
+
+
+class _View(nn.Module):
+    """The model as Captum calls it: one tensor per column, each through its identity
+    ``front`` if it has one (what Captum attributes for inputs), the masks held fixed."""
+
+    def __init__(self, encoders: nn.ModuleDict, fronts: nn.ModuleDict, head: nn.Module,
+                 cols: list[str], masks: dict[str, torch.Tensor]):
+        super().__init__()
+        self.encoders = encoders
+        self.fronts = fronts
+        self.head = head
+        self.cols = cols
+        self.masks = masks
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        n = xs[0].shape[0]  # Captum runs all the steps as one batch
+        parts = []
+        for name, x in zip(self.cols, xs, strict=True):
+            if name in self.fronts:
+                x = self.fronts[name](x)
+            enc = self.encoders[name]
+            parts.append(enc(x, self.masks[name].expand(n, -1)) if name in self.masks
+                         else enc(x))
+        return self.head(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
+
+
+# ------------------------------------------------------------------------------- rendering
+def _colour(score: float, top: float) -> tuple[int, int, int, float]:
+    """Green for evidence for the explained output, red against; opacity by strength."""
+    alpha = min(1.0, abs(score) / top) if top > 0 else 0.0
+    return (22, 163, 74, alpha) if score >= 0 else (220, 38, 38, alpha)
+
+
+def render_terminal(result: dict[str, Any]) -> Any:
+    """A ``rich`` renderable: tokens highlighted in colour, other columns as a table."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    parts: list[Any] = [Text.assemble(("prediction ", "bold"), str(result["prediction"]),
+                                      ("   explaining ", "bold"), result["explains"])]
+    rows = []
+    for name, attr in result["attributions"].items():
+        if isinstance(attr, dict):  # an image
+            rows.append((name, f"{attr['shape'][0]}x{attr['shape'][1]} pixels", attr["total"]))
+            continue
+        if attr and "token" in attr[0]:
+            top = max(abs(a["score"]) for a in attr) or 1.0
+            line = Text(f"{name}: ")
+            for a in attr:
+                r, g, b, alpha = _colour(a["score"], top)
+                # Blend towards the terminal's dark background by the attribution's strength.
+                shade = f"rgb({int(r * alpha)},{int(g * alpha)},{int(b * alpha)})"
+                line.append(a["token"], style=f"bold white on {shade}")
+                line.append(" ")
+            parts.append(line)
+            continue
+        for a in attr:
+            label = f"step {a['step']}" if "step" in a else str(a["value"])
+            rows.append((name, label, a["score"]))
+    if rows:
+        table = Table("column", "value", "attribution")
+        for name, label, score in rows:
+            table.add_row(name, label, f"[{'green' if score >= 0 else 'red'}]{score:+.4f}[/]")
+        parts.append(table)
+    parts.append(Text(f"output {result['output']:.4f} = baseline {result['baseline_output']:.4f}"
+                      f" + attributions {result['attribution_sum']:.4f}; convergence delta "
+                      f"{result['convergence_delta']:.2e} ({result['steps']} steps)"))
+    if "note" in result:
+        parts.append(Text(f"note: {result['note']}", style="yellow"))
+    return Group(*parts)
+
+
+def render_html(result: dict[str, Any]) -> str:
+    """A self-contained HTML page: highlighted tokens, image heat maps, a table for the rest."""
+    import html
+
+    esc = html.escape
+    body = [f"<h1>Integrated Gradients</h1><p><b>prediction</b> {esc(str(result['prediction']))}"
+            f" &middot; <b>explaining</b> {esc(result['explains'])}</p>"]
+    table = []
+    for name, attr in result["attributions"].items():
+        if isinstance(attr, dict):
+            body.append(f"<h2>{esc(name)}</h2><img alt='attributions' src='data:image/png;base64,"
+                        f"{_heatmap_png(np.asarray(attr['scores']))}'>")
+            continue
+        if attr and "token" in attr[0]:
+            top = max(abs(a["score"]) for a in attr) or 1.0
+            spans = []
+            for a in attr:
+                r, g, b, alpha = _colour(a["score"], top)
+                spans.append(f"<span title='{a['score']:+.4f}' style='background:rgba({r},{g},"
+                             f"{b},{alpha:.2f})'>{esc(a['token'])}</span>")
+            body.append(f"<h2>{esc(name)}</h2><p class='tokens'>{' '.join(spans)}</p>")
+            continue
+        for a in attr:
+            label = f"step {a['step']}" if "step" in a else str(a["value"])
+            table.append(f"<tr><td>{esc(name)}</td><td>{esc(label)}</td>"
+                         f"<td>{a['score']:+.4f}</td></tr>")
+    if table:
+        body.append("<table><tr><th>column</th><th>value</th><th>attribution</th></tr>"
+                    + "".join(table) + "</table>")
+    body.append(f"<p>output {result['output']:.4f} = baseline {result['baseline_output']:.4f} + "
+                f"attributions {result['attribution_sum']:.4f}; convergence delta "
+                f"{result['convergence_delta']:.2e} ({result['steps']} steps). Green: evidence "
+                "for the explained output; red: against.</p>")
+    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+             ".tokens{font-size:1.3em;line-height:2}.tokens span{padding:0.1em 0.2em;"
+             "border-radius:0.2em}td,th{padding:0.2em 1em;text-align:left}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>dlforge explain</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def _heatmap_png(scores: np.ndarray) -> str:
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    top = float(np.abs(scores).max()) or 1.0
+    fig, ax = plt.subplots(figsize=(3, 3))
+    im = ax.imshow(scores, cmap="RdYlGn", vmin=-top, vmax=top)
+    ax.axis("off")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
