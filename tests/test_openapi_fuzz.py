@@ -8,23 +8,35 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dlforge.serve.app import ServedModel, ServeSettings
+from dlforge import LanguageModel
+from dlforge.serve.app import ServedModel, ServeSettings, served_run
 from tests.serving import Server
+from tests.test_lm import TEXT, TINY
+
+
+@pytest.fixture(scope="module")
+def fox(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fuzz-lm") / "fox"
+    LanguageModel(**TINY).fit(TEXT, out=out)
+    return out
 
 
 @pytest.mark.parametrize("mode", list(schemathesis.GenerationMode), ids=lambda m: m.value)
-def test_no_request_gets_a_server_error(trained_run, mode):
+def test_no_request_gets_a_server_error(trained_run, fox, mode):
     run, _ = trained_run
-    with Server([ServedModel(run, name="tweets")], ServeSettings(max_delay_ms=1)) as srv:
+    models = [ServedModel(run, name="tweets"), served_run(fox)]
+    config = ServeSettings(max_delay_ms=1, max_new_tokens=64)  # generations stay short
+    with Server(models, config) as srv:
         schema = schemathesis.openapi.from_url(srv.url + "/openapi.json")
-        # The served model's name half the time (past the 404, into validation and the
+        # A served model's name two times in three (past the 404, into validation and the
         # model), a generated one otherwise.
         cases = st.one_of(schema.as_strategy(mode, path_parameters={"name": "tweets"}),
+                          schema.as_strategy(mode, path_parameters={"name": "fox"}),
                           schema.as_strategy(mode))
         seen: set[str] = set()
 
         @given(case=cases)
-        @settings(max_examples=120, deadline=None, derandomize=True, database=None,
+        @settings(max_examples=200, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
         def check(case) -> None:
             seen.add(f"{case.method} {case.operation.path}")
@@ -34,4 +46,4 @@ def test_no_request_gets_a_server_error(trained_run, mode):
 
         check()
     # Every route was reached (schema-breaking bodies exist only for the two POST routes).
-    assert len(seen) >= (7 if mode == schemathesis.GenerationMode.POSITIVE else 2), seen
+    assert len(seen) >= (10 if mode == schemathesis.GenerationMode.POSITIVE else 4), seen

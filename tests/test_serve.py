@@ -325,3 +325,30 @@ def test_workers_share_the_port_and_metrics(trained_run, tmp_path):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
     assert "k3y" not in proc.stderr.read()  # the key is never logged
+
+
+def test_explain_over_http(served, trained_run):
+    """POST /v1/models/{name}/explain: the same attributions as dlforge.explain in Python."""
+    from dlforge.audit.explain import explain_instances
+
+    run, csv = trained_run
+    text = pd.read_csv(csv)["review"].iloc[3]
+    want = explain_instances(served.clf, [{"review": text}], steps=64)[0]
+    with Server([served], ServeSettings()) as srv, httpx.Client(base_url=srv.url,
+                                                                timeout=120) as c:
+        r = c.post("/v1/models/tweets/explain", json={"instances": [{"review": text}],
+                                                      "parameters": {"steps": 64}})
+        assert r.status_code == 200, r.text
+        got = r.json()["explanations"][0]
+        tokens = got["attributions"]["review"]
+        assert [t["token"] for t in tokens] == [t["token"] for t in want["attributions"]["review"]]
+        assert [t["score"] for t in tokens] == pytest.approx(
+            [t["score"] for t in want["attributions"]["review"]], abs=1e-6)
+        assert abs(got["convergence_delta"]) < 0.05 * max(abs(got["output"] -
+                                                              got["baseline_output"]), 1e-3)
+        bad = c.post("/v1/models/tweets/explain", json={"instances": [{"review": text}],
+                                                        "parameters": {"target": "nope"}})
+        assert bad.status_code == 422 and "target" in bad.json()["detail"]
+        many = c.post("/v1/models/tweets/explain",
+                      json={"instances": [{"review": text}] * 17})
+        assert many.status_code == 422
