@@ -19,6 +19,16 @@ TINY = dict(model="transformer", vocab_size=300, max_length=16, d_model=16, head
             epochs=3, batch_size=16, lr=1e-2, patience=0, verbose=0, precision="fp32")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of many tiny trainings: on a shared 2-core machine two
+    OpenMP threads per process make such models up to ten times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tiny_params() -> dict:
     return dict(TINY)

@@ -31,15 +31,7 @@ from tests.test_cli import assert_user_error, run_cli
 FAST = dict(epochs=3, batch_size=16, lr=1e-2, patience=0, verbose=0, precision="fp32")
 
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, two OpenMP threads per process make
-    these tiny models ten times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _table(n: int = 80) -> tuple[pd.DataFrame, list[str], np.ndarray]:
     rng = np.random.default_rng(0)

@@ -30,15 +30,7 @@ PRIVACY_KEYS = {"epsilon", "delta", "accountant", "max_grad_norm", "noise_multip
 FAST = dict(epochs=2, batch_size=16, lr=1e-2, patience=0, verbose=0, precision="fp32")
 
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, two OpenMP threads per process make
-    these tiny models ten times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def private(estimator: Any, **privacy: Any) -> Any:
     """The same estimator, its config with a privacy section."""

@@ -29,7 +29,15 @@ from dlforge.estimators import (
     TextClassifier,
     image_folder_frame,
 )
-from dlforge.run import LM_TASK, MANIFEST, check_run, load_deep_model, partial_dir, save_run
+from dlforge.run import (
+    LM_TASK,
+    MANIFEST,
+    check_out,
+    check_run,
+    load_deep_model,
+    partial_dir,
+    save_run,
+)
 
 __all__ = ["cross_validate", "estimator_for", "evaluate", "info", "output_kind", "predict",
            "preflight", "read_data", "train"]
@@ -155,15 +163,7 @@ def preflight(cfg: RunConfig | None, out: Path, *, resume: bool = False,
         return load_config(work / "config.yaml")
     if cfg is None:
         raise ValueError("cfg is required unless resume=True")
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"{out}: exists and is a file; choose another --out folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / MANIFEST).exists():
-            raise RunDirError(f"{out}: exists and is not a dlforge run; choose another "
-                              "--out folder")
-        if not overwrite:
-            raise RunDirError(f"{out}: a run already exists there; pass --overwrite to "
-                              "replace it or choose another --out folder")
+    check_out(out, overwrite)
     if cfg.data.path is None:
         raise DataError("data.path: no data file given; use --data FILE or data.path in the "
                         "config")

@@ -54,8 +54,8 @@ if TYPE_CHECKING:
     from dlforge.base import DeepModel
     from dlforge.lm import LanguageModel
 
-__all__ = ["DOCUMENTS", "MANIFEST", "check_run", "load", "load_deep_model", "new_run_dir",
-           "partial_dir", "read_manifest", "save_run", "seal_run", "update_run"]
+__all__ = ["DOCUMENTS", "MANIFEST", "check_out", "check_run", "load", "load_deep_model",
+           "new_run_dir", "partial_dir", "read_manifest", "save_run", "seal_run", "update_run"]
 
 MANIFEST = "dlforge.json"
 FORMAT = 2
@@ -127,6 +127,20 @@ def save_run(clf: DeepModel, path: Path, checkpoints: Path | None = None) -> Pat
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def check_out(out: Path, overwrite: bool = False) -> None:
+    """Refuse an output folder that is a file, a folder that is not a dlforge run, or (without
+    ``overwrite``) an existing run. Writes nothing."""
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out}: exists and is a file; choose another --out folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MANIFEST).exists():
+            raise RunDirError(f"{out}: exists and is not a dlforge run; choose another "
+                              "--out folder")
+        if not overwrite:
+            raise RunDirError(f"{out}: a run already exists there; pass --overwrite "
+                              "(overwrite=True) to replace it or choose another --out folder")
 
 
 def new_run_dir(path: Path) -> Path:

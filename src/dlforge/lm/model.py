@@ -126,20 +126,11 @@ class LanguageModel:
         it while training (``resume=True`` continues from there after an interruption) and the
         run directory is written to ``out`` at the end (an existing run there is replaced only
         with ``overwrite=True``)."""
-        from dlforge.run import MANIFEST, partial_dir
+        from dlforge.run import MANIFEST, check_out, partial_dir
 
         cfg = self._config()
         if out is not None and not resume:
-            out = Path(out)
-            if out.exists() and not out.is_dir():
-                raise RunDirError(f"{out}: exists and is a file; choose another --out folder")
-            if out.is_dir() and any(out.iterdir()):
-                if not (out / MANIFEST).exists():
-                    raise RunDirError(f"{out}: exists and is not a dlforge run; choose another "
-                                      "--out folder")
-                if not overwrite:
-                    raise RunDirError(f"{out}: a run already exists there; pass --overwrite "
-                                      "(overwrite=True) to replace it or choose another --out")
+            check_out(Path(out), overwrite)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         device = resolve_device(cfg.device)
