@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from dlforge.cli_audit import COMMANDS as AUDIT_COMMANDS
 from dlforge.cli_lm import lm_app
 from dlforge.errors import ConfigError, DlforgeError
 from dlforge.report import cv_summary, leaderboard_table, metrics_table, prog
@@ -690,64 +691,6 @@ def evaluate(
                    f"f1 {m['f1']:.4f}, support {m['support']}")
 
 
-# ----------------------------------------------------------------------------------- explain
-@app.command(epilog=_examples(
-    "dlforge explain runs/tweets --text \"the flight was late again\"",
-    "dlforge explain runs/tweets --text \"great crew\" --html why.html",
-    "dlforge explain runs/digits --image seven.png --target 7",
-    "dlforge explain runs/credit --row '{\"age\": 41, \"income\": 52000, \"home\": \"rent\"}'",
-))
-def explain(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
-    text: Annotated[str | None, typer.Option(help="A text to explain.")] = None,
-    image: Annotated[str | None, typer.Option(help="An image file to explain.")] = None,
-    row: Annotated[str | None, typer.Option(
-        help="A table row as JSON, {\"column\": value, ...} (also the other inputs of a "
-             "mixed model).")] = None,
-    target: Annotated[str | None, typer.Option(
-        help="The class to explain (default: the predicted one).")] = None,
-    steps: Annotated[int | None, typer.Option(
-        help="Integration steps (default: from 50, doubled until the attributions add up to "
-             "the output's change within 1%, at most 800).")] = None,
-    html: Annotated[Path | None, typer.Option(help="Also write a highlighted HTML page.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Explain one prediction with Integrated Gradients (Captum): which tokens, pixels or
-    columns pushed the output, and by how much."""
-    from rich.console import Console
-
-    from dlforge._atomic import atomic_file
-    from dlforge.audit.explain import explain as explain_one
-    from dlforge.audit.explain import render_html, render_terminal
-    from dlforge.run import load
-
-    values = None
-    if row is not None:
-        try:
-            values = json.loads(row)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"--row: not valid JSON ({err.msg} at character {err.pos}); "
-                              "expected an object such as '{\"age\": 41}'") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"--row: expected a JSON object of column: value, got "
-                              f"{type(values).__name__}")
-    model = load(run_dir)
-    if target is not None and getattr(getattr(model, "labels_", None), "classes", None):
-        # A class given on the command line is a string; match it to the classes' own type.
-        target = next((c for c in model.labels_.classes if str(c) == target), target)
-    result = explain_one(model, text=text, image=image, row=values, target=target,
-                         steps=steps)
-    if html is not None:
-        with atomic_file(html) as tmp:
-            tmp.write_text(render_html(result), encoding="utf-8")
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-    else:
-        Console().print(render_terminal(result))
-        if html is not None:
-            typer.echo(f"wrote {html}")
-
-
 # ----------------------------------------------------------------------------------- predict
 @app.command(epilog=_examples(
     "dlforge predict runs/tweets --data new.csv --out predictions.csv",
@@ -826,126 +769,6 @@ def info(
                           "predict and serve need these columns", soft_wrap=True)
 
 
-# ----------------------------------------------------------------------------------- audit
-@app.command(epilog=_examples(
-    "dlforge audit runs/credit --data test.csv --sensitive Marital",
-    "dlforge audit runs/credit --data test.csv --sensitive Age --bins Age:30,45,60",
-    "dlforge audit runs/credit --data valid.csv --sensitive Marital --mitigate equalized_odds",
-    "dlforge audit runs/credit --data test.csv --sensitive Marital,Age --bins Age:30,45,60 "
-    "--min-ratio 0.9 --json",
-    "dlforge audit runs/tweets --privacy                # membership inference",
-    "dlforge audit runs/credit --data credit.csv --sensitive Marital --privacy",
-))
-def audit(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory (binary output).")],
-    data: Annotated[str | None, typer.Option(
-        help="A labelled file holding the inputs, the label and the sensitive columns.")] = None,
-    sensitive: Annotated[str | None, typer.Option(
-        help="Sensitive column(s), a,b (each audited, and their intersection); they need not "
-             "be model inputs.")] = None,
-    bins: Annotated[list[str] | None, typer.Option(
-        help="Cut a numeric sensitive column into bands: COL:EDGE,EDGE,... (e.g. "
-             "Age:30,45,60 gives <30, [30,45), [45,60), >=60). Repeatable.")] = None,
-    positive: Annotated[str | None, typer.Option(
-        help="The favourable class, whose rate is the selection rate (default: the second "
-             "class in sorted order).")] = None,
-    label: Annotated[str | None, typer.Option(help="Label column (default: as trained).")] = None,
-    mitigate: Annotated[str | None, typer.Option(
-        help="demographic_parity or equalized_odds: fit Fairlearn's ThresholdOptimizer on "
-             "this data, save it with the run (predict and serve then need the sensitive "
-             "columns) and audit before and after; none removes it.")] = None,
-    min_ratio: Annotated[float, typer.Option(
-        help="Verdict: lowest demographic-parity ratio (0.8: the four-fifths rule).")] = 0.8,
-    max_difference: Annotated[float | None, typer.Option(
-        help="Verdict: highest demographic-parity difference (default: unchecked).")] = None,
-    max_eo_difference: Annotated[float | None, typer.Option(
-        help="Verdict: highest equalized-odds difference (default: unchecked).")] = None,
-    min_group_size: Annotated[int, typer.Option(
-        help="Groups smaller than this are flagged and left out of the disparity "
-             "measures.")] = 30,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples per group.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
-    privacy: Annotated[bool, typer.Option(
-        "--privacy", help="Membership inference: can a loss-threshold attack tell the "
-        "training rows from the held-out ones? (--data: the file the run was trained on; "
-        "default its data.path)")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Audit a run. Fairness (--sensitive): per-group metrics with bootstrap intervals,
-    demographic parity and equalized odds, a verdict (four-fifths rule by default), written to
-    RUN_DIR/audit/fairness.json with one chart per metric. Privacy (--privacy): a
-    membership-inference attack, written to RUN_DIR/audit/privacy.json. Both update the
-    model card."""
-    from rich.console import Console
-
-    from dlforge.audit.charts import fairness_tables
-    from dlforge.audit.fairness import Thresholds
-    from dlforge.audit.fairness import audit as run_audit
-
-    if sensitive is None and not privacy:
-        raise ConfigError("nothing to audit: give --sensitive COLUMN (and --data FILE) for the "
-                          "fairness audit, or --privacy for the membership-inference attack")
-    if sensitive is None:
-        _privacy_audit(run_dir, data, as_json)
-        return
-    if data is None:
-        raise ConfigError("--data: the fairness audit needs a labelled file (inputs, label and "
-                          "the sensitive columns)")
-    result = run_audit(run_dir, data, sensitive, bins=bins, positive=positive, label=label,
-                       mitigate=mitigate, resamples=bootstrap, seed=seed,
-                       min_group_size=min_group_size,
-                       thresholds=Thresholds(min_ratio, max_difference, max_eo_difference))
-    if as_json and not privacy:
-        typer.echo(json.dumps(result, indent=2, default=str))
-        return
-    if as_json:
-        from dlforge.audit.privacy import privacy_audit
-
-        both = {"fairness": result, "privacy": privacy_audit(run_dir, data)}
-        typer.echo(json.dumps(both, indent=2, default=str))
-        return
-    console = Console()
-    for item in fairness_tables(result):
-        console.print(item, soft_wrap=True)
-    console.print(f"verdict: [b]{result['verdict']}[/b]")
-    console.print(f"wrote {run_dir / 'audit' / 'fairness.json'}, {len(result['plots'])} charts "
-                  f"in {run_dir / 'audit' / 'plots'} and {run_dir / 'MODEL_CARD.md'}",
-                  soft_wrap=True)
-    if privacy:
-        _privacy_audit(run_dir, data, False)
-
-
-def _privacy_audit(run_dir: Path, data: str | None, as_json: bool) -> None:
-    from dlforge.audit.privacy import privacy_audit
-
-    report = privacy_audit(run_dir, data)
-    if as_json:
-        typer.echo(json.dumps(report, indent=2))
-        return
-    dp = report["differential_privacy"]
-    typer.echo(f"membership inference (loss threshold) on {report['members']} training and "
-               f"{report['non_members']} held-out rows:\n"
-               f"  attack AUC        {report['auc']:.3f}   (0.5: no better than chance)\n"
-               f"  TPR at 1% FPR     {report['tpr_at_1pct_fpr']:.3f}\n"
-               f"  mean loss         {report['member_loss_mean']:.4f} training, "
-               f"{report['non_member_loss_mean']:.4f} held-out\n"
-               + (f"  trained with DP-SGD: ε = {dp['epsilon']:.3g} at δ = {dp['delta']:g}\n"
-                  if dp else "  trained without differential privacy\n")
-               + (f"  note: {report['note']}\n" if "note" in report else "")
-               + f"saved to {run_dir / 'audit' / 'privacy.json'}")
-
-
-# ----------------------------------------------------------------------------------- report
-@app.command(epilog=_examples("dlforge report runs/credit"))
-def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
-    """Rebuild a run's MODEL_CARD.md and write report.html (the card with its plots embedded):
-    model details, intended use, data, metrics, fairness, privacy, compute, limitations."""
-    from dlforge.audit.card import write_report
-
-    out = write_report(run_dir)
-    typer.echo(f"wrote {out} and {run_dir / 'MODEL_CARD.md'}")
-
-
 # ----------------------------------------------------------------------------------- quickstart
 @app.command(epilog=_examples("dlforge quickstart", "dlforge quickstart --epochs 2 --out "
                                                    "runs/try"))
@@ -965,82 +788,9 @@ def quickstart(
     run_quickstart(out, epochs=epochs, verbose=0 if quiet else 1)
 
 
-# ----------------------------------------------------------------------------------- estimate
-@app.command(epilog=_examples(
-    "dlforge estimate gpt2-small",
-    "dlforge estimate llama2-70b --tokens 2e12 --hardware h100 --devices 2048 --zero 3 "
-    "--checkpointing",
-    "dlforge estimate --layers 24 --d-model 2048 --heads 16 --kv-heads 4 --ffn-kind swiglu "
-    "--ffn 5632 --vocab 32000 --context 4096 --untied --json",
-    "dlforge estimate runs/tweets --hardware this-machine",
-    "dlforge estimate --measure run.yaml",
-))
-def estimate(
-    source: Annotated[str | None, typer.Argument(
-        help="A preset name (gpt2-small ... llama2-70b), a run config YAML or a run "
-             "directory.")] = None,
-    layers: Annotated[int | None, typer.Option(help="Transformer layers.")] = None,
-    d_model: Annotated[int | None, typer.Option(help="Model width.")] = None,
-    heads: Annotated[int | None, typer.Option(help="Attention heads.")] = None,
-    kv_heads: Annotated[int | None, typer.Option(
-        help="Key/value heads (grouped-query attention; default: heads).")] = None,
-    ffn: Annotated[int | None, typer.Option(help="Feed-forward width (default 4 x d_model).")
-                   ] = None,
-    ffn_kind: Annotated[str | None, typer.Option(help="gelu or swiglu.")] = None,
-    vocab: Annotated[int | None, typer.Option(help="Vocabulary size.")] = None,
-    context: Annotated[int | None, typer.Option(help="Context length (tokens).")] = None,
-    untied: Annotated[bool, typer.Option(
-        "--untied", help="A separate output head (LLaMA); default tied (GPT-2).")] = False,
-    seq_len: Annotated[int | None, typer.Option(
-        help="Tokens per sequence for FLOPs and activations (default: context).")] = None,
-    batch_size: Annotated[int | None, typer.Option(
-        help="Micro-batch per device for activation memory.")] = None,
-    tokens: Annotated[float | None, typer.Option(
-        help="Training tokens (default: 20 per parameter; runs: rows x epochs).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs (runs only).")] = None,
-    budget: Annotated[float | None, typer.Option(
-        help="A compute budget in FLOPs: the compute-optimal model size and tokens for it.")
-                      ] = None,
-    hardware: Annotated[str, typer.Option(
-        help="h100, h200, a100-80gb, a100-40gb, l4, t4 or this-machine.")] = "h100",
-    devices: Annotated[int, typer.Option(help="Number of devices.")] = 1,
-    mfu: Annotated[float, typer.Option(help="Assumed model-FLOPs utilisation, in (0, 1].")
-                   ] = 0.4,
-    price: Annotated[float | None, typer.Option(help="USD per device-hour.")] = None,
-    precision: Annotated[str | None, typer.Option(help="bf16 or fp32.")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="adamw, adamw-mixed or sgd.")] = None,
-    zero: Annotated[int, typer.Option(
-        help="ZeRO stage 0-3 (3 = FSDP full shard) over --devices.")] = 0,
-    checkpointing: Annotated[bool, typer.Option(
-        "--checkpointing", help="Activation checkpointing.")] = False,
-    inference_batch: Annotated[int, typer.Option(help="Sequences in the KV cache.")] = 1,
-    measure: Annotated[str | None, typer.Option(
-        help="A run config: time a few real training steps here and predict the run.")
-                       ] = None,
-    steps: Annotated[int, typer.Option(help="Steps timed by --measure.")] = 10,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """How much data, time and compute: parameters, FLOPs, training and inference memory,
-    time and cost on a hardware catalogue, and the Chinchilla data answer (docs/estimate.md)."""
-    from dlforge.estimate import estimate as run_estimate
-
-    report = run_estimate(
-        source, layers=layers, d_model=d_model, heads=heads, kv_heads=kv_heads, ffn=ffn,
-        ffn_kind=ffn_kind, vocab=vocab, context=context, untied=True if untied else None,
-        seq_len=seq_len, batch_size=batch_size, tokens=tokens, epochs=epochs,
-        hardware=hardware, devices=devices, mfu=mfu, price=price, precision=precision,
-        optimizer=optimizer, zero=zero, checkpointing=checkpointing,
-        inference_batch=inference_batch, measure=measure, measure_steps=steps, budget=budget)
-    if as_json:
-        typer.echo(json.dumps(report, indent=2, default=str))
-        return
-    from rich.console import Console
-
-    from dlforge.estimate.report import tables
-
-    console = Console()
-    for part in tables(report):
-        console.print(part, soft_wrap=True)
+# ------------------------------------------------------ audit, report, explain, estimate
+for _fn, _kwargs in AUDIT_COMMANDS:  # defined in cli_audit.py
+    app.command(**_kwargs)(_fn)
 
 
 # ----------------------------------------------------------------------------------- main
