@@ -27,6 +27,8 @@ def run(trained_run, tmp_path):
 
 def test_every_run_has_a_card_outside_the_manifest(run):
     card = (run / "MODEL_CARD.md").read_text()
+    # written at save time inside the temporary folder, named after the run all the same
+    assert card.startswith("# Model card: run\n") and "Run: `run`," in card
     for title in SECTIONS:
         assert f"\n## {title}\n" in card
     assert "Mitchell et al. 2019" in card

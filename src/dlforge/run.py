@@ -33,6 +33,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -55,7 +56,8 @@ if TYPE_CHECKING:
     from dlforge.lm import LanguageModel
 
 __all__ = ["DOCUMENTS", "MANIFEST", "check_out", "check_run", "load", "load_deep_model",
-           "new_run_dir", "partial_dir", "read_manifest", "save_run", "seal_run", "update_run"]
+           "new_run_dir", "partial_dir", "read_manifest", "run_name", "save_run", "seal_run",
+           "update_run"]
 
 MANIFEST = "dlforge.json"
 FORMAT = 2
@@ -129,6 +131,17 @@ def save_run(clf: DeepModel, path: Path, checkpoints: Path | None = None) -> Pat
     return path
 
 
+def _temp_beside(path: Path) -> Path:
+    """The temporary sibling a run is written into before it is renamed onto ``path``."""
+    return path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+
+
+def run_name(folder: Path) -> str:
+    """A run's name: its folder's, also while it is written into its temporary sibling."""
+    m = re.fullmatch(r"\.(.+)\.tmp-[0-9a-f]{8}", folder.name)
+    return m.group(1) if m else folder.name
+
+
 def check_out(out: Path, overwrite: bool = False) -> None:
     """Refuse an output folder that is a file, a folder that is not a dlforge run, or (without
     ``overwrite``) an existing run. Writes nothing."""
@@ -152,7 +165,7 @@ def new_run_dir(path: Path) -> Path:
         raise RunDirError(f"{path}: exists and is not a dlforge run; refusing to replace it. "
                           "Choose another output folder")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = _temp_beside(path)
     tmp.mkdir()
     return tmp
 
@@ -192,7 +205,7 @@ def update_run(path: Path, write: Callable[[Path], None]) -> None:
     digests, and the copy replaces the run. Readers see the old run or the new one."""
     path = Path(path)
     manifest = check_run(path)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = _temp_beside(path)
     try:
         shutil.copytree(path, tmp, copy_function=_link_or_copy)
         write(tmp)

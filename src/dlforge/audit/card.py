@@ -110,7 +110,7 @@ def card_sections(run: str | Path) -> list[tuple[str, list[Block]]]:
                ", ".join((forecast or {}).get("targets", [])))
     classes = labels.get("classes")
     details = [
-        f"Run: `{run.name}`, created {mf.get('created', '-')} with dlforge "
+        f"Run: `{_name(run)}`, created {mf.get('created', '-')} with dlforge "
         f"{mf.get('dlforge_version', '-')} ({mf.get('estimator', '-')}).",
         f"Task: {task or '-'}. Model family: {model.get('name', '-')} ({hyper}); "
         f"{n_params:,} parameters." if n_params is not None else
@@ -350,11 +350,17 @@ def _md_cell(s: str) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")
 
 
+def _name(run: Path) -> str:
+    from dlforge.run import run_name  # the card is written inside the run's temporary folder
+
+    return run_name(run)
+
+
 def render_markdown(run: str | Path, sections: list[tuple[str, list[Block]]] | None = None
                     ) -> str:
     run = Path(run)
     sections = card_sections(run) if sections is None else sections
-    lines = [f"# Model card: {run.name}", "",
+    lines = [f"# Model card: {_name(run)}", "",
              "Sections after Mitchell et al. 2019, *Model Cards for Model Reporting*. Written by "
              "dlforge from the run's records; `dlforge report` rebuilds it and writes "
              "report.html.", ""]
@@ -409,8 +415,8 @@ def render_html(run: str | Path, sections: list[tuple[str, list[Block]]] | None 
              "th{background:#f3f3f3}figure{display:inline-block;margin:.5rem}"
              "img{max-width:28rem}code{background:#f3f3f3;padding:0 .2rem}")
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>Model card: {html.escape(run.name)}</title><style>{style}</style></head>"
-            f"<body><h1>Model card: {html.escape(run.name)}</h1>"
+            f"<title>Model card: {html.escape(_name(run))}</title><style>{style}</style></head>"
+            f"<body><h1>Model card: {html.escape(_name(run))}</h1>"
             "<p>Sections after Mitchell et al. 2019, <i>Model Cards for Model Reporting</i>.</p>"
             + "\n".join(body) + "</body></html>\n")
 
