@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -140,6 +141,43 @@ def test_overload_answers_503_and_health_stays_up(served):
 
         codes, _ = asyncio.run(flood())
     assert 503 in codes and 200 in codes  # a bounded queue, not an ever-growing one
+
+
+def test_graceful_shutdown_finishes_in_flight_requests(served):
+    """Shutdown while requests wait on a slow batch: each still gets its prediction; new
+    connections are refused."""
+    slow = ServedModel.__new__(ServedModel)
+    slow.__dict__.update(served.__dict__)
+    slow.name = "slow"
+
+    def slow_predict(rows):
+        time.sleep(0.4)
+        return served.predict(rows)
+
+    slow.predict = slow_predict
+    srv = Server([slow], ServeSettings(max_batch_size=2, max_delay_ms=0)).__enter__()
+    results: list[int] = []
+
+    def post(i: int) -> None:
+        r = httpx.post(f"{srv.url}/v1/models/slow/predict",
+                       json={"instances": [{"review": f"t {i}"}]}, timeout=30)
+        results.append(r.status_code)
+
+    clients = [threading.Thread(target=post, args=(i,)) for i in range(5)]
+    for t in clients:
+        t.start()
+    batcher = srv.app.state.batchers["slow"]
+    deadline = time.time() + 30
+    while batcher.pending < 3:  # a batch of 2 running, at least one queued behind it
+        assert time.time() < deadline, batcher.pending
+        time.sleep(0.01)
+    srv.server.should_exit = True
+    for t in clients:
+        t.join(timeout=30)
+    srv.thread.join(timeout=30)
+    assert results == [200] * 5
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{srv.url}/v2/health/live", timeout=2)
 
 
 def test_serve_cli_bad_inputs(trained_run, tmp_path, capsys):

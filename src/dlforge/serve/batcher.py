@@ -54,8 +54,8 @@ class DynamicBatcher:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        """Finish what is queued, then stop."""
-        while not self.queue.empty():
+        """Answer every request submitted (queued or in the running batch), then stop."""
+        while self.pending or not self.queue.empty():
             await asyncio.sleep(0.005)
         if self._task is not None:
             self._task.cancel()
