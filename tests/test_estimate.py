@@ -507,3 +507,13 @@ def test_language_model_run_directory(tmp_path):
     seen = lm.metrics_["steps"] * TINY["batch_size"] * TINY["block_size"]
     assert r["flops"]["training"]["tokens"] == seen
     assert r["flops"]["seq_len"] == TINY["block_size"]
+
+
+def test_chinchilla_loss_outside_its_fit_says_so():
+    small = dlforge.estimate("gpt2-small", tokens=1e6)
+    assert small["data"]["in_fit_range"] is False
+    assert "an extrapolation" in small["faq"]["data"]
+    big = dlforge.estimate("chinchilla-70b", tokens=1.4e12)
+    assert big["data"]["in_fit_range"] is False  # 70B is past the largest model fitted (16B)
+    mid = dlforge.estimate("gpt2-xl", tokens=3e10)
+    assert mid["data"]["in_fit_range"] is True and "extrapolation" not in mid["faq"]["data"]

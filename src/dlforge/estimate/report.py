@@ -36,6 +36,8 @@ def faq(r: dict[str, Any]) -> dict[str, str]:
             f"{human_count(p)} parameters (20 per parameter, Hoffmann et al. 2022); this plan "
             f"uses {human_count(tr['tokens'])} ({d['tokens_per_param']:.3g} per parameter), "
             f"predicted loss {d['chinchilla_loss']:.3f} nats/token by the Chinchilla fit"
+            + ("" if d.get("in_fit_range", True) else
+               " (an extrapolation: the fit was made on 70M-16B parameters and 5B-500B tokens)")
             + ("." if r["model"]["family"] == "decoder"
                else " (rules fitted on language-model pre-training)."))
     if "optimal_for_budget" in d:

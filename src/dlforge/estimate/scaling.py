@@ -13,12 +13,20 @@ from typing import Any
 
 from dlforge.errors import ConfigError
 
-__all__ = ["CHINCHILLA", "TOKENS_PER_PARAM", "chinchilla_loss", "data_report",
-           "optimal_for_compute", "optimal_tokens"]
+__all__ = ["CHINCHILLA", "FIT_RANGE", "TOKENS_PER_PARAM", "chinchilla_loss", "data_report",
+           "in_fit_range", "optimal_for_compute", "optimal_tokens"]
 
 TOKENS_PER_PARAM = 20
 # Hoffmann et al. 2022, Eq. 10 (Approach 3, fitted on MassiveText; loss in nats per token)
 CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+# What the fit was made on (Sec. 3: over 400 models of 70M to 16B parameters, 5B to 500B
+# tokens); outside it the loss is an extrapolation.
+FIT_RANGE = {"params": (7e7, 1.6e10), "tokens": (5e9, 5e11)}
+
+
+def in_fit_range(params: float, tokens: float) -> bool:
+    (n0, n1), (d0, d1) = FIT_RANGE["params"], FIT_RANGE["tokens"]
+    return n0 <= params <= n1 and d0 <= tokens <= d1
 
 
 def optimal_tokens(params: float) -> float:
@@ -46,6 +54,8 @@ def data_report(params: int, tokens: float, train_flops: float) -> dict[str, Any
         "tokens_per_param": tokens / params,
         "optimal_for_this_compute": best,
         "chinchilla_loss": chinchilla_loss(params, tokens),
+        "chinchilla_fit_range": {k: list(v) for k, v in FIT_RANGE.items()},
+        "in_fit_range": in_fit_range(params, tokens),
         "chinchilla_loss_at_optimum": chinchilla_loss(best["params"], best["tokens"]),
         "constants": dict(CHINCHILLA),
         "source": "Hoffmann et al. 2022, Table 3 (20 tokens/parameter) and Eq. 10 (loss fit)",
