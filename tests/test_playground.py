@@ -160,3 +160,22 @@ def test_a_language_model_streams_into_the_page(browser, tmp_path):
                                            ".textContent")
         assert generated == want
         assert browser.find_element(By.ID, "latency").text.startswith("40 tokens (length)")
+
+
+def test_pasting_a_series_shows_its_label(browser, tmp_path):
+    from dlforge import SequenceModel
+    from tests.test_sequences import waves
+
+    seqs, labels = waves(80)
+    SequenceModel("rnn", hidden=8, epochs=3, verbose=0, precision="fp32").fit(
+        seqs, labels).save(tmp_path / "waves")
+    served = ServedModel(tmp_path / "waves")
+    series = [round(float(v), 4) for v in seqs[0]]
+    want = served.predict(served.check([{"sequence": series}]))[0]["label"]
+    with Server([served], ServeSettings()) as srv:
+        browser.get(srv.url + "/")
+        box = WebDriverWait(browser, 30).until(
+            EC.presence_of_element_located((By.ID, "in-sequence")))
+        box.send_keys(", ".join(str(v) for v in series))
+        browser.find_element(By.ID, "predict").click()
+        assert _label(browser) == want
