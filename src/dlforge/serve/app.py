@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from dlforge.errors import ConfigError, DlforgeError
 from dlforge.serve.batcher import DynamicBatcher, Overloaded
 from dlforge.serve.generate import add_generate_routes
+from dlforge.serve.models import ServedModel, served_run
 
 __all__ = ["ServeSettings", "ServedModel", "app_from_env", "create_app", "served_run"]
 
@@ -58,162 +58,6 @@ class ServeSettings:
     max_new_tokens: int = 4096  # language models: the most tokens one request may ask for
 
 
-# ---------------------------------------------------------------------------------- models
-def served_run(run_dir: str | Path, name: str | None = None, backend: str = "torch") -> Any:
-    """The run at ``run_dir``, ready to serve: a classifier/regressor (``ServedModel``) or a
-    language model (``ServedLM``, served through the generate routes)."""
-    from dlforge.run import LM_TASK, read_manifest
-    from dlforge.serve.generate import ServedLM
-
-    if read_manifest(Path(run_dir)).get("task") == LM_TASK:
-        return ServedLM(run_dir, name, backend)
-    return ServedModel(run_dir, name, backend)
-
-
-class ServedModel:
-    """A loaded run: checks instances against its inputs, predicts a batch of them."""
-
-    def __init__(self, run_dir: str | Path, name: str | None = None, backend: str = "torch"):
-        from dlforge.run import load
-
-        self.path = Path(run_dir)
-        self.name = name or self.path.resolve().name
-        self.clf = load(self.path)
-        cfg = self.clf.config_
-        if cfg.forecast is not None:
-            raise ConfigError(f"{self.path}: forecasting runs are not served yet; use "
-                              "dlforge predict")
-        self.inputs = [(i.name, i.type) for i in cfg.inputs]
-        # A run mitigated by dlforge audit --mitigate decides per group: each instance must
-        # also carry its sensitive value(s), which are not model inputs (422 if missing).
-        rule = getattr(self.clf, "postprocess_", None)
-        names = {n for n, _ in self.inputs}
-        self.sensitive = [c for c in (rule.columns if rule else []) if c not in names]
-        self.target = self.clf.labels_
-        if backend not in ("torch", "onnx"):
-            raise ConfigError(f"--backend: torch or onnx, got {backend!r}")
-        self.backend = backend
-        self.session = None
-        if backend == "onnx":
-            self.session = self._onnx_session()
-
-    def _onnx_session(self) -> Any:
-        """An onnxruntime session of the run's exported model (``RUN_DIR.onnx``; exported and
-        verified now if it is missing or older than the run)."""
-        import onnxruntime as ort
-
-        from dlforge.serve.export import export_onnx
-
-        onnx_file = self.path.with_suffix(".onnx")
-        manifest = self.path / "dlforge.json"
-        if not onnx_file.is_file() or onnx_file.stat().st_mtime < manifest.stat().st_mtime:
-            export_onnx(self.path, onnx_file)
-        return ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
-
-    def _logits(self, df: pd.DataFrame) -> np.ndarray:
-        if self.session is None:
-            return self.clf._logits_frame(df, "request")
-        feeds = {}
-        encoded = self.clf._encode_frame(df, "request")  # exactly as the torch path encodes
-        for name, feat in self.clf.features_.items():
-            batch = feat.collate(list(encoded[name]))
-            if isinstance(batch, dict):
-                values = batch.get("input_ids", batch.get("values"))
-                feeds[name] = values.numpy()
-                feeds[f"{name}_mask"] = batch["attention_mask"].numpy()
-            else:
-                feeds[name] = batch.numpy()
-        return self.session.run(["logits"], feeds)[0]
-
-    # -------------------------------------------------------------- checks
-    def check(self, instances: list[Any], where: str = "instances") -> list[dict[str, Any]]:
-        """Each instance as a row, or HTTP 422 naming the first bad field."""
-        rows = []
-        for i, inst in enumerate(instances):
-            if not isinstance(inst, dict):
-                raise HTTPException(422, f"{where}[{i}]: expected an object with the fields "
-                                         f"{', '.join(n for n, _ in self.inputs)}")
-            row = {}
-            for name, kind in self.inputs:
-                if name not in inst:
-                    raise HTTPException(422, f"{where}[{i}].{name}: missing ({kind} input)")
-                value = _check_value(inst[name], kind, f"{where}[{i}].{name}")
-                if kind == "image" and self._eight_bit(name):
-                    value = _as_uint8(value, f"{where}[{i}].{name}")
-                row[name] = value
-            for name in self.sensitive:
-                if name not in inst:
-                    raise HTTPException(422, f"{where}[{i}].{name}: missing (sensitive value: "
-                                             "this model's decisions are post-processed for "
-                                             "fairness per group)")
-                row[name] = _check_value(inst[name], "category", f"{where}[{i}].{name}")
-            fields = [n for n, _ in self.inputs] + self.sensitive
-            extra = sorted(set(inst) - set(fields))
-            if extra:
-                raise HTTPException(422, f"{where}[{i}].{extra[0]}: unknown field; the fields "
-                                         f"are {', '.join(fields)}")
-            rows.append(row)
-        rule = getattr(self.clf, "postprocess_", None)
-        if rule is not None and rows:
-            try:
-                rule.check_groups(rule.groups(pd.DataFrame(rows), n=len(rows)),
-                                  f"{where}: sensitive value")
-            except DlforgeError as err:
-                raise HTTPException(422, str(err)) from None
-        return rows
-
-    # -------------------------------------------------------------- predict
-    def predict(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        df = pd.DataFrame({name: pd.Series([r[name] for r in rows], dtype=object)
-                           for name in [n for n, _ in self.inputs] + self.sensitive})
-        for name, kind in self.inputs:
-            if kind == "numeric":
-                df[name] = pd.to_numeric(df[name])
-        logits = self._logits(df)
-        if self.target.kind == "numeric":
-            return [{"prediction": float(v)} for v in self.target.decode(logits)]
-        from dlforge.train.metrics import probabilities
-
-        proba = probabilities(self.target.kind, logits)
-        try:
-            groups = self.clf.sensitive_groups(df, None, len(df), "instances")
-        except DlforgeError as err:  # an unseen or missing group
-            raise HTTPException(422, str(err)) from None
-        labels = self.clf.decode(proba, groups)
-        classes = [str(c) for c in self.target.classes]
-        return [{"label": _plain(lab),
-                 "probabilities": {c: float(p) for c, p in zip(classes, row, strict=True)}}
-                for lab, row in zip(labels, proba, strict=True)]
-
-    def _eight_bit(self, name: str) -> bool:
-        """Whether the image input was trained on 8-bit (0-255) pixels."""
-        return getattr(self.clf.features_[name], "scale", 1.0) != 1.0
-
-    def metadata(self) -> dict[str, Any]:
-        datatype = {"text": "BYTES", "category": "BYTES", "numeric": "FP32", "image": "FP32",
-                    "sequence": "FP32"}
-        outputs = ([{"name": "prediction", "datatype": "FP32", "shape": [-1]}]
-                   if self.target.kind == "numeric" else
-                   [{"name": "label", "datatype": "BYTES", "shape": [-1]},
-                    {"name": "probabilities", "datatype": "FP32",
-                     "shape": [-1, len(self.target.classes)]}])
-        inputs = []
-        for n, k in self.inputs:
-            entry = {"name": n, "datatype": datatype[k], "shape": [-1], "kind": k}
-            if k == "image":  # what a client must send: H x W [x C] numbers in this range
-                c, h, w = self.clf.features_[n].shape
-                entry["shape"] = [-1, h, w] + ([c] if c > 1 else [])
-                entry["image"] = {"height": h, "width": w, "channels": c,
-                                  "range": "0-255" if self._eight_bit(n) else "float"}
-            inputs.append(entry)
-        return {"name": self.name, "versions": ["1"], "platform": "dlforge",
-                "inputs": inputs,
-                "outputs": outputs,
-                "parameters": {"task": self.clf.metrics_.get("task"),
-                               "labels": [_plain(c) for c in self.target.classes],
-                               "model": self.clf.config_.model.name}}
-
-
 class _FastJSON(JSONResponse):
     """JSON through orjson: the predictions are plain lists, dicts and floats already, so this
     skips FastAPI's recursive ``jsonable_encoder`` and the stdlib encoder (~3x faster)."""
@@ -223,46 +67,6 @@ class _FastJSON(JSONResponse):
 
         return orjson.dumps(content)
 
-
-def _plain(v: Any) -> Any:
-    return v.item() if isinstance(v, np.generic) else v
-
-
-def _as_uint8(arr: np.ndarray, where: str) -> np.ndarray:
-    """JSON has no 8-bit type: whole numbers in 0-255 for a model trained on 8-bit images."""
-    if arr.min() < 0 or arr.max() > 255 or not np.array_equal(arr, np.round(arr)):
-        raise HTTPException(422, f"{where}: expected whole numbers in 0-255 (the model was "
-                                 "trained on 8-bit images)")
-    return arr.astype(np.uint8)
-
-
-def _check_value(v: Any, kind: str, where: str) -> Any:
-    if kind == "text":
-        if not isinstance(v, str):
-            raise HTTPException(422, f"{where}: expected a string, got {type(v).__name__}")
-        return v
-    if kind == "numeric":
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v):
-            raise HTTPException(422, f"{where}: expected a finite number or null, got {v!r}")
-        return float(v)
-    if kind == "category":
-        if v is not None and not isinstance(v, str | int | float | bool):
-            raise HTTPException(422, f"{where}: expected a string, number or null")
-        return v
-    # image (nested lists H x W [x C]) or sequence (list of numbers or vectors, or a string)
-    if kind == "sequence" and isinstance(v, str):
-        return v
-    try:
-        arr = np.asarray(v, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise HTTPException(422, f"{where}: expected nested lists of numbers") from None
-    want = (2, 3) if kind == "image" else (1, 2)
-    if arr.ndim not in want or arr.size == 0 or not np.isfinite(arr).all():
-        shape = "H x W [x C]" if kind == "image" else "T or T x F"
-        raise HTTPException(422, f"{where}: expected a finite array of {shape} numbers")
-    return arr
 
 
 # ---------------------------------------------------------------------------------- requests
