@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from dlforge._cli_help import examples as _examples
 from dlforge.cli_audit import COMMANDS as AUDIT_COMMANDS
 from dlforge.cli_lm import lm_app
 from dlforge.errors import ConfigError, DlforgeError
@@ -27,11 +28,6 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(lm_app, name="lm")  # dlforge lm train | generate | eval (cli_lm.py)
-
-
-def _examples(*lines: str) -> str:
-    # Rich help joins single newlines; one paragraph per example keeps them on their own lines.
-    return "[b]Examples[/b]\n\n" + "\n\n".join(f"  [cyan]$ {ln}[/cyan]" for ln in lines)
 
 
 def _err(msg: str) -> None:

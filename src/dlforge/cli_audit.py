@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from dlforge._cli_help import examples as _examples
 from dlforge.errors import ConfigError
 
 COMMANDS: list[tuple[Callable[..., Any], dict[str, Any]]] = []  # (function, app.command kwargs)
@@ -21,10 +22,6 @@ def _command(**kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]
         return fn
 
     return register
-
-
-def _examples(*lines: str) -> str:
-    return "[b]Examples[/b]\n\n" + "\n\n".join(f"  [cyan]$ {ln}[/cyan]" for ln in lines)
 
 
 # ----------------------------------------------------------------------------------- explain

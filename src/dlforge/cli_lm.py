@@ -8,16 +8,14 @@ from typing import Annotated
 
 import typer
 
+from dlforge._cli_help import examples as _examples
+
 lm_app = typer.Typer(
     name="lm",
     help="Language models: train a GPT on any text, generate from it, score it.",
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
-
-
-def _examples(*lines: str) -> str:
-    return "[b]Examples[/b]\n\n" + "\n\n".join(f"  [cyan]$ {ln}[/cyan]" for ln in lines)
 
 
 @lm_app.command(epilog=_examples(
