@@ -56,8 +56,8 @@ if TYPE_CHECKING:
     from dlforge.lm import LanguageModel
 
 __all__ = ["DOCUMENTS", "MANIFEST", "check_out", "check_run", "load", "load_deep_model",
-           "new_run_dir", "partial_dir", "read_manifest", "run_name", "save_run", "seal_run",
-           "update_run"]
+           "new_run_dir", "partial_dir", "read_manifest", "run_name", "save_run", "save_weights",
+           "seal_run", "update_run"]
 
 MANIFEST = "dlforge.json"
 FORMAT = 2
@@ -96,14 +96,19 @@ def _jsonable(v: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(v).__name__}")
 
 
+def save_weights(model: Any, folder: Path) -> None:
+    """The model's weights as ``folder/model.safetensors`` (contiguous CPU tensors)."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+
+
 def save_run(clf: DeepModel, path: Path, checkpoints: Path | None = None) -> Path:
     """Write ``clf`` as a run directory at ``path`` (replacing an older run there)."""
     path = Path(path)
     tmp = new_run_dir(path)
     try:
         dump_config(clf.config_, tmp / "config.yaml")
-        state = {k: v.detach().contiguous().cpu() for k, v in clf.model_.state_dict().items()}
-        save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+        save_weights(clf.model_, tmp)
         clf._save_state(tmp)
         if getattr(clf, "postprocess_", None) is not None:
             clf.postprocess_.save(tmp / POSTPROCESS)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from dlforge.errors import ConfigError, DataError, DlforgeError, NotFittedError, RunDirError
 from dlforge.lm.config import LMConfig, dump_lm_config, lm_config, load_lm_config
@@ -279,15 +279,14 @@ class LanguageModel:
 
     def save(self, path: str | Path) -> Path:
         """Write the run directory (see the module docstring), atomically."""
-        from dlforge.run import LM_TASK, _history_csv, _json, new_run_dir, seal_run
+        from dlforge.run import LM_TASK, _history_csv, _json, new_run_dir, save_weights, seal_run
 
         self._check_fitted()
         path = Path(path)
         tmp = new_run_dir(path)
         try:
             dump_lm_config(self.config_, tmp / "config.yaml")
-            state = {k: v.detach().contiguous().cpu() for k, v in self.model_.state_dict().items()}
-            save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+            save_weights(self.model_, tmp)
             (tmp / "model.json").write_text(_json(self.model_.config.to_dict()), encoding="utf-8")
             save_tokenizer(self.tokenizer_, tmp / "tokenizer.json")
             (tmp / "metrics.json").write_text(_json(self.metrics_), encoding="utf-8")
