@@ -116,16 +116,22 @@ def test_auth_limits_and_validation(served, monkeypatch):
         assert r.status_code == 422 and "instances" in r.text
 
 
-def test_overload_answers_503_and_health_stays_up(served):
+def _slow(served: ServedModel, seconds: float) -> ServedModel:
+    """The same model, served as "slow", taking ``seconds`` more per batch."""
     slow = ServedModel.__new__(ServedModel)
     slow.__dict__.update(served.__dict__)
     slow.name = "slow"
 
     def slow_predict(rows):
-        time.sleep(0.5)
+        time.sleep(seconds)
         return served.predict(rows)
 
     slow.predict = slow_predict
+    return slow
+
+
+def test_overload_answers_503_and_health_stays_up(served):
+    slow = _slow(served, 0.5)
     settings = ServeSettings(max_batch_size=1, max_queue=1, max_delay_ms=0)
     with Server([slow], settings) as srv:
         async def flood() -> tuple[list[int], float]:
@@ -146,15 +152,7 @@ def test_overload_answers_503_and_health_stays_up(served):
 def test_graceful_shutdown_finishes_in_flight_requests(served):
     """Shutdown while requests wait on a slow batch: each still gets its prediction; new
     connections are refused."""
-    slow = ServedModel.__new__(ServedModel)
-    slow.__dict__.update(served.__dict__)
-    slow.name = "slow"
-
-    def slow_predict(rows):
-        time.sleep(0.4)
-        return served.predict(rows)
-
-    slow.predict = slow_predict
+    slow = _slow(served, 0.4)
     srv = Server([slow], ServeSettings(max_batch_size=2, max_delay_ms=0)).__enter__()
     results: list[int] = []
 

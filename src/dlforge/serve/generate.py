@@ -141,9 +141,8 @@ def _sse(data: dict[str, Any]) -> bytes:
 def add_generate_routes(app: FastAPI, lookup: Callable[[str], Any], metrics: Any,
                         settings: Any) -> None:
     """The two generate routes on ``app``; ``lookup(name)`` gives the served model or 404;
-    ``settings``: the server's ServeSettings (timeout, max_generations, max_new_tokens)."""
+    ``settings``: the server's ServeSettings (timeout_s, max_generations, max_new_tokens)."""
     active = {"n": 0}
-    timeout_s, max_generations = settings.timeout_s, settings.max_generations
 
     def language_model(name: str) -> ServedLM:
         m = lookup(name)
@@ -157,9 +156,9 @@ def add_generate_routes(app: FastAPI, lookup: Callable[[str], Any], metrics: Any
             raise HTTPException(422, f"parameters.max_new_tokens: {body.parameters.max_new_tokens}"
                                      f" is over this server's limit of "
                                      f"{settings.max_new_tokens} (--max-new-tokens)")
-        if active["n"] >= max_generations:
-            raise HTTPException(503, f"{max_generations} generations are running (the limit); "
-                                     "retry shortly", headers={"Retry-After": "1"})
+        if active["n"] >= settings.max_generations:
+            raise HTTPException(503, f"{settings.max_generations} generations are running (the "
+                                     "limit); retry shortly", headers={"Retry-After": "1"})
         active["n"] += 1
         tokens = metrics.tokens.labels(m.name)
         return _Generation(m, body, tokens.inc).start()
@@ -192,11 +191,12 @@ def add_generate_routes(app: FastAPI, lookup: Callable[[str], Any], metrics: Any
             async def collect() -> str:
                 return "".join([piece async for piece in g.pieces()])
 
-            text = await asyncio.wait_for(collect(), timeout_s)
+            text = await asyncio.wait_for(collect(), settings.timeout_s)
             aborted = False
         except TimeoutError:
-            raise HTTPException(504, f"no answer within {timeout_s:g} s (--timeout); ask for "
-                                     "fewer max_new_tokens or use generate_stream") from None
+            raise HTTPException(504, f"no answer within {settings.timeout_s:g} s (--timeout); "
+                                     "ask for fewer max_new_tokens or use generate_stream"
+                                ) from None
         except DlforgeError as err:
             aborted = False
             raise HTTPException(422, str(err)) from None
