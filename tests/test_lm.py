@@ -15,7 +15,7 @@ from dlforge import ConfigError, DataError, LanguageModel, NotFittedError, RunDi
 from dlforge.cli import main
 from dlforge.lm.corpus import TokenData
 from dlforge.lm.generate import sample_tokens, stream_text
-from dlforge.models.gpt import GPT, GPTConfig, KVCache
+from dlforge.models.gpt import GPT, Decoder, GPTConfig, KVCache
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 12  # 540 characters, 28 distinct
 TINY = dict(n_layer=2, n_head=2, d_model=16, block_size=16, batch_size=8, max_steps=40,
@@ -85,6 +85,33 @@ def test_kv_cache_logits_match_full_forward():
         chunk, _ = model(x[:, 5:9], cache=chunk_cache)  # several new tokens after a cache
     assert torch.allclose(torch.stack(steps, 1), full[:, 4:12], atol=1e-5)
     assert torch.allclose(chunk[:, -1], full[:, 8], atol=1e-5)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_decoder_step_matches_the_module_forward(bias):
+    """The flat one-position step (what generation runs) against GPT.forward with a cache:
+    batch 2, fp32 to rounding; bf16 against the module under bf16 autocast."""
+    model = tiny_gpt(seed=1, bias=bias)
+    x = torch.randint(0, 20, (2, 12))
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 0.05)):
+        ref_cache = KVCache(model.config, 2, torch.device("cpu"), dtype)
+        cache = KVCache(model.config, 2, torch.device("cpu"), dtype)
+        step = Decoder(model, dtype)
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16,
+                                                    enabled=dtype == torch.bfloat16):
+            model(x[:, :5], cache=ref_cache)
+            model(x[:, :5], cache=cache)
+            for t in range(5, 12):
+                ref = model(x[:, t:t + 1], cache=ref_cache)[0][:, -1]
+                got = step(x[:, t], cache)
+                assert got.shape == (2, 20) and cache.pos == ref_cache.pos == t + 1
+                assert torch.allclose(got.float(), ref.float(), atol=tol), (dtype, t)
+            for i in range(model.config.n_layer):
+                assert torch.allclose(cache.k[i].float(), ref_cache.k[i].float(), atol=tol)
+    full = KVCache(model.config, 1, torch.device("cpu"), torch.float32)
+    full.pos = model.config.block_size
+    with pytest.raises(ValueError, match="context window"):
+        Decoder(model)(torch.tensor([1]), full)
 
 
 def test_greedy_with_and_without_cache_identical_past_the_window():

@@ -1,12 +1,13 @@
 """Sampling from a GPT: temperature, top-k, top-p, repetition penalty, a stop string, a seed.
 
 Decoding is incremental with a :class:`~dlforge.models.gpt.KVCache`: after the prompt, each new
-token costs one position. The context window is ``block_size`` tokens (learned absolute
-positions cannot go past it), so longer generations **slide**: when the context is full it is
-cut to its last ``block_size // 2`` tokens, which are encoded again, and decoding continues
-incrementally from there. Every token therefore sees between half a window and a whole window
-of context; a prompt longer than the window keeps its last ``block_size`` tokens. Decoding
-without the cache follows the same rule, so both give the same tokens.
+token costs one position (a :class:`~dlforge.models.gpt.Decoder` step). The context window is
+``block_size`` tokens (learned absolute positions cannot go past it), so longer generations
+**slide**: when the context is full it is cut to its last ``block_size // 2`` tokens, which are
+encoded again, and decoding continues incrementally from there. Every token therefore sees
+between half a window and a whole window of context; a prompt longer than the window keeps its
+last ``block_size`` tokens. Decoding without the cache follows the same rule, so both give the
+same tokens.
 
 Nothing here holds state between calls, and no inference or autocast mode stays set across a
 ``yield``: several threads may generate from one model at once, and a stream may be advanced
@@ -20,7 +21,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from dlforge.errors import ConfigError
-from dlforge.models.gpt import GPT, KVCache
+from dlforge.models.gpt import GPT, Decoder, KVCache
 from dlforge.train.device import autocast
 
 __all__ = ["check_sampling", "sample_tokens", "stream_text"]
@@ -84,19 +85,18 @@ def sample_tokens(model: GPT, prompt: Sequence[int], max_new_tokens: int,
         gen.manual_seed(seed)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     cache = KVCache(model.config, 1, device, dtype) if use_cache else None
+    step = Decoder(model, dtype) if use_cache else None
     ctx = list(prompt)[-block:]
     seen = set(prompt)
     for _ in range(max_new_tokens):
         with torch.inference_mode(), autocast(device, precision):
             if cache is not None and cache.pos > 0:  # one new position
-                x = torch.tensor([ctx[-1:]], device=device)
+                logits = step(torch.tensor(ctx[-1:], device=device), cache)[0]  # (V,)
             else:  # the whole context: no cache, or a fresh or cut one
-                x = torch.tensor([ctx], device=device)
-            logits, _ = model(x, cache=cache)  # (1, 1, V)
+                logits = model(torch.tensor([ctx], device=device), cache=cache)[0][0, -1]
             seen_t = (torch.tensor(sorted(seen), device=device, dtype=torch.long)
                       if repetition_penalty != 1.0 else None)
-            nxt = _pick(logits[0, -1], seen_t, temperature, top_k, top_p,
-                        repetition_penalty, gen)
+            nxt = _pick(logits, seen_t, temperature, top_k, top_p, repetition_penalty, gen)
         yield nxt
         seen.add(nxt)
         ctx.append(nxt)
