@@ -62,6 +62,16 @@ def test_explicit_causal_attention_matches_sdpa():
         both = attention(q, k, v, mask, causal=True)
     assert torch.allclose(both, explicit_attention(q, k, v, mask[:, None, None, :], causal=True),
                           atol=1e-6)
+    # Gradients too: the explicit path is the one that trains.
+    qkv = [t.clone().requires_grad_() for t in (q, k, v)]
+    grads = torch.autograd.grad(explicit_attention(*qkv, mask[:, None, None, :], causal=True)
+                                .square().sum(), qkv)
+    qkv2 = [t.clone().requires_grad_() for t in (q, k, v)]
+    causal_keys = mask[:, None, None, :] & torch.ones(10, 10, dtype=torch.bool).tril()
+    want = torch.autograd.grad(torch.nn.functional.scaled_dot_product_attention(
+        *qkv2, attn_mask=causal_keys).square().sum(), qkv2)
+    for g, w in zip(grads, want, strict=True):
+        assert torch.allclose(g, w, atol=1e-5)
     model = tiny_gpt().train()  # the bf16 training path (explicit) against SDPA (no grad)
     x = torch.randint(0, 20, (2, 16))
     with torch.autocast("cpu", dtype=torch.bfloat16):
