@@ -8,10 +8,12 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dlforge import LanguageModel
+from dlforge import Forecaster, LanguageModel
 from dlforge.serve.app import ServedModel, ServeSettings, served_run
 from tests.serving import Server
 from tests.test_lm import TEXT, TINY
+from tests.test_serve_forecast import TINY as TINY_FORECAST
+from tests.test_serve_forecast import monthly
 
 
 @pytest.fixture(scope="module")
@@ -21,17 +23,26 @@ def fox(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def sales(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fuzz-forecast") / "sales"
+    Forecaster(window=4, horizon=2, **TINY_FORECAST).fit(monthly(40), "sales", time="month",
+                                                         ).save(out)
+    return out
+
+
 @pytest.mark.parametrize("mode", list(schemathesis.GenerationMode), ids=lambda m: m.value)
-def test_no_request_gets_a_server_error(trained_run, fox, mode):
+def test_no_request_gets_a_server_error(trained_run, fox, sales, mode):
     run, _ = trained_run
-    models = [ServedModel(run, name="tweets"), served_run(fox)]
+    models = [ServedModel(run, name="tweets"), served_run(fox), served_run(sales)]
     config = ServeSettings(max_delay_ms=1, max_new_tokens=64)  # generations stay short
     with Server(models, config) as srv:
         schema = schemathesis.openapi.from_url(srv.url + "/openapi.json")
-        # A served model's name two times in three (past the 404, into validation and the
+        # A served model's name three times in four (past the 404, into validation and the
         # model), a generated one otherwise.
         cases = st.one_of(schema.as_strategy(mode, path_parameters={"name": "tweets"}),
                           schema.as_strategy(mode, path_parameters={"name": "fox"}),
+                          schema.as_strategy(mode, path_parameters={"name": "sales"}),
                           schema.as_strategy(mode))
         seen: set[str] = set()
 

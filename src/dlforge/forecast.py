@@ -366,25 +366,57 @@ class Forecaster(DeepModel):
         fc = self.config_.forecast
         assert fc is not None
         df, _ = _as_series_frame(data, fc.targets)
+        return self.predict_frames([df])[0]
+
+    def predict_frames(self, frames: Sequence[pd.DataFrame],
+                       sources: Sequence[str] | None = None) -> list[pd.DataFrame]:
+        """Forecasts for several series at once, one model pass (the server batches requests
+        through this): each frame as in :meth:`predict`; a bad frame is a DataError naming its
+        source (``sources[i]``, default ``data``)."""
+        self._check_fitted()
+        sources = list(sources) if sources is not None else ["data"] * len(frames)
+        ready = [self.check_frame(df, src) for df, src in zip(frames, sources, strict=True)]
+        if not ready:
+            return []
+        e = len(self.config_.forecast.exogenous)  # type: ignore[union-attr]
+        x = np.stack([hist for hist, _ in ready])  # (N, W, F), standardised
+        fut = np.stack([f for _, f in ready]) if e else None  # (N, H, E)
+        w = self._pack(x, None, fut)
+        forecasts = self._decode(self._outputs(w), w)  # (N, H, K)
+        return [self._forecast_frame(df, forecast)
+                for df, forecast in zip(frames, forecasts, strict=True)]
+
+    def check_frame(self, df: pd.DataFrame, source: str = "data"
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The standardised window (W, F) and, with exogenous columns, their standardised
+        future (H, E) of one series to forecast; DataError naming ``source`` if it cannot be."""
+        fc = self.config_.forecast
+        assert fc is not None
         h, e = fc.horizon, len(fc.exogenous)
         history = df.iloc[: len(df) - h] if e else df
         if len(history) < fc.window:
             future = f" plus {h} future rows of the exogenous columns" if e else ""
-            raise DataError(f"data: {len(df)} rows; a forecast needs the last {fc.window} steps "
-                            f"(the window){future}")
-        hist_values = numeric_matrix(history.iloc[-fc.window:], self.columns_, "data")
-        fut = None
-        if e:
-            future = numeric_matrix(df.iloc[len(df) - h:], list(fc.exogenous), "data")
-            z = self.scaler_.transform(np.concatenate(
-                [np.zeros((h, len(self.columns_) - e), np.float32), future], axis=1))
-            fut = z[None, :, len(self.columns_) - e:]
-        w = self._pack(self.scaler_.transform(hist_values)[None], None, fut)
-        forecast = self._decode(self._outputs(w), w)[0]  # (H, K)
+            raise DataError(f"{source}: {len(df)} rows; a forecast needs the last {fc.window} "
+                            f"steps (the window){future}")
+        hist = self.scaler_.transform(numeric_matrix(history.iloc[-fc.window:], self.columns_,
+                                                     source))
+        if not e:
+            return hist, None
+        future = numeric_matrix(df.iloc[len(df) - h:], list(fc.exogenous), source)
+        z = self.scaler_.transform(np.concatenate(
+            [np.zeros((h, len(self.columns_) - e), np.float32), future], axis=1))
+        return hist, z[:, len(self.columns_) - e:]
+
+    def _forecast_frame(self, df: pd.DataFrame, forecast: np.ndarray) -> pd.DataFrame:
+        """(H, K) forecast values as a table: the time (when the run has one), step, targets."""
+        fc = self.config_.forecast
+        assert fc is not None
+        h, e = fc.horizon, len(fc.exogenous)
         out = pd.DataFrame({"step": np.arange(1, h + 1)})
         if fc.time is not None and fc.time in df.columns:
-            out.insert(0, fc.time, _future_times(df[fc.time], len(history), h,
-                                                 given=df[fc.time].iloc[len(df) - h:]
+            n_history = len(df) - h if e else len(df)
+            out.insert(0, fc.time, _future_times(df[fc.time], n_history, h,
+                                                 given=df[fc.time].iloc[n_history:]
                                                  if e else None))
         for j, name in enumerate(fc.targets):
             out[name] = forecast[:, j]

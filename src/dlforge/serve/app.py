@@ -35,7 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dlforge.errors import ConfigError, DlforgeError
 from dlforge.serve.batcher import DynamicBatcher, Overloaded
-from dlforge.serve.generate import add_generate_routes
+from dlforge.serve.forecast import ServedForecaster
+from dlforge.serve.generate import ServedLM, add_generate_routes
 from dlforge.serve.models import ServedModel, served_run
 
 __all__ = ["ServeSettings", "ServedModel", "app_from_env", "create_app", "served_run"]
@@ -141,7 +142,7 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202 - FastAPI's own protocol
         for m in models:
-            if not isinstance(m, ServedModel):
+            if isinstance(m, ServedLM):
                 continue  # language models generate per request (serve/generate.py)
             b = DynamicBatcher(m.predict, settings.max_batch_size, settings.max_delay_ms,
                                settings.max_queue, on_batch=_observer(metrics, m.name))
@@ -164,14 +165,15 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
             raise HTTPException(404, f"no model {name!r}; served: {', '.join(by_name)}")
         return by_name[name]
 
-    def model(name: str) -> ServedModel:
+    def model(name: str) -> ServedModel | ServedForecaster:
         m = lookup(name)
-        if not isinstance(m, ServedModel):
+        if isinstance(m, ServedLM):
             raise HTTPException(422, f"model {name!r} is a language model; use "
                                      f"/v2/models/{name}/generate or generate_stream")
         return m
 
-    async def run(m: ServedModel, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def run(m: ServedModel | ServedForecaster,
+                  rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(rows) > settings.max_instances:
             raise HTTPException(413, f"{len(rows)} instances; the limit is "
                                      f"{settings.max_instances} per request (--max-instances)")
@@ -250,13 +252,14 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
         [N] (images [N, H, W(, C)], sequences [N, T(, F)])."""
         m = model(name)
         tensors = {t.name: t for t in body.inputs}
-        missing = [n for n, _ in m.inputs if n not in tensors]
+        required = [n for n, _ in m.inputs] + m.sensitive
+        missing = [n for n in required if n not in tensors]
         if missing:
             raise HTTPException(422, f"inputs: no tensor named {missing[0]!r}; the model's "
-                                     f"inputs are {', '.join(n for n, _ in m.inputs)}")
-        n = tensors[m.inputs[0][0]].shape[0] if tensors[m.inputs[0][0]].shape else 0
+                                     f"inputs are {', '.join(required + m.optional)}")
+        n = tensors[required[0]].shape[0] if tensors[required[0]].shape else 0
         columns = {}
-        for col, _kind in m.inputs:
+        for col in required + [c for c in m.optional if c in tensors]:
             t = tensors[col]
             if not t.shape or t.shape[0] != n:
                 raise HTTPException(422, f"inputs.{col}.shape: expected [{n}, ...] like the "
@@ -269,15 +272,7 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
             columns[col] = [x.tolist() if isinstance(x, np.ndarray) else x for x in data]
         instances = [{col: columns[col][i] for col in columns} for i in range(n)]
         preds = await run(m, m.check(instances, where="inputs"))
-        if m.target.kind == "numeric":
-            outputs = [{"name": "prediction", "datatype": "FP32", "shape": [n],
-                        "data": [p["prediction"] for p in preds]}]
-        else:
-            classes = [str(c) for c in m.target.classes]
-            outputs = [{"name": "label", "datatype": "BYTES", "shape": [n],
-                        "data": [str(p["label"]) for p in preds]},
-                       {"name": "probabilities", "datatype": "FP32", "shape": [n, len(classes)],
-                        "data": [p["probabilities"][c] for p in preds for c in classes]}]
+        outputs = m.infer_outputs(preds, n)
         return _FastJSON({"model_name": name, "model_version": "1", "id": body.id,
                              "outputs": outputs})
 

@@ -1,6 +1,6 @@
 """What the server serves: a run directory loaded for prediction (``ServedModel``), its inputs
-checked field by field (HTTP 422 naming the field), or a language model (``ServedLM``, in
-``serve/generate.py``)."""
+checked field by field (HTTP 422 naming the field), a forecaster (``ServedForecaster``, in
+``serve/forecast.py``) or a language model (``ServedLM``, in ``serve/generate.py``)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,18 @@ __all__ = ["ServedModel", "served_run"]
 
 
 def served_run(run_dir: str | Path, name: str | None = None, backend: str = "torch") -> Any:
-    """The run at ``run_dir``, ready to serve: a classifier/regressor (``ServedModel``) or a
-    language model (``ServedLM``, served through the generate routes)."""
+    """The run at ``run_dir``, ready to serve: a classifier/regressor (``ServedModel``), a
+    forecaster (``ServedForecaster``, in ``serve/forecast.py``) or a language model
+    (``ServedLM``, served through the generate routes)."""
     from dlforge.run import LM_TASK, read_manifest
+    from dlforge.serve.forecast import ServedForecaster
     from dlforge.serve.generate import ServedLM
 
-    if read_manifest(Path(run_dir)).get("task") == LM_TASK:
+    manifest = read_manifest(Path(run_dir))
+    if manifest.get("task") == LM_TASK:
         return ServedLM(run_dir, name, backend)
+    if manifest.get("estimator") == "Forecaster":
+        return ServedForecaster(run_dir, name, backend)
     return ServedModel(run_dir, name, backend)
 
 
@@ -38,14 +43,15 @@ class ServedModel:
         self.clf = load(self.path)
         cfg = self.clf.config_
         if cfg.forecast is not None:
-            raise ConfigError(f"{self.path}: forecasting runs are not served yet; use "
-                              "dlforge predict")
+            raise ConfigError(f"{self.path}: a forecasting run; serve it with served_run "
+                              "(ServedForecaster)")
         self.inputs = [(i.name, i.type) for i in cfg.inputs]
         # A run mitigated by dlforge audit --mitigate decides per group: each instance must
         # also carry its sensitive value(s), which are not model inputs (422 if missing).
         rule = getattr(self.clf, "postprocess_", None)
         names = {n for n, _ in self.inputs}
         self.sensitive = [c for c in (rule.columns if rule else []) if c not in names]
+        self.optional: list[str] = []
         self.target = self.clf.labels_
         if backend not in ("torch", "onnx"):
             raise ConfigError(f"--backend: torch or onnx, got {backend!r}")
@@ -141,6 +147,17 @@ class ServedModel:
         return [{"label": _plain(lab),
                  "probabilities": {c: float(p) for c, p in zip(classes, row, strict=True)}}
                 for lab, row in zip(labels, proba, strict=True)]
+
+    def infer_outputs(self, preds: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+        """Open Inference Protocol v2 outputs: the predictions, or labels and probabilities."""
+        if self.target.kind == "numeric":
+            return [{"name": "prediction", "datatype": "FP32", "shape": [n],
+                     "data": [p["prediction"] for p in preds]}]
+        classes = [str(c) for c in self.target.classes]
+        return [{"name": "label", "datatype": "BYTES", "shape": [n],
+                 "data": [str(p["label"]) for p in preds]},
+                {"name": "probabilities", "datatype": "FP32", "shape": [n, len(classes)],
+                 "data": [p["probabilities"][c] for p in preds for c in classes]}]
 
     def _eight_bit(self, name: str) -> bool:
         """Whether the image input was trained on 8-bit (0-255) pixels."""
