@@ -199,6 +199,15 @@ def test_predict_and_serve_need_the_sensitive_column(planted_run, tmp_path):
         assert ok.json()["predictions"][0]["label"] == preds[0]["label"]
         missing = httpx.post(url, json={"instances": [{"x": 0.3}]})
         assert missing.status_code == 422 and "group: missing" in missing.text
+        # Open Inference Protocol v2: the sensitive value is a tensor like the inputs.
+        infer = httpx.post(f"{server.url}/v2/models/{served.name}/infer", json={"inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [1], "data": [0.3]},
+            {"name": "group", "datatype": "BYTES", "shape": [1], "data": ["B"]}]})
+        assert infer.status_code == 200, infer.text
+        assert infer.json()["outputs"][0]["data"] == [str(preds[0]["label"])]
+        no_group = httpx.post(f"{server.url}/v2/models/{served.name}/infer", json={"inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [1], "data": [0.3]}]})
+        assert no_group.status_code == 422 and "no tensor named 'group'" in no_group.text
 
 
 # ------------------------------------------------------------------ the CLI and bad inputs
