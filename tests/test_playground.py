@@ -179,3 +179,39 @@ def test_pasting_a_series_shows_its_label(browser, tmp_path):
         box.send_keys(", ".join(str(v) for v in series))
         browser.find_element(By.ID, "predict").click()
         assert _label(browser) == want
+
+
+def test_a_forecast_shows_its_table_and_chart(browser, tmp_path):
+    from dlforge import Forecaster
+    from dlforge.serve.app import served_run
+    from tests.test_serve_forecast import TINY, monthly
+
+    df = monthly(48)
+    Forecaster(window=12, horizon=4, **TINY).fit(df, "sales", time="month").save(
+        tmp_path / "sales")
+    served = served_run(tmp_path / "sales")
+    history = df.iloc[-20:]
+    want = served.predict(served.check([{
+        "sales": history["sales"].tolist(),
+        "month": [t.strftime("%Y-%m-%d") for t in history["month"]]}]))[0]["forecast"]
+    with Server([served], ServeSettings()) as srv:
+        browser.get(srv.url + "/")
+        box = WebDriverWait(browser, 30).until(
+            EC.presence_of_element_located((By.ID, "in-sales")))
+        assert browser.find_element(By.ID, "predict").text == "Forecast"
+        box.send_keys(", ".join(str(v) for v in history["sales"]))
+        browser.find_element(By.ID, "in-month").send_keys(
+            "\n".join(t.strftime("%Y-%m-%d") for t in history["month"]))
+        browser.find_element(By.ID, "predict").click()
+        WebDriverWait(browser, 30).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#forecast td")
+            or d.find_element(By.ID, "error").text)
+        assert not browser.find_element(By.ID, "error").text
+        rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+                for tr in browser.find_elements(By.CSS_SELECTOR, "#forecast tr")[1:]]
+        assert [r[0] for r in rows] == want["month"]
+        assert [int(r[1]) for r in rows] == want["step"]
+        np.testing.assert_allclose([float(r[2]) for r in rows], want["sales"], atol=5e-4)
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#forecast svg polyline")) == 2
+        if os.environ.get("DLFORGE_SCREENSHOT"):
+            browser.save_screenshot(os.environ["DLFORGE_SCREENSHOT"])

@@ -74,7 +74,7 @@ def test_forecasts_over_http_equal_predict(runs):
             want = fc.predict(h)
             got = p["forecast"]
             assert got["step"] == [1, 2, 3, 4]
-            assert got["month"] == [t.isoformat() for t in want["month"]]
+            assert got["month"] == [t.strftime("%Y-%m-%d") for t in want["month"]]
             np.testing.assert_allclose(got["sales"], want["sales"], rtol=1e-5)
 
         # Without the (optional) time column: steps and values only.

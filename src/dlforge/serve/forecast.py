@@ -115,9 +115,8 @@ class ServedForecaster:
                     forecast[col] = [int(v) for v in values]
                 elif col in self.roles:
                     forecast[col] = [float(v) for v in values]
-                else:  # the time column: ISO strings for dates, numbers stay numbers
-                    forecast[col] = [v.isoformat() if hasattr(v, "isoformat") else _plain(v)
-                                     for v in values]
+                else:  # the time column: numbers stay numbers, times become ISO strings
+                    forecast[col] = [_iso(v) for v in values]
             out.append({"forecast": forecast})
         return out
 
@@ -150,7 +149,10 @@ class ServedForecaster:
                                "exogenous": list(fc.exogenous), "time": fc.time}}
 
 
-def _plain(v: Any) -> Any:
+def _iso(v: Any) -> Any:
+    """A forecast step's time: ISO 8601 (the date alone at midnight), or the number."""
+    if isinstance(v, pd.Timestamp):
+        return v.date().isoformat() if v == v.normalize() else v.isoformat()
     return v.item() if isinstance(v, np.generic) else v
 
 
