@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 
 import httpx
 import numpy as np
@@ -166,9 +168,22 @@ def test_exogenous_future_must_be_given(runs):
         assert r.status_code == 422 and "plus 3 future steps" in r.json()["detail"]
 
 
-def test_serve_cli_refuses_onnx_for_a_forecaster(runs, capsys):
-    root, _, _ = runs
-    code = main(["serve", str(root / "sales"), "--backend", "onnx"])
-    err = capsys.readouterr().err
-    assert code == 2 and "forecasting runs are served with torch" in err
-    assert "Traceback" not in err
+def test_forecasters_export_to_onnx_and_serve_through_it(runs, tmp_path, capsys):
+    root, df, exo = runs
+    for name, data in (("sales", df), ("promo", exo)):
+        run = tmp_path / name
+        shutil.copytree(root / name, run)
+        assert main(["export", str(run), "--format", "onnx"]) == 0, capsys.readouterr().err
+        info = json.loads(run.with_suffix(".onnx.json").read_text())
+        assert info["max_abs_difference"] <= 1e-4
+        assert info["labels"]["kind"] == "forecast"
+        want = (["window", "window_mask"] + (["future"] if name == "promo" else []))
+        assert [i["name"] for i in info["inputs"]] == want
+        torch_served, onnx_served = served_run(run), served_run(run, backend="onnx")
+        history = data if name == "promo" else data.iloc[:50]
+        rows = torch_served.check([columns(history), columns(data)])
+        for a, b in zip(torch_served.predict(rows), onnx_served.predict(rows), strict=True):
+            target = "sales"
+            np.testing.assert_allclose(b["forecast"][target], a["forecast"][target],
+                                       rtol=1e-4, atol=1e-3)
+    capsys.readouterr()

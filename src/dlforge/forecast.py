@@ -69,9 +69,11 @@ class ForecastTarget:
     def n_outputs(self) -> int:
         return self.horizon * len(self.targets)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "targets": self.targets, "horizon": self.horizon}
+
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"kind": self.kind, "targets": self.targets,
-                                    "horizon": self.horizon}, indent=2), encoding="utf-8")
+        path.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
 
 
 class _Future(Feature):
@@ -369,10 +371,13 @@ class Forecaster(DeepModel):
         return self.predict_frames([df])[0]
 
     def predict_frames(self, frames: Sequence[pd.DataFrame],
-                       sources: Sequence[str] | None = None) -> list[pd.DataFrame]:
+                       sources: Sequence[str] | None = None,
+                       outputs: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
+                       ) -> list[pd.DataFrame]:
         """Forecasts for several series at once, one model pass (the server batches requests
         through this): each frame as in :meth:`predict`; a bad frame is a DataError naming its
-        source (``sources[i]``, default ``data``)."""
+        source (``sources[i]``, default ``data``). ``outputs`` replaces the model pass (the
+        server's ONNX backend): model inputs ``{"x", "future"}`` to outputs (N, H*K)."""
         self._check_fitted()
         sources = list(sources) if sources is not None else ["data"] * len(frames)
         ready = [self.check_frame(df, src) for df, src in zip(frames, sources, strict=True)]
@@ -382,7 +387,7 @@ class Forecaster(DeepModel):
         x = np.stack([hist for hist, _ in ready])  # (N, W, F), standardised
         fut = np.stack([f for _, f in ready]) if e else None  # (N, H, E)
         w = self._pack(x, None, fut)
-        forecasts = self._decode(self._outputs(w), w)  # (N, H, K)
+        forecasts = self._decode((outputs or self._outputs)(w), w)  # (N, H, K)
         return [self._forecast_frame(df, forecast)
                 for df, forecast in zip(frames, forecasts, strict=True)]
 

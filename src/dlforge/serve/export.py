@@ -7,6 +7,10 @@ features], and ``NAME_mask`` bool [batch, length]); an image one float [batch, C
 standardised value and the missing flag); a category one int64 [batch]. The output is
 ``logits`` [batch, outputs]. Batch and length are dynamic. A JSON file beside the model says
 all this and where the preprocessing state lives (the run directory).
+
+A forecasting run's graph takes ``window`` (float [batch, length, columns], standardised as
+described in its JSON) with ``window_mask``, and with exogenous columns ``future`` (float
+[batch, horizon x exogenous]); ``logits`` are [batch, horizon x targets] in the same units.
 """
 
 from __future__ import annotations
@@ -21,11 +25,17 @@ import torch
 from torch import nn
 
 from dlforge._atomic import atomic_file
-from dlforge.errors import ConfigError, DlforgeError
+from dlforge.errors import DlforgeError
 
-__all__ = ["export_onnx"]
+__all__ = ["export_onnx", "onnx_session"]
 
 TOLERANCE = 1e-4
+FORECAST_PREPROCESSING = (
+    "the run directory's features.json: the columns (targets, covariates, exogenous) "
+    "standardised with its series scaler; with forecast.normalize 'window' each window then "
+    "shifted and scaled by its own per-column mean and std + 0.1 (the future exogenous values "
+    "with their column's); the logits are the standardised forecasts, horizon-major: undo the "
+    "same steps (dlforge.forecast.Forecaster._pack and _decode)")
 
 
 class _Flat(nn.Module):
@@ -79,6 +89,10 @@ def _samples(clf: Any, n: int, length: int, seed: int = 0) -> tuple[list[np.ndar
                           .astype(np.float32))
             names.append(name)
             axes[name] = {0: "batch"}
+        elif kind == "future":  # a forecaster's exogenous values over the horizon
+            arrays.append(rng.normal(size=(n, spec["width"])).astype(np.float32))
+            names.append(name)
+            axes[name] = {0: "batch"}
         else:  # category
             arrays.append(rng.integers(0, spec["categories"], size=n).astype(np.int64))
             names.append(name)
@@ -97,10 +111,10 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None,
 
     run_dir = Path(run_dir)
     clf = load_deep_model(run_dir, "ONNX export", device="cpu")
-    if clf.config_.forecast is not None:
-        raise ConfigError(f"{run_dir}: exporting forecasting runs is not supported yet")
+    forecast = clf.config_.forecast is not None
     out = Path(out) if out is not None else run_dir.with_suffix(".onnx")
-    layout = [(i.name, i.type) for i in clf.config_.inputs]
+    layout = ([(name, feat.kind) for name, feat in clf.features_.items()] if forecast
+              else [(i.name, i.type) for i in clf.config_.inputs])
     flat = _Flat(clf.model_.float().eval(), layout).eval()
     length = min(16, max((f.spec().get("max_length", 16) for f in clf.features_.values()),
                          default=16))
@@ -137,8 +151,21 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None,
                 names, arrays, strict=True)],
             "outputs": [{"name": "logits", "shape": ["batch", clf.labels_.n_outputs]}],
             "labels": clf.labels_.to_dict(), "max_abs_difference": worst,
-            "preprocessing": "the run directory's features.json and tokenizers/: tokenize, "
+            "preprocessing": FORECAST_PREPROCESSING if forecast else
+                             "the run directory's features.json and tokenizers/: tokenize, "
                              "pad with 0 and mask; images normalised with its mean/std"}
     with atomic_file(out.with_suffix(".onnx.json")) as tmp:
         tmp.write_text(json.dumps(info, indent=2), encoding="utf-8")
     return info
+
+
+def onnx_session(run_dir: Path) -> Any:
+    """An onnxruntime session of the run's exported model (``RUN_DIR.onnx``; exported and
+    verified now if it is missing or older than the run)."""
+    import onnxruntime as ort
+
+    onnx_file = run_dir.with_suffix(".onnx")
+    manifest = run_dir / "dlforge.json"
+    if not onnx_file.is_file() or onnx_file.stat().st_mtime < manifest.stat().st_mtime:
+        export_onnx(run_dir, onnx_file)
+    return ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])

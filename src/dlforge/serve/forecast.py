@@ -33,11 +33,15 @@ class ServedForecaster:
 
         self.path = Path(run_dir)
         self.name = name or self.path.resolve().name
-        if backend != "torch":
-            raise ConfigError(f"--backend {backend}: forecasting runs are served with torch "
-                              "(they do not export to ONNX yet)")
+        if backend not in ("torch", "onnx"):
+            raise ConfigError(f"--backend: torch or onnx, got {backend!r}")
         self.backend = backend
         self.clf = load(self.path)
+        self.session = None
+        if backend == "onnx":
+            from dlforge.serve.export import onnx_session
+
+            self.session = onnx_session(self.path)
         fc = self.clf.config_.forecast
         assert fc is not None
         self.fc = fc
@@ -106,8 +110,10 @@ class ServedForecaster:
     # -------------------------------------------------------------- predict
     def predict(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         frames = [pd.DataFrame(r) for r in rows]
+        sources = [f"instances[{i}]" for i in range(len(rows))]
         out = []
-        for table in self.clf.predict_frames(frames, [f"instances[{i}]" for i in range(len(rows))]):
+        for table in self.clf.predict_frames(frames, sources, self._onnx_outputs
+                                             if self.session is not None else None):
             forecast = {}
             for col in table.columns:
                 values = table[col].tolist()
@@ -119,6 +125,14 @@ class ServedForecaster:
                     forecast[col] = [_iso(v) for v in values]
             out.append({"forecast": forecast})
         return out
+
+    def _onnx_outputs(self, w: dict[str, np.ndarray]) -> np.ndarray:
+        """The model pass through onnxruntime (see serve/export.py for the graph's inputs)."""
+        x = w["x"]
+        feeds = {"window": x, "window_mask": np.ones(x.shape[:2], dtype=bool)}
+        if "future" in w:
+            feeds["future"] = w["future"]
+        return self.session.run(["logits"], feeds)[0]
 
     def infer_outputs(self, preds: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
         """Open Inference Protocol v2 outputs: one [N, horizon] tensor per target (and the

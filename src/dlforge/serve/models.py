@@ -58,20 +58,9 @@ class ServedModel:
         self.backend = backend
         self.session = None
         if backend == "onnx":
-            self.session = self._onnx_session()
+            from dlforge.serve.export import onnx_session
 
-    def _onnx_session(self) -> Any:
-        """An onnxruntime session of the run's exported model (``RUN_DIR.onnx``; exported and
-        verified now if it is missing or older than the run)."""
-        import onnxruntime as ort
-
-        from dlforge.serve.export import export_onnx
-
-        onnx_file = self.path.with_suffix(".onnx")
-        manifest = self.path / "dlforge.json"
-        if not onnx_file.is_file() or onnx_file.stat().st_mtime < manifest.stat().st_mtime:
-            export_onnx(self.path, onnx_file)
-        return ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+            self.session = onnx_session(self.path)
 
     def _logits(self, df: pd.DataFrame) -> np.ndarray:
         if self.session is None:
