@@ -592,7 +592,7 @@ def serve(
     max_new_tokens: Annotated[int, typer.Option(
         help="Language models: the most tokens one request may generate.")] = 4096,
     max_generations: Annotated[int, typer.Option(
-        help="Language models: generations at once (more get 503).")] = 8,
+        help="Language models: generations at once, decoded together (more get 503).")] = 32,
 ) -> None:
     """Serve run directories over HTTP: Open Inference Protocol v2 routes, a plain
     /v1/models/NAME/predict, /metrics (Prometheus) and /docs, with dynamic batching."""

@@ -113,7 +113,18 @@ def stream_text(decode, tokens: Iterator[int], stop: str | None = None,
     A piece is held back while it could still be the start of ``stop``, or while it ends in an
     incomplete UTF-8 sequence (a byte-level BPE token can hold part of a character). When the
     stream ends, ``details`` (if given) gets ``generated_tokens`` and ``finish_reason``
-    (``"stop"``: the stop string appeared; ``"length"``: max_new_tokens were generated)."""
+    (``"stop"``: the stop string appeared; ``"length"``: max_new_tokens were generated). When
+    it ends or is closed early, ``tokens`` is closed too (a batched generation then stops)."""
+    try:
+        yield from _pieces(decode, tokens, stop, details)
+    finally:
+        close = getattr(tokens, "close", None)
+        if close is not None:
+            close()
+
+
+def _pieces(decode, tokens: Iterator[int], stop: str | None,
+            details: dict | None) -> Iterator[str]:
     ids: list[int] = []
     base = 0  # ids before this are decoded and sent in full: decode only the rest (linear)
     sent = 0  # characters of decode(ids[base:]) already sent

@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file
 
 from dlforge.errors import ConfigError, DataError, DlforgeError, NotFittedError, RunDirError
+from dlforge.lm.batch import DecodeBatcher
 from dlforge.lm.config import LMConfig, dump_lm_config, lm_config, load_lm_config
 from dlforge.lm.corpus import (
     BPETokenizer,
@@ -203,7 +204,8 @@ class LanguageModel:
                         top_k: int | None = None, top_p: float | None = None,
                         repetition_penalty: float = 1.0, stop: str | None = None,
                         seed: int | None = None, use_cache: bool = True,
-                        details: dict | None = None) -> Iterator[str]:
+                        details: dict | None = None,
+                        batcher: DecodeBatcher | None = None) -> Iterator[str]:
         """Yield the continuation of ``prompt`` as decoded text pieces, one per token (a piece
         is held back while it might begin ``stop`` or ends inside a UTF-8 character). Bad
         input raises here, before the first piece: DataError for the prompt (empty, or
@@ -215,14 +217,42 @@ class LanguageModel:
         window the context slides (see :mod:`dlforge.lm.generate`). Safe to call from several
         threads; each stream may be advanced from any thread. ``details``, a dict, gets
         ``prompt_tokens`` now and ``generated_tokens`` and ``finish_reason`` ("stop" or
-        "length") when the stream ends (nothing, if it is closed early)."""
+        "length") when the stream ends (nothing, if it is closed early). With ``batcher`` (a
+        running :class:`~dlforge.lm.batch.DecodeBatcher` of this model) the tokens are decoded
+        there, together with the other generations it runs (the server does this)."""
         ids = self._prompt_ids(prompt)
         if details is not None:
             details["prompt_tokens"] = len(ids)
         check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
-        tokens = sample_tokens(self.model_, ids, max_new_tokens, temperature, top_k, top_p,
-                               repetition_penalty, seed, use_cache, self._gen_precision())
+        if batcher is not None:
+            tokens: Iterator[int] = batcher.submit(ids, max_new_tokens, temperature, top_k,
+                                                   top_p, repetition_penalty, seed)
+        else:
+            tokens = sample_tokens(self.model_, ids, max_new_tokens, temperature, top_k, top_p,
+                                   repetition_penalty, seed, use_cache, self._gen_precision())
         return stream_text(self.tokenizer_.decode, tokens, stop, details)
+
+    def decode_batcher(self, max_batch: int = 16) -> DecodeBatcher:
+        """A :class:`~dlforge.lm.batch.DecodeBatcher` of this model (not started): many
+        generations decoded together (continuous batching)."""
+        self._check_fitted()
+        return DecodeBatcher(self.model_, max_batch, self._gen_precision())
+
+    def generate_many(self, prompts: Sequence[str], max_new_tokens: int = 200,
+                      temperature: float = 0.8, top_k: int | None = None,
+                      top_p: float | None = None, repetition_penalty: float = 1.0,
+                      stop: str | None = None, seed: int | None = None,
+                      max_batch: int = 16) -> list[str]:
+        """The continuations of several prompts, decoded together (up to ``max_batch`` at a
+        time): each the text :meth:`generate` gives for it with the same settings (``seed``
+        seeds every prompt's sampling alike)."""
+        if isinstance(prompts, str):
+            raise DataError("prompts: expected a list of strings; for one prompt use generate")
+        with self.decode_batcher(max_batch) as batcher:
+            streams = [self.generate_stream(p, max_new_tokens, temperature, top_k, top_p,
+                                            repetition_penalty, stop, seed, batcher=batcher)
+                       for p in prompts]
+            return ["".join(s) for s in streams]
 
     def generate(self, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
                  top_k: int | None = None, top_p: float | None = None,

@@ -53,6 +53,15 @@ class KVCache:
     def reset(self) -> None:
         self.pos = 0
 
+    def row(self, i: int) -> KVCache:
+        """A cache of batch 1 over row ``i`` of this one (views: writes land here), starting
+        empty: the prompt of one sequence is encoded into its row of a shared batch."""
+        view = KVCache.__new__(KVCache)
+        view.k = [k[i:i + 1] for k in self.k]
+        view.v = [v[i:i + 1] for v in self.v]
+        view.pos, view.block_size = 0, self.block_size
+        return view
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
@@ -230,15 +239,32 @@ class Decoder:
         half = u * 0.5
         return torch.addcmul(half, half, torch.erf(u.mul_(0.7071067811865476)))
 
-    def __call__(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def __call__(self, idx: torch.Tensor, cache: KVCache,
+                 positions: list[int] | None = None) -> torch.Tensor:
         """``idx`` (B,) token ids at position ``cache.pos``; returns logits (B, V) and advances
-        the cache by one."""
-        pos = cache.pos
-        if pos >= cache.block_size:
-            raise ValueError(f"sequence of {pos + 1} tokens is longer than the context window "
-                             f"(block_size {cache.block_size})")
+        the cache by one.
+
+        With ``positions`` (one per row, each row a sequence of its own, continuous batching):
+        row ``r`` of the cache's first B rows is at ``positions[r]``; its key and value go
+        there, it attends to its own positions only, and ``cache.pos`` is left alone (the
+        caller advances each position)."""
+        block = cache.block_size
         B, C, nh, dt = idx.shape[0], self.d_model, self.n_head, self.dtype
-        lin, shape, end = self._linear, (C,), pos + 1
+        lin, shape = self._linear, (C,)
+        rows = mask = None
+        if positions is None:
+            pos = end = cache.pos
+        elif min(positions) == max(positions):  # aligned rows: the plain path
+            pos = end = positions[0]
+        else:
+            rows = torch.arange(B, device=idx.device)
+            pos = torch.tensor(positions, device=idx.device)
+            end = max(positions)
+            # (B, 1, 1, end + 1): each row's keys up to its own position
+            mask = (torch.arange(end + 1, device=idx.device) <= pos[:, None])[:, None, None, :]
+        if end >= block:
+            raise ValueError(f"sequence of {end + 1} tokens is longer than the context window "
+                             f"(block_size {block})")
         x = self.tok[idx] + self.pos[pos]  # (B, C), float32 like the parameters
         for i, (n1w, n1b, qkv_w, qkv_b, pw, pb, n2w, n2b, uw, ub, dw, db) in \
                 enumerate(self.layers):
@@ -246,11 +272,20 @@ class Decoder:
             # (B, 3C) -> three (B, nh, 1, hs): with one position no transpose is needed.
             q, k, v = lin(h, qkv_w, qkv_b).view(B, 3, nh, 1, C // nh).unbind(1)
             ck, cv = cache.k[i], cache.v[i]
-            ck.narrow(2, pos, 1).copy_(k)
-            cv.narrow(2, pos, 1).copy_(v)
-            y = F.scaled_dot_product_attention(q, ck.narrow(2, 0, end), cv.narrow(2, 0, end))
+            if rows is None:
+                if B < ck.shape[0]:  # the first B rows of a larger (batching) cache
+                    ck, cv = ck[:B], cv[:B]
+                ck.narrow(2, pos, 1).copy_(k)
+                cv.narrow(2, pos, 1).copy_(v)
+            else:  # (B, nh, hs) into [row, :, its position]
+                ck[rows, :, pos] = k.squeeze(2)
+                cv[rows, :, pos] = v.squeeze(2)
+                ck, cv = ck[:B], cv[:B]
+            y = F.scaled_dot_product_attention(q, ck.narrow(2, 0, end + 1),
+                                               cv.narrow(2, 0, end + 1), attn_mask=mask)
             x = x + lin(y.view(B, C), pw, pb)  # (B, nh, 1, hs) is (B, C) in memory
             h = F.layer_norm(x, shape, n2w, n2b).to(dt)
             x = x + lin(self._gelu(lin(h, uw, ub)), dw, db)
-        cache.pos = end
+        if positions is None:
+            cache.pos = end + 1
         return torch.mm(F.layer_norm(x, shape, *self.ln_f).to(dt), self.head)  # (B, V)

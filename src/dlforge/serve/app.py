@@ -55,7 +55,7 @@ class ServeSettings:
     max_body_bytes: int = 10 * 2**20
     timeout_s: float = 30.0
     api_key: str | None = None
-    max_generations: int = 8  # language models: generations running at once; more get 503
+    max_generations: int = 32  # language models: generations at once (decoded together)
     max_new_tokens: int = 4096  # language models: the most tokens one request may ask for
 
 
@@ -142,8 +142,9 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202 - FastAPI's own protocol
         for m in models:
-            if isinstance(m, ServedLM):
-                continue  # language models generate per request (serve/generate.py)
+            if isinstance(m, ServedLM):  # generations decoded together (serve/generate.py)
+                m.start_batcher(settings.max_generations)
+                continue
             b = DynamicBatcher(m.predict, settings.max_batch_size, settings.max_delay_ms,
                                settings.max_queue, on_batch=_observer(metrics, m.name))
             b.start()
@@ -153,6 +154,9 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
         state["ready"] = False  # graceful shutdown: finish what is queued
         for b in batchers.values():
             await b.stop()
+        for m in models:
+            if isinstance(m, ServedLM):
+                await asyncio.to_thread(m.stop_batcher)
 
     app = FastAPI(title="dlforge", version=__version__, lifespan=lifespan,
                   description="Predictions from dlforge run directories (Open Inference "

@@ -9,10 +9,12 @@ POST /v2/models/{name}/generate_stream  the same body -> Server-Sent Events: one
                                          "finish_reason" and the token counts
 ```
 
-Each generation runs in a thread of its own that hands pieces to the event loop through a
-queue, and checks a stop flag between tokens: a client that disconnects (or a request that
-times out) stops its generation within a token. A bounded number run at once; past it, 503
-with Retry-After.
+The tokens of every running generation of a model are decoded together, one batched step per
+token (continuous batching: ``dlforge.lm.batch.DecodeBatcher``, started with the server); each
+generation has a thread of its own that turns its tokens into text and hands the pieces to the
+event loop through a queue, and checks a stop flag between tokens: a client that disconnects
+(or a request that times out) stops its generation within a token. A bounded number run at
+once; past it, 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -51,6 +53,15 @@ class ServedLM:
         self.path = Path(run_dir)
         self.name = name or self.path.resolve().name
         self.lm = LanguageModel.load(self.path)
+        self.batcher: Any = None  # a DecodeBatcher while the server runs (start_batcher)
+
+    def start_batcher(self, max_batch: int) -> None:
+        self.batcher = self.lm.decode_batcher(max_batch).start()
+
+    def stop_batcher(self) -> None:
+        if self.batcher is not None:
+            self.batcher.stop()
+            self.batcher = None
 
     def metadata(self) -> dict[str, Any]:
         cfg = self.lm.config_
@@ -107,7 +118,7 @@ class _Generation:
                 self.body.text_input, max_new_tokens=p.max_new_tokens,
                 temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
                 repetition_penalty=p.repetition_penalty, stop=p.stop, seed=p.seed,
-                details=self.details)
+                details=self.details, batcher=self.served.batcher)
             try:
                 for piece in stream:
                     if self.stop.is_set():
