@@ -273,7 +273,7 @@ class Decoder:
             q, k, v = lin(h, qkv_w, qkv_b).view(B, 3, nh, 1, C // nh).unbind(1)
             ck, cv = cache.k[i], cache.v[i]
             if rows is None:
-                if B < ck.shape[0]:  # the first B rows of a larger (batching) cache
+                if ck.shape[0] > B:  # the first B rows of a larger (batching) cache
                     ck, cv = ck[:B], cv[:B]
                 ck.narrow(2, pos, 1).copy_(k)
                 cv.narrow(2, pos, 1).copy_(v)
