@@ -1,8 +1,28 @@
-"""Help text shared by the CLI's modules (cli.py, cli_lm.py, cli_audit.py)."""
+"""What the CLI's modules share (cli.py, cli_lm.py, cli_audit.py, cli_serve.py): help text,
+and the list by which a module beside cli.py hands its commands to the ``dlforge`` app."""
 
 from __future__ import annotations
 
-__all__ = ["examples"]
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Commands", "examples"]
+
+
+class Commands:
+    """Commands defined in a module beside cli.py: ``@COMMANDS(epilog=...)`` collects a
+    function with its ``app.command`` arguments; cli.py registers them on the app (the modules
+    cannot import the app: cli.py imports them)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Callable[..., Any], dict[str, Any]]] = []
+
+    def __call__(self, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self.items.append((fn, kwargs))
+            return fn
+
+        return register
 
 
 def examples(*lines: str) -> str:

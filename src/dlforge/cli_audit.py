@@ -4,24 +4,17 @@ and ``estimate``. Thin, like cli.py (which registers them on the ``dlforge`` app
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from dlforge._cli_help import Commands
 from dlforge._cli_help import examples as _examples
 from dlforge.errors import ConfigError
 
-COMMANDS: list[tuple[Callable[..., Any], dict[str, Any]]] = []  # (function, app.command kwargs)
-
-
-def _command(**kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        COMMANDS.append((fn, kwargs))
-        return fn
-
-    return register
+COMMANDS = Commands()  # registered on the dlforge app by cli.py
+_command = COMMANDS
 
 
 # ----------------------------------------------------------------------------------- explain
