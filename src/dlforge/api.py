@@ -301,7 +301,7 @@ def info(run_dir: str | Path) -> dict[str, Any]:
                 "dlforge_version": manifest["dlforge_version"], "estimator": "LanguageModel",
                 "model": {"name": "gpt", **read("model.json")}, "parameters": n_params,
                 "data": read("data.json"), "metrics": read("metrics.json"),
-                "files": sorted(manifest["files"])}
+                "privacy": _privacy(path), "files": sorted(manifest["files"])}
     cfg = load_config(path / "config.yaml")
     return {
         "path": str(path),
@@ -318,7 +318,14 @@ def info(run_dir: str | Path) -> dict[str, Any]:
         "metrics": json.loads((path / "metrics.json").read_text(encoding="utf-8")),
         "files": sorted(manifest["files"]),
         "fairness": _fairness_summary(path),
+        "privacy": _privacy(path),
     }
+
+
+def _privacy(path: Path) -> dict[str, Any] | None:
+    """The run's privacy.json (trained with DP-SGD), else None."""
+    f = path / "privacy.json"
+    return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
 
 
 def _fairness_summary(path: Path) -> dict[str, Any] | None:

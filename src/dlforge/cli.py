@@ -605,6 +605,10 @@ def info(
     console.print(f"[b]{d['path']}[/b]: {d['task']}, created {d['created']} "
                   f"(dlforge {d['dlforge_version']})")
     console.print(f"model: {d['model']['name']} ({model}); {d['parameters']:,} parameters")
+    if d.get("privacy"):
+        p = d["privacy"]
+        console.print(f"differential privacy: ε = {p['epsilon']:.3g} at δ = {p['delta']:g} "
+                      f"(DP-SGD, {p['accountant']} accountant, {p['steps']} steps)")
     if d["task"] == "language_model":
         m, data = d["metrics"], d["data"]
         console.print(f"data: {data['characters']:,} characters, {data['tokens']:,} "

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from dlforge._cli_help import examples as _examples
+from dlforge.errors import ConfigError
 
 lm_app = typer.Typer(
     name="lm",
@@ -23,6 +24,7 @@ lm_app = typer.Typer(
     "dlforge lm train --text a.txt --text b.txt --tokenizer bpe --vocab-size 4000",
     "dlforge lm train --text reviews.csv --column review --max-steps 500",
     "dlforge lm train --text shakespeare.txt --out runs/shakespeare --resume",
+    "dlforge lm train --text notes.txt --dp-epsilon 8 --out runs/private-lm",
 ))
 def train(
     text: Annotated[list[Path], typer.Option(
@@ -52,6 +54,15 @@ def train(
         "on a CPU, slower in fp32 there (benchmarks/lm_train.py).")),
     ] = False,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    dp_epsilon: Annotated[float | None, typer.Option(
+        help="Differentially private training (DP-SGD over disjoint windows of the corpus): "
+             "the privacy budget ε to spend.")] = None,
+    dp_delta: Annotated[float | None, typer.Option(
+        help="DP-SGD: δ (default 1e-5; keep it below 1 / records).")] = None,
+    dp_max_grad_norm: Annotated[float | None, typer.Option(
+        help="DP-SGD: each record's gradient is clipped to this norm (default 1.0).")] = None,
+    dp_accountant: Annotated[str | None, typer.Option(
+        help="DP-SGD: the privacy accountant, rdp (default), prv or gdp.")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue an interrupted run into --out (same settings).")] = False,
     overwrite: Annotated[bool, typer.Option(
@@ -61,12 +72,20 @@ def train(
     """Train a GPT on a corpus; the best weights by val loss are saved as a run directory."""
     from dlforge.lm import LanguageModel
 
+    dp = {k: v for k, v in (("target_epsilon", dp_epsilon), ("target_delta", dp_delta),
+                            ("max_grad_norm", dp_max_grad_norm),
+                            ("accountant", dp_accountant)) if v is not None}
+    if dp and dp_epsilon is None:
+        flags = ", ".join(f"--dp-{k.replace('target_', '').replace('_', '-')}" for k in dp)
+        raise ConfigError(f"{flags}: differentially private training needs its budget too: "
+                          "add --dp-epsilon (e.g. --dp-epsilon 8)")
     lm = LanguageModel(tokenizer=tokenizer, vocab_size=vocab_size, n_layer=n_layer,
                        n_head=n_head, d_model=d_model, block_size=block_size, dropout=dropout,
                        batch_size=batch_size, accumulate=accumulate, max_steps=max_steps, lr=lr,
                        min_lr=min_lr, warmup_steps=warmup_steps, eval_interval=eval_interval,
                        eval_iters=eval_iters, precision=precision, device=device,
-                       compile=compile, seed=seed, column=column, verbose=0 if quiet else 1)
+                       compile=compile, seed=seed, column=column, privacy=dp or None,
+                       verbose=0 if quiet else 1)
     try:
         lm.fit(text, out=out, resume=resume, overwrite=overwrite)
     except KeyboardInterrupt:
@@ -78,6 +97,11 @@ def train(
                f" {m['val_bits_per_char']:.3f} bits/char) at step {m['best_step']} of "
                f"{m['steps']}; {m['parameters']:,} parameters, {m['tokens_per_second']:,.0f} "
                f"tokens/s ({m['precision']})")
+    if lm.privacy_:
+        p = lm.privacy_
+        typer.echo(f"differential privacy: ε = {p['epsilon']:.2f} at δ = {p['delta']:g} spent "
+                   f"over {p['steps']} steps (noise multiplier {p['noise_multiplier']:.3f}, "
+                   f"{p['records']:,} records of {lm.config_.block_size + 1} tokens)")
     typer.echo(f"sample: dlforge lm generate {out} --prompt \"...\"")
 
 

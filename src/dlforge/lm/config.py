@@ -14,7 +14,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from dlforge._atomic import atomic_file
-from dlforge.config import _Strict
+from dlforge.config import PrivacyConfig, _Strict
 from dlforge.errors import ConfigError
 
 __all__ = ["LMConfig", "dump_lm_config", "lm_config", "load_lm_config"]
@@ -50,6 +50,8 @@ class LMConfig(_Strict):
     compile: bool = False
     num_threads: int | None = Field(None, ge=1)
     seed: int = 0
+    # DP-SGD over disjoint windows of the corpus (dlforge.lm.dp); None: ordinary training
+    privacy: PrivacyConfig | None = None
 
     @model_validator(mode="after")
     def _heads_divide(self) -> LMConfig:
@@ -58,6 +60,13 @@ class LMConfig(_Strict):
                              f"({self.n_head})")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        if self.privacy is not None and self.accumulate > 1:
+            raise ValueError("privacy: DP-SGD samples each step's batch as a whole; gradient "
+                             "accumulation is not supported with it (raise batch_size instead "
+                             "of accumulate)")
+        if self.privacy is not None and self.compile:
+            raise ValueError("privacy: DP-SGD computes per-record gradients with torch.func; "
+                             "it does not run compiled (drop compile)")
         return self
 
 

@@ -237,3 +237,18 @@ class TokenData:
         rows = np.stack([data[i:i + T + 1] for i in ix]).astype(np.int64)  # (B, T + 1)
         t = torch.from_numpy(rows)
         return t[:, :-1], t[:, 1:]
+
+    def records(self) -> int:
+        """How many disjoint records (a window and its next token) the training part holds:
+        the private unit of DP training (``dlforge.lm.dp``)."""
+        return len(self.train) // (self.block_size + 1)
+
+    def record_batch(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) for the given records: record i is tokens [i·(T+1), (i+1)·(T+1)) of the
+        training part."""
+        T = self.block_size
+        rows = np.stack([self.train[i * (T + 1):(i + 1) * (T + 1)] for i in index]) \
+            if len(index) else np.zeros((0, T + 1))
+        t = torch.from_numpy(rows.astype(np.int64))
+        return t[:, :-1], t[:, 1:]
+

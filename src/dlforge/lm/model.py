@@ -68,7 +68,8 @@ class LanguageModel:
                  beta1: float = 0.9, beta2: float = 0.99, grad_clip: float = 1.0,
                  eval_interval: int = 250, eval_iters: int = 20, precision: str = "auto",
                  device: str = "auto", compile: bool = False, num_threads: int | None = None,
-                 seed: int = 0, column: str | None = None, verbose: int = 1):
+                 seed: int = 0, column: str | None = None, privacy: Any = None,
+                 verbose: int = 1):
         self.tokenizer = tokenizer
         self.vocab_size = vocab_size
         self.n_layer = n_layer
@@ -95,6 +96,7 @@ class LanguageModel:
         self.num_threads = num_threads
         self.seed = seed
         self.column = column
+        self.privacy = privacy  # DP-SGD: {"target_epsilon": 8, ...} (config.PrivacyConfig)
         self.verbose = verbose
 
     # ------------------------------------------------------------------ sklearn contract
@@ -186,6 +188,7 @@ class LanguageModel:
         self.config_, self.model_, self.tokenizer_ = cfg, model, tok
         self.history_, self.data_report_ = res.history, report
         self.device_, self.precision_ = device, precision
+        self.privacy_ = res.privacy
         if out is not None:
             self.save(out)
         shutil.rmtree(work, ignore_errors=True)
@@ -322,6 +325,8 @@ class LanguageModel:
             (tmp / "metrics.json").write_text(_json(self.metrics_), encoding="utf-8")
             (tmp / "data.json").write_text(_json(self.data_report_), encoding="utf-8")
             (tmp / "history.csv").write_text(_history_csv(self.history_), encoding="utf-8")
+            if getattr(self, "privacy_", None):  # trained with DP-SGD: the budget spent
+                (tmp / "privacy.json").write_text(_json(self.privacy_), encoding="utf-8")
             seal_run(tmp, path, LM_TASK, type(self).__name__, "gpt")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -359,6 +364,9 @@ class LanguageModel:
         data = path / "data.json"
         lm.data_report_ = json.loads(data.read_text(encoding="utf-8")) if data.is_file() else {}
         lm.history_ = _read_history(path / "history.csv")
+        private = path / "privacy.json"
+        lm.privacy_ = json.loads(private.read_text(encoding="utf-8")) if private.is_file() \
+            else None
         return lm
 
 

@@ -6,7 +6,9 @@ the device supports it; optional ``torch.compile``. Every ``eval_interval`` step
 first and last step) the train and val losses are estimated on ``eval_iters`` fixed batches,
 the best weights by val loss are kept, and, with a checkpoint folder, the last weights, the
 optimizer state (safetensors) and the loop's state (JSON: step, RNG states, history) are
-written so that ``resume`` continues to exactly the loss curve of an uninterrupted run.
+written so that ``resume`` continues to exactly the loss curve of an uninterrupted run. With
+``privacy`` set, each step is DP-SGD instead (``dlforge.lm.dp``: Poisson batches of disjoint
+records, per-record clipping, Gaussian noise; ε accounted).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class LMTrainResult:
     steps: int = 0
     tokens_per_second: float = 0.0
     seconds: float = 0.0
+    privacy: dict[str, Any] | None = None  # with DP-SGD: the run's privacy.json
 
 
 @torch.no_grad()
@@ -137,10 +140,18 @@ def train_lm(model: GPT, data: TokenData, cfg: LMConfig, device: torch.device,
     """Train ``model`` (already on ``device``) for ``cfg.max_steps`` optimizer steps."""
     opt = make_lm_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
+    private, noise = None, None
+    if cfg.privacy is not None:  # DP-SGD (dlforge.lm.dp): Poisson batches of records, noise
+        from dlforge.lm.dp import PrivateLM
+
+        private = PrivateLM(cfg.privacy, data.records(), cfg.batch_size, cfg.max_steps)
+        noise = torch.Generator(device=device).manual_seed(cfg.seed + 2)
     res = LMTrainResult()
     start = 0
     if resume and checkpoint_dir is not None and (checkpoint_dir / "state.json").is_file():
-        start = _load_checkpoint(checkpoint_dir, model, opt, gen, res, device)
+        start = _load_checkpoint(checkpoint_dir, model, opt, gen, res, device, noise)
+        if private is not None:
+            private.resume(start)
     step_fn = torch.compile(model) if cfg.compile else model
     log = _Log(cfg.max_steps, start, verbose)
     if start:
@@ -155,7 +166,7 @@ def train_lm(model: GPT, data: TokenData, cfg: LMConfig, device: torch.device,
             if due and not (start and step == start):  # a resumed step was evaluated before
                 _evaluate(step, step_fn, data, cfg, device, precision, res, speed, log)
                 if checkpoint_dir is not None and step > 0:
-                    _save_checkpoint(checkpoint_dir, step, model, opt, gen, res)
+                    _save_checkpoint(checkpoint_dir, step, model, opt, gen, res, noise)
                 timed_tokens, timed_s = 0, 0.0
             if step == cfg.max_steps:
                 break
@@ -163,21 +174,28 @@ def train_lm(model: GPT, data: TokenData, cfg: LMConfig, device: torch.device,
             lr = lr_at(step, cfg)
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss_sum = 0.0
-            for _ in range(cfg.accumulate):
-                x, y = data.batch("train", cfg.batch_size, gen)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with autocast(device, precision):
-                    _, loss = step_fn(x, y)
-                (loss / cfg.accumulate).backward()
-                loss_sum += loss.detach()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if private is not None:
+                x, y = data.record_batch(private.sample(gen))
+                loss_value = private.backward(model, x.to(device), y.to(device),
+                                              lambda: autocast(device, precision), noise)
+                step_tokens = x.numel()
+            else:
+                loss_sum = 0.0
+                for _ in range(cfg.accumulate):
+                    x, y = data.batch("train", cfg.batch_size, gen)
+                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                    with autocast(device, precision):
+                        _, loss = step_fn(x, y)
+                    (loss / cfg.accumulate).backward()
+                    loss_sum += loss.detach()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                loss_value = float(loss_sum) / cfg.accumulate  # syncs: honest timing
+                step_tokens = tokens_per_step
             opt.step()
             opt.zero_grad(set_to_none=True)
-            loss_value = float(loss_sum) / cfg.accumulate  # syncs the device: honest timing
             timed_s += time.perf_counter() - t0
-            timed_tokens += tokens_per_step
+            timed_tokens += step_tokens
             speed = timed_tokens / timed_s if timed_s > 0 else 0.0
             log.step(loss_value, speed)
             if on_step is not None:
@@ -186,6 +204,8 @@ def train_lm(model: GPT, data: TokenData, cfg: LMConfig, device: torch.device,
         log.close()
     res.steps = cfg.max_steps
     res.seconds = time.perf_counter() - t_begin
+    if private is not None:
+        res.privacy = private.report(cfg.block_size)
     return res
 
 
@@ -210,7 +230,8 @@ def _evaluate(step: int, model: torch.nn.Module, data: TokenData, cfg: LMConfig,
 
 # ------------------------------------------------------------------------- checkpoints
 def _save_checkpoint(d: Path, step: int, model: GPT, opt: torch.optim.Optimizer,
-                     gen: torch.Generator, res: LMTrainResult) -> None:
+                     gen: torch.Generator, res: LMTrainResult,
+                     noise: torch.Generator | None = None) -> None:
     """``last.safetensors`` (weights), ``best.safetensors``, ``optimizer.safetensors`` (Adam's
     moments and the RNG states as uint8 tensors) and ``state.json`` (the rest), each written
     to a temporary name and renamed; ``state.json`` last, so it names a complete set."""
@@ -222,6 +243,8 @@ def _save_checkpoint(d: Path, step: int, model: GPT, opt: torch.optim.Optimizer,
                for name, t in st.items()}
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.batches"] = gen.get_state()
+    if noise is not None:  # DP-SGD's noise
+        tensors["rng.noise"] = noise.get_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     _save(d / "optimizer.safetensors", tensors)
@@ -240,7 +263,8 @@ def _save(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def _load_checkpoint(d: Path, model: GPT, opt: torch.optim.Optimizer, gen: torch.Generator,
-                     res: LMTrainResult, device: torch.device) -> int:
+                     res: LMTrainResult, device: torch.device,
+                     noise: torch.Generator | None = None) -> int:
     state = json.loads((d / "state.json").read_text(encoding="utf-8"))
     model.load_state_dict(load_file(d / "last.safetensors", device=str(device)))
     res.best_state = load_file(d / "best.safetensors", device=str(device))
@@ -254,6 +278,8 @@ def _load_checkpoint(d: Path, model: GPT, opt: torch.optim.Optimizer, gen: torch
     opt.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
     torch.set_rng_state(tensors["rng.torch"])
     gen.set_state(tensors["rng.batches"])
+    if noise is not None and "rng.noise" in tensors:
+        noise.set_state(tensors["rng.noise"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     res.history = state["history"]

@@ -6,6 +6,10 @@ NumPy and the tests check these layers against it.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -113,9 +117,24 @@ class ValueEmbedding(nn.Module):
 EXPLICIT_MAX_LEN = 128
 
 
+_EVERYWHERE = contextvars.ContextVar("dlforge_explicit_attention", default=False)
+
+
+@contextlib.contextmanager
+def explicit_attention_everywhere() -> Iterator[None]:
+    """Within: :func:`attention` always computes explicitly (any device, length or dropout).
+    For ``torch.func.vmap`` (per-record gradients, DP-SGD): PyTorch's fused attention kernels
+    have no batching rule and fall back to a slow loop, the explicit product's matmuls do."""
+    token = _EVERYWHERE.set(True)
+    try:
+        yield
+    finally:
+        _EVERYWHERE.reset(token)
+
+
 def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                        key_mask: torch.Tensor | None = None,
-                       causal: bool = False) -> torch.Tensor:
+                       causal: bool = False, dropout_p: float = 0.0) -> torch.Tensor:
     """softmax(Q Kᵀ / √d_k, masked) V, written out; ``key_mask`` (B, 1, 1, T) is True on keys
     that may be attended to; ``causal`` also hides every later position from each query.
     Same result as SDPA's math back-end.
@@ -141,7 +160,10 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         scores = torch.bmm(qs, ks.transpose(1, 2)) * scale
     else:
         scores = torch.baddbmm(bias, qs, ks.transpose(1, 2), alpha=scale)  # (B·nh, T, S)
-    return torch.bmm(torch.softmax(scores, dim=-1), vs).view(B, nh, T, hs)
+    weights = torch.softmax(scores, dim=-1)
+    if dropout_p > 0.0:  # as SDPA: on the attention weights
+        weights = F.dropout(weights, dropout_p)
+    return torch.bmm(weights, vs).view(B, nh, T, hs)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
@@ -153,6 +175,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     key_mask = None
     if mask is not None and not bool(mask.all()):
         key_mask = mask[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
+    if _EVERYWHERE.get():
+        return explicit_attention(q, k, v, key_mask, causal, dropout_p)
     if (torch.is_grad_enabled() and q.device.type == "cpu" and q.shape[-2] <= EXPLICIT_MAX_LEN
             and dropout_p == 0.0 and (not causal or q.dtype == torch.bfloat16)):
         return explicit_attention(q, k, v, key_mask, causal)
