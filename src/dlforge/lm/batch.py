@@ -153,8 +153,7 @@ class DecodeBatcher:
     def _work(self) -> None:
         if self.threads is not None and self.device.type == "cpu":
             torch.set_num_threads(self.threads)  # OpenMP: this thread's own setting
-        cfg = self.model.config
-        cache = KVCache(cfg, self.max_batch, self.device, self.dtype)
+        cache = KVCache(self.model.config, min(self.max_batch, 4), self.device, self.dtype)
         decoder = Decoder(self.model, self.dtype)
         active: list[_Seq] = []
         try:
@@ -166,6 +165,7 @@ class DecodeBatcher:
                     self._wake.wait(0.1)
                     self._wake.clear()
                     continue
+                cache = self._rows_for(len(active), cache)
                 with torch.inference_mode():
                     self._step(active, cache, decoder)
                 active = self._drop_stopped(active, cache)
@@ -224,6 +224,18 @@ class DecodeBatcher:
             elif len(seq.ctx) > block:  # slide, as sample_tokens does
                 seq.ctx = seq.ctx[-max(1, block // 2):]
                 seq.pos = 0
+
+    def _rows_for(self, n: int, cache: KVCache) -> KVCache:
+        """``cache`` with at least ``n`` rows: the rows double as generations arrive (up to
+        ``max_batch``), so a quiet server holds a few windows of keys and values, not 32."""
+        rows = cache.k[0].shape[0]
+        if n <= rows:
+            return cache
+        grown = KVCache(self.model.config, min(self.max_batch, max(n, 2 * rows)), self.device,
+                        self.dtype)
+        for new, old in zip((*grown.k, *grown.v), (*cache.k, *cache.v), strict=True):
+            new[:rows] = old
+        return grown
 
     def _drop_stopped(self, active: list[_Seq], cache: KVCache) -> list[_Seq]:
         """Remove finished or closed sequences, moving the last rows into the gaps so that the
