@@ -421,7 +421,7 @@ def test_other_commands_on_a_language_model(trained, tmp_path, capsys):
     assert code == 0 and "language_model" in out and "bits/char" in out
     code, out, _ = run_cli(capsys, "info", run, "--json")
     assert code == 0 and json.loads(out)["model"]["name"] == "gpt"
-    for args in (("export", run), ("predict", run, "--data", "x.csv", "--out", tmp_path / "p.csv"),
+    for args in (("predict", run, "--data", "x.csv", "--out", tmp_path / "p.csv"),
                  ("evaluate", run, "--data", "x.csv")):
         code, _, err = run_cli(capsys, *args)
         assert code == 2 and "is a language model" in err and "dlforge lm" in err
@@ -439,3 +439,49 @@ def test_streaming_decodes_each_token_about_once():
     pieces = list(stream_text(decode, iter(range(n)), stop="zz"))
     assert "".join(pieces) == "".join(chr(97 + i % 26) for i in range(n))
     assert sum(decoded) < 3 * n  # (decoding the whole text each time would be ~n²/2)
+
+
+def test_gpt_with_past_equals_the_cached_forward():
+    from dlforge.serve.export_lm import GPTWithPast
+
+    model = tiny_gpt(seed=6)
+    x = torch.randint(0, 20, (2, 10))
+    cache = KVCache(model.config, 2, torch.device("cpu"), torch.float32)
+    c = model.config
+    empty = torch.zeros(c.n_layer, 2, c.n_head, 0, c.d_model // c.n_head)
+    wrapper = GPTWithPast(model)
+    with torch.no_grad():
+        model(x[:, :6], cache=cache)
+        want = model(x[:, 6:], cache=cache)[0][:, -1]  # 4 tokens after 6 cached
+        _, pk, pv = wrapper(x[:, :6], empty, empty)
+        logits, keys, values = wrapper(x[:, 6:], pk, pv)
+    assert torch.allclose(logits[:, -1], want, atol=1e-5)
+    for i in range(c.n_layer):
+        assert torch.allclose(keys[i], cache.k[i][:, :, :10], atol=1e-5)
+        assert torch.allclose(values[i], cache.v[i][:, :, :10], atol=1e-5)
+
+
+def test_onnx_export_generates_the_same_tokens(trained, tmp_path, capsys):
+    import shutil
+
+    import numpy as np
+    import onnxruntime as ort
+
+    lm, out = trained
+    run = tmp_path / "lm"
+    shutil.copytree(out, run)
+    assert main(["export", str(run), "--format", "onnx"]) == 0, capsys.readouterr().err
+    info = json.loads(run.with_suffix(".onnx.json").read_text())
+    assert info["max_abs_difference"] <= 1e-4
+    assert [i["name"] for i in info["inputs"]] == ["input_ids", "past_keys", "past_values"]
+    session = ort.InferenceSession(str(run.with_suffix(".onnx")))
+    s = info["sizes"]
+    ids = lm._prompt_ids("the ")
+    past = np.zeros((s["layers"], 1, s["heads"], 0, s["head_size"]), np.float32)
+    feed, pk, pv, got = np.array([ids]), past, past, []
+    for _ in range(s["block_size"] - len(ids)):  # greedy, within the window
+        logits, pk, pv = session.run(None, {"input_ids": feed, "past_keys": pk,
+                                            "past_values": pv})
+        got.append(int(logits[0, -1].argmax()))
+        feed = np.array([[got[-1]]])
+    assert got == lm.generate_tokens("the ", len(got), temperature=0)

@@ -107,9 +107,14 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None,
     with the largest difference if it exceeds 1e-4."""
     import onnxruntime as ort
 
-    from dlforge.run import load_deep_model
+    from dlforge.run import LM_TASK, check_run, load_deep_model
 
     run_dir = Path(run_dir)
+    if check_run(run_dir).get("task") == LM_TASK:  # a GPT: with its key/value cache
+        from dlforge.serve.export_lm import export_lm_onnx
+
+        return export_lm_onnx(run_dir, Path(out) if out is not None
+                              else run_dir.with_suffix(".onnx"), opset)
     clf = load_deep_model(run_dir, "ONNX export", device="cpu")
     forecast = clf.config_.forecast is not None
     out = Path(out) if out is not None else run_dir.with_suffix(".onnx")

@@ -49,7 +49,8 @@ class ServedLM:
 
         if backend != "torch":
             raise ConfigError(f"{run_dir}: language models are served with --backend torch "
-                              "(their ONNX export does not exist yet)")
+                              "(the server decodes them in batches; dlforge export writes their "
+                              "ONNX graph, with its key/value cache, for other runtimes)")
         self.path = Path(run_dir)
         self.name = name or self.path.resolve().name
         self.lm = LanguageModel.load(self.path)
