@@ -485,3 +485,15 @@ def test_onnx_export_generates_the_same_tokens(trained, tmp_path, capsys):
         got.append(int(logits[0, -1].argmax()))
         feed = np.array([[got[-1]]])
     assert got == lm.generate_tokens("the ", len(got), temperature=0)
+
+
+def test_cli_generates_several_prompts_together(trained, capsys):
+    lm, run = trained
+    code, out, err = run_cli(capsys, "lm", "generate", run, "--prompt", "the ", "--prompt",
+                             "fox", "--max-new-tokens", "12", "--seed", "3")
+    assert code == 0, err
+    want = [p + lm.generate(p, max_new_tokens=12, seed=3) for p in ("the ", "fox")]
+    assert out.split("\n") == ["--- prompt 1 of 2", want[0], "", "--- prompt 2 of 2", want[1],
+                               ""]
+    code, _, err = run_cli(capsys, "lm", "generate", run, "--prompt", "the ", "--prompt", "Ω")
+    assert code == 2 and "prompt" in err and "Traceback" not in err

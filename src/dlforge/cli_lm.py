@@ -108,10 +108,12 @@ def train(
 @lm_app.command(epilog=_examples(
     "dlforge lm generate runs/shakespeare --prompt \"ROMEO:\" --max-new-tokens 300",
     "dlforge lm generate runs/shakespeare --prompt \"To be\" --temperature 0 --stop \"\\n\\n\"",
+    "dlforge lm generate runs/shakespeare --prompt \"ROMEO:\" --prompt \"JULIET:\" --seed 1",
 ))
 def generate(
     run_dir: Annotated[Path, typer.Argument(help="A language model's run directory.")],
-    prompt: Annotated[str, typer.Option(help="The text to continue.")],
+    prompt: Annotated[list[str], typer.Option(
+        help="The text to continue; repeat for several, decoded together.")],
     max_new_tokens: Annotated[int, typer.Option(
         help="Tokens to generate; past the context window the context slides.")] = 200,
     temperature: Annotated[float, typer.Option(help="0 is greedy.")] = 0.8,
@@ -122,16 +124,23 @@ def generate(
         help="End before this string (\\n and \\t are a newline and a tab).")] = None,
     seed: Annotated[int | None, typer.Option(help="Same seed, same text.")] = None,
 ) -> None:
-    """Continue a prompt, printing the text as it is generated."""
+    """Continue a prompt, printing the text as it is generated; several prompts are decoded
+    together (continuous batching) and printed one after another, each under a header."""
     from dlforge.lm import LanguageModel
 
     lm = LanguageModel.load(run_dir)
     if stop is not None:
         stop = stop.replace("\\n", "\n").replace("\\t", "\t")
-    stream = lm.generate_stream(prompt, max_new_tokens=max_new_tokens, temperature=temperature,
-                                top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-                                stop=stop, seed=seed)
-    typer.echo(prompt, nl=False)
+    sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                    top_p=top_p, repetition_penalty=repetition_penalty, stop=stop, seed=seed)
+    if len(prompt) > 1:
+        for i, (p, text) in enumerate(zip(prompt, lm.generate_many(prompt, **sampling),
+                                          strict=True)):
+            typer.echo(f"{'' if i == 0 else chr(10)}--- prompt {i + 1} of {len(prompt)}")
+            typer.echo(p + text)
+        return
+    stream = lm.generate_stream(prompt[0], **sampling)
+    typer.echo(prompt[0], nl=False)
     for piece in stream:
         typer.echo(piece, nl=False)
     typer.echo()
