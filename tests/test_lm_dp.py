@@ -70,6 +70,8 @@ def test_private_language_model_run(tmp_path, capsys):
     data_report = json.loads((out / "data.json").read_text())
     assert report["records"] == data_report["train_tokens"] // 17
     assert 0 < report["sample_rate"] < 1 and report["noise_multiplier"] > 0
+    # No loss on the training text is measured or saved (it would not be covered by ε).
+    assert all(r["train_loss"] is None for r in lm.history_) and lm.metrics_["train_loss"] is None
     card = (out / "MODEL_CARD.md").read_text()
     assert "Trained with differential privacy (DP-SGD)" in card
     again = dlforge.load(out)

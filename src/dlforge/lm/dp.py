@@ -15,8 +15,9 @@ Opacus' cannot see), clips each to ``max_grad_norm``, adds Gaussian noise of sta
 noise multiplier comes from Opacus' accountant so that ``max_steps`` steps spend at most the
 target ε at δ; the accountant (RDP by default) reports what was spent.
 
-Not covered: the tokenizer (its vocabulary comes from the corpus without noise) and the train
-losses printed while training (the validation losses come from the held-out 10%).
+Not covered: the tokenizer (its vocabulary comes from the corpus without noise). The losses a
+private run reports are the validation split's only (the held-out 10%); no loss on the training
+text is measured or saved.
 """
 
 from __future__ import annotations
@@ -151,5 +152,6 @@ class PrivateLM:
                 "steps": self.steps, "records": self.n_records,
                 "record": f"a window of {block_size} tokens and its next token (disjoint); a "
                           "text spanning k records is covered at k·ε (group privacy)",
-                "covers": "the model weights; not the tokenizer's vocabulary (from the corpus "
-                          "without noise) nor the train losses shown while training"}
+                "covers": "the model weights (and no loss on the training text is "
+                          "reported); not the tokenizer's vocabulary, which comes from the "
+                          "corpus without noise"}

@@ -70,12 +70,14 @@ class LMTrainResult:
 @torch.no_grad()
 def estimate_loss(model: torch.nn.Module, data: TokenData, cfg: LMConfig,
                   device: torch.device, precision: str) -> dict[str, float]:
-    """Mean loss over ``eval_iters`` batches of each split; the same batches every call."""
+    """Mean loss over ``eval_iters`` batches of each split; the same batches every call. A
+    private run (``cfg.privacy``) measures the validation split only: a loss on the training
+    text, released without noise, would not be covered by its ε."""
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(cfg.seed + EVAL_SEED_OFFSET)
     out = {}
-    for split in ("train", "val"):
+    for split in ("val",) if cfg.privacy is not None else ("train", "val"):
         total = 0.0
         for _ in range(cfg.eval_iters):
             x, y = data.batch(split, cfg.batch_size, gen)
@@ -213,14 +215,15 @@ def _evaluate(step: int, model: torch.nn.Module, data: TokenData, cfg: LMConfig,
               device: torch.device, precision: str, res: LMTrainResult, speed: float,
               log: _Log) -> None:
     losses = estimate_loss(model, data, cfg, device, precision)
-    row = {"step": step, "train_loss": round(losses["train"], 6),
+    train = losses.get("train")  # None in a private run (see estimate_loss)
+    row = {"step": step, "train_loss": None if train is None else round(train, 6),
            "val_loss": round(losses["val"], 6), "lr": lr_at(max(step - 1, 0), cfg),
            "tokens_per_second": round(speed, 1)}
     res.history.append(row)
     if speed:
         res.tokens_per_second = speed
-    msg = (f"step {step}: train loss {losses['train']:.2f}, val loss {losses['val']:.2f}"
-           + (f", {_k(speed)} tok/s" if speed else ""))
+    msg = (f"step {step}: " + ("" if train is None else f"train loss {train:.2f}, ")
+           + f"val loss {losses['val']:.2f}" + (f", {_k(speed)} tok/s" if speed else ""))
     if losses["val"] < res.best_val_loss:
         res.best_val_loss, res.best_step = losses["val"], step
         res.best_state = {k: v.detach().clone() for k, v in
