@@ -373,14 +373,18 @@ class Forecaster(DeepModel):
     def predict_frames(self, frames: Sequence[pd.DataFrame],
                        sources: Sequence[str] | None = None,
                        outputs: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
+                       ready: Sequence[tuple[np.ndarray, np.ndarray | None]] | None = None,
                        ) -> list[pd.DataFrame]:
         """Forecasts for several series at once, one model pass (the server batches requests
         through this): each frame as in :meth:`predict`; a bad frame is a DataError naming its
         source (``sources[i]``, default ``data``). ``outputs`` replaces the model pass (the
-        server's ONNX backend): model inputs ``{"x", "future"}`` to outputs (N, H*K)."""
+        server's ONNX backend): model inputs ``{"x", "future"}`` to outputs (N, H*K).
+        ``ready``: what :meth:`check_frame` already returned for each frame (the server checks
+        every instance before batching; not done again)."""
         self._check_fitted()
-        sources = list(sources) if sources is not None else ["data"] * len(frames)
-        ready = [self.check_frame(df, src) for df, src in zip(frames, sources, strict=True)]
+        if ready is None:
+            sources = list(sources) if sources is not None else ["data"] * len(frames)
+            ready = [self.check_frame(df, src) for df, src in zip(frames, sources, strict=True)]
         if not ready:
             return []
         e = len(self.config_.forecast.exogenous)  # type: ignore[union-attr]

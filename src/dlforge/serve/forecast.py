@@ -12,6 +12,7 @@ concurrent requests are forecast in one model pass (``Forecaster.predict_frames`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,15 @@ from dlforge.data.series import check_time_column
 from dlforge.errors import ConfigError, DlforgeError
 
 __all__ = ["ServedForecaster"]
+
+
+@dataclass
+class _Series:
+    """One checked instance: its table and what ``Forecaster.check_frame`` made of it (the
+    standardised window and exogenous future), so predicting does not check it again."""
+
+    frame: pd.DataFrame
+    ready: tuple[np.ndarray, np.ndarray | None]
 
 
 class ServedForecaster:
@@ -54,8 +64,8 @@ class ServedForecaster:
         self.min_rows = fc.window + (fc.horizon if fc.exogenous else 0)
 
     # -------------------------------------------------------------- checks
-    def check(self, instances: list[Any], where: str = "instances") -> list[dict[str, Any]]:
-        """Each instance as a dict of equal-length lists, or HTTP 422 naming the bad field."""
+    def check(self, instances: list[Any], where: str = "instances") -> list[_Series]:
+        """Each instance as a checked series, or HTTP 422 naming the bad field."""
         rows = []
         fields = [*self.roles, *self.optional]
         h = self.fc.horizon if self.fc.exogenous else 0
@@ -101,19 +111,17 @@ class ServedForecaster:
             try:
                 if self.fc.time in row:
                     check_time_column(frame, self.fc.time, at)
-                self.clf.check_frame(frame, at)
+                rows.append(_Series(frame, self.clf.check_frame(frame, at)))
             except DlforgeError as err:
                 raise HTTPException(422, str(err)) from None
-            rows.append(row)
         return rows
 
     # -------------------------------------------------------------- predict
-    def predict(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        frames = [pd.DataFrame(r) for r in rows]
-        sources = [f"instances[{i}]" for i in range(len(rows))]
+    def predict(self, rows: list[_Series]) -> list[dict[str, Any]]:
         out = []
-        for table in self.clf.predict_frames(frames, sources, self._onnx_outputs
-                                             if self.session is not None else None):
+        for table in self.clf.predict_frames(
+                [r.frame for r in rows], ready=[r.ready for r in rows],
+                outputs=self._onnx_outputs if self.session is not None else None):
             forecast = {}
             for col in table.columns:
                 values = table[col].tolist()
