@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from dlforge._cli_help import examples as _examples
+from dlforge._cli_help import privacy_flags
 from dlforge.cli_audit import COMMANDS as AUDIT_COMMANDS
 from dlforge.cli_lm import lm_app
 from dlforge.cli_serve import COMMANDS as SERVE_COMMANDS
@@ -340,12 +341,8 @@ def train(
     values["head_hidden"] = _int_list("head-hidden", head_hidden)
     values["image_size"] = _image_size(image_size)
     values["families"] = _names(families) or None
-    dp_options = [f for f, v in (("--dp-delta", dp_delta),
-                                 ("--dp-max-grad-norm", dp_max_grad_norm),
-                                 ("--dp-accountant", dp_accountant)) if v is not None]
-    if dp_options and dp_epsilon is None:
-        raise ConfigError(f"{', '.join(dp_options)}: differentially private training needs "
-                          "its budget too: add --dp-epsilon (e.g. --dp-epsilon 8)")
+    privacy_flags(dp_epsilon, dp_delta, dp_max_grad_norm, dp_accountant)  # checked here; the
+    # values reach the config through TRAIN_FLAGS (privacy.*)
     given = [f"--{k.replace('_', '-')}" for k in (*TRAIN_FLAGS, *INPUT_FLAGS)
              if values[k] is not None]
     if resume is not None:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from dlforge._cli_help import examples as _examples
-from dlforge.errors import ConfigError
+from dlforge._cli_help import privacy_flags
 
 lm_app = typer.Typer(
     name="lm",
@@ -72,19 +72,13 @@ def train(
     """Train a GPT on a corpus; the best weights by val loss are saved as a run directory."""
     from dlforge.lm import LanguageModel
 
-    dp = {k: v for k, v in (("target_epsilon", dp_epsilon), ("target_delta", dp_delta),
-                            ("max_grad_norm", dp_max_grad_norm),
-                            ("accountant", dp_accountant)) if v is not None}
-    if dp and dp_epsilon is None:
-        flags = ", ".join(f"--dp-{k.replace('target_', '').replace('_', '-')}" for k in dp)
-        raise ConfigError(f"{flags}: differentially private training needs its budget too: "
-                          "add --dp-epsilon (e.g. --dp-epsilon 8)")
+    privacy = privacy_flags(dp_epsilon, dp_delta, dp_max_grad_norm, dp_accountant)
     lm = LanguageModel(tokenizer=tokenizer, vocab_size=vocab_size, n_layer=n_layer,
                        n_head=n_head, d_model=d_model, block_size=block_size, dropout=dropout,
                        batch_size=batch_size, accumulate=accumulate, max_steps=max_steps, lr=lr,
                        min_lr=min_lr, warmup_steps=warmup_steps, eval_interval=eval_interval,
                        eval_iters=eval_iters, precision=precision, device=device,
-                       compile=compile, seed=seed, column=column, privacy=dp or None,
+                       compile=compile, seed=seed, column=column, privacy=privacy,
                        verbose=0 if quiet else 1)
     try:
         lm.fit(text, out=out, resume=resume, overwrite=overwrite)
