@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -64,3 +65,15 @@ def trained_run(tmp_path_factory) -> tuple[Path, Path]:
     run = d / "run"
     assert main(["train", "--data", str(csv), *TRAIN_ARGS, "--out", str(run)]) == 0
     return run, csv
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory) -> tuple[Any, Path]:
+    """A tiny language model trained once on tests.test_lm.TEXT and saved as a run named
+    ``fox``: (LanguageModel, run_dir). Shared by the language-model and serving tests."""
+    from dlforge import LanguageModel
+    from tests.test_lm import TEXT, TINY
+
+    out = tmp_path_factory.mktemp("lm") / "fox"
+    return LanguageModel(**TINY).fit(TEXT, out=out), out
+

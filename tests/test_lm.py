@@ -32,9 +32,8 @@ def tiny_gpt(seed: int = 0, **kw) -> GPT:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[LanguageModel, Path]:
-    out = tmp_path_factory.mktemp("lm") / "run"
-    return LanguageModel(**TINY).fit(TEXT, out=out), out
+def trained(tiny_lm) -> tuple[LanguageModel, Path]:
+    return tiny_lm  # conftest: trained once for the session
 
 
 # ------------------------------------------------------------------------------ the model

@@ -80,8 +80,8 @@ def test_bad_use_is_refused():
         batcher.submit([1], 5, top_p=1.5)
 
 
-def test_generate_many_equals_generate(trained):
-    lm, _ = trained
+def test_generate_many_equals_generate(tiny_lm):
+    lm, _ = tiny_lm
     prompts = ["the quick", "lazy dog", "fox"]
     settings = dict(max_new_tokens=30, temperature=0.8, seed=11, stop="dog")
     many = lm.generate_many(prompts, max_batch=2, **settings)
@@ -92,8 +92,8 @@ def test_generate_many_equals_generate(trained):
         lm.generate_many(["the quick", ""])
 
 
-def test_server_decodes_concurrent_generations_together(trained):
-    lm, run = trained
+def test_server_decodes_concurrent_generations_together(tiny_lm):
+    lm, run = tiny_lm
     served = served_run(run)
     body = {"text_input": "the ", "parameters": {"max_new_tokens": 40, "temperature": 0}}
     want = lm.generate("the ", max_new_tokens=40, temperature=0)
@@ -109,12 +109,3 @@ def test_server_decodes_concurrent_generations_together(trained):
     assert all(r.status_code == 200 for r in responses)
     assert all(r.json()["text_output"] == want for r in responses)
     assert served.batcher is None  # stopped with the server
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from dlforge import LanguageModel
-    from tests.test_lm import TEXT, TINY
-
-    out = tmp_path_factory.mktemp("lm-batch") / "run"
-    return LanguageModel(**TINY).fit(TEXT, out=out), out

@@ -8,19 +8,16 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dlforge import Forecaster, LanguageModel
+from dlforge import Forecaster
 from dlforge.serve.app import ServedModel, ServeSettings, served_run
 from tests.serving import Server
-from tests.test_lm import TEXT, TINY
 from tests.test_serve_forecast import TINY as TINY_FORECAST
 from tests.test_serve_forecast import monthly
 
 
 @pytest.fixture(scope="module")
-def fox(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fuzz-lm") / "fox"
-    LanguageModel(**TINY).fit(TEXT, out=out)
-    return out
+def fox(tiny_lm):
+    return tiny_lm[1]  # conftest: a run named fox, trained once for the session
 
 
 @pytest.fixture(scope="module")

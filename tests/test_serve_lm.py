@@ -12,14 +12,11 @@ import pytest
 from dlforge import LanguageModel
 from dlforge.serve.app import ServeSettings, served_run
 from tests.serving import Server
-from tests.test_lm import TEXT, TINY
 
 
 @pytest.fixture(scope="module")
-def lm_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("lm-serve") / "fox"
-    LanguageModel(**TINY).fit(TEXT, out=out)
-    return out
+def lm_run(tiny_lm):
+    return tiny_lm[1]  # conftest: a run named fox, trained once for the session
 
 
 @pytest.fixture(scope="module")
