@@ -21,12 +21,12 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from dlforge.lm.generate import _pick, check_sampling
 from dlforge.models.gpt import GPT, Decoder, KVCache
+from dlforge.train.device import autocast
 
 __all__ = ["DecodeBatcher", "TokenStream"]
 
@@ -190,7 +190,7 @@ class DecodeBatcher:
             seq = active[r]
             row = cache.row(r)
             x = torch.tensor([seq.ctx], device=self.device)
-            with self._autocast():
+            with autocast(self.device, self.precision):
                 logits[r] = self.model(x, cache=row)[0][0, -1]
             seq.pos = len(seq.ctx)
         going = [r for r in range(len(active)) if r not in logits]
@@ -250,8 +250,3 @@ class DecodeBatcher:
                 for k in (*cache.k, *cache.v):
                     k[r, :, :seq.pos] = k[src, :, :seq.pos]
         return keep
-
-    def _autocast(self) -> Any:
-        from dlforge.train.device import autocast
-
-        return autocast(self.device, self.precision)
