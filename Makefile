@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test lint bench clean
+.PHONY: quickstart test lint bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ test: $(STAMP)  ## lint, then the test suite
 bench: $(STAMP)  ## training-throughput benchmark against hand-written PyTorch and HF Trainer
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/train_throughput.py
+
+docs: $(STAMP)  ## regenerate docs/parameters.md from the parameter table
+	$(BIN)/python -m dlforge.config.docs > docs/parameters.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from dlforge import api
+from dlforge.cli.quickstart import quickstart_config
+from dlforge.cli.report import leaderboard_table, metrics_table
 from dlforge.config import validate_config
 from dlforge.data.datasets import trump_tweets
 from dlforge.data.split import stratified_split
-from dlforge.quickstart import quickstart_config
-from dlforge.report import leaderboard_table, metrics_table
+from dlforge.estimators import files as api
 
 
 def main() -> None:

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from sklearn.model_selection import train_test_split
 
-from dlforge import TabularClassifier
-from dlforge.audit.fairness import audit
+from dlforge import TabularClassifier, audit
 from dlforge.data.datasets import credit_data
 
 

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from dlforge.config.lm import lm_config
 from dlforge.data.datasets import dataset_docs
-from dlforge.lm.config import lm_config
 from dlforge.lm.corpus import CharTokenizer, TokenData
 from dlforge.lm.train import train_lm
 from dlforge.models.gpt import GPT, GPTConfig

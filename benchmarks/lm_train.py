@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlforge.config.lm import lm_config
 from dlforge.data.datasets import dataset_docs
-from dlforge.lm.config import lm_config
 from dlforge.lm.corpus import CharTokenizer, TokenData
 from dlforge.lm.train import lr_at, train_lm
 from dlforge.models.gpt import GPT, GPTConfig

@@ -29,8 +29,8 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from dlforge import ImageClassifier, TextClassifier
-from dlforge.audit.privacy import membership_attack
 from dlforge.config import config_to_dict, validate_config
+from dlforge.estimators.steps import membership_attack
 
 
 def configure(estimator: Any, epsilon: float | None) -> Any:

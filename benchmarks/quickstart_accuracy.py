@@ -19,10 +19,10 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import make_pipeline
 
 from dlforge import TextClassifier
+from dlforge.cli.quickstart import quickstart_config
 from dlforge.config import validate_config
 from dlforge.data.datasets import trump_tweets
 from dlforge.data.split import stratified_split
-from dlforge.quickstart import quickstart_config
 
 
 def main() -> None:

@@ -21,7 +21,8 @@ from dlforge.config import validate_config
 from dlforge.data.datasets import trump_tweets
 from dlforge.data.split import stratified_split
 from dlforge.estimators import TextClassifier
-from dlforge.tune.study import _Prune, sample_config
+from dlforge.tune.space import sample_config
+from dlforge.tune.study import _Prune
 
 SPACE = {"lr": {"log_uniform": [1e-4, 1e-1]}, "d_model": {"choice": [32, 64, 128]},
          "dropout": {"uniform": [0.0, 0.5]}, "batch_size": {"choice": [32, 64, 128]},

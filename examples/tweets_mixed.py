@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from dlforge import api
 from dlforge.config import validate_config
 from dlforge.data.datasets import trump_tweets
+from dlforge.estimators import files as api
 
 
 def main() -> None:

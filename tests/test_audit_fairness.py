@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 
 import dlforge
-from dlforge import DataError, TabularClassifier, load
-from dlforge.audit.fairness import Thresholds, audit, audit_predictions, parse_bins
+from dlforge import DataError, TabularClassifier, audit, load
+from dlforge.audit.fairness import Thresholds, audit_predictions, parse_bins
 from dlforge.audit.mitigate import fit_thresholds, threshold_optimizer
 from dlforge.cli import main
 from dlforge.errors import ConfigError
-from dlforge.thresholds import GroupThresholds
+from dlforge.train.thresholds import GroupThresholds
 
 TINY = dict(hidden=[16], epochs=5, batch_size=32, lr=1e-2, patience=0, verbose=0,
             precision="fp32")
@@ -145,7 +145,7 @@ def test_planted_disparity_is_detected_and_mitigated(planted_run, tmp_path):
     with pytest.raises(DataError, match="needs its sensitive value"):
         clf.predict(df[["x"]])
 
-    from dlforge.api import info
+    from dlforge.estimators.files import info
 
     assert info(run)["fairness"]["mitigation"]["constraint"] == "demographic_parity"
     assert info(run)["fairness"]["verdict"] == "pass"
@@ -164,7 +164,7 @@ def test_planted_disparity_is_detected_and_mitigated(planted_run, tmp_path):
 def test_predict_and_serve_need_the_sensitive_column(planted_run, tmp_path):
     from fastapi import HTTPException
 
-    from dlforge.api import predict
+    from dlforge.estimators.files import predict
     from dlforge.serve.app import ServedModel
 
     run0, df, csv = planted_run

@@ -194,8 +194,8 @@ def test_train_without_data_flags(capsys, tmp_path):
 
 
 def test_resume_from_the_shell(toy_csv, tmp_path, capsys):
-    from dlforge import api
     from dlforge.config import validate_config
+    from dlforge.estimators import files as api
     from tests.test_run import _CrashAt
 
     cfg = validate_config({"data": {"path": str(toy_csv)},

@@ -22,3 +22,11 @@ def test_every_kind_has_a_config():
 def test_doc_config_validates(block):
     cfg = validate_config(yaml.safe_load(block), source="docs/kinds.md")
     assert cfg.model.name in ("transformer", "cnn", "rnn", "mlp", "pretrained", "auto")
+
+
+def test_parameters_page_is_the_parameter_table():
+    from dlforge.config.docs import markdown
+
+    page = Path(__file__).resolve().parent.parent / "docs" / "parameters.md"
+    assert page.read_text(encoding="utf-8") == markdown(), (
+        "docs/parameters.md is stale: run make docs")

@@ -22,9 +22,10 @@ from dlforge import (
     TabularClassifier,
     TabularRegressor,
     TextClassifier,
+    explain,
     load,
 )
-from dlforge.audit.explain import explain, explain_instances, render_html
+from dlforge.audit.explain import explain_instances, render_html
 from dlforge.testing import toy_texts
 from tests.test_cli import assert_user_error, run_cli
 

@@ -19,9 +19,9 @@ from dlforge import (
     TextClassifier,
     load,
 )
-from dlforge.api import train
 from dlforge.config import config_to_dict, validate_config
 from dlforge.errors import ConfigError
+from dlforge.estimators.files import train
 from dlforge.testing import CASES, _collate, _tiny_batch, toy_texts
 from tests.conftest import TRAIN_ARGS
 from tests.test_cli import _assert_nothing_written, assert_user_error, run_cli
@@ -279,7 +279,7 @@ def test_membership_attack_beats_chance_on_an_overfitted_model_and_not_under_dp(
 
 
 def test_membership_attack_python_api(attacked):
-    from dlforge.audit.privacy import membership_attack, recorded_split
+    from dlforge.estimators.steps import membership_attack, recorded_split
 
     members, non_members = recorded_split(attacked["overfit"])
     assert len(members) == 100 and len(non_members) == 100

@@ -4,8 +4,8 @@ README's first command)."""
 import pandas as pd
 
 from dlforge import load
+from dlforge.cli.quickstart import quickstart_config, run_quickstart
 from dlforge.data.datasets import trump_tweets
-from dlforge.quickstart import quickstart_config, run_quickstart
 
 
 def test_tweets_are_android_or_iphone():
@@ -22,7 +22,7 @@ def test_quickstart_config_is_the_articles_model(tmp_path):
 
 
 def test_quickstart_end_to_end_small(tmp_path, monkeypatch, capsys):
-    import dlforge.quickstart as qs
+    import dlforge.cli.quickstart as qs
 
     real = trump_tweets()
     monkeypatch.setattr(qs, "trump_tweets", lambda: real.sample(400, random_state=0))

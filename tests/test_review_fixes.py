@@ -60,7 +60,8 @@ def test_sequence_cnn_output_does_not_depend_on_the_batch():
 
 
 def test_model_selection_never_sees_the_test_rows(toy_csv):
-    from dlforge import api
+    from dlforge.estimators import base
+    from dlforge.estimators import files as api
 
     cfg = validate_config({
         "data": {"path": str(toy_csv), "test_split": 0.3},
@@ -69,24 +70,24 @@ def test_model_selection_never_sees_the_test_rows(toy_csv):
         "model": {"name": "auto", "families": ["cnn"], "cv": 2},
         "train": {"epochs": 1, "precision": "fp32"}})
     seen = {}
-    real = api.cross_validate
+    real = base.cross_validate_frame
 
-    def spy(c, k, *, frame=None, verbose=1):
+    def spy(estimator, c, k, frame, source, verbose=1):
         seen["rows"] = len(frame)
-        return real(c, k, frame=frame, verbose=verbose)
+        return real(estimator, c, k, frame, source, verbose)
 
-    api.cross_validate = spy
+    base.cross_validate_frame = spy
     try:
         clf = api.estimator_for(cfg, "binary")(config=cfg, verbose=0)
         clf._fit_frame(pd.read_csv(toy_csv), cfg, "toy")
     finally:
-        api.cross_validate = real
+        base.cross_validate_frame = real
     total = sum(clf.data_report_["splits"].values())
     assert seen["rows"] == total - clf.data_report_["splits"]["test"]
 
 
 def test_roc_auc_selection_only_for_binary():
-    from dlforge.select import _metric
+    from dlforge.estimators.select import _metric
 
     cfg = validate_config({"inputs": [{"name": "t"}], "output": {"name": "y"},
                            "model": {"name": "auto", "metric": "roc_auc"}})
@@ -96,7 +97,8 @@ def test_roc_auc_selection_only_for_binary():
 
 
 def test_cross_validation_dedupes_on_every_input(tmp_path):
-    from dlforge import api
+    from dlforge.estimators import files as api
+    from dlforge.estimators import select
 
     df = pd.DataFrame({"t": ["same text"] * 6 + ["other text"] * 6,
                        "price": [1, 2, 3, 4, 5, 6] * 2, "y": ["a", "b"] * 6})
@@ -108,17 +110,17 @@ def test_cross_validation_dedupes_on_every_input(tmp_path):
                            "output": {"name": "y"}, "model": {"name": "cnn"},
                            "train": {"epochs": 1, "precision": "fp32"}})
     seen = {}
-    real = api.kfold
+    real = select.kfold
 
     def spy(strata, k, seed):
         seen["rows"] = len(strata)
         return real(strata, k, seed)
 
-    api.kfold = spy
+    select.kfold = spy
     try:
         api.cross_validate(cfg, 2, verbose=0)
     finally:
-        api.kfold = real
+        select.kfold = real
     assert seen["rows"] == 12  # rows differ in price: none is a duplicate
 
 

@@ -4,9 +4,10 @@ import shutil
 import pytest
 import torch
 
-from dlforge import api, load
+from dlforge import load
 from dlforge.config import validate_config
 from dlforge.errors import RunDirError
+from dlforge.estimators import files as api
 from dlforge.run import check_run, partial_dir
 from dlforge.train.callbacks import Callback
 

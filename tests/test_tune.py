@@ -172,7 +172,7 @@ def test_refit_trains_on_train_and_validation(toy_csv, tmp_path):
 
 
 def test_no_validation_split_trains_every_row(toy_csv, tmp_path):
-    from dlforge import api
+    from dlforge.estimators import files as api
 
     cfg = validate_config({**tune_config(toy_csv, SPACE), "tune": None,
                            "data": {"path": str(toy_csv), "validation_split": 0.0,

@@ -5,31 +5,30 @@ The public API; everything else is private unless documented.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from dlforge.api import cross_validate  # noqa: E402
-from dlforge.audit.explain import explain  # noqa: E402
-from dlforge.audit.fairness import audit  # noqa: E402  (dlforge.audit is this function)
-from dlforge.config import RunConfig, load_config  # noqa: E402
-from dlforge.errors import (  # noqa: E402
+from dlforge._version import __version__
+from dlforge.config import RunConfig, load_config
+from dlforge.errors import (
     ConfigError,
     DataError,
     DlforgeError,
     NotFittedError,
     RunDirError,
 )
-from dlforge.estimate import estimate  # noqa: E402
-from dlforge.estimators import (  # noqa: E402
+from dlforge.estimate import estimate
+from dlforge.estimators import (
+    Forecaster,
     ImageClassifier,
+    LanguageModel,
     SequenceModel,
     TabularClassifier,
     TabularRegressor,
     TextClassifier,
+    audit,
+    cross_validate,
+    explain,
+    load,
+    tune,
 )
-from dlforge.forecast import Forecaster  # noqa: E402
-from dlforge.lm import LanguageModel  # noqa: E402
-from dlforge.run import load  # noqa: E402
-from dlforge.tune import tune  # noqa: E402
 
 __all__ = [
     "ConfigError",

@@ -23,7 +23,10 @@ A language model's run (task ``language_model``) has its own files: config.yaml,
 model.json, tokenizer.json, metrics.json, data.json, history.csv (see ``dlforge.lm.model``).
 
 It is written into a temporary sibling folder and renamed into place, so a crash never leaves
-half a run; :func:`load` refuses anything incomplete or altered.
+half a run; :func:`check_run` refuses anything incomplete or altered. This module only stores
+and checks files: what goes into a run is written by whoever produces it (the estimators, the
+language model, the audit), and ``dlforge.load`` (in :mod:`dlforge.estimators.load`) turns a
+run back into the estimator that wrote it.
 """
 
 from __future__ import annotations
@@ -39,25 +42,17 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from safetensors.torch import save_file
 
-from dlforge.base import task_name
-from dlforge.config import dump_config, load_config
-from dlforge.errors import DlforgeError, RunDirError
-from dlforge.thresholds import FILE as POSTPROCESS
-from dlforge.thresholds import GroupThresholds
-from dlforge.train.metrics import plot_confusion, plot_history
+from dlforge._version import __version__
+from dlforge.errors import RunDirError
 
-if TYPE_CHECKING:
-    from dlforge.base import DeepModel
-    from dlforge.lm import LanguageModel
-
-__all__ = ["DOCUMENTS", "MANIFEST", "check_out", "check_run", "load", "load_deep_model",
-           "new_run_dir", "partial_dir", "read_manifest", "run_name", "save_run", "save_weights",
-           "seal_run", "update_run"]
+__all__ = ["DOCUMENTS", "LM_TASK", "MANIFEST", "check_out", "check_run", "history_csv",
+           "new_run_dir", "partial_dir", "read_history", "read_manifest", "run_name",
+           "save_weights", "seal_run", "to_json", "update_run"]
 
 MANIFEST = "dlforge.json"
 FORMAT = 2
@@ -84,7 +79,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _json(obj: Any) -> str:
+def to_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=False, default=_jsonable) + "\n"
 
 
@@ -100,40 +95,6 @@ def save_weights(model: Any, folder: Path) -> None:
     """The model's weights as ``folder/model.safetensors`` (contiguous CPU tensors)."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
-
-
-def save_run(clf: DeepModel, path: Path, checkpoints: Path | None = None) -> Path:
-    """Write ``clf`` as a run directory at ``path`` (replacing an older run there)."""
-    path = Path(path)
-    tmp = new_run_dir(path)
-    try:
-        dump_config(clf.config_, tmp / "config.yaml")
-        save_weights(clf.model_, tmp)
-        clf._save_state(tmp)
-        if getattr(clf, "postprocess_", None) is not None:
-            clf.postprocess_.save(tmp / POSTPROCESS)
-        (tmp / "metrics.json").write_text(_json(clf.metrics_), encoding="utf-8")
-        (tmp / "data.json").write_text(_json(clf.data_report_), encoding="utf-8")
-        if getattr(clf, "privacy_", None):  # trained with DP-SGD: the budget spent
-            (tmp / "privacy.json").write_text(_json(clf.privacy_), encoding="utf-8")
-        (tmp / "history.csv").write_text(_history_csv(clf.history_), encoding="utf-8")
-        (tmp / "plots").mkdir()
-        if clf.history_:
-            plot_history(clf.history_, clf.metrics_["monitor"], tmp / "plots" / "curves.png")
-        scored = clf.metrics_.get("validation") or clf.metrics_.get("test") or {}
-        cm = scored.get("confusion_matrix")
-        if cm is not None:
-            split = "validation" if clf.metrics_.get("validation") else "test"
-            plot_confusion(cm, clf.labels_.classes, tmp / "plots" / "confusion_matrix.png",
-                           f"Confusion matrix ({split})")
-        if checkpoints is not None and checkpoints.is_dir():
-            shutil.copytree(checkpoints, tmp / "checkpoints")
-        seal_run(tmp, path, task_name(clf.config_, clf.labels_.kind), type(clf).__name__,
-                 clf.config_.model.name)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
 
 
 def _temp_beside(path: Path) -> Path:
@@ -175,11 +136,11 @@ def new_run_dir(path: Path) -> Path:
     return tmp
 
 
-def seal_run(tmp: Path, path: Path, task: str, estimator: str, model: str) -> None:
-    """Write the manifest (every file's size and SHA-256, documents aside) and the model card
-    into ``tmp`` and rename it onto ``path``, replacing an older run there."""
-    from dlforge import __version__  # set first thing in dlforge/__init__
-
+def seal_run(tmp: Path, path: Path, task: str, estimator: str, model: str,
+             documents: Callable[[Path], None] | None = None) -> None:
+    """Write the manifest (every file's size and SHA-256, documents aside) into ``tmp``, let
+    ``documents(tmp)`` add the human-facing documents (the model card: whoever produces one
+    writes it), and rename ``tmp`` onto ``path``, replacing an older run there."""
     manifest = {
         "format": FORMAT,
         "dlforge_version": __version__,
@@ -189,10 +150,9 @@ def seal_run(tmp: Path, path: Path, task: str, estimator: str, model: str) -> No
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "files": _file_digests(tmp),
     }
-    (tmp / MANIFEST).write_text(_json(manifest), encoding="utf-8")
-    from dlforge.audit.card import write_card  # the card reads the run's records
-
-    write_card(tmp)
+    (tmp / MANIFEST).write_text(to_json(manifest), encoding="utf-8")
+    if documents is not None:
+        documents(tmp)
     _swap_into_place(tmp, path)
 
 
@@ -216,7 +176,7 @@ def update_run(path: Path, write: Callable[[Path], None]) -> None:
         write(tmp)
         manifest["files"] = _file_digests(tmp)
         (tmp / MANIFEST).unlink()
-        (tmp / MANIFEST).write_text(_json(manifest), encoding="utf-8")
+        (tmp / MANIFEST).write_text(to_json(manifest), encoding="utf-8")
         _swap_into_place(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -240,7 +200,7 @@ def _swap_into_place(tmp: Path, path: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _history_csv(rows: list[dict[str, Any]]) -> str:
+def history_csv(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
     keys: list[str] = []
@@ -293,52 +253,7 @@ def check_run(path: Path, verify_digests: bool = True) -> dict[str, Any]:
     return manifest
 
 
-def load(path: str | Path, device: str | None = None) -> DeepModel | LanguageModel:
-    """Load a run directory as a fitted estimator that predicts exactly as the saved one (a
-    :class:`~dlforge.lm.LanguageModel` for a language model's run)."""
-    from dlforge import estimators, forecast  # both import run
-    from dlforge.base import DeepModel, baseline_from_report
-
-    path = Path(path)
-    manifest = check_run(path)
-    if manifest.get("task") == LM_TASK:
-        from dlforge.lm import LanguageModel
-
-        return LanguageModel._restore(path, device)
-    try:
-        cfg = load_config(path / "config.yaml")
-    except DlforgeError as err:
-        raise RunDirError(f"{path}: config.yaml does not validate: {err}") from None
-    name = manifest.get("estimator", "")
-    cls = getattr(estimators, name, None) or getattr(forecast, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, DeepModel)):
-        raise RunDirError(f"{path}: unknown estimator {manifest.get('estimator')!r} in "
-                          f"{MANIFEST}")
-    clf = cls._restore(path, cfg, device)
-    clf.metrics_ = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
-    clf.data_report_ = json.loads((path / "data.json").read_text(encoding="utf-8"))
-    clf.privacy_ = (json.loads((path / "privacy.json").read_text(encoding="utf-8"))
-                    if (path / "privacy.json").is_file() else None)
-    clf.history_ = _read_history(path / "history.csv")
-    if POSTPROCESS in manifest["files"]:
-        clf.postprocess_ = GroupThresholds.load(path / POSTPROCESS)
-    clf.best_epoch_ = clf.metrics_.get("best_epoch", 0)
-    if "baseline_mean" in clf.data_report_ or "baseline_majority" in clf.data_report_:
-        clf.baseline_ = baseline_from_report(clf.data_report_)
-    return clf
-
-
-def load_deep_model(path: str | Path, command: str, device: str | None = None) -> DeepModel:
-    """:func:`load` for commands that need a classifier, regressor or forecaster: a language
-    model's run is a RunDirError that points to ``dlforge lm``."""
-    clf = load(path, device)
-    if type(clf).__name__ == "LanguageModel":
-        raise RunDirError(f"{path}: is a language model; {command} does not apply to it. Use "
-                          "dlforge lm generate / dlforge lm eval")
-    return clf  # type: ignore[return-value]
-
-
-def _read_history(path: Path) -> list[dict[str, Any]]:
+def read_history(path: Path) -> list[dict[str, Any]]:
     if not path.is_file() or path.stat().st_size == 0:
         return []
     with path.open(encoding="utf-8") as fh:

@@ -53,9 +53,9 @@ def toy_texts(n: int = 120, seed: int = 0, classes: int = 2) -> tuple[list[str],
     return texts, labels
 
 
-def _tiny_batch(name: str, kind: str, n_outputs: int, vocab_size: int, max_length: int,
+def _tiny_batch(model: dict[str, Any], kind: str, vocab_size: int, max_length: int,
                 rng: np.random.Generator, n: int = 8) -> tuple[Any, list[Any], Any]:
-    """(config, rows, features) for a tiny model of ``name`` on inputs of ``kind``."""
+    """(config, rows, features) for the tiny ``model`` config on inputs of ``kind``."""
     if kind == "text":
         inputs = [{"name": "t", "type": "text", "max_length": max_length}]
         rows = [{"t": rng.integers(5, vocab_size, size=int(rng.integers(1, max_length + 1)))}
@@ -77,8 +77,7 @@ def _tiny_batch(name: str, kind: str, n_outputs: int, vocab_size: int, max_lengt
                  "b": rng.normal(size=2).astype(np.float32),
                  "c": np.int64(rng.integers(0, 4))} for _ in range(n)]
         specs = {"a": {"width": 2}, "b": {"width": 2}, "c": {"categories": 4, "dim": 3}}
-    cfg = validate_config({"inputs": inputs, "output": {"name": "y"},
-                           "model": TINY_MODELS[name]})
+    cfg = validate_config({"inputs": inputs, "output": {"name": "y"}, "model": model})
     return cfg, rows, specs
 
 
@@ -92,13 +91,16 @@ def _collate(cfg: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def check_model(name: str, kind: str = "text", n_outputs: int = 3, vocab_size: int = 50,
-                max_length: int = 12, seed: int = 0) -> None:
+                max_length: int = 12, seed: int = 0, tiny: dict[str, Any] | None = None
+                ) -> None:
     """Raise AssertionError if the family ``name`` breaks the contract on inputs of ``kind``
-    (text, sequence, image or table)."""
+    (text, sequence, image or table). ``tiny``: the model config to build (default:
+    ``TINY_MODELS[name]``, else the family's defaults)."""
     from safetensors.torch import load_file, save_file
 
     rng = np.random.default_rng(seed)
-    cfg, rows, specs = _tiny_batch(name, kind, n_outputs, vocab_size, max_length, rng)
+    tiny = tiny or TINY_MODELS.get(name) or {"name": name}
+    cfg, rows, specs = _tiny_batch(tiny, kind, vocab_size, max_length, rng)
     torch.manual_seed(seed)
     model = build_model(cfg, specs, n_outputs)
     batch = _collate(cfg, rows)

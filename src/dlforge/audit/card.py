@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from dlforge._atomic import atomic_file
+from dlforge.run import check_run, run_name
 
 __all__ = ["CARD", "REPORT", "card_sections", "render_html", "render_markdown", "write_card",
            "write_report"]
@@ -351,9 +352,7 @@ def _md_cell(s: str) -> str:
 
 
 def _name(run: Path) -> str:
-    from dlforge.run import run_name  # the card is written inside the run's temporary folder
-
-    return run_name(run)
+    return run_name(run)  # the card is written inside the run's temporary folder
 
 
 def render_markdown(run: str | Path, sections: list[tuple[str, list[Block]]] | None = None
@@ -432,8 +431,6 @@ def write_card(run: str | Path) -> Path:
 
 def write_report(run: str | Path) -> Path:
     """Check the run, rebuild its card and write ``RUN_DIR/report.html``; return its path."""
-    from dlforge.run import check_run
-
     run = Path(run)
     check_run(run)
     sections = card_sections(run)

@@ -1,5 +1,4 @@
-"""The fairness audit's output: a bar chart per metric and attribute, and the tables the CLI
-prints."""
+"""The fairness audit's charts: a bar chart per metric and attribute."""
 
 from __future__ import annotations
 
@@ -9,9 +8,8 @@ from typing import Any
 import numpy as np
 
 from dlforge._atomic import atomic_file
-from dlforge.audit.fairness import METRICS
 
-__all__ = ["bar_chart", "fairness_tables"]
+__all__ = ["SHORT", "bar_chart"]
 
 SHORT = {"accuracy": "accuracy", "selection_rate": "selection", "true_positive_rate": "TPR",
          "false_positive_rate": "FPR"}
@@ -51,43 +49,4 @@ def bar_chart(entry: dict[str, Any], name: str, metric: str, out: Path) -> None:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
 
-
-def _fmt(v: float | None, ci: list[float] | None = None) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.3f}" + (f" ±{(ci[1] - ci[0]) / 2:.2f}" if ci else "")
-
-
-def fairness_tables(result: dict[str, Any]) -> list[Any]:
-    """Rich tables (one per attribute and decision rule) and verdict lines to print."""
-    from rich.table import Table
-
-    out: list[Any] = []
-    for name, entry in result["attributes"].items():
-        for key in ("model", "mitigated"):
-            if key not in entry:
-                continue
-            r = entry[key]
-            what = "the model's decisions" if key == "model" else "after mitigation"
-            table = Table(title=f"{name}: {what} (positive = {result['positive']!r}; ± half "
-                                "the 95% bootstrap interval)")
-            table.add_column("group", no_wrap=True)
-            table.add_column("n", justify="right")
-            for m in METRICS:
-                table.add_column(SHORT[m], justify="right")
-            for g, row in r["by_group"].items():
-                table.add_row(g + (" (small)" if row["small"] else ""), str(row["count"]),
-                              *[_fmt(row[m], row[f"{m}_ci"]) for m in METRICS])
-            out.append(table)
-            v = r["verdict"]
-            out.append(f"{name} ({key}): demographic parity difference "
-                       f"{_fmt(r['demographic_parity_difference'])}, ratio "
-                       f"{_fmt(r['demographic_parity_ratio'])}; equalized-odds difference "
-                       f"{_fmt(r['equalized_odds_difference'])}"
-                       + (f" (small groups left out: {', '.join(r['small_groups_excluded'])})"
-                          if r["small_groups_excluded"] else "")
-                       + f" -> [b]{v['result']}[/b]"
-                       + "".join(f"; {c['check']} {_fmt(c['value'])} vs {c['threshold']}"
-                                 for c in v["checks"]))
-    return out
 

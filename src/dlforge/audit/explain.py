@@ -26,18 +26,21 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from dlforge.base import DeepModel
 from dlforge.errors import ConfigError, DataError, RunDirError
+from dlforge.train.metrics import predict_indices, probabilities
+from dlforge.train.trainer import to_device
 
-__all__ = ["explain", "explain_instances", "render_html", "render_terminal"]
+if TYPE_CHECKING:  # the estimators sit above this layer: they hand us a fitted one
+    from dlforge.estimators.base import DeepModel
+
+__all__ = ["explain_instances", "explain_model", "render_html", "render_terminal"]
 
 # Integration steps when none are given: start here, double until the attributions account
 # for the output's change to within TOLERANCE, stop at MAX_STEPS (a saturated model can change
@@ -45,15 +48,13 @@ __all__ = ["explain", "explain_instances", "render_html", "render_terminal"]
 FIRST_STEPS, MAX_STEPS, TOLERANCE = 50, 800, 0.01
 
 
-def explain(run: str | Path | DeepModel, *, text: str | None = None, image: Any = None,
-            row: dict[str, Any] | None = None, target: Any = None, steps: int | None = None
-            ) -> dict[str, Any]:
-    """Attributions for one instance: ``text`` for the run's text input, ``image`` (a path or
-    an array) for its image input, ``row`` for any input column by name (a table row; also
-    the other columns of a mixed model). See :func:`explain_instances` for the result."""
-    from dlforge.run import load
-
-    model = load(run) if isinstance(run, str | Path) else run
+def explain_model(model: DeepModel, *, text: str | None = None, image: Any = None,
+                  row: dict[str, Any] | None = None, target: Any = None,
+                  steps: int | None = None) -> dict[str, Any]:
+    """Attributions for one instance of a fitted estimator (``dlforge.explain`` takes a run
+    directory too): ``text`` for its text input, ``image`` (a path or an array) for its image
+    input, ``row`` for any input column by name (a table row; also the other columns of a
+    mixed model). See :func:`explain_instances` for the result."""
     _check_explainable(model)
     instance = dict(row or {})
     for value, kind, flag in ((text, "text", "--text"), (image, "image", "--image")):
@@ -116,7 +117,7 @@ def _check_explainable(model: Any) -> None:
         raise RunDirError("explain: forecasting runs have no supported attribution (a forecast "
                           "depends on a whole window of several series); explain a classifier "
                           "or a regressor")
-    if not isinstance(model, DeepModel):
+    if not callable(getattr(model, "_encode_frame", None)):  # not a DeepModel (a GPT)
         raise RunDirError(f"explain: {type(model).__name__} models have no supported "
                           "attribution; explain a classifier or a regressor")
     model._check_fitted()
@@ -144,8 +145,6 @@ def _target(model: DeepModel, logits: torch.Tensor, target: Any) -> tuple[int, s
     z = logits[0].detach().float().cpu().numpy()[None, :]
     if labels.kind == "numeric":
         return 0, f"the predicted {model.config_.output.name}", float(labels.decode(z)[0])
-    from dlforge.train.metrics import predict_indices, probabilities
-
     predicted = labels.decode(predict_indices(labels.kind, probabilities(labels.kind, z)))[0]
     if labels.kind == "binary":
         if target is not None and target not in labels.classes:
@@ -174,8 +173,6 @@ def _plain(v: Any) -> Any:
 def _explain_one(model: DeepModel, net: nn.Module, batch: dict[str, Any], target: Any,
                  steps: int) -> dict[str, Any]:
     from captum.attr import IntegratedGradients, LayerIntegratedGradients
-
-    from dlforge.train.trainer import to_device
 
     device = model.device_
     batch = to_device(batch, device)

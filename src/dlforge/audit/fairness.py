@@ -27,10 +27,17 @@ import numpy as np
 import pandas as pd
 
 from dlforge._atomic import atomic_file
+from dlforge.audit.card import write_card
+from dlforge.audit.charts import bar_chart
+from dlforge.audit.mitigate import fit_thresholds
+from dlforge.data.clean import clean_frame
+from dlforge.data.frames import read_data
 from dlforge.errors import ConfigError, DataError
-from dlforge.thresholds import group_labels
+from dlforge.run import update_run
+from dlforge.train.metrics import predict_indices, probabilities
+from dlforge.train.thresholds import FILE, group_labels
 
-__all__ = ["METRICS", "Thresholds", "audit", "audit_predictions", "parse_bins"]
+__all__ = ["METRICS", "Thresholds", "audit_model", "audit_predictions", "parse_bins"]
 
 METRICS = ("accuracy", "selection_rate", "true_positive_rate", "false_positive_rate")
 MAX_GROUPS_UNBINNED = 20  # a numeric column with more distinct values must be binned
@@ -212,13 +219,15 @@ def _verdict(s: dict[str, Any], t: Thresholds) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- the audit
-def audit(run_dir: str | Path, data: str | Path | pd.DataFrame, sensitive: str | list[str], *,
-          bins: dict[str, list[float]] | list[str] | str | None = None,
-          positive: Any = None, label: str | None = None,
-          thresholds: Thresholds | None = None, mitigate: str | None = None,
-          resamples: int = 1000, seed: int = 0, min_group_size: int = 30,
-          write: bool = True) -> dict[str, Any]:
-    """Audit a binary run's decisions by the ``sensitive`` column(s) of a labelled ``data``
+def audit_model(model: Any, run_dir: str | Path, data: str | Path | pd.DataFrame,
+                sensitive: str | list[str], *,
+                bins: dict[str, list[float]] | list[str] | str | None = None,
+                positive: Any = None, label: str | None = None,
+                thresholds: Thresholds | None = None, mitigate: str | None = None,
+                resamples: int = 1000, seed: int = 0, min_group_size: int = 30,
+                write: bool = True) -> dict[str, Any]:
+    """Audit the decisions of ``model``, the fitted estimator of the binary run ``run_dir``
+    (``dlforge.audit`` loads it), by the ``sensitive`` column(s) of a labelled ``data``
     file (or DataFrame); the columns need not be model inputs. ``bins`` cuts numeric columns
     into bands ({"age": [25, 40, 60]} or "age:25,40,60"). ``mitigate`` ("demographic_parity"
     or "equalized_odds") fits Fairlearn's ThresholdOptimizer on the model's scores, saves the
@@ -227,8 +236,6 @@ def audit(run_dir: str | Path, data: str | Path | pd.DataFrame, sensitive: str |
     ``write``, the results, charts and model card are written into the run. Returns the
     results (as in ``audit/fairness.json``); ``verdict`` sums up every attribute's verdict on
     the decisions predict now makes (mitigated, if the run has a rule)."""
-    from dlforge.run import load
-
     run_dir = Path(run_dir)
     thresholds = thresholds or Thresholds()
     columns = [c.strip() for c in sensitive.split(",")] if isinstance(sensitive, str) else list(
@@ -249,7 +256,7 @@ def audit(run_dir: str | Path, data: str | Path | pd.DataFrame, sensitive: str |
     if resamples < 10:
         raise ConfigError(f"--bootstrap: at least 10 resamples, got {resamples}")
 
-    clf = load(run_dir)
+    clf = model
     target = clf.labels_
     if target.kind != "binary":
         what = ("a number" if target.kind == "numeric" else
@@ -280,8 +287,6 @@ def audit(run_dir: str | Path, data: str | Path | pd.DataFrame, sensitive: str |
             raise DataError(f"{source}: sensitive column {name!r} has a single group "
                             f"({found[0]!r} in all {len(g)} rows); a fairness audit compares "
                             "at least two groups")
-
-    from dlforge.train.metrics import predict_indices, probabilities
 
     proba = probabilities("binary", clf._logits_frame(df, source))
     y = target.encode(df[clf.config_.output.name].tolist(), clf.config_.output.separator,
@@ -328,9 +333,6 @@ def audit(run_dir: str | Path, data: str | Path | pd.DataFrame, sensitive: str |
 def _read(clf: Any, data: str | Path | pd.DataFrame, label: str | None
           ) -> tuple[pd.DataFrame, str]:
     """The labelled rows to audit, cleaned as ``dlforge evaluate`` cleans them."""
-    from dlforge.api import read_data
-    from dlforge.data.clean import clean_frame
-
     cfg = clf.config_
     renames = {label: cfg.output.name} if label and label != cfg.output.name else {}
     if isinstance(data, pd.DataFrame):
@@ -355,10 +357,6 @@ def _mitigate(run_dir: Path, clf: Any, constraint: str, proba: np.ndarray, y: np
               df: pd.DataFrame, columns: list[str], bins: dict[str, list[float]],
               positive: Any, source: str) -> dict[str, Any]:
     """Fit (or with "none", remove) the run's group-threshold rule and save it in the run."""
-    from dlforge.audit.mitigate import fit_thresholds
-    from dlforge.run import update_run
-    from dlforge.thresholds import FILE
-
     if constraint == "none":
         update_run(run_dir, lambda tmp: (tmp / FILE).unlink(missing_ok=True))
         clf.postprocess_ = None
@@ -380,9 +378,6 @@ def _safe(name: str) -> str:
 
 
 def _write(run_dir: Path, result: dict[str, Any]) -> None:
-    from dlforge.audit.card import write_card
-    from dlforge.audit.charts import bar_chart
-
     folder = run_dir / "audit"
     plots = folder / "plots"
     result["plots"] = []

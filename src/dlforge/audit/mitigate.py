@@ -4,7 +4,7 @@ Post-processing (Hardt et al. 2016) works for any model, ours included (they tak
 weights): it picks, per group, thresholds on the positive class's probability — randomised
 between two thresholds where needed — that satisfy demographic parity or equalized odds on
 the given data at the best accuracy. What it fitted is copied into a
-:class:`~dlforge.thresholds.GroupThresholds` (JSON, no pickle), which predict and serve apply.
+:class:`~dlforge.train.thresholds.GroupThresholds` (JSON, no pickle), which predict and serve apply.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from dlforge.errors import DataError
-from dlforge.thresholds import GroupThresholds
+from dlforge.train.thresholds import GroupThresholds
 
 __all__ = ["fit_thresholds", "threshold_optimizer"]
 

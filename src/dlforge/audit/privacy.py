@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,9 +27,14 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from dlforge._atomic import atomic_file
-from dlforge.base import DeepModel, encode_labels, split_rows
+from dlforge.audit.card import write_card
 from dlforge.data.clean import clean_frame
+from dlforge.data.frames import encode_labels, read_data
+from dlforge.data.split import split_rows
 from dlforge.errors import DataError, RunDirError
+
+if TYPE_CHECKING:  # the estimators sit above this layer: they hand us a fitted one
+    from dlforge.estimators.base import DeepModel
 
 __all__ = ["membership_attack", "privacy_audit", "recorded_split", "row_losses"]
 
@@ -64,20 +69,19 @@ def _losses(model: DeepModel, frame: pd.DataFrame, what: str) -> np.ndarray:
     return row_losses(model.labels_.kind, model._logits_frame(frame, what), targets)
 
 
-def membership_attack(run_dir: str | Path, members: pd.DataFrame, non_members: pd.DataFrame,
-                      *, save: bool = True, source: str | None = None) -> dict[str, Any]:
-    """Run the loss-threshold attack on a run: ``members`` are rows it was trained on,
+def membership_attack(model: DeepModel, run_dir: str | Path, members: pd.DataFrame,
+                      non_members: pd.DataFrame, *, save: bool = True,
+                      source: str | None = None) -> dict[str, Any]:
+    """Run the loss-threshold attack on ``model``, the fitted estimator of the run
+    ``run_dir``: ``members`` are rows it was trained on,
     ``non_members`` rows it never saw (each with the run's input and output columns).
     Returns (and with ``save`` writes to ``RUN_DIR/audit/privacy.json``, atomically) the
     attack's AUC, its TPR at 1% FPR, its best advantage (TPR - FPR) and the mean losses."""
     run_dir = Path(run_dir)
-    return _attack(_load(run_dir), run_dir, members, non_members, save, source)
+    return _attack(_check(model, run_dir), run_dir, members, non_members, save, source)
 
 
-def _load(run_dir: Path) -> DeepModel:
-    from dlforge.run import load
-
-    model = load(run_dir)
+def _check(model: DeepModel, run_dir: Path) -> DeepModel:
     if model.config_.forecast is not None:
         raise RunDirError(f"{run_dir}: the membership audit is for classifiers and regressors; "
                           "a forecasting run's training windows overlap its held-out ones")
@@ -114,25 +118,22 @@ def _attack(model: DeepModel, run_dir: Path, members: pd.DataFrame,
         out = run_dir / "audit" / "privacy.json"
         with atomic_file(out) as tmp:
             tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        from dlforge.audit.card import write_card
-
         write_card(run_dir)  # the card's Privacy section shows the attack
     return report
 
 
-def recorded_split(run_dir: str | Path, data: str | Path | None = None
+def recorded_split(model: DeepModel, run_dir: str | Path, data: str | Path | None = None
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(members, non-members) of a run: its training rows and its held-out (validation and
+    """(members, non-members) of ``model``, the fitted estimator of the run ``run_dir``: its
+    training rows and its held-out (validation and
     test) rows, rebuilt from ``data`` (default: the run's ``data.path``) with the run's
     cleaning, labels and split seed, and checked against the split sizes it recorded."""
     run_dir = Path(run_dir)
-    return _split(_load(run_dir), run_dir, data)
+    return _split(_check(model, run_dir), run_dir, data)
 
 
 def _split(model: DeepModel, run_dir: Path, data: str | Path | None
            ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from dlforge.api import read_data
-
     cfg = model.config_
     path = data if data is not None else cfg.data.path
     if path is None:
@@ -162,10 +163,12 @@ def _split(model: DeepModel, run_dir: Path, data: str | Path | None
     return df.iloc[train_idx].reset_index(drop=True), df.iloc[held_out].reset_index(drop=True)
 
 
-def privacy_audit(run_dir: str | Path, data: str | Path | None = None) -> dict[str, Any]:
-    """``dlforge audit RUN_DIR --privacy``: the membership attack on the run's own split."""
+def privacy_audit(model: DeepModel, run_dir: str | Path, data: str | Path | None = None
+                  ) -> dict[str, Any]:
+    """``dlforge audit RUN_DIR --privacy``: the membership attack on the run's own split
+    (``model`` is the run's fitted estimator)."""
     run_dir = Path(run_dir)
-    model = _load(run_dir)
+    model = _check(model, run_dir)
     members, non_members = _split(model, run_dir, data)
     source = data if data is not None else model.config_.data.path
     return _attack(model, run_dir, members, non_members, save=True, source=str(source))

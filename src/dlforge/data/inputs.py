@@ -36,6 +36,7 @@ from dlforge.config import (
 from dlforge.data.augment import SeriesAugmenter, TokenAugmenter
 from dlforge.data.clean import is_missing
 from dlforge.data.features import MASK, TextTokenizer
+from dlforge.data.pretrained import PretrainedTokenizer, check_pretrained_folder
 from dlforge.errors import DataError
 
 __all__ = ["CategoryFeature", "Feature", "ImageFeature", "NumericFeature",
@@ -157,8 +158,6 @@ class PretrainedTextFeature(TextFeature):
         self.run_folder: Path | None = None
 
     def fit(self, loaded: list[str], source: str) -> None:
-        from dlforge.models.pretrained import PretrainedTokenizer, check_pretrained_folder
-
         check_pretrained_folder(self.model_path)  # config, weights and tokenizer, up front
         self.tokenizer = PretrainedTokenizer(self.model_path, self.cfg.max_length)
 
@@ -190,8 +189,6 @@ class PretrainedTextFeature(TextFeature):
         return [p.relative_to(folder).as_posix() for p in sorted(dest.rglob("*")) if p.is_file()]
 
     def set_state(self, state: dict[str, Any], folder: Path | None) -> None:
-        from dlforge.models.pretrained import PretrainedTokenizer
-
         if folder is None:
             raise ValueError("a pretrained text feature loads its tokenizer from the run folder")
         self.run_folder = folder

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
-__all__ = ["kfold", "stratified_split"]
+from dlforge.config import RunConfig
+
+__all__ = ["kfold", "split_rows", "stratified_split"]
 
 
 def stratified_split(strata: np.ndarray, fraction: float,
@@ -33,3 +35,20 @@ def kfold(strata: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.nd
     splitter = (StratifiedKFold(k, shuffle=True, random_state=seed) if counts.min() >= k
                 else KFold(k, shuffle=True, random_state=seed))
     return [(np.sort(tr), np.sort(te)) for tr, te in splitter.split(np.zeros(n), strata)]
+
+
+def split_rows(strata: np.ndarray, cfg: RunConfig
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, validation, test) row indices of the cleaned frame: the test rows first, then
+    the validation rows from the rest, each stratified by ``strata`` with ``data.seed``. The
+    same data and config always give the same split (the privacy audit rebuilds it)."""
+    idx = np.arange(len(strata))
+    test_idx = np.array([], dtype=np.int64)
+    if cfg.data.test_split > 0:
+        idx, test_idx = stratified_split(strata, cfg.data.test_split, cfg.data.seed)
+    if cfg.data.validation_split > 0:
+        tr, va = stratified_split(strata[idx], cfg.data.validation_split, cfg.data.seed)
+        return idx[tr], idx[va], test_idx
+    # no validation rows: train on all of them (e.g. a final refit)
+    return idx, np.array([], dtype=np.int64), test_idx
+

@@ -23,10 +23,17 @@ import numpy as np
 import torch
 
 from dlforge.config import load_config
+from dlforge.data.clean import clean_frame
+from dlforge.data.frames import encode_labels, read_data, take, take_columns
+from dlforge.data.inputs import build_features
+from dlforge.data.loader import FeatureDataset, make_loader
+from dlforge.data.split import stratified_split
 from dlforge.errors import ConfigError
 from dlforge.estimate.memory import training_memory
 from dlforge.estimate.ours import count_ours
 from dlforge.estimate.runs import resolve_data_path
+from dlforge.models.registry import build_model
+from dlforge.train.trainer import Trainer, make_optimizer, make_scheduler, predict_logits
 
 __all__ = ["measure_run"]
 
@@ -70,12 +77,6 @@ def _warm_runtime() -> None:
 
 def _prepare(path: Path) -> dict[str, Any]:
     """Everything ``DeepModel._fit_frame`` builds before its training loop."""
-    from dlforge.api import read_data
-    from dlforge.base import encode_labels, take, take_columns
-    from dlforge.data.clean import clean_frame
-    from dlforge.data.inputs import build_features
-    from dlforge.data.loader import FeatureDataset, make_loader
-    from dlforge.data.split import stratified_split
 
     if not path.is_file():
         raise ConfigError(f"{path}: run config not found (--measure takes a run config YAML)")
@@ -120,8 +121,6 @@ def _batch_tokens(batch: dict[str, Any]) -> dict[str, int]:
 
 def measure_run(path: str | Path, steps: int = 10, warmup: int = 2) -> dict[str, Any]:
     """Time ``steps`` training steps (after ``warmup``) of the run config at ``path``."""
-    from dlforge.models.registry import build_model
-    from dlforge.train.trainer import Trainer, make_optimizer, make_scheduler
 
     if steps < 1 or warmup < 0:
         raise ConfigError(f"steps must be >= 1 and warmup >= 0, got {steps} and {warmup}")
@@ -174,7 +173,6 @@ def measure_run(path: str | Path, steps: int = 10, warmup: int = 2) -> dict[str,
     val_s, val_batches = 0.0, 0
     if val is not None:
         val_batches = len(val.batch_sampler)
-        from dlforge.train.trainer import predict_logits
 
         t0 = time.perf_counter()
         predict_logits(trainer.model, val, trainer.device, trainer.precision)

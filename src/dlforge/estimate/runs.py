@@ -8,15 +8,24 @@ to learn the sizes the model will have.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dlforge.config import RunConfig, load_config
-from dlforge.errors import ConfigError
+from dlforge.data.clean import clean_frame
+from dlforge.data.features import load_target
+from dlforge.data.frames import encode_labels, read_data
+from dlforge.data.inputs import build_features, load_features
+from dlforge.data.io import read_table
+from dlforge.errors import ConfigError, DlforgeError, RunDirError
 from dlforge.estimate.counts import Counts
 from dlforge.estimate.ours import count_ours
+from dlforge.models.gpt import GPTConfig
+from dlforge.run import LM_TASK, check_run, read_manifest
+from dlforge.train.device import resolve_device, resolve_precision
 
 __all__ = ["RunInfo", "from_config", "from_run_dir", "is_run_dir", "lm_run",
            "resolve_data_path", "run_precision"]
@@ -37,8 +46,6 @@ def run_precision(cfg: RunConfig) -> str:
     """The precision the run trains in here: ``auto`` resolved as the trainer resolves it."""
     if cfg.train.precision != "auto":
         return cfg.train.precision
-    from dlforge.train.device import resolve_device, resolve_precision
-
     try:
         return resolve_precision("auto", resolve_device(cfg.train.device))
     except ConfigError:  # e.g. device cuda asked for on a machine without one
@@ -54,11 +61,8 @@ def lm_run(path: Path) -> tuple[Any, dict[str, Any]] | None:
     batch, sequence length, precision); None for any other path."""
     import json
 
+    from dlforge.config.lm import load_lm_config
     from dlforge.estimate.arch import arch_from
-    from dlforge.lm.config import load_lm_config
-    from dlforge.models.gpt import GPTConfig
-    from dlforge.run import LM_TASK, read_manifest
-
     if not is_run_dir(path) or read_manifest(path).get("task") != LM_TASK:
         return None
     arch = arch_from(GPTConfig(**json.loads((path / "model.json").read_text(encoding="utf-8"))))
@@ -72,15 +76,21 @@ def lm_run(path: Path) -> tuple[Any, dict[str, Any]] | None:
 
 
 def from_run_dir(path: Path) -> RunInfo:
-    import json
-
-    from dlforge.run import load
-
-    clf = load(path, device="cpu")
-    cfg = clf.config_
-    specs = {n: f.spec() for n, f in clf.features_.items()}
-    kinds = {n: f.kind if f.kind != "future" else "numeric" for n, f in clf.features_.items()}
-    counts = count_ours(cfg, specs, kinds, clf.labels_.n_outputs, act_bytes=_act_bytes(cfg),
+    """A trained run's counts from its own records (config, fitted input state, labels),
+    checked against its manifest first."""
+    check_run(path)
+    try:
+        cfg = load_config(path / "config.yaml")
+    except DlforgeError as err:
+        raise RunDirError(f"{path}: config.yaml does not validate: {err}") from None
+    if cfg.forecast is not None:
+        specs, kinds, n_outputs = _forecast_shapes(cfg)
+    else:
+        features = load_features(cfg, path)
+        specs = {n: f.spec() for n, f in features.items()}
+        kinds = {n: f.kind for n, f in features.items()}
+        n_outputs = load_target(path / "labels.json").n_outputs
+    counts = count_ours(cfg, specs, kinds, n_outputs, act_bytes=_act_bytes(cfg),
                         name=path.name)
     rows = None
     data_file = path / "data.json"
@@ -123,11 +133,6 @@ def from_config(path: Path) -> RunInfo:
 def fit_sizes(cfg: RunConfig) -> tuple[dict, dict, int, dict[str, int], int]:
     """(specs, kinds, n_outputs, mean tokens per sequence input, rows) from the config's data,
     each input fitted on every row as training would on its training rows."""
-    from dlforge.api import read_data
-    from dlforge.base import encode_labels
-    from dlforge.data.clean import clean_frame
-    from dlforge.data.inputs import build_features
-
     source = str(cfg.data.path)
     df = read_data(cfg)
     texts = [i.name for i in cfg.inputs if i.type == "text"]
@@ -147,7 +152,9 @@ def fit_sizes(cfg: RunConfig) -> tuple[dict, dict, int, dict[str, int], int]:
     return specs, kinds, target.n_outputs, lengths, len(df)
 
 
-def _forecast(cfg: RunConfig, source: str) -> RunInfo:
+def _forecast_shapes(cfg: RunConfig) -> tuple[dict[str, dict[str, Any]], dict[str, str], int]:
+    """(specs, kinds, n_outputs) of a forecasting run: the window of every column, the
+    exogenous future, ``horizon`` steps of each target."""
     fc = cfg.forecast
     assert fc is not None
     cols = len(fc.targets) + len(fc.covariates) + len(fc.exogenous)
@@ -156,12 +163,17 @@ def _forecast(cfg: RunConfig, source: str) -> RunInfo:
     if fc.exogenous:
         specs["future"] = {"width": fc.horizon * len(fc.exogenous)}
         kinds["future"] = "numeric"
-    counts = count_ours(cfg, specs, kinds, fc.horizon * len(fc.targets),
-                        act_bytes=_act_bytes(cfg), name=Path(source).stem)
+    return specs, kinds, fc.horizon * len(fc.targets)
+
+
+def _forecast(cfg: RunConfig, source: str) -> RunInfo:
+    fc = cfg.forecast
+    assert fc is not None
+    specs, kinds, n_outputs = _forecast_shapes(cfg)
+    counts = count_ours(cfg, specs, kinds, n_outputs, act_bytes=_act_bytes(cfg),
+                        name=Path(source).stem)
     rows = None
     if cfg.data.path and Path(cfg.data.path).is_file():
-        from dlforge.data.io import read_table
-
         n = len(read_table(Path(cfg.data.path), cfg.data.format))
         rows = max(0, int((n - fc.window - fc.horizon + 1) * _train_share(cfg)))
     return RunInfo(counts, cfg, rows, source)

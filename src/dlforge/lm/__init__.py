@@ -1,9 +1,6 @@
-"""Language models: train a GPT on any text, sample from it (``dlforge lm``).
-
-``LanguageModel`` is the public name; ``corpus`` (reading, tokenizers, token arrays), ``train``
-(the step loop), ``generate`` (sampling, the sliding window) and ``config`` are its parts.
+"""Language models, the parts: ``corpus`` (reading, tokenizers, token arrays), ``train`` (the
+step loop), ``dp`` (DP-SGD over disjoint records), ``generate`` (sampling, the sliding
+window) and ``batch`` (continuous batching of generations). The estimator that puts them
+together is :class:`dlforge.LanguageModel` (:mod:`dlforge.estimators.language`); its settings
+are :class:`dlforge.config.lm.LMConfig`.
 """
-
-from dlforge.lm.model import LanguageModel
-
-__all__ = ["LanguageModel"]

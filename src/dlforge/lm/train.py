@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from dlforge.lm.config import LMConfig
+from dlforge.config.lm import LMConfig
 from dlforge.lm.corpus import TokenData
 from dlforge.models.gpt import GPT
 from dlforge.train.device import autocast

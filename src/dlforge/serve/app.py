@@ -33,6 +33,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from dlforge._version import __version__
 from dlforge.errors import ConfigError, DlforgeError
 from dlforge.serve.batcher import DynamicBatcher, Overloaded
 from dlforge.serve.forecast import ServedForecaster
@@ -129,8 +130,6 @@ class _Metrics:
 
 # ---------------------------------------------------------------------------------- the app
 def create_app(models: list[ServedModel], settings: ServeSettings | None = None) -> FastAPI:
-    from dlforge import __version__
-
     settings = settings or ServeSettings()
     by_name = {m.name: m for m in models}
     if len(by_name) != len(models):

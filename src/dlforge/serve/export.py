@@ -26,6 +26,8 @@ from torch import nn
 
 from dlforge._atomic import atomic_file
 from dlforge.errors import DlforgeError
+from dlforge.estimators.load import load_deep_model
+from dlforge.run import LM_TASK, check_run
 
 __all__ = ["export_onnx", "onnx_session"]
 
@@ -35,7 +37,7 @@ FORECAST_PREPROCESSING = (
     "standardised with its series scaler; with forecast.normalize 'window' each window then "
     "shifted and scaled by its own per-column mean and std + 0.1 (the future exogenous values "
     "with their column's); the logits are the standardised forecasts, horizon-major: undo the "
-    "same steps (dlforge.forecast.Forecaster._pack and _decode)")
+    "same steps (dlforge.estimators.forecast.Forecaster._pack and _decode)")
 
 
 class _Flat(nn.Module):
@@ -106,8 +108,6 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None,
     check onnxruntime against PyTorch on sample inputs (batch 1 and 4, two lengths) and fail
     with the largest difference if it exceeds 1e-4."""
     import onnxruntime as ort
-
-    from dlforge.run import LM_TASK, check_run, load_deep_model
 
     run_dir = Path(run_dir)
     if check_run(run_dir).get("task") == LM_TASK:  # a GPT: with its key/value cache

@@ -23,6 +23,7 @@ from torch import nn
 
 from dlforge._atomic import atomic_file
 from dlforge.errors import DlforgeError
+from dlforge.estimators.language import LanguageModel
 from dlforge.models.gpt import GPT
 
 __all__ = ["GPTWithPast", "export_lm_onnx"]
@@ -76,8 +77,6 @@ def export_lm_onnx(run_dir: Path, out: Path, opset: int = 17) -> dict[str, Any]:
     a prompt (no past), one token after a past and a few tokens after a past, or nothing is
     written."""
     import onnxruntime as ort
-
-    from dlforge.lm import LanguageModel
 
     lm = LanguageModel.load(run_dir, device="cpu")
     gpt = lm.model_.float().eval()

@@ -22,6 +22,7 @@ from fastapi import HTTPException
 
 from dlforge.data.series import check_time_column
 from dlforge.errors import ConfigError, DlforgeError
+from dlforge.estimators.load import load
 
 __all__ = ["ServedForecaster"]
 
@@ -39,8 +40,6 @@ class ServedForecaster:
     """A forecasting run, loaded for serving (same interface as ``ServedModel``)."""
 
     def __init__(self, run_dir: str | Path, name: str | None = None, backend: str = "torch"):
-        from dlforge.run import load
-
         self.path = Path(run_dir)
         self.name = name or self.path.resolve().name
         if backend not in ("torch", "onnx"):

@@ -31,7 +31,8 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from dlforge.errors import DlforgeError
+from dlforge.errors import ConfigError, DlforgeError
+from dlforge.estimators.language import LanguageModel
 
 __all__ = ["GenerateParameters", "GenerateRequest", "ServedLM", "add_generate_routes"]
 
@@ -44,9 +45,6 @@ class ServedLM:
     kind = "language model"
 
     def __init__(self, run_dir: str | Path, name: str | None = None, backend: str = "torch"):
-        from dlforge.errors import ConfigError
-        from dlforge.lm import LanguageModel
-
         if backend != "torch":
             raise ConfigError(f"{run_dir}: language models are served with --backend torch "
                               "(the server decodes them in batches; dlforge export writes their "

@@ -12,6 +12,8 @@ import pandas as pd
 from fastapi import HTTPException
 
 from dlforge.errors import ConfigError, DlforgeError
+from dlforge.estimators.load import load
+from dlforge.run import LM_TASK, read_manifest
 
 __all__ = ["ServedModel", "served_run"]
 
@@ -20,7 +22,6 @@ def served_run(run_dir: str | Path, name: str | None = None, backend: str = "tor
     """The run at ``run_dir``, ready to serve: a classifier/regressor (``ServedModel``), a
     forecaster (``ServedForecaster``, in ``serve/forecast.py``) or a language model
     (``ServedLM``, served through the generate routes)."""
-    from dlforge.run import LM_TASK, read_manifest
     from dlforge.serve.forecast import ServedForecaster
     from dlforge.serve.generate import ServedLM
 
@@ -36,8 +37,6 @@ class ServedModel:
     """A loaded run: checks instances against its inputs, predicts a batch of them."""
 
     def __init__(self, run_dir: str | Path, name: str | None = None, backend: str = "torch"):
-        from dlforge.run import load
-
         self.path = Path(run_dir)
         self.name = name or self.path.resolve().name
         self.clf = load(self.path)

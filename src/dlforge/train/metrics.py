@@ -17,9 +17,12 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-__all__ = ["baseline_metrics", "classification_metrics", "majority_label",
-           "mean_baseline_metrics", "monitor_mode", "probabilities", "regression_metrics",
-           "plot_confusion", "plot_history", "predict_indices"]
+from dlforge.errors import ConfigError
+
+__all__ = ["CLASSIFICATION_MONITORS", "REGRESSION_MONITORS", "baseline_metrics",
+           "classification_metrics", "majority_label", "mean_baseline_metrics", "monitor_mode",
+           "plot_confusion", "plot_history", "predict_indices", "probabilities",
+           "regression_metrics", "resolve_monitor"]
 
 
 def probabilities(kind: str, logits: np.ndarray) -> np.ndarray:
@@ -100,6 +103,29 @@ def baseline_metrics(kind: str, majority: np.ndarray, y_eval: np.ndarray,
         "accuracy": float(accuracy_score(y_eval, y_pred)),
         "macro_f1": float(f1_score(y_eval, y_pred, average="macro", zero_division=0, **kw)),
     }
+
+
+CLASSIFICATION_MONITORS = ("loss", "accuracy", "macro_f1", "roc_auc")
+REGRESSION_MONITORS = ("loss", "mae", "rmse", "r2")
+
+
+def resolve_monitor(monitor: str, kind: str) -> str:
+    """The metric early stopping watches: ``auto`` resolved for the output's kind (ConfigError
+    for a metric that does not score it)."""
+    if kind == "numeric":
+        if monitor == "auto":
+            return "rmse"
+        if monitor not in REGRESSION_MONITORS:
+            raise ConfigError(f"train.monitor: {monitor!r} is a classification metric; a "
+                              f"numeric output monitors one of {', '.join(REGRESSION_MONITORS)}")
+        return monitor
+    if monitor == "auto":
+        return "macro_f1" if kind == "multilabel" else "accuracy"
+    if monitor not in CLASSIFICATION_MONITORS:
+        raise ConfigError(f"train.monitor: {monitor!r} is a regression metric; a {kind} output "
+                          f"monitors one of {', '.join(CLASSIFICATION_MONITORS)}")
+    return monitor
+
 
 
 def monitor_mode(metric: str) -> str:

@@ -30,10 +30,20 @@ import pandas as pd
 
 from dlforge._atomic import atomic_file
 from dlforge.config import RunConfig, apply_overrides, config_to_dict, dump_config, validate_config
+from dlforge.data.frames import output_kind, read_data
 from dlforge.errors import ConfigError, DataError, DlforgeError
 from dlforge.train.callbacks import Callback
+from dlforge.train.metrics import monitor_mode, resolve_monitor
+from dlforge.tune.space import check_space, sample_config
 
-__all__ = ["TuneResult", "sample_config", "tune"]
+__all__ = ["FitTrial", "TrainRun", "TuneResult", "run_study"]
+
+# How a trial trains: (config, output kind, data, source, callbacks) -> its metrics (the
+# estimator's ``metrics_``). Given by the front door (dlforge.tune), which owns the estimators;
+# a module-level function, so that worker processes can be handed it.
+FitTrial = Callable[[RunConfig, str, pd.DataFrame, str, list[Callback]], dict[str, Any]]
+# How the best configuration becomes a run directory: dlforge.estimators.files.train.
+TrainRun = Callable[..., Any]
 
 HEARTBEAT_S = 5  # a running trial records a heartbeat this often ...
 GRACE = 3  # ... and is failed as stale after GRACE missed heartbeats (its worker died)
@@ -50,79 +60,6 @@ class TuneResult:
     best_value: float | None
     best_params: dict[str, Any]
     best_run: Path | None
-
-
-# ---------------------------------------------------------------------------- search space
-def _probe(spec: dict[str, list[Any]]) -> Any:
-    kind, values = next(iter(spec.items()))
-    if kind in ("int", "log_int"):
-        return int(values[0])
-    return values[0]
-
-
-def _applies(base: dict[str, Any], overrides: dict[str, Any], path: str, value: Any) -> bool:
-    """Whether ``path`` is a key of the config ``base`` + ``overrides`` (for its family)."""
-    try:
-        validate_config(apply_overrides(base, {**overrides, path: value}))
-    except ConfigError as err:
-        return "unknown key" not in str(err)
-    return True
-
-
-def _ordered(cfg: RunConfig) -> list[tuple[str, str, dict[str, list[Any]]]]:
-    """(name, dotted path, spec), the model family first (other keys depend on it)."""
-    assert cfg.tune is not None
-    paths = cfg.tune.paths()
-    items = [(name, paths[name], spec) for name, spec in cfg.tune.space.items()]
-    return sorted(items, key=lambda t: t[1] != "model.name")
-
-
-def _base(cfg: RunConfig) -> dict[str, Any]:
-    base = config_to_dict(cfg)
-    base.pop("tune", None)
-    return base
-
-
-def check_space(cfg: RunConfig) -> None:
-    """ConfigError naming a searched key that is no config key for any searched family."""
-    base = _base(cfg)
-    families = [{}]
-    for _, path, spec in _ordered(cfg):
-        if path == "model.name":
-            families = [{"model.name": v} for v in spec.get("choice", [])]
-            continue
-        if not any(_applies(base, fam, path, _probe(spec)) for fam in families):
-            searched = " or the searched families" if len(families) > 1 else ""
-            raise ConfigError(f"tune.{_name(cfg, path)}: {path!r} is not a key of this run's "
-                              f"config (model {base['model']['name']!r}{searched}); use a short "
-                              "name (lr, batch_size, epochs, d_model, heads, layers, dropout, "
-                              "hidden, model) or a dotted path such as train.warmup")
-
-
-def _name(cfg: RunConfig, path: str) -> str:
-    assert cfg.tune is not None
-    return next(n for n, p in cfg.tune.paths().items() if p == path)
-
-
-def sample_config(trial: Any, cfg: RunConfig) -> tuple[RunConfig, dict[str, Any]]:
-    """The trial's config: each searched key sampled (if the sampled family has it)."""
-    base = _base(cfg)
-    overrides: dict[str, Any] = {}
-    for name, path, spec in _ordered(cfg):
-        if path != "model.name" and not _applies(base, overrides, path, _probe(spec)):
-            continue
-        kind, values = next(iter(spec.items()))
-        if kind == "choice":
-            value = trial.suggest_categorical(name, values)
-        elif kind in ("int", "log_int"):
-            value = trial.suggest_int(name, int(values[0]), int(values[1]),
-                                      log=kind == "log_int")
-        else:
-            value = trial.suggest_float(name, float(values[0]), float(values[1]),
-                                        log=kind == "log_uniform")
-        overrides[path] = value
-    return (validate_config(apply_overrides(base, overrides), source=f"trial {trial.number}"),
-            overrides)
 
 
 # ---------------------------------------------------------------------------- the study
@@ -241,10 +178,8 @@ def _counts_for_budget(t: Any) -> bool:
 
 
 def _objective(study: Any, cfg: RunConfig, df: pd.DataFrame, n_trials: int, monitor: str,
-               kind: str) -> Callable[[Any], float]:
+               kind: str, fit: FitTrial) -> Callable[[Any], float]:
     import optuna
-
-    from dlforge.api import estimator_for
 
     def objective(trial: Any) -> float:
         before = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number]
@@ -255,15 +190,13 @@ def _objective(study: Any, cfg: RunConfig, df: pd.DataFrame, n_trials: int, moni
         try:
             trial_cfg, overrides = sample_config(trial, cfg)
             trial.set_user_attr("overrides", overrides)
-            model = estimator_for(trial_cfg, kind)(config=trial_cfg, verbose=0)
-            model._fit_frame(df, trial_cfg, source=str(cfg.data.path),
-                             callbacks=[_Prune(trial, monitor)])
+            metrics = fit(trial_cfg, kind, df, str(cfg.data.path), [_Prune(trial, monitor)])
         except optuna.TrialPruned:
             raise
         except Exception as err:  # recorded as a failed trial; the study goes on
             trial.set_user_attr("error", f"{type(err).__name__}: {_first_line(err)}")
             raise
-        value = (model.metrics_.get("validation") or {}).get(monitor)
+        value = (metrics.get("validation") or {}).get(monitor)
         if value is None or not math.isfinite(float(value)):
             # Recorded as a failed trial of ours (it holds its place in the budget).
             trial.set_user_attr("error", f"diverged: val {monitor} is {value}")
@@ -334,13 +267,12 @@ def _short(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+
 def _work(cfg_data: dict[str, Any], storage_url: str, study_name: str, n_trials: int,
-          timeout: float | None, monitor: str, kind: str, heartbeat: int, verbose: int,
-          worker: int | None = None) -> None:
+          timeout: float | None, monitor: str, kind: str, heartbeat: int, fit: FitTrial,
+          verbose: int, worker: int | None = None) -> None:
     """One worker: run trials of the shared study until the budget (or timeout) is spent."""
     import optuna
-
-    from dlforge.api import read_data
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = validate_config(cfg_data)
@@ -351,7 +283,7 @@ def _work(cfg_data: dict[str, Any], storage_url: str, study_name: str, n_trials:
     say = (lambda s: print(s, file=sys.stderr, flush=True)) if verbose else (lambda s: None)
     bar = _Bar(n_trials, monitor) if verbose and worker is None and sys.stderr.isatty() else None
     try:
-        study.optimize(_objective(study, cfg, df, n_trials, monitor, kind), timeout=timeout,
+        study.optimize(_objective(study, cfg, df, n_trials, monitor, kind, fit), timeout=timeout,
                        catch=(Exception,), callbacks=[_progress(n_trials, monitor, say, bar)])
     finally:
         if bar is not None:
@@ -366,21 +298,19 @@ def _worker_main(*args: Any) -> None:
         sys.exit(2)
 
 
-def tune(config: RunConfig, out: str | Path, *, trials: int, timeout: float | None = None,
-         storage: str | None = None, study: str | None = None, workers: int = 1,
-         best_run: bool = True, refit: bool = False, heartbeat: int = HEARTBEAT_S,
-         verbose: int = 1) -> TuneResult:
-    """Run (or resume) the study over ``config.tune`` with ``trials`` trials in all, write the
+def run_study(config: RunConfig, out: str | Path, *, fit: FitTrial, train: TrainRun,
+              trials: int, timeout: float | None = None, storage: str | None = None,
+              study: str | None = None, workers: int = 1, best_run: bool = True,
+              refit: bool = False, heartbeat: int = HEARTBEAT_S, verbose: int = 1
+              ) -> TuneResult:
+    """Run (or resume) the study over ``config.tune`` with ``trials`` trials in all, each
+    trained by ``fit`` (the best configuration by ``train``), write the
     study folder ``out`` (``trials.csv``, ``plots/``, ``best/`` run directory) and return the
     results. ``workers`` > 1 runs that many local worker processes against the one study;
     other machines join by running the same command with the same ``storage`` URL. With
     ``refit`` the best run is trained on the training and validation rows together, for the
     number of epochs at which the best trial peaked."""
     import optuna
-
-    from dlforge.api import output_kind, read_data
-    from dlforge.base import resolve_monitor
-    from dlforge.train.metrics import monitor_mode
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if trials < 1:
@@ -429,7 +359,7 @@ def tune(config: RunConfig, out: str | Path, *, trials: int, timeout: float | No
     say(f"study {name!r} in {_redact(url)}: {trials} trials, {workers} worker(s), objective "
         f"val {monitor} ({direction}), sampler {config.tune.sampler}, pruner "
         f"{config.tune.pruner}")
-    args = (config_to_dict(config), url, name, trials, timeout, monitor, kind, heartbeat,
+    args = (config_to_dict(config), url, name, trials, timeout, monitor, kind, heartbeat, fit,
             verbose)
     t0 = time.perf_counter()
     if workers == 1:
@@ -457,12 +387,12 @@ def tune(config: RunConfig, out: str | Path, *, trials: int, timeout: float | No
             raise DlforgeError(f"{len(bad)} of {workers} tuning workers failed (exit codes "
                                f"{bad}); see their messages above")
     return _summarise(config, out, url, name, heartbeat, monitor, direction, best_run,
-                      refit, time.perf_counter() - t0, say)
+                      refit, time.perf_counter() - t0, say, train)
 
 
 def _summarise(cfg: RunConfig, out: Path, url: str, name: str, heartbeat: int, monitor: str,
                direction: str, best_run: bool, refit: bool, seconds: float,
-               say: Callable[[str], None]) -> TuneResult:
+               say: Callable[[str], None], train: TrainRun) -> TuneResult:
     import optuna
     from optuna.trial import TrialState
 
@@ -490,8 +420,6 @@ def _summarise(cfg: RunConfig, out: Path, url: str, name: str, heartbeat: int, m
             f"({', '.join(f'{k}={_short(v)}' for k, v in best.params.items())}); "
             f"{len(trials)} trials in {seconds:.0f} s")
         if best_run:
-            from dlforge.api import train
-
             overrides = copy.deepcopy(best.user_attrs.get("overrides", {}))
             if refit:  # train + validation rows, as many epochs as the best trial needed
                 steps = best.intermediate_values

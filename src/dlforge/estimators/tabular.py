@@ -8,17 +8,18 @@ column, concatenated, then the head.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.base import ClassifierMixin, RegressorMixin
 
-from dlforge.base import TRAIN_PARAMS, DeepModel, as_list
-from dlforge.config import RunConfig
 from dlforge.data.clean import is_missing
+from dlforge.data.frames import as_list
 from dlforge.errors import DataError
+from dlforge.estimators.base import DeepModel, table_init
 from dlforge.train.callbacks import Callback
 
 __all__ = ["TabularClassifier", "TabularRegressor", "infer_inputs"]
@@ -58,48 +59,22 @@ def _guess_kind(col: pd.Series) -> str:
     return "numeric" if values else "category"
 
 
+# The columns of the table, by kind (the rest are guessed from their values): not
+# hyperparameters, so not in the parameter table.
+_COLUMN_ARGS = tuple(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                       annotation="list[str] | None")
+                     for name in ("numeric", "category", "text"))
+
+
 class _Tabular(DeepModel):
     """A table: numeric columns standardised (missing values imputed, with an indicator),
     categorical columns embedded, an MLP on top; text columns named in ``text`` get the
     family's text encoder (mixed inputs)."""
 
-    PARAM_PATHS: ClassVar[dict[str, str]] = {
-        "model": "model.name",
-        "hidden": "model.hidden",
-        "dropout": "model.dropout",
-        **TRAIN_PARAMS,
-    }
     OUTPUT_TYPE = "auto"
 
-    def __init__(self, model: str | None = None, *, hidden: list[int] | None = None,
-                 dropout: float | None = None, numeric: list[str] | None = None,
-                 category: list[str] | None = None, text: list[str] | None = None,
-                 epochs: int | None = None, batch_size: int | None = None,
-                 lr: float | None = None, weight_decay: float | None = None,
-                 warmup: float | None = None, patience: int | None = None,
-                 monitor: str | None = None, precision: str | None = None,
-                 device: str | None = None, seed: int | None = None,
-                 validation_split: float | None = None, config: RunConfig | None = None,
-                 verbose: int = 1):
-        self.model = model
-        self.hidden = hidden
-        self.dropout = dropout
-        self.numeric = numeric
-        self.category = category
-        self.text = text
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.warmup = warmup
-        self.patience = patience
-        self.monitor = monitor
-        self.precision = precision
-        self.device = device
-        self.seed = seed
-        self.validation_split = validation_split
-        self.config = config
-        self.verbose = verbose
+    KIND = "tabular"
+    __init__ = table_init("tabular", *_COLUMN_ARGS)
 
     def fit(self, X: Any, y: Any, *, epochs: int | None = None, batch_size: int | None = None,
             validation_split: float | None = None, callbacks: Sequence[Callback] = ()

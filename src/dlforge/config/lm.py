@@ -14,7 +14,8 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from dlforge._atomic import atomic_file
-from dlforge.config import PrivacyConfig, _Strict
+from dlforge.config._base import _Strict
+from dlforge.config.train import PrivacyConfig
 from dlforge.errors import ConfigError
 
 __all__ = ["LMConfig", "dump_lm_config", "lm_config", "load_lm_config"]

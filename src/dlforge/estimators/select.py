@@ -9,16 +9,25 @@ std of the metric, parameters, training time) is kept in the run's metrics.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from dlforge.config import FAMILY_KINDS, TABULAR_KINDS, RunConfig, config_to_dict, validate_config
-from dlforge.errors import ConfigError
+from dlforge.data.clean import clean_frame
+from dlforge.data.frames import encode_labels
+from dlforge.data.split import kfold
+from dlforge.errors import ConfigError, DataError
 
-__all__ = ["candidates", "select_model"]
+__all__ = ["CV_METRICS", "candidates", "cross_validate_frame", "select_model"]
+
+CV_METRICS = ("accuracy", "macro_f1", "roc_auc", "micro_f1", "mae", "rmse", "r2", "loss")
+# (config, k, frame) -> the cross-validation report of that config on that frame
+CrossValidate = Callable[[RunConfig, int, pd.DataFrame], dict[str, Any]]
 
 MINIMISE = ("mae", "rmse", "smape", "loss")
 
@@ -51,11 +60,11 @@ def _metric(cfg: RunConfig, output_kind: str) -> str:
 
 
 def select_model(df: pd.DataFrame, cfg: RunConfig, output_kind: str, source: str,
-                 say: Callable[[str], None]) -> tuple[RunConfig, dict[str, Any]]:
-    """Cross-validate each candidate family on ``df``; return the winner's config and the
-    leaderboard."""
-    from dlforge.api import cross_validate  # api imports the estimators, which import us
-
+                 say: Callable[[str], None], cv: CrossValidate
+                 ) -> tuple[RunConfig, dict[str, Any]]:
+    """Cross-validate each candidate family on ``df`` with ``cv`` (the estimator's own
+    cross-validation: :func:`cross_validate_frame` for rows, expanding windows for series);
+    return the winner's config and the leaderboard."""
     auto = cfg.model
     families = list(auto.families or candidates(cfg))  # type: ignore[union-attr]
     fitting = candidates(cfg)
@@ -70,7 +79,7 @@ def select_model(df: pd.DataFrame, cfg: RunConfig, output_kind: str, source: str
     for family in families:
         trial = validate_config({**base, "model": {"name": family}}, source="model selection")
         t0 = time.perf_counter()
-        report = cross_validate(trial, k, frame=df, verbose=0)
+        report = cv(trial, k, df)
         seconds = time.perf_counter() - t0
         row = {"model": family, "metric": metric, "mean": report["mean"].get(metric),
                "std": report["std"].get(metric), "parameters": report["parameters"],
@@ -86,3 +95,44 @@ def select_model(df: pd.DataFrame, cfg: RunConfig, output_kind: str, source: str
     return chosen, {"metric": metric, "k": k, "winner": winner, "leaderboard": rows,
                     "budget": {"epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
                                "lr": cfg.train.lr}}
+
+
+def cross_validate_frame(estimator: Callable[[str], type], cfg: RunConfig, k: int,
+                         frame: pd.DataFrame, source: str, verbose: int = 1) -> dict[str, Any]:
+    """k-fold cross-validation of ``cfg`` on the rows of ``frame``, stratified by label for
+    classification: the data is cleaned once; each fold trains a fresh
+    ``estimator(output_kind)(config=cfg)`` on the other folds (with its own validation split
+    for early stopping) and scores the held-out fold. Every fold's metrics, their mean and
+    standard deviation."""
+    texts = [i.name for i in cfg.inputs if i.type == "text"]
+    df, _ = clean_frame(frame, texts, cfg.output.name, cfg.data.clean, source=source,
+                        key_cols=[i.name for i in cfg.inputs])
+    target, _, strata = encode_labels(df, cfg, source)
+    try:
+        folds = kfold(strata, k, cfg.data.seed)
+    except ValueError as err:
+        raise DataError(f"{source}: {err}") from None
+    cls = estimator(target.kind)
+    rows = []
+    for i, (tr, te) in enumerate(folds, start=1):
+        clf = cls(config=cfg, verbose=0)
+        clf._fit_frame(df.iloc[tr].reset_index(drop=True), cfg, source=f"{source} (fold {i})")
+        n_params = sum(p.numel() for p in clf.model_.parameters())
+        m = clf.evaluate_frame(df.iloc[te].reset_index(drop=True), source)
+        row = {key: m[key] for key in CV_METRICS if m.get(key) is not None}
+        base = m["baseline"]
+        row.update({f"baseline_{key}": base[key] for key in ("accuracy", "mae", "rmse")
+                    if key in base})
+        rows.append(row)
+        if verbose:
+            print(f"cross-validation fold {i}/{k}: " + ", ".join(
+                f"{key} {v:.4f}" for key, v in row.items()), file=sys.stderr, flush=True)
+    keys = list(rows[0])
+    return {
+        "k": k,
+        "seed": cfg.data.seed,
+        "parameters": n_params,
+        "folds": rows,
+        "mean": {key: float(np.mean([r[key] for r in rows])) for key in keys},
+        "std": {key: float(np.std([r[key] for r in rows], ddof=1)) for key in keys},
+    }

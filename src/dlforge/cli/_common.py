@@ -1,30 +1,44 @@
-"""What the CLI's modules share (cli.py, cli_lm.py, cli_audit.py, cli_serve.py): help text,
-and the list by which a module beside cli.py hands its commands to the ``dlforge`` app."""
+"""What the command groups share: the one way a module registers its commands, help text,
+the error line, and the ``--dp-*`` flags' check."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+import typer
+
 from dlforge.errors import ConfigError
 
-__all__ = ["Commands", "examples", "privacy_flags"]
+__all__ = ["ARGV", "Commands", "err", "examples", "privacy_flags"]
+
+# The arguments of the running command (dlforge.cli.main sets them; train --nproc re-runs them
+# under torchrun).
+ARGV: list[str] = []
 
 
 class Commands:
-    """Commands defined in a module beside cli.py: ``@COMMANDS(epilog=...)`` collects a
-    function with its ``app.command`` arguments; cli.py registers them on the app (the modules
-    cannot import the app: cli.py imports them)."""
-
+    """The commands of one group module: ``@COMMANDS(epilog=...)`` collects a function with
+    its ``typer.Typer.command`` arguments; :mod:`dlforge.cli` puts every group's commands on
+    the app with :meth:`register` (the group modules never import the app)."""
     def __init__(self) -> None:
         self.items: list[tuple[Callable[..., Any], dict[str, Any]]] = []
 
     def __call__(self, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def collect(fn: Callable[..., Any]) -> Callable[..., Any]:
             self.items.append((fn, kwargs))
             return fn
 
-        return register
+        return collect
+
+    def register(self, app: typer.Typer) -> None:
+        for fn, kwargs in self.items:
+            app.command(**kwargs)(fn)
+
+
+def err(msg: str) -> None:
+    """A user error: one line on stderr."""
+    typer.echo(f"error: {msg}", err=True)
 
 
 def examples(*lines: str) -> str:
@@ -48,4 +62,3 @@ def privacy_flags(epsilon: float | None, delta: float | None, max_grad_norm: flo
                               "budget too: add --dp-epsilon (e.g. --dp-epsilon 8)")
         return None
     return {k: v for k, v in given.items() if v is not None}
-

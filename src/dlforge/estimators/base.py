@@ -1,13 +1,15 @@
 """``DeepModel``: what every estimator shares — a scikit-learn estimator over the run schema.
 
-A subclass names its constructor arguments and the config key each one sets (``PARAM_PATHS``),
-its default config, and how its ``X`` becomes input columns. ``fit`` turns the arguments into a
+A subclass names its kind (its constructor arguments and the config key each one sets come from
+the parameter table, :mod:`dlforge.config.params`), its default config, and how its ``X``
+becomes input columns. ``fit`` turns the arguments into a
 :class:`~dlforge.config.RunConfig`, then runs one pipeline for every input kind:
 clean → labels → split → load, fit and encode each input column → train → score.
 """
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,18 +18,32 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.torch import load_file
 from sklearn.base import BaseEstimator
 
 from dlforge.config import RunConfig, apply_overrides, config_to_dict, dump_config, validate_config
+from dlforge.config.params import estimator_params, resolve_path
 from dlforge.data.clean import clean_frame
-from dlforge.data.features import LabelEncoder, NumericTarget, fit_target, load_target
+from dlforge.data.features import LabelEncoder, NumericTarget, load_target
+from dlforge.data.frames import (
+    Target,
+    as_list,
+    encode_labels,
+    label_array,
+    take,
+    take_columns,
+    task_name,
+)
 from dlforge.data.inputs import build_features, load_features, save_features
 from dlforge.data.loader import FeatureDataset, make_loader
-from dlforge.data.split import stratified_split
-from dlforge.errors import ConfigError, DataError, NotFittedError
+from dlforge.data.split import split_rows
+from dlforge.errors import ConfigError, DataError, NotFittedError, RunDirError
+from dlforge.estimators.persist import save_run
+from dlforge.estimators.select import cross_validate_frame, select_model
 from dlforge.models.registry import build_model
 from dlforge.train.callbacks import Callback
 from dlforge.train.compute import compute_report
+from dlforge.train.device import resolve_device, resolve_precision
 from dlforge.train.distributed import is_main_process
 from dlforge.train.metrics import (
     baseline_metrics,
@@ -37,39 +53,59 @@ from dlforge.train.metrics import (
     predict_indices,
     probabilities,
     regression_metrics,
+    resolve_monitor,
 )
 from dlforge.train.trainer import Trainer, loss_fn, predict_logits
 
-__all__ = ["TRAIN_PARAMS", "DeepModel", "Target", "encode_labels", "load_weights",
-           "split_rows", "task_name"]
-
-Target = LabelEncoder | NumericTarget
+__all__ = ["DeepModel", "baseline_from_report", "load_weights", "table_init"]
 
 # Estimator arguments shared by every estimator -> the config key each sets.
-TRAIN_PARAMS: dict[str, str] = {
-    "epochs": "train.epochs",
-    "batch_size": "train.batch_size",
-    "lr": "train.lr",
-    "weight_decay": "train.weight_decay",
-    "warmup": "train.warmup",
-    "patience": "train.patience",
-    "monitor": "train.monitor",
-    "precision": "train.precision",
-    "device": "train.device",
-    "seed": "train.seed",
-    "validation_split": "data.validation_split",
-}
-CLASSIFICATION_MONITORS = ("loss", "accuracy", "macro_f1", "roc_auc")
-REGRESSION_MONITORS = ("loss", "mae", "rmse", "r2")
+def table_init(kind: str, *extra: inspect.Parameter) -> Callable[..., None]:
+    """The ``__init__`` of the estimator ``kind``, from the parameter table
+    (:mod:`dlforge.config.params`): ``model`` (positional or keyword), every keyword argument
+    the table gives that kind, then ``extra`` (arguments that are not hyperparameters, such as
+    a table's column lists), ``config`` and ``verbose``. It stores each argument untouched,
+    as scikit-learn's contract asks; its signature is explicit (``help()``, ``get_params``
+    and ``clone`` see every name), and an unknown name is a TypeError."""
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+              inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                annotation="str | None")]
+    params += [inspect.Parameter(p.name, kw, default=None, annotation=f"{p.type} | None")
+               for p in estimator_params(kind) if p.name != "model"]
+    params += [*extra, inspect.Parameter("config", kw, default=None,
+                                         annotation="RunConfig | None"),
+               inspect.Parameter("verbose", kw, default=1, annotation="int")]
+    signature = inspect.Signature(params)
+
+    def __init__(self: DeepModel, *args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        for name, value in list(bound.arguments.items())[1:]:
+            setattr(self, name, value)
+
+    __init__.__signature__ = signature  # type: ignore[attr-defined]
+    __init__.__doc__ = ("Arguments left as None take the config's defaults (or those of "
+                        "``config``, if given). Each keyword: " + "; ".join(
+                            f"``{p.name}`` ({p.path}): {p.help}" for p in estimator_params(kind)))
+    return __init__
 
 
 class DeepModel(BaseEstimator):
-    """Base of TextClassifier, ImageClassifier, TabularClassifier and TabularRegressor."""
+    """Base of every estimator but the language model: a scikit-learn estimator over the run
+    schema. A subclass names its ``KIND`` (its keyword arguments come from the parameter
+    table), its default config, and how its ``X`` becomes input columns."""
 
-    PARAM_PATHS: ClassVar[dict[str, str]] = {}
+    KIND: ClassVar[str] = ""
 
     config: RunConfig | None
     verbose: int
+
+    @classmethod
+    def param_paths(cls) -> dict[str, str]:
+        """Each keyword argument's config key (with ``<kind>`` slots, see
+        :func:`~dlforge.config.params.resolve_path`)."""
+        return {p.name: p.path for p in estimator_params(cls.KIND)}
 
     # ------------------------------------------------------------------ config
     def _base_config(self) -> dict[str, Any]:
@@ -82,13 +118,17 @@ class DeepModel(BaseEstimator):
             base = config_to_dict(self.config)
         elif base is None:
             base = self._base_config()
-        params = {k: getattr(self, k) for k in self.PARAM_PATHS}
+        paths = self.param_paths()
+        params = {k: getattr(self, k) for k in paths}
         params.update(overrides)
-        unknown = sorted(set(params) - set(self.PARAM_PATHS))
+        unknown = sorted(set(params) - set(paths))
         if unknown:
             raise ConfigError(f"unknown argument(s) {', '.join(unknown)}; valid ones are: "
-                              f"{', '.join(self.PARAM_PATHS)}")
-        dotted = {self.PARAM_PATHS[k]: v for k, v in params.items() if v is not None}
+                              f"{', '.join(paths)}")
+        inputs = [i for i in base.get("inputs") or [] if isinstance(i, dict)]
+        forecast = base.get("forecast") is not None
+        dotted = {resolve_path(paths[k], inputs, forecast, name=k): v
+                  for k, v in params.items() if v is not None}
         if "train.seed" in dotted:
             dotted["data.seed"] = dotted["train.seed"]
         return validate_config(apply_overrides(base, dotted), source=type(self).__name__)
@@ -128,11 +168,14 @@ class DeepModel(BaseEstimator):
             y = target.encode(df[label_col].tolist(), source=source)
         selection = None
         if cfg.model.name == "auto" and not resume:
-            # Model selection cross-validates on the rows outside the test split only.
-            from dlforge.select import select_model
+            # Model selection cross-validates on the rows outside the test split only, each
+            # candidate with this estimator's own pipeline.
+            def cv(trial: RunConfig, k: int, frame: pd.DataFrame) -> dict[str, Any]:
+                return cross_validate_frame(lambda kind: type(self), trial, k, frame,
+                                            str(trial.data.path or "data"), verbose=0)
 
             cfg, selection = select_model(df.iloc[idx].reset_index(drop=True), cfg,
-                                          target.kind, source, say)
+                                          target.kind, source, say, cv)
 
         # Each input: load, fit on the training split only, encode.
         resumed = resume and workdir is not None and (workdir / "features.json").exists()
@@ -273,7 +316,7 @@ class DeepModel(BaseEstimator):
     def predict(self, X: Any, *, sensitive_features: Any = None) -> np.ndarray | list[list[Any]]:
         """Labels (or numbers). A run mitigated by ``dlforge audit --mitigate`` decides per
         group of its sensitive column(s): give them as columns of ``X`` (a DataFrame) or as
-        ``sensitive_features`` (see :mod:`dlforge.thresholds`)."""
+        ``sensitive_features`` (see :mod:`dlforge.train.thresholds`)."""
         self._check_fitted()
         if isinstance(self.labels_, NumericTarget):
             return self.labels_.decode(self._logits(X))
@@ -358,8 +401,6 @@ class DeepModel(BaseEstimator):
 
     def save(self, path: str | Path) -> Path:
         """Write a run directory (atomically); ``dlforge.load(path)`` gives this model back."""
-        from dlforge.run import save_run
-
         self._check_fitted()
         return save_run(self, Path(path))
 
@@ -369,11 +410,6 @@ def load_weights(net: torch.nn.Module, path: Path, cfg: RunConfig, device: str |
                  ) -> tuple[torch.nn.Module, torch.device, str]:
     """Load a run folder's ``model.safetensors`` into ``net`` (RunDirError if they do not
     match); return it in eval mode on its device, with the device and the precision."""
-    from safetensors.torch import load_file
-
-    from dlforge.errors import RunDirError
-    from dlforge.train.device import resolve_device, resolve_precision
-
     missing, unexpected = net.load_state_dict(load_file(path / "model.safetensors",
                                                         device="cpu"), strict=False)
     if missing or unexpected:
@@ -381,67 +417,6 @@ def load_weights(net: torch.nn.Module, path: Path, cfg: RunConfig, device: str |
                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     dev = resolve_device(device or cfg.train.device)
     return net.to(dev).eval(), dev, resolve_precision(cfg.train.precision, dev)
-
-
-def split_rows(strata: np.ndarray, cfg: RunConfig
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(train, validation, test) row indices of the cleaned frame: the test rows first, then
-    the validation rows from the rest, each stratified by ``strata`` with ``data.seed``. The
-    same data and config always give the same split (the privacy audit rebuilds it)."""
-    idx = np.arange(len(strata))
-    test_idx = np.array([], dtype=np.int64)
-    if cfg.data.test_split > 0:
-        idx, test_idx = stratified_split(strata, cfg.data.test_split, cfg.data.seed)
-    if cfg.data.validation_split > 0:
-        tr, va = stratified_split(strata[idx], cfg.data.validation_split, cfg.data.seed)
-        return idx[tr], idx[va], test_idx
-    # no validation rows: train on all of them (e.g. a final refit)
-    return idx, np.array([], dtype=np.int64), test_idx
-
-
-def resolve_monitor(monitor: str, kind: str) -> str:
-    if kind == "numeric":
-        if monitor == "auto":
-            return "rmse"
-        if monitor not in REGRESSION_MONITORS:
-            raise ConfigError(f"train.monitor: {monitor!r} is a classification metric; a "
-                              f"numeric output monitors one of {', '.join(REGRESSION_MONITORS)}")
-        return monitor
-    if monitor == "auto":
-        return "macro_f1" if kind == "multilabel" else "accuracy"
-    if monitor not in CLASSIFICATION_MONITORS:
-        raise ConfigError(f"train.monitor: {monitor!r} is a regression metric; a {kind} output "
-                          f"monitors one of {', '.join(CLASSIFICATION_MONITORS)}")
-    return monitor
-
-
-def task_name(cfg: RunConfig, kind: str) -> str:
-    """text_classification, image_classification, tabular_regression, multimodal_...,
-    forecasting."""
-    if cfg.forecast is not None:
-        return "forecasting"
-    kinds = {i.type for i in cfg.inputs}
-    rich = kinds - {"numeric", "category"}
-    what = ("tabular" if not rich else
-            (next(iter(rich)) if kinds == rich else "multimodal"))
-    return f"{what}_{'regression' if kind == 'numeric' else 'classification'}"
-
-
-def encode_labels(df: pd.DataFrame, cfg: RunConfig, source: str, saved: Path | None = None
-                  ) -> tuple[Target, np.ndarray, np.ndarray]:
-    """Fit the label map or target scaler on ``df`` (or load a ``saved`` one) and encode the
-    output column. Returns (target, targets, strata), strata being what splits stratify on
-    (the class; all zeros for a numeric output, which splits at random)."""
-    col = cfg.output.name
-    target = (load_target(saved) if saved is not None else
-              fit_target(df[col].tolist(), cfg.output.type, cfg.output.separator,
-                         source=f"{source}: {col}"))
-    y = target.encode(df[col].tolist(), cfg.output.separator, source=source)
-    if target.kind == "numeric":
-        strata = np.zeros(len(y), dtype=np.int64)
-    else:
-        strata = y.argmax(axis=1) if target.kind == "multilabel" else y
-    return target, y, strata
 
 
 def fit_baseline(target: Target, y_train: np.ndarray) -> np.ndarray:
@@ -476,43 +451,4 @@ def _describe_target(target: Target) -> str:
         return f"numeric output (mean {target.mean:.4g}, std {target.std:.4g})"
     return f"{target.kind} labels {target.classes[:10]}"
 
-
-def take(column: Any, rows: np.ndarray) -> Any:
-    """Rows of a loaded or encoded column (a NumPy array or a list)."""
-    if isinstance(column, np.ndarray):
-        return column[rows]
-    return [column[i] for i in rows]
-
-
-def take_columns(columns: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
-    return {name: take(col, rows) for name, col in columns.items()}
-
-
-def as_list(values: Any, name: str) -> list[Any]:
-    if isinstance(values, str):
-        raise DataError(f"{name}: expected a sequence of values, got a single string")
-    if isinstance(values, pd.DataFrame):
-        if values.shape[1] != 1:
-            raise DataError(f"{name}: expected one column, got a DataFrame with "
-                            f"{values.shape[1]} columns")
-        values = values.iloc[:, 0]
-    if isinstance(values, pd.Series):
-        return values.tolist()
-    if isinstance(values, np.ndarray):
-        if values.ndim == 2 and values.shape[1] == 1:
-            values = values[:, 0]
-        return list(values) if values.ndim != 1 else values.tolist()
-    try:
-        return list(values)
-    except TypeError:
-        raise DataError(f"{name}: expected a list, NumPy array or pandas Series, got "
-                        f"{type(values).__name__}") from None
-
-
-def label_array(values: list[Any]) -> np.ndarray:
-    arr = np.empty(len(values), dtype=object)
-    arr[:] = values
-    if all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in values):
-        return arr.astype(np.int64)
-    return arr
 

@@ -27,9 +27,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from dlforge.audit.card import write_card
+from dlforge.config.lm import LMConfig, dump_lm_config, lm_config, load_lm_config
 from dlforge.errors import ConfigError, DataError, DlforgeError, NotFittedError, RunDirError
 from dlforge.lm.batch import DecodeBatcher
-from dlforge.lm.config import LMConfig, dump_lm_config, lm_config, load_lm_config
 from dlforge.lm.corpus import (
     BPETokenizer,
     CharTokenizer,
@@ -42,6 +43,19 @@ from dlforge.lm.corpus import (
 from dlforge.lm.generate import check_sampling, sample_tokens, stream_text
 from dlforge.lm.train import train_lm
 from dlforge.models.gpt import GPT, GPTConfig
+from dlforge.run import (
+    LM_TASK,
+    MANIFEST,
+    check_out,
+    check_run,
+    history_csv,
+    new_run_dir,
+    partial_dir,
+    read_history,
+    save_weights,
+    seal_run,
+    to_json,
+)
 from dlforge.train.device import autocast, resolve_device, resolve_precision
 
 __all__ = ["LanguageModel"]
@@ -129,8 +143,6 @@ class LanguageModel:
         it while training (``resume=True`` continues from there after an interruption) and the
         run directory is written to ``out`` at the end (an existing run there is replaced only
         with ``overwrite=True``)."""
-        from dlforge.run import MANIFEST, check_out, partial_dir
-
         cfg = self._config()
         if out is not None and not resume:
             check_out(Path(out), overwrite)
@@ -312,22 +324,20 @@ class LanguageModel:
 
     def save(self, path: str | Path) -> Path:
         """Write the run directory (see the module docstring), atomically."""
-        from dlforge.run import LM_TASK, _history_csv, _json, new_run_dir, save_weights, seal_run
-
         self._check_fitted()
         path = Path(path)
         tmp = new_run_dir(path)
         try:
             dump_lm_config(self.config_, tmp / "config.yaml")
             save_weights(self.model_, tmp)
-            (tmp / "model.json").write_text(_json(self.model_.config.to_dict()), encoding="utf-8")
+            (tmp / "model.json").write_text(to_json(self.model_.config.to_dict()), encoding="utf-8")
             save_tokenizer(self.tokenizer_, tmp / "tokenizer.json")
-            (tmp / "metrics.json").write_text(_json(self.metrics_), encoding="utf-8")
-            (tmp / "data.json").write_text(_json(self.data_report_), encoding="utf-8")
-            (tmp / "history.csv").write_text(_history_csv(self.history_), encoding="utf-8")
+            (tmp / "metrics.json").write_text(to_json(self.metrics_), encoding="utf-8")
+            (tmp / "data.json").write_text(to_json(self.data_report_), encoding="utf-8")
+            (tmp / "history.csv").write_text(history_csv(self.history_), encoding="utf-8")
             if getattr(self, "privacy_", None):  # trained with DP-SGD: the budget spent
-                (tmp / "privacy.json").write_text(_json(self.privacy_), encoding="utf-8")
-            seal_run(tmp, path, LM_TASK, type(self).__name__, "gpt")
+                (tmp / "privacy.json").write_text(to_json(self.privacy_), encoding="utf-8")
+            seal_run(tmp, path, LM_TASK, type(self).__name__, "gpt", documents=write_card)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -336,8 +346,6 @@ class LanguageModel:
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> LanguageModel:
         """The model saved at ``path`` (checked against its manifest), ready to generate."""
-        from dlforge.run import LM_TASK, check_run
-
         manifest = check_run(Path(path))
         if manifest.get("task") != LM_TASK:
             raise RunDirError(f"{path}: a {manifest.get('task')} run, not a language model")
@@ -345,8 +353,6 @@ class LanguageModel:
 
     @classmethod
     def _restore(cls, path: Path, device: str | None = None) -> LanguageModel:
-        from dlforge.run import _read_history
-
         cfg = load_lm_config(path / "config.yaml")
         lm = cls(**cfg.model_dump(), verbose=0)
         if device is not None:
@@ -363,7 +369,7 @@ class LanguageModel:
         lm.metrics_ = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
         data = path / "data.json"
         lm.data_report_ = json.loads(data.read_text(encoding="utf-8")) if data.is_file() else {}
-        lm.history_ = _read_history(path / "history.csv")
+        lm.history_ = read_history(path / "history.csv")
         private = path / "privacy.json"
         lm.privacy_ = json.loads(private.read_text(encoding="utf-8")) if private.is_file() \
             else None

@@ -1,24 +1,36 @@
-"""The commands of the audit and estimate steps: ``dlforge audit``, ``report``, ``explain``
-and ``estimate``. Thin, like cli.py (which registers them on the ``dlforge`` app)."""
+"""``dlforge explain``, ``audit`` and ``report``: why a run predicts what it does, whether it is
+fair and private, and its model card."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
-from dlforge._cli_help import Commands
-from dlforge._cli_help import examples as _examples
+from dlforge._atomic import atomic_file
+from dlforge.audit.card import write_report
+from dlforge.audit.charts import SHORT
+from dlforge.audit.explain import render_html, render_terminal
+from dlforge.audit.fairness import METRICS, Thresholds
+from dlforge.cli._common import Commands
+from dlforge.cli._common import examples as _examples
 from dlforge.errors import ConfigError
+from dlforge.estimators.load import load
+from dlforge.estimators.steps import audit as run_audit
+from dlforge.estimators.steps import explain as explain_one
+from dlforge.estimators.steps import privacy_audit
 
-COMMANDS = Commands()  # registered on the dlforge app by cli.py
-_command = COMMANDS
+__all__ = ["COMMANDS"]
+
+COMMANDS = Commands()
 
 
 # ----------------------------------------------------------------------------------- explain
-@_command(epilog=_examples(
+@COMMANDS(epilog=_examples(
     "dlforge explain runs/tweets --text \"the flight was late again\"",
     "dlforge explain runs/tweets --text \"great crew\" --html why.html",
     "dlforge explain runs/digits --image seven.png --target 7",
@@ -41,13 +53,6 @@ def explain(
 ) -> None:
     """Explain one prediction with Integrated Gradients (Captum): which tokens, pixels or
     columns pushed the output, and by how much."""
-    from rich.console import Console
-
-    from dlforge._atomic import atomic_file
-    from dlforge.audit.explain import explain as explain_one
-    from dlforge.audit.explain import render_html, render_terminal
-    from dlforge.run import load
-
     values = None
     if row is not None:
         try:
@@ -76,7 +81,7 @@ def explain(
 
 
 # ----------------------------------------------------------------------------------- audit
-@_command(epilog=_examples(
+@COMMANDS(epilog=_examples(
     "dlforge audit runs/credit --data test.csv --sensitive Marital",
     "dlforge audit runs/credit --data test.csv --sensitive Age --bins Age:30,45,60",
     "dlforge audit runs/credit --data valid.csv --sensitive Marital --mitigate equalized_odds",
@@ -125,12 +130,6 @@ def audit(
     RUN_DIR/audit/fairness.json with one chart per metric. Privacy (--privacy): a
     membership-inference attack, written to RUN_DIR/audit/privacy.json. Both update the
     model card."""
-    from rich.console import Console
-
-    from dlforge.audit.charts import fairness_tables
-    from dlforge.audit.fairness import Thresholds
-    from dlforge.audit.fairness import audit as run_audit
-
     if sensitive is None and not privacy:
         raise ConfigError("nothing to audit: give --sensitive COLUMN (and --data FILE) for the "
                           "fairness audit, or --privacy for the membership-inference attack")
@@ -148,7 +147,6 @@ def audit(
         typer.echo(json.dumps(result, indent=2, default=str))
         return
     if as_json:
-        from dlforge.audit.privacy import privacy_audit
 
         both = {"fairness": result, "privacy": privacy_audit(run_dir, data)}
         typer.echo(json.dumps(both, indent=2, default=str))
@@ -165,7 +163,6 @@ def audit(
 
 
 def _privacy_audit(run_dir: Path, data: str | None, as_json: bool) -> None:
-    from dlforge.audit.privacy import privacy_audit
 
     report = privacy_audit(run_dir, data)
     if as_json:
@@ -185,89 +182,48 @@ def _privacy_audit(run_dir: Path, data: str | None, as_json: bool) -> None:
 
 
 # ----------------------------------------------------------------------------------- report
-@_command(epilog=_examples("dlforge report runs/credit"))
+@COMMANDS(epilog=_examples("dlforge report runs/credit"))
 def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Rebuild a run's MODEL_CARD.md and write report.html (the card with its plots embedded):
     model details, intended use, data, metrics, fairness, privacy, compute, limitations."""
-    from dlforge.audit.card import write_report
-
     out = write_report(run_dir)
     typer.echo(f"wrote {out} and {run_dir / 'MODEL_CARD.md'}")
 
 
-# ----------------------------------------------------------------------------------- estimate
-@_command(epilog=_examples(
-    "dlforge estimate gpt2-small",
-    "dlforge estimate llama2-70b --tokens 2e12 --hardware h100 --devices 2048 --zero 3 "
-    "--checkpointing",
-    "dlforge estimate --layers 24 --d-model 2048 --heads 16 --kv-heads 4 --ffn-kind swiglu "
-    "--ffn 5632 --vocab 32000 --context 4096 --untied --json",
-    "dlforge estimate runs/tweets --hardware this-machine",
-    "dlforge estimate --measure run.yaml",
-))
-def estimate(
-    source: Annotated[str | None, typer.Argument(
-        help="A preset name (gpt2-small ... llama2-70b), a run config YAML or a run "
-             "directory.")] = None,
-    layers: Annotated[int | None, typer.Option(help="Transformer layers.")] = None,
-    d_model: Annotated[int | None, typer.Option(help="Model width.")] = None,
-    heads: Annotated[int | None, typer.Option(help="Attention heads.")] = None,
-    kv_heads: Annotated[int | None, typer.Option(
-        help="Key/value heads (grouped-query attention; default: heads).")] = None,
-    ffn: Annotated[int | None, typer.Option(help="Feed-forward width (default 4 x d_model).")
-                   ] = None,
-    ffn_kind: Annotated[str | None, typer.Option(help="gelu or swiglu.")] = None,
-    vocab: Annotated[int | None, typer.Option(help="Vocabulary size.")] = None,
-    context: Annotated[int | None, typer.Option(help="Context length (tokens).")] = None,
-    untied: Annotated[bool, typer.Option(
-        "--untied", help="A separate output head (LLaMA); default tied (GPT-2).")] = False,
-    seq_len: Annotated[int | None, typer.Option(
-        help="Tokens per sequence for FLOPs and activations (default: context).")] = None,
-    batch_size: Annotated[int | None, typer.Option(
-        help="Micro-batch per device for activation memory.")] = None,
-    tokens: Annotated[float | None, typer.Option(
-        help="Training tokens (default: 20 per parameter; runs: rows x epochs).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs (runs only).")] = None,
-    budget: Annotated[float | None, typer.Option(
-        help="A compute budget in FLOPs: the compute-optimal model size and tokens for it.")
-                      ] = None,
-    hardware: Annotated[str, typer.Option(
-        help="h100, h200, a100-80gb, a100-40gb, l4, t4 or this-machine.")] = "h100",
-    devices: Annotated[int, typer.Option(help="Number of devices.")] = 1,
-    mfu: Annotated[float, typer.Option(help="Assumed model-FLOPs utilisation, in (0, 1].")
-                   ] = 0.4,
-    price: Annotated[float | None, typer.Option(help="USD per device-hour.")] = None,
-    precision: Annotated[str | None, typer.Option(help="bf16 or fp32.")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="adamw, adamw-mixed or sgd.")] = None,
-    zero: Annotated[int, typer.Option(
-        help="ZeRO stage 0-3 (3 = FSDP full shard) over --devices.")] = 0,
-    checkpointing: Annotated[bool, typer.Option(
-        "--checkpointing", help="Activation checkpointing.")] = False,
-    inference_batch: Annotated[int, typer.Option(help="Sequences in the KV cache.")] = 1,
-    measure: Annotated[str | None, typer.Option(
-        help="A run config: time a few real training steps here and predict the run.")
-                       ] = None,
-    steps: Annotated[int, typer.Option(help="Steps timed by --measure.")] = 10,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """How much data, time and compute: parameters, FLOPs, training and inference memory,
-    time and cost on a hardware catalogue, and the Chinchilla data answer (docs/estimate.md)."""
-    from dlforge.estimate import estimate as run_estimate
+def _fmt(v: float | None, ci: list[float] | None = None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3f}" + (f" ±{(ci[1] - ci[0]) / 2:.2f}" if ci else "")
 
-    report = run_estimate(
-        source, layers=layers, d_model=d_model, heads=heads, kv_heads=kv_heads, ffn=ffn,
-        ffn_kind=ffn_kind, vocab=vocab, context=context, untied=True if untied else None,
-        seq_len=seq_len, batch_size=batch_size, tokens=tokens, epochs=epochs,
-        hardware=hardware, devices=devices, mfu=mfu, price=price, precision=precision,
-        optimizer=optimizer, zero=zero, checkpointing=checkpointing,
-        inference_batch=inference_batch, measure=measure, measure_steps=steps, budget=budget)
-    if as_json:
-        typer.echo(json.dumps(report, indent=2, default=str))
-        return
-    from rich.console import Console
 
-    from dlforge.estimate.report import tables
+def fairness_tables(result: dict[str, Any]) -> list[Any]:
+    """Rich tables (one per attribute and decision rule) and verdict lines to print."""
+    out: list[Any] = []
+    for name, entry in result["attributes"].items():
+        for key in ("model", "mitigated"):
+            if key not in entry:
+                continue
+            r = entry[key]
+            what = "the model's decisions" if key == "model" else "after mitigation"
+            table = Table(title=f"{name}: {what} (positive = {result['positive']!r}; ± half "
+                                "the 95% bootstrap interval)")
+            table.add_column("group", no_wrap=True)
+            table.add_column("n", justify="right")
+            for m in METRICS:
+                table.add_column(SHORT[m], justify="right")
+            for g, row in r["by_group"].items():
+                table.add_row(g + (" (small)" if row["small"] else ""), str(row["count"]),
+                              *[_fmt(row[m], row[f"{m}_ci"]) for m in METRICS])
+            out.append(table)
+            v = r["verdict"]
+            out.append(f"{name} ({key}): demographic parity difference "
+                       f"{_fmt(r['demographic_parity_difference'])}, ratio "
+                       f"{_fmt(r['demographic_parity_ratio'])}; equalized-odds difference "
+                       f"{_fmt(r['equalized_odds_difference'])}"
+                       + (f" (small groups left out: {', '.join(r['small_groups_excluded'])})"
+                          if r["small_groups_excluded"] else "")
+                       + f" -> [b]{v['result']}[/b]"
+                       + "".join(f"; {c['check']} {_fmt(c['value'])} vs {c['threshold']}"
+                                 for c in v["checks"]))
+    return out
 
-    console = Console()
-    for part in tables(report):
-        console.print(part, soft_wrap=True)

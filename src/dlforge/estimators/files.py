@@ -7,51 +7,37 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
+from safetensors import safe_open
 
-from dlforge.base import DeepModel, encode_labels
 from dlforge.config import RunConfig, load_config
 from dlforge.data.clean import clean_frame
-from dlforge.data.features import fit_target
-from dlforge.data.io import read_table, require_columns, write_table
-from dlforge.data.split import kfold
+from dlforge.data.frames import output_kind, read_data
+from dlforge.data.io import write_table
 from dlforge.errors import DataError, DlforgeError, RunDirError
-from dlforge.estimators import (
-    ImageClassifier,
-    SequenceModel,
-    TabularClassifier,
-    TabularRegressor,
-    TextClassifier,
-    image_folder_frame,
-)
-from dlforge.run import (
-    LM_TASK,
-    MANIFEST,
-    check_out,
-    check_run,
-    load_deep_model,
-    partial_dir,
-    save_run,
-)
+from dlforge.estimators.base import DeepModel
+from dlforge.estimators.forecast import Forecaster, cross_validate_series
+from dlforge.estimators.image import ImageClassifier
+from dlforge.estimators.load import load_deep_model
+from dlforge.estimators.persist import save_run
+from dlforge.estimators.select import cross_validate_frame
+from dlforge.estimators.sequence import SequenceModel
+from dlforge.estimators.tabular import TabularClassifier, TabularRegressor
+from dlforge.estimators.text import TextClassifier
+from dlforge.run import LM_TASK, MANIFEST, check_out, check_run, partial_dir
+from dlforge.train.distributed import is_main_process
+from dlforge.train.metrics import probabilities
 
-__all__ = ["cross_validate", "estimator_for", "evaluate", "info", "output_kind", "predict",
-           "preflight", "read_data", "train"]
-
-CV_METRICS = ("accuracy", "macro_f1", "roc_auc", "micro_f1", "mae", "rmse", "r2", "loss")
-FLAGS = {"text": "--text", "image": "--image", "numeric": "--numeric", "sequence": "--sequence",
-         "category": "--category"}
+__all__ = ["cross_validate", "estimator_for", "evaluate", "info", "predict", "preflight",
+           "train"]
 
 
 def estimator_for(cfg: RunConfig, output_kind: str) -> type[DeepModel]:
     """The estimator class a config trains: by its inputs, and the output's kind."""
     if cfg.forecast is not None:
-        from dlforge.forecast import Forecaster
-
         return Forecaster
     kinds = {i.type for i in cfg.inputs}
     if output_kind == "numeric":
@@ -65,44 +51,6 @@ def estimator_for(cfg: RunConfig, output_kind: str) -> type[DeepModel]:
     return TabularClassifier
 
 
-def read_data(cfg: RunConfig, path: str | Path | None = None, *, labelled: bool = True,
-              renames: dict[str, str] | None = None) -> pd.DataFrame:
-    """The frame a config trains on: a table (CSV, TSV, JSONL, Parquet) holding the input and
-    output columns, or for an image input a folder of class sub-folders. Image paths in a
-    table are relative to the table's folder. ``renames`` maps a file's column names to the
-    config's (a file whose text column is called differently)."""
-    path = Path(path if path is not None else cfg.data.path)  # type: ignore[arg-type]
-    if cfg.forecast is not None:
-        df = read_table(path, cfg.data.format if path == Path(str(cfg.data.path)) else "auto")
-        fc = cfg.forecast
-        cols = {c: "--forecast" for c in fc.targets if labelled}
-        cols.update({c: "--covariates" for c in fc.covariates})
-        cols.update({c: "--exogenous" for c in fc.exogenous})
-        if fc.time:
-            cols[fc.time] = "--time"
-        require_columns(df, cols, str(path))
-        return df
-    images = [i for i in cfg.inputs if i.type == "image"]
-    if images and path.is_dir():
-        if not labelled:
-            from dlforge.estimators import image_list
-
-            return pd.DataFrame({images[0].name: pd.Series(image_list(path), dtype=object)})
-        return image_folder_frame(path, cfg)
-    df = read_table(path, cfg.data.format if path == Path(str(cfg.data.path)) else "auto")
-    renames = renames or {}
-    back = {v: k for k, v in renames.items()}
-    cols = {back.get(i.name, i.name): FLAGS[i.type] for i in cfg.inputs}
-    if labelled:
-        cols[back.get(cfg.output.name, cfg.output.name)] = "--label"
-    require_columns(df, cols, str(path))
-    df = df.rename(columns=renames)
-    for inp in images:
-        df[inp.name] = [str(path.parent / v) if isinstance(v, str) and not Path(v).is_absolute()
-                        else v for v in df[inp.name]]
-    return df
-
-
 def train(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
           overwrite: bool = False, verbose: int = 1, callbacks: tuple = ()) -> DeepModel:
     """Train the run ``cfg`` describes into the run directory ``out``.
@@ -111,8 +59,6 @@ def train(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
     training is interrupted, ``resume=True`` continues from there (with the saved config) to
     the same result an uninterrupted run gives.
     """
-    from dlforge.train.distributed import is_main_process
-
     out = Path(out)
     work = partial_dir(out)
     cfg = preflight(cfg, out, resume=resume, overwrite=overwrite)
@@ -138,18 +84,6 @@ def train(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
     return clf
 
 
-def output_kind(cfg: RunConfig, df: pd.DataFrame, source: str) -> str:
-    """forecast, numeric, or the classification kind the output column will get."""
-    if cfg.forecast is not None:
-        return "forecast"
-    if cfg.output.type != "auto":
-        return cfg.output.type
-    if df[cfg.output.name].isna().all():
-        return "category"  # cleaning reports the missing labels
-    return fit_target(df[cfg.output.name].dropna().tolist(), "auto", cfg.output.separator,
-                      source=f"{source}: {cfg.output.name}").kind
-
-
 def preflight(cfg: RunConfig | None, out: Path, *, resume: bool = False,
               overwrite: bool = False) -> RunConfig:
     """Check that a run can be written to ``out`` (and resumed from it); return the config to
@@ -173,7 +107,7 @@ def preflight(cfg: RunConfig | None, out: Path, *, resume: bool = False,
 def cross_validate(cfg: RunConfig, k: int, *, frame: pd.DataFrame | None = None,
                    verbose: int = 1) -> dict[str, Any]:
     """Score the run ``cfg`` describes by ``k``-fold cross-validation (stratified by label
-    for classification).
+    for classification; expanding windows in time for forecasting).
 
     The data is cleaned once; each fold trains a fresh model on the other folds (with its own
     validation split for early stopping) and scores the held-out fold. Returns every fold's
@@ -185,41 +119,9 @@ def cross_validate(cfg: RunConfig, k: int, *, frame: pd.DataFrame | None = None,
             raise DataError("data.path: no data file given for cross-validation")
         frame = read_data(cfg)
     if cfg.forecast is not None:
-        from dlforge.forecast import cross_validate_series
-
         return cross_validate_series(cfg, k, frame, source, verbose)
-    texts = [i.name for i in cfg.inputs if i.type == "text"]
-    df, _ = clean_frame(frame, texts, cfg.output.name, cfg.data.clean, source=source,
-                        key_cols=[i.name for i in cfg.inputs])
-    target, _, strata = encode_labels(df, cfg, source)
-    try:
-        folds = kfold(strata, k, cfg.data.seed)
-    except ValueError as err:
-        raise DataError(f"{source}: {err}") from None
-    cls = estimator_for(cfg, target.kind)
-    rows = []
-    for i, (tr, te) in enumerate(folds, start=1):
-        clf = cls(config=cfg, verbose=0)
-        clf._fit_frame(df.iloc[tr].reset_index(drop=True), cfg, source=f"{source} (fold {i})")
-        n_params = sum(p.numel() for p in clf.model_.parameters())
-        m = clf.evaluate_frame(df.iloc[te].reset_index(drop=True), source)
-        row = {key: m[key] for key in CV_METRICS if m.get(key) is not None}
-        base = m["baseline"]
-        row.update({f"baseline_{key}": base[key] for key in ("accuracy", "mae", "rmse")
-                    if key in base})
-        rows.append(row)
-        if verbose:
-            print(f"cross-validation fold {i}/{k}: " + ", ".join(
-                f"{key} {v:.4f}" for key, v in row.items()), file=sys.stderr, flush=True)
-    keys = list(rows[0])
-    return {
-        "k": k,
-        "seed": cfg.data.seed,
-        "parameters": n_params,
-        "folds": rows,
-        "mean": {key: float(np.mean([r[key] for r in rows])) for key in keys},
-        "std": {key: float(np.std([r[key] for r in rows], ddof=1)) for key in keys},
-    }
+    return cross_validate_frame(lambda kind: estimator_for(cfg, kind), cfg, k, frame, source,
+                                verbose)
 
 
 def _load_eval_frame(clf: DeepModel, data: str | Path, text: str | None,
@@ -272,8 +174,6 @@ def predict(run_dir: str | Path, data: str | Path, out: str | Path, *,
     if target.kind == "numeric":
         result["prediction"] = target.decode(logits)
     else:
-        from dlforge.train.metrics import probabilities
-
         proba = probabilities(target.kind, logits)
         # A run mitigated by dlforge audit --mitigate decides per group of its sensitive
         # column(s), which the file must then hold (DataError naming them if not).
@@ -291,8 +191,6 @@ def info(run_dir: str | Path) -> dict[str, Any]:
     """What a run is: task, model, size, data, metrics, files."""
     path = Path(run_dir)
     manifest = check_run(path)
-    from safetensors import safe_open
-
     with safe_open(path / "model.safetensors", framework="pt") as fh:
         n_params = sum(_prod(fh.get_slice(k).get_shape()) for k in fh.keys())  # noqa: SIM118 (safe_open)
     if manifest["task"] == LM_TASK:

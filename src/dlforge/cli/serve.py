@@ -1,5 +1,4 @@
-"""``dlforge export`` and ``dlforge serve``: deployment. Thin, like cli.py (which registers
-them on the ``dlforge`` app)."""
+"""``dlforge export`` and ``dlforge serve``: deployment."""
 
 from __future__ import annotations
 
@@ -10,16 +9,17 @@ from typing import Annotated, Any
 
 import typer
 
-from dlforge._cli_help import Commands
-from dlforge._cli_help import examples as _examples
+from dlforge.cli._common import Commands
+from dlforge.cli._common import examples as _examples
 from dlforge.errors import ConfigError
 
-COMMANDS = Commands()  # registered on the dlforge app by cli.py
-_command = COMMANDS
+__all__ = ["COMMANDS"]
+
+COMMANDS = Commands()
 
 
 # ----------------------------------------------------------------------------------- export
-@_command(epilog=_examples(
+@COMMANDS(epilog=_examples(
     "dlforge export runs/tweets --format onnx                 # writes runs/tweets.onnx",
     "dlforge export runs/credit --format onnx --out models/credit.onnx",
 ))
@@ -43,7 +43,7 @@ def export(
 
 
 # ----------------------------------------------------------------------------------- serve
-@_command(epilog=_examples(
+@COMMANDS(epilog=_examples(
     "dlforge serve runs/tweets                       # http://127.0.0.1:8000/docs",
     "dlforge serve runs/tweets runs/credit --port 9000 --api-key-env DLFORGE_API_KEY",
     "dlforge serve runs/tweets --workers 4 --backend onnx   # 4 processes, one port",

@@ -21,14 +21,13 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from dlforge.base import DeepModel, load_weights
-from dlforge.config import RunConfig, SequenceInput
+from dlforge.config import RunConfig, SequenceInput, dump_config
 from dlforge.data.inputs import Feature, SequenceFeature
 from dlforge.data.loader import FeatureDataset, make_loader
 from dlforge.data.series import (
@@ -44,6 +43,8 @@ from dlforge.data.series import (
     time_series_folds,
 )
 from dlforge.errors import ConfigError, DataError
+from dlforge.estimators.base import DeepModel, load_weights, table_init
+from dlforge.estimators.select import select_model
 from dlforge.models.mlp import MLP
 from dlforge.models.registry import MODELS, FusionModel, NumericPassthrough
 from dlforge.train.callbacks import Callback
@@ -96,72 +97,8 @@ class Forecaster(DeepModel):
     >>> fc.predict(air)  # the 12 months after the last row  # doctest: +SKIP
     """
 
-    PARAM_PATHS: ClassVar[dict[str, str]] = {
-        "model": "model.name",
-        "window": "forecast.window",
-        "horizon": "forecast.horizon",
-        "season": "forecast.season",
-        "augment": "forecast.augment",
-        "cell": "model.cell",
-        "hidden": "model.hidden",
-        "layers": "model.layers",
-        "d_model": "model.d_model",
-        "heads": "model.heads",
-        "filters": "model.filters",
-        "kernel_sizes": "model.kernel_sizes",
-        "dropout": "model.dropout",
-        "epochs": "train.epochs",
-        "batch_size": "train.batch_size",
-        "lr": "train.lr",
-        "weight_decay": "train.weight_decay",
-        "patience": "train.patience",
-        "monitor": "train.monitor",
-        "precision": "train.precision",
-        "device": "train.device",
-        "seed": "train.seed",
-        "validation_split": "data.validation_split",
-        "test_split": "data.test_split",
-    }
-
-    def __init__(self, model: str | None = None, *, window: int | None = None,
-                 horizon: int | None = None, season: int | None = None,
-                 augment: dict[str, float] | None = None, cell: str | None = None,
-                 hidden: int | None = None, layers: int | None = None,
-                 d_model: int | None = None, heads: int | None = None,
-                 filters: int | None = None, kernel_sizes: list[int] | None = None,
-                 dropout: float | None = None, epochs: int | None = None,
-                 batch_size: int | None = None, lr: float | None = None,
-                 weight_decay: float | None = None, patience: int | None = None,
-                 monitor: str | None = None, precision: str | None = None,
-                 device: str | None = None, seed: int | None = None,
-                 validation_split: float | None = None, test_split: float | None = None,
-                 config: RunConfig | None = None, verbose: int = 1):
-        self.model = model
-        self.window = window
-        self.horizon = horizon
-        self.season = season
-        self.augment = augment
-        self.cell = cell
-        self.hidden = hidden
-        self.layers = layers
-        self.d_model = d_model
-        self.heads = heads
-        self.filters = filters
-        self.kernel_sizes = kernel_sizes
-        self.dropout = dropout
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.patience = patience
-        self.monitor = monitor
-        self.precision = precision
-        self.device = device
-        self.seed = seed
-        self.validation_split = validation_split
-        self.test_split = test_split
-        self.config = config
-        self.verbose = verbose
+    KIND = "forecast"
+    __init__ = table_init("forecast")
 
     # ------------------------------------------------------------------ fit
     def fit(self, data: Any, targets: str | Sequence[str] | None = None, *,
@@ -195,10 +132,12 @@ class Forecaster(DeepModel):
         selection = None
         if cfg.model.name == "auto" and not resume:
             # Model selection cross-validates on the steps before the test targets only.
-            from dlforge.select import select_model
+            def cv(trial: RunConfig, k: int, frame: pd.DataFrame) -> dict[str, Any]:
+                return cross_validate_series(trial, k, frame, str(trial.data.path or "data"),
+                                             verbose=0)
 
             cfg, selection = select_model(df.iloc[: split["test"][0]].reset_index(drop=True),
-                                          cfg, "forecast", source, say)
+                                          cfg, "forecast", source, say, cv)
             fc = cfg.forecast
             assert fc is not None
         torch.manual_seed(cfg.train.seed)
@@ -209,8 +148,6 @@ class Forecaster(DeepModel):
             f"→ {fc.horizon} ahead; target steps: train {_span(split['train'])}, validation "
             f"{_span(split['validation'])}, test {_span(split['test'])}; season {season}")
         if workdir is not None and is_main_process():
-            from dlforge.config import dump_config
-
             workdir.mkdir(parents=True, exist_ok=True)
             dump_config(cfg, workdir / "config.yaml")
             self._save_state(workdir)

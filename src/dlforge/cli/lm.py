@@ -1,4 +1,4 @@
-"""``dlforge lm``: train a GPT on text, generate from it, score it. Thin, like cli.py."""
+"""``dlforge lm``: train a GPT on text, generate from it, score it."""
 
 from __future__ import annotations
 
@@ -8,18 +8,16 @@ from typing import Annotated
 
 import typer
 
-from dlforge._cli_help import examples as _examples
-from dlforge._cli_help import privacy_flags
+from dlforge.cli._common import Commands, privacy_flags
+from dlforge.cli._common import examples as _examples
+from dlforge.estimators.language import LanguageModel
 
-lm_app = typer.Typer(
-    name="lm",
-    help="Language models: train a GPT on any text, generate from it, score it.",
-    no_args_is_help=True,
-    rich_markup_mode="rich",
-)
+__all__ = ["COMMANDS"]
+
+COMMANDS = Commands()  # the dlforge lm group
 
 
-@lm_app.command(epilog=_examples(
+@COMMANDS(epilog=_examples(
     "dlforge lm train --text shakespeare.txt --out runs/shakespeare",
     "dlforge lm train --text a.txt --text b.txt --tokenizer bpe --vocab-size 4000",
     "dlforge lm train --text reviews.csv --column review --max-steps 500",
@@ -70,8 +68,6 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Train a GPT on a corpus; the best weights by val loss are saved as a run directory."""
-    from dlforge.lm import LanguageModel
-
     privacy = privacy_flags(dp_epsilon, dp_delta, dp_max_grad_norm, dp_accountant)
     lm = LanguageModel(tokenizer=tokenizer, vocab_size=vocab_size, n_layer=n_layer,
                        n_head=n_head, d_model=d_model, block_size=block_size, dropout=dropout,
@@ -99,7 +95,7 @@ def train(
     typer.echo(f"sample: dlforge lm generate {out} --prompt \"...\"")
 
 
-@lm_app.command(epilog=_examples(
+@COMMANDS(epilog=_examples(
     "dlforge lm generate runs/shakespeare --prompt \"ROMEO:\" --max-new-tokens 300",
     "dlforge lm generate runs/shakespeare --prompt \"To be\" --temperature 0 --stop \"\\n\\n\"",
     "dlforge lm generate runs/shakespeare --prompt \"ROMEO:\" --prompt \"JULIET:\" --seed 1",
@@ -120,8 +116,6 @@ def generate(
 ) -> None:
     """Continue a prompt, printing the text as it is generated; several prompts are decoded
     together (continuous batching) and printed one after another, each under a header."""
-    from dlforge.lm import LanguageModel
-
     lm = LanguageModel.load(run_dir)
     if stop is not None:
         stop = stop.replace("\\n", "\n").replace("\\t", "\t")
@@ -140,7 +134,7 @@ def generate(
     typer.echo()
 
 
-@lm_app.command("eval", epilog=_examples(
+@COMMANDS(name="eval", epilog=_examples(
     "dlforge lm eval runs/shakespeare --text heldout.txt",
     "dlforge lm eval runs/shakespeare --text heldout.txt --json",
 ))
@@ -150,8 +144,6 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Loss, perplexity and bits per character on held-out text."""
-    from dlforge.lm import LanguageModel
-
     m = LanguageModel.load(run_dir).evaluate(text)
     if as_json:
         typer.echo(json.dumps(m, indent=2))

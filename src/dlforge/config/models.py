@@ -1,0 +1,137 @@
+"""The model side of the run schema (``model:``): one settings class per family, told apart by
+``name``."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal, Union
+
+from pydantic import Field, model_validator
+
+from dlforge.config._base import _Strict
+
+__all__ = [
+    "CANDIDATES",
+    "FAMILY_CONFIGS",
+    "FAMILY_KINDS",
+    "MODEL_FAMILIES",
+    "AutoModelConfig",
+    "CNNConfig",
+    "MLPConfig",
+    "ModelConfig",
+    "PretrainedModelConfig",
+    "RNNConfig",
+    "TransformerConfig",
+]
+
+# -------------------------------------------------------------------------------------- models
+class TransformerConfig(_Strict):
+    """The article's encoder: token + position embeddings, pre-LN blocks, masked mean pooling."""
+
+    KINDS: ClassVar[tuple[str, ...]] = ("text", "sequence")  # the input kinds it encodes
+    name: Literal["transformer"] = "transformer"
+    d_model: int = Field(512, ge=4)
+    heads: int = Field(4, ge=1)
+    layers: int = Field(1, ge=1)
+    ffn_dim: int | None = Field(None, ge=1)  # None: 4 x d_model
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    attention_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # > 0 disables the fused CPU kernel
+    checkpointing: bool = False  # recompute block activations in backward: less memory
+    head_hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TransformerConfig:
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class CNNConfig(_Strict):
+    """For text, TextCNN (Kim, 2014): parallel 1-D convolutions of several widths, max-pooled
+    over time. For images, stages of conv → batch-norm → ReLU blocks (residual if asked), each
+    stage after the first halving the resolution, then global average pooling."""
+
+    KINDS: ClassVar[tuple[str, ...]] = ("text", "image", "sequence")  # the input kinds it encodes
+    name: Literal["cnn"] = "cnn"
+    d_model: int = Field(128, ge=2)  # text: embedding width
+    kernel_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [3, 4, 5])
+    filters: int = Field(100, ge=1)  # text: filters per kernel size
+    channels: list[Annotated[int, Field(ge=1)]] = Field(  # images: width of each stage
+        default_factory=lambda: [32, 64, 128])
+    blocks: int = Field(1, ge=1)  # images: conv blocks per stage
+    residual: bool = True  # images: residual connection around each block
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    head_hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+
+
+class RNNConfig(_Strict):
+    """A (bidirectional) GRU or LSTM over packed sequences; final states feed the head."""
+
+    KINDS: ClassVar[tuple[str, ...]] = ("text", "sequence")  # the input kinds it encodes
+    name: Literal["rnn"] = "rnn"
+    cell: Literal["gru", "lstm"] = "gru"
+    d_model: int = Field(128, ge=2)  # embedding width
+    hidden: int = Field(128, ge=1)
+    layers: int = Field(1, ge=1)
+    bidirectional: bool = True
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    head_hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+
+
+class PretrainedModelConfig(_Strict):
+    """Fine-tune a local Hugging Face encoder folder (AutoModel + its tokenizer) on the text
+    input. Written ``model: path/to/folder`` for short. The text input's own tokenizer settings
+    (tokenizer, vocab_size, lowercase, min_frequency) do not apply: the folder's tokenizer does.
+    """
+
+    KINDS: ClassVar[tuple[str, ...]] = ("text",)  # the input kinds it encodes
+    name: Literal["pretrained"] = "pretrained"
+    path: str  # a folder with config.json, model.safetensors and tokenizer files
+    freeze: bool = False  # freeze the whole encoder: train the head only
+    freeze_layers: int = Field(0, ge=0)  # freeze the embeddings and the first k layers
+    pooling: Literal["cls", "mean"] = "cls"
+    head_lr: float | None = Field(None, gt=0.0)  # learning rate of the head; None: train.lr
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    head_hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+
+
+class MLPConfig(_Strict):
+    """A multi-layer perceptron over the table's encoded columns (Linear → ReLU → dropout)."""
+
+    KINDS: ClassVar[tuple[str, ...]] = ()  # the input kinds it encodes
+    name: Literal["mlp"] = "mlp"
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 64])
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+    @property
+    def head_hidden(self) -> list[int]:
+        return self.hidden
+
+
+# The families model selection chooses from (those whose KINDS fit the data). A new family is
+# its config class here, in this tuple, and its builder in dlforge.models.registry.
+CANDIDATES: tuple[type[_Strict], ...] = (TransformerConfig, CNNConfig, RNNConfig, MLPConfig)
+_CANDIDATE_NAMES = tuple(c.model_fields["name"].default for c in CANDIDATES)
+
+
+class AutoModelConfig(_Strict):
+    """Model selection: train each candidate family that fits the data under the same budget
+    (epochs, batch size, learning rate, folds), score each by k-fold cross-validation
+    (stratified for classification, expanding windows in time for forecasting), and keep the
+    winner. The leaderboard is saved in the run's metrics."""
+
+    KINDS: ClassVar[tuple[str, ...]] = ("text", "image", "sequence")  # the input kinds it encodes
+    name: Literal["auto"] = "auto"
+    families: list[Literal[_CANDIDATE_NAMES]] | None = None  # None: all that fit
+    cv: int = Field(3, ge=2)
+    metric: Literal["auto", "accuracy", "macro_f1", "roc_auc", "mae", "rmse", "r2", "smape"] = (
+        "auto")  # auto: accuracy (classification), rmse (regression), mae (forecasting)
+
+
+FAMILY_CONFIGS: tuple[type[_Strict], ...] = (*CANDIDATES, AutoModelConfig,
+                                              PretrainedModelConfig)
+MODEL_FAMILIES = tuple(c.model_fields["name"].default for c in FAMILY_CONFIGS)
+# Which input kinds each family encodes. Numeric and category columns are encoded by their own
+# small encoders under any family; the family is the encoder of the text or image input.
+FAMILY_KINDS: dict[str, tuple[str, ...]] = {
+    c.model_fields["name"].default: c.KINDS for c in FAMILY_CONFIGS}  # type: ignore[attr-defined]
+ModelConfig = Annotated[Union[FAMILY_CONFIGS], Field(discriminator="name")]  # noqa: UP007

@@ -1,0 +1,113 @@
+"""The training side of the run schema: the optimisation (``train:``), differentially private
+training (``privacy:``) and a hyper-parameter search space (``tune:``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from dlforge.config._base import _Strict
+from dlforge.config.params import TUNE_ALIASES  # short names: the parameter table's
+
+__all__ = [
+    "SPEC_KINDS",
+    "TUNE_ALIASES",
+    "TUNE_SETTINGS",
+    "PrivacyConfig",
+    "TrainConfig",
+    "TuneConfig",
+]
+
+
+# ---------------------------------------------------------------------------------------- train
+class TrainConfig(_Strict):
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(64, ge=1)  # global: split across processes under torchrun
+    accumulate: int = Field(1, ge=1)  # micro-batches per optimizer step (gradient accumulation)
+    lr: float = Field(5e-4, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    warmup: float = Field(0.1, ge=0.0, lt=1.0)  # fraction of all steps spent warming up
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    grad_clip: float | None = Field(1.0, ge=0.0)  # 0 or None: no clipping
+    patience: int | None = Field(3, ge=0)  # early stopping; 0 or None: every epoch
+    monitor: Literal["auto", "loss", "accuracy", "macro_f1", "roc_auc", "mae", "rmse", "r2",
+                     "smape"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
+    seed: int = 0
+    bucket_by_length: bool = True
+    compile: bool = False
+    num_threads: int | None = Field(None, ge=1)
+    cv: int | None = Field(None, ge=2)  # also score by k-fold cross-validation (mean ± std)
+
+
+# -------------------------------------------------------------------------------------- privacy
+class PrivacyConfig(_Strict):
+    """Differentially private training (DP-SGD through Opacus): per-row gradients clipped to
+    ``max_grad_norm``, Gaussian noise calibrated so that the whole training spends at most
+    ``target_epsilon`` at ``target_delta``, batches drawn by Poisson sampling. The ε actually
+    spent is recorded in the run (privacy.json)."""
+
+    target_epsilon: float = Field(gt=0.0)
+    target_delta: float = Field(1e-5, gt=0.0, lt=1.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    accountant: Literal["rdp", "prv", "gdp"] = "rdp"
+
+
+# ----------------------------------------------------------------------------------------- tune
+SPEC_KINDS = ("log_uniform", "uniform", "int", "log_int", "choice")
+TUNE_SETTINGS = ("sampler", "pruner", "seed")
+
+
+class TuneConfig(_Strict):
+    """A search space: ``{key: {log_uniform|uniform|int|log_int: [low, high]} or {choice:
+    [...]}}``, keys by short name (lr, batch_size, epochs, d_model, dropout, model, ...) or
+    dotted path (train.warmup, inputs.0.max_length); plus the sampler, pruner and seed.
+    Written flat in YAML (``tune: {lr: {log_uniform: [1e-5, 1e-2]}, sampler: tpe}``)."""
+
+    space: dict[str, dict[str, list[Any]]] = Field(min_length=1)
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "space" not in data:
+            space = {k: v for k, v in data.items() if k not in TUNE_SETTINGS}
+            data = {**{k: v for k, v in data.items() if k in TUNE_SETTINGS}, "space": space}
+        if isinstance(data, dict) and not data.get("space"):
+            raise ValueError("tune: the search space is empty; add at least one key, e.g. "
+                             "lr: {log_uniform: [1e-5, 1e-2]}")
+        return data
+
+    @model_validator(mode="after")
+    def _specs(self) -> TuneConfig:
+        for name, spec in self.space.items():
+            if len(spec) != 1 or next(iter(spec)) not in SPEC_KINDS:
+                raise ValueError(f"tune.{name}: expected one of {', '.join(SPEC_KINDS)} with its "
+                                 f"values, e.g. {{log_uniform: [1e-5, 1e-2]}} or {{choice: [32, "
+                                 f"64]}}; got {spec!r}")
+            kind, values = next(iter(spec.items()))
+            if kind == "choice":
+                if not values:
+                    raise ValueError(f"tune.{name}: choice needs at least one value")
+                continue
+            if len(values) != 2 or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                           for v in values) or values[0] >= values[1]:
+                raise ValueError(f"tune.{name}: {kind} needs [low, high] numbers with low < high, "
+                                 f"got {values!r}")
+            if kind in ("int", "log_int") and not all(float(v).is_integer() for v in values):
+                raise ValueError(f"tune.{name}: {kind} needs whole-number bounds, got {values!r}")
+            if kind.startswith("log") and values[0] <= 0:
+                raise ValueError(f"tune.{name}: {kind} needs a positive low bound, got "
+                                 f"{values[0]}")
+        if self.sampler == "grid" and any(next(iter(s)) != "choice" for s in self.space.values()):
+            raise ValueError("tune.sampler: grid search needs every key as a choice: [...]")
+        return self
+
+    def paths(self) -> dict[str, str]:
+        """Each searched key's dotted config path."""
+        return {name: TUNE_ALIASES.get(name, name) for name in self.space}
+

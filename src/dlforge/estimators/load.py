@@ -1,0 +1,70 @@
+"""A run directory back into the estimator that wrote it: ``dlforge.load``.
+
+The run is checked first (every file against the manifest's digests); the estimator class comes
+from the manifest, and it restores its own fitted state and weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dlforge.config import load_config
+from dlforge.errors import DlforgeError, RunDirError
+from dlforge.estimators.base import DeepModel, baseline_from_report
+from dlforge.estimators.forecast import Forecaster
+from dlforge.estimators.image import ImageClassifier
+from dlforge.estimators.language import LanguageModel
+from dlforge.estimators.sequence import SequenceModel
+from dlforge.estimators.tabular import TabularClassifier, TabularRegressor
+from dlforge.estimators.text import TextClassifier
+from dlforge.run import LM_TASK, MANIFEST, check_run, read_history
+from dlforge.train.thresholds import FILE as POSTPROCESS
+from dlforge.train.thresholds import GroupThresholds
+
+__all__ = ["ESTIMATORS", "load", "load_deep_model"]
+
+# The manifest's "estimator" -> its class.
+ESTIMATORS: dict[str, type[DeepModel]] = {cls.__name__: cls for cls in (
+    TextClassifier, ImageClassifier, SequenceModel, TabularClassifier, TabularRegressor,
+    Forecaster)}
+
+
+def load(path: str | Path, device: str | None = None) -> DeepModel | LanguageModel:
+    """Load a run directory as a fitted estimator that predicts exactly as the saved one (a
+    :class:`~dlforge.LanguageModel` for a language model's run)."""
+    path = Path(path)
+    manifest = check_run(path)
+    if manifest.get("task") == LM_TASK:
+        return LanguageModel._restore(path, device)
+    try:
+        cfg = load_config(path / "config.yaml")
+    except DlforgeError as err:
+        raise RunDirError(f"{path}: config.yaml does not validate: {err}") from None
+    name = manifest.get("estimator", "")
+    cls = ESTIMATORS.get(name)
+    if cls is None:
+        raise RunDirError(f"{path}: unknown estimator {manifest.get('estimator')!r} in "
+                          f"{MANIFEST}")
+    clf = cls._restore(path, cfg, device)
+    clf.metrics_ = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    clf.data_report_ = json.loads((path / "data.json").read_text(encoding="utf-8"))
+    clf.privacy_ = (json.loads((path / "privacy.json").read_text(encoding="utf-8"))
+                    if (path / "privacy.json").is_file() else None)
+    clf.history_ = read_history(path / "history.csv")
+    if POSTPROCESS in manifest["files"]:
+        clf.postprocess_ = GroupThresholds.load(path / POSTPROCESS)
+    clf.best_epoch_ = clf.metrics_.get("best_epoch", 0)
+    if "baseline_mean" in clf.data_report_ or "baseline_majority" in clf.data_report_:
+        clf.baseline_ = baseline_from_report(clf.data_report_)
+    return clf
+
+
+def load_deep_model(path: str | Path, command: str, device: str | None = None) -> DeepModel:
+    """:func:`load` for commands that need a classifier, regressor or forecaster: a language
+    model's run is a RunDirError that points to ``dlforge lm``."""
+    clf = load(path, device)
+    if isinstance(clf, LanguageModel):
+        raise RunDirError(f"{path}: is a language model; {command} does not apply to it. Use "
+                          "dlforge lm generate / dlforge lm eval")
+    return clf  # type: ignore[return-value]
+
