@@ -11,6 +11,7 @@ from dlforge.errors import (
     ConfigError,
     DataError,
     DlforgeError,
+    MissingExtraError,
     NotFittedError,
     RunDirError,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "Forecaster",
     "ImageClassifier",
     "LanguageModel",
+    "MissingExtraError",
     "NotFittedError",
     "RunConfig",
     "RunDirError",

@@ -13,6 +13,7 @@ __all__ = ["LAYERS"]
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("dlforge._version", "dlforge.errors", "dlforge._atomic", "dlforge._layers",
      "dlforge.reference"),                          # leaves: no dlforge imports at all
+    ("dlforge._extras",),                           # optional dependencies: import or one line
     ("dlforge.config",),                            # the run schema and its parameter table
     ("dlforge.data",),                              # read, clean, split, features
     ("dlforge.models",),                            # layers and one file per family

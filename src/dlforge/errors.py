@@ -6,7 +6,8 @@ bug in dlforge and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "DlforgeError", "NotFittedError", "RunDirError"]
+__all__ = ["ConfigError", "DataError", "DlforgeError", "MissingExtraError", "NotFittedError",
+           "RunDirError"]
 
 
 class DlforgeError(Exception):
@@ -27,3 +28,8 @@ class RunDirError(DlforgeError):
 
 class NotFittedError(DlforgeError, AttributeError):
     """An estimator was used before ``fit``."""
+
+
+class MissingExtraError(DlforgeError, ImportError):
+    """A feature's optional dependencies (its extra, e.g. ``dlforge[serve]``) are not installed;
+    the message names the ``pip install`` that adds them (see ``dlforge._extras``)."""

@@ -20,7 +20,7 @@ runs/tweets/
   report.html         the card with its plots embedded, after dlforge report
 ```
 A language model's run (task ``language_model``) has its own files: config.yaml, model.safetensors,
-model.json, tokenizer.json, metrics.json, data.json, history.csv (see ``dlforge.lm.model``).
+model.json, tokenizer.json, metrics.json, data.json, history.csv (see ``dlforge.estimators.language``).
 
 It is written into a temporary sibling folder and renamed into place, so a crash never leaves
 half a run; :func:`check_run` refuses anything incomplete or altered. This module only stores

@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from dlforge._extras import require
 from dlforge.errors import ConfigError, DataError, RunDirError
 from dlforge.train.metrics import predict_indices, probabilities
 from dlforge.train.trainer import to_device
@@ -46,6 +47,7 @@ __all__ = ["explain_instances", "explain_model", "render_html", "render_terminal
 # for the output's change to within TOLERANCE, stop at MAX_STEPS (a saturated model can change
 # its output over a short stretch of the path, which a few steps miss).
 FIRST_STEPS, MAX_STEPS, TOLERANCE = 50, 800, 0.01
+EXPLAIN_FEATURE = "dlforge explain"  # Captum, in the audit extra
 
 
 def explain_model(model: DeepModel, *, text: str | None = None, image: Any = None,
@@ -55,6 +57,7 @@ def explain_model(model: DeepModel, *, text: str | None = None, image: Any = Non
     directory too): ``text`` for its text input, ``image`` (a path or an array) for its image
     input, ``row`` for any input column by name (a table row; also the other columns of a
     mixed model). See :func:`explain_instances` for the result."""
+    require("captum", "audit", EXPLAIN_FEATURE)
     _check_explainable(model)
     instance = dict(row or {})
     for value, kind, flag in ((text, "text", "--text"), (image, "image", "--image")):
@@ -80,6 +83,7 @@ def explain_instances(model: DeepModel, instances: list[dict[str, Any]], target:
     the predicted one; for binary outputs always the positive class's logit). ``steps``: the
     integration steps; None doubles them from 50 until the convergence delta is within 1% of
     the output's change (at most 800)."""
+    require("captum", "audit", EXPLAIN_FEATURE)
     _check_explainable(model)
     if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool)
                               or not 2 <= steps <= 10_000):

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from dlforge._atomic import atomic_file
+from dlforge._extras import require
 from dlforge.audit.card import write_card
 from dlforge.audit.charts import bar_chart
 from dlforge.audit.mitigate import fit_thresholds
@@ -42,6 +43,7 @@ __all__ = ["METRICS", "Thresholds", "audit_model", "audit_predictions", "parse_b
 METRICS = ("accuracy", "selection_rate", "true_positive_rate", "false_positive_rate")
 MAX_GROUPS_UNBINNED = 20  # a numeric column with more distinct values must be binned
 CONSTRAINTS = ("demographic_parity", "equalized_odds")
+AUDIT_FEATURE = "dlforge audit --sensitive"  # Fairlearn, in the audit extra
 
 
 @dataclass
@@ -147,6 +149,7 @@ def audit_predictions(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray
                       seed: int = 0, min_group_size: int = 30) -> dict[str, Any]:
     """Per-group metrics (Fairlearn's MetricFrame), bootstrap intervals, the disparity
     measures and the verdict, for 0/1 labels and decisions and a group name per row."""
+    require("fairlearn", "audit", AUDIT_FEATURE)
     from fairlearn.metrics import MetricFrame, count, selection_rate
     from sklearn.metrics import accuracy_score
 
@@ -236,6 +239,7 @@ def audit_model(model: Any, run_dir: str | Path, data: str | Path | pd.DataFrame
     ``write``, the results, charts and model card are written into the run. Returns the
     results (as in ``audit/fairness.json``); ``verdict`` sums up every attribute's verdict on
     the decisions predict now makes (mitigated, if the run has a rule)."""
+    require("fairlearn", "audit", AUDIT_FEATURE)
     run_dir = Path(run_dir)
     thresholds = thresholds or Thresholds()
     columns = [c.strip() for c in sensitive.split(",")] if isinstance(sensitive, str) else list(

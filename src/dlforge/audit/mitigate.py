@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from dlforge._extras import require
 from dlforge.errors import DataError
 from dlforge.train.thresholds import GroupThresholds
 
@@ -38,6 +39,7 @@ def threshold_optimizer(scores: np.ndarray, y: np.ndarray, groups: np.ndarray,
                         constraint: str) -> Any:
     """Fairlearn's ThresholdOptimizer fitted on (scores, 0/1 labels, group per row); its
     ``predict`` takes ``scores.reshape(-1, 1)``."""
+    require("fairlearn", "audit", "dlforge audit --mitigate")
     from fairlearn.postprocessing import ThresholdOptimizer
 
     y = np.asarray(y).astype(int)

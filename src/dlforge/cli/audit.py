@@ -12,9 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from dlforge._atomic import atomic_file
+from dlforge._extras import require
 from dlforge.audit.card import write_report
 from dlforge.audit.charts import SHORT
-from dlforge.audit.explain import render_html, render_terminal
+from dlforge.audit.explain import EXPLAIN_FEATURE, render_html, render_terminal
 from dlforge.audit.fairness import METRICS, Thresholds
 from dlforge.cli._common import Commands
 from dlforge.cli._common import examples as _examples
@@ -53,6 +54,7 @@ def explain(
 ) -> None:
     """Explain one prediction with Integrated Gradients (Captum): which tokens, pixels or
     columns pushed the output, and by how much."""
+    require("captum", "audit", EXPLAIN_FEATURE)
     values = None
     if row is not None:
         try:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from dlforge._extras import require_extra
 from dlforge.cli._common import Commands
 from dlforge.cli._common import examples as _examples
 from dlforge.errors import ConfigError
@@ -31,6 +32,7 @@ def export(
 ) -> None:
     """Export a run's model to ONNX (dynamic batch and length) and verify it on the spot:
     onnxruntime must match PyTorch within 1e-4 on sample inputs, or nothing is written."""
+    require_extra("onnx", "dlforge export")
     from dlforge.serve.export import export_onnx
 
     if format != "onnx":
@@ -78,6 +80,9 @@ def serve(
 ) -> None:
     """Serve run directories over HTTP: Open Inference Protocol v2 routes, a plain
     /v1/models/NAME/predict, /metrics (Prometheus) and /docs, with dynamic batching."""
+    require_extra("serve", "dlforge serve")  # before importing the app: one line, not a trace
+    if backend == "onnx":
+        require_extra("onnx", "dlforge serve --backend onnx")
     import uvicorn
 
     from dlforge.serve.app import ServeSettings, create_app, served_run

@@ -23,7 +23,13 @@ from rich.console import Console
 from dlforge.cli._common import ARGV, Commands, err, privacy_flags
 from dlforge.cli._common import examples as _examples
 from dlforge.cli.report import cv_summary, leaderboard_table, metrics_table, prog
-from dlforge.config import apply_overrides, default_family, load_config, validate_config
+from dlforge.config import (
+    apply_overrides,
+    default_family,
+    load_config,
+    resolve_data_path,
+    validate_config,
+)
 from dlforge.config.params import Param, flag_params, resolve_path
 from dlforge.data.frames import read_data
 from dlforge.data.io import read_table
@@ -32,7 +38,7 @@ from dlforge.estimators import files
 from dlforge.estimators.tabular import infer_inputs
 from dlforge.train.distributed import is_main_process
 
-__all__ = ["COMMANDS", "data_beside", "param_flags"]
+__all__ = ["COMMANDS", "param_flags"]
 
 COMMANDS = Commands()
 
@@ -181,7 +187,7 @@ def _config(config: Path | None, cols: dict[str, Any], params: dict[str, Any]) -
         cfg = load_config(config, overrides=_config_keys(params, inputs,
                                                          plain.forecast is not None))
         if params["data"] is None:
-            data_beside(cfg, config)
+            resolve_data_path(cfg, config)
         return cfg
     if cols["forecast"] is not None:
         if params["data"] is None:
@@ -320,15 +326,6 @@ def _launch_distributed(nproc: int) -> None:
         err(f"distributed training failed (exit code {done.returncode}); the first error is "
             "above")
     raise typer.Exit(2 if done.returncode else 0)
-
-
-def data_beside(cfg: Any, config: Path) -> None:
-    """A relative data.path that is not found from here but is beside the config file means
-    the file beside the config."""
-    if cfg.data.path and not Path(cfg.data.path).is_absolute():
-        beside = config.parent / cfg.data.path
-        if beside.exists() and not Path(cfg.data.path).exists():
-            cfg.data.path = str(beside)
 
 
 def _report_trained(clf: Any, out: Path) -> None:

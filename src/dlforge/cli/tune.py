@@ -9,8 +9,7 @@ import typer
 
 from dlforge.cli._common import Commands
 from dlforge.cli._common import examples as _examples
-from dlforge.cli.train import data_beside
-from dlforge.config import load_config
+from dlforge.config import load_config, resolve_data_path
 from dlforge.estimators.steps import tune as run_tune
 
 __all__ = ["COMMANDS"]
@@ -43,7 +42,7 @@ def tune(
     pruning) and keep the best run. Interrupted studies resume; workers on many machines share
     one study through --storage."""
     cfg = load_config(config)
-    data_beside(cfg, config)
+    resolve_data_path(cfg, config)
     result = run_tune(cfg, out, trials=trials, timeout=timeout, storage=storage, study=study,
                       workers=workers, best_run=best, refit=refit, verbose=0 if quiet else 1)
     table = result.trials

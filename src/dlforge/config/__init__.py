@@ -52,6 +52,7 @@ from dlforge.config.run import (
     format_validation_error,
     is_pretrained_path,
     load_config,
+    resolve_data_path,
     validate_config,
 )
 from dlforge.config.train import (
@@ -103,5 +104,6 @@ __all__ = [
     "format_validation_error",
     "is_pretrained_path",
     "load_config",
+    "resolve_data_path",
     "validate_config",
 ]

@@ -48,6 +48,7 @@ __all__ = [
     "format_validation_error",
     "is_pretrained_path",
     "load_config",
+    "resolve_data_path",
     "validate_config",
 ]
 
@@ -268,6 +269,16 @@ def default_family(inputs: Any) -> str:
     if kinds and kinds <= set(TABULAR_KINDS):
         return "mlp"
     return "transformer"
+
+
+def resolve_data_path(cfg: RunConfig, config: Path) -> None:
+    """A relative data.path not found from here but found beside the config file means that
+    file (as ``dlforge train`` reads it)."""
+    if cfg.data.path and not Path(cfg.data.path).is_absolute():
+        beside = config.parent / cfg.data.path
+        if beside.exists() and not Path(cfg.data.path).exists():
+            cfg.data.path = str(beside)
+
 
 
 def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> RunConfig:

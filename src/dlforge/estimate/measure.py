@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlforge.config import load_config
+from dlforge.config import load_config, resolve_data_path
 from dlforge.data.clean import clean_frame
 from dlforge.data.frames import encode_labels, read_data, take, take_columns
 from dlforge.data.inputs import build_features
@@ -31,7 +31,6 @@ from dlforge.data.split import stratified_split
 from dlforge.errors import ConfigError
 from dlforge.estimate.memory import training_memory
 from dlforge.estimate.ours import count_ours
-from dlforge.estimate.runs import resolve_data_path
 from dlforge.models.registry import build_model
 from dlforge.train.trainer import Trainer, make_optimizer, make_scheduler, predict_logits
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from dlforge.config import RunConfig, load_config
+from dlforge.config import RunConfig, load_config, resolve_data_path
 from dlforge.data.clean import clean_frame
 from dlforge.data.features import load_target
 from dlforge.data.frames import encode_labels, read_data
@@ -28,7 +28,7 @@ from dlforge.run import LM_TASK, check_run, read_manifest
 from dlforge.train.device import resolve_device, resolve_precision
 
 __all__ = ["RunInfo", "from_config", "from_run_dir", "is_run_dir", "lm_run",
-           "resolve_data_path", "run_precision"]
+           "run_precision"]
 
 
 class RunInfo:
@@ -97,15 +97,6 @@ def from_run_dir(path: Path) -> RunInfo:
     if data_file.is_file():
         rows = json.loads(data_file.read_text(encoding="utf-8")).get("splits", {}).get("train")
     return RunInfo(counts, cfg, rows, str(path))
-
-
-def resolve_data_path(cfg: RunConfig, config: Path) -> None:
-    """A relative data.path not found from here but found beside the config file means that
-    file (as ``dlforge train`` reads it)."""
-    if cfg.data.path and not Path(cfg.data.path).is_absolute():
-        beside = config.parent / cfg.data.path
-        if beside.exists() and not Path(cfg.data.path).exists():
-            cfg.data.path = str(beside)
 
 
 def _train_share(cfg: RunConfig) -> float:

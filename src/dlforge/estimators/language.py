@@ -70,7 +70,7 @@ class LanguageModel:
     >>> lm.fit("shakespeare.txt")                      # or a list of files, or a text
     >>> print(lm.generate("ROMEO:", max_new_tokens=200, temperature=0.8, seed=0))
 
-    Every argument is a setting of :class:`~dlforge.lm.config.LMConfig` (see its defaults);
+    Every argument is a setting of :class:`~dlforge.config.lm.LMConfig` (see its defaults);
     ``verbose`` 0 prints nothing, 1 a progress bar on a terminal or a line per evaluation.
     """
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from dlforge.audit.explain import explain_model
-from dlforge.audit.fairness import Thresholds, audit_model
+from dlforge._extras import require
+from dlforge.audit.explain import EXPLAIN_FEATURE, explain_model
+from dlforge.audit.fairness import AUDIT_FEATURE, Thresholds, audit_model
 from dlforge.audit.privacy import membership_attack as _membership_attack
 from dlforge.audit.privacy import privacy_audit as _privacy_audit
 from dlforge.audit.privacy import recorded_split as _recorded_split
@@ -57,6 +58,7 @@ def audit(run_dir: str | Path, data: str | Path | pd.DataFrame, sensitive: str |
           write: bool = True) -> dict[str, Any]:
     """Audit a binary run's decisions by the ``sensitive`` column(s) of a labelled ``data``
     file (or DataFrame); see :func:`dlforge.audit.fairness.audit_model`."""
+    require("fairlearn", "audit", AUDIT_FEATURE)  # before loading the run
     return audit_model(load_deep_model(run_dir, "dlforge audit"), run_dir, data, sensitive,
                        bins=bins, positive=positive, label=label, thresholds=thresholds,
                        mitigate=mitigate, resamples=resamples, seed=seed,
@@ -88,5 +90,6 @@ def explain(run: str | Path | DeepModel, *, text: str | None = None, image: Any 
     """Attributions for one instance of a run (a run directory or a fitted estimator):
     ``text`` for its text input, ``image`` (a path or an array) for its image input, ``row``
     for any input column by name. See :func:`dlforge.audit.explain.explain_instances`."""
+    require("captum", "audit", EXPLAIN_FEATURE)  # before loading the run
     model = load(run) if isinstance(run, str | Path) else run
     return explain_model(model, text=text, image=image, row=row, target=target, steps=steps)

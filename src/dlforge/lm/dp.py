@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dlforge._extras import PRIVACY_FEATURE, require
 from dlforge.config import PrivacyConfig
 from dlforge.errors import ConfigError
 
@@ -67,6 +68,7 @@ class PrivateLM:
     """The DP-SGD state of one training run: records, sampling rate, noise, the accountant."""
 
     def __init__(self, cfg: PrivacyConfig, n_records: int, batch_size: int, steps: int):
+        require("opacus", "privacy", PRIVACY_FEATURE)
         from opacus.accountants import create_accountant
         from opacus.accountants.utils import get_noise_multiplier
 

@@ -29,6 +29,7 @@ from dlforge.config.lm import LMConfig
 from dlforge.lm.corpus import TokenData
 from dlforge.models.gpt import GPT
 from dlforge.train.device import autocast
+from dlforge.train.trainer import adamw
 
 __all__ = ["LMTrainResult", "lr_at", "make_lm_optimizer", "train_lm"]
 
@@ -36,14 +37,10 @@ EVAL_SEED_OFFSET = 1_000_003  # the eval batches' generator: seed + this, the sa
 
 
 def make_lm_optimizer(model: GPT, cfg: LMConfig) -> torch.optim.AdamW:
-    """AdamW, decay on parameters with 2+ dimensions (matrices, embeddings), none on biases
-    and LayerNorms. Fused where PyTorch has the kernel (CPU, CUDA, MPS), else foreach."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    device = next(model.parameters()).device.type
-    fast = {"fused": True} if device in ("cpu", "cuda", "mps") else {"foreach": True}
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **fast)
+    """The training loop's AdamW (:func:`dlforge.train.trainer.adamw`: decay on matrices and
+    embeddings only, fused where PyTorch has the kernel) with the language model's betas."""
+    return adamw([(list(model.parameters()), cfg.lr)], cfg.weight_decay,
+                 betas=(cfg.beta1, cfg.beta2))
 
 
 def lr_at(step: int, cfg: LMConfig) -> float:

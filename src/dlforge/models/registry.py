@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dlforge._extras import PRIVACY_FEATURE, require
 from dlforge.config import RunConfig
 from dlforge.models.cnn import ImageCNN, SequenceCNN
 from dlforge.models.layers import TokenPositionEmbedding, ValueEmbedding, init_weights
@@ -124,6 +125,7 @@ def private_ready(model: nn.Module) -> nn.Module:
     names). Training (``dlforge.train.dp``) and loading a private run both build this."""
     import warnings
 
+    require("opacus", "privacy", PRIVACY_FEATURE)
     from opacus.validators import ModuleValidator
 
     with warnings.catch_warnings():

@@ -29,12 +29,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from dlforge._extras import missing_extra, require_extra
+
+try:  # without the serve extra: one line naming it, not an ImportError traceback
+    from fastapi import FastAPI, HTTPException
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+except ImportError as _err:
+    raise missing_extra("serve", "dlforge serve") from _err
+
 from dlforge._version import __version__
-from dlforge.errors import ConfigError, DlforgeError
+from dlforge.errors import ConfigError, DlforgeError, MissingExtraError
 from dlforge.serve.batcher import DynamicBatcher, Overloaded
 from dlforge.serve.forecast import ServedForecaster
 from dlforge.serve.generate import ServedLM, add_generate_routes
@@ -130,6 +136,7 @@ class _Metrics:
 
 # ---------------------------------------------------------------------------------- the app
 def create_app(models: list[ServedModel], settings: ServeSettings | None = None) -> FastAPI:
+    require_extra("serve", "dlforge serve")  # prometheus_client and orjson too
     settings = settings or ServeSettings()
     by_name = {m.name: m for m in models}
     if len(by_name) != len(models):
@@ -245,6 +252,8 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
         except TimeoutError:
             raise HTTPException(504, f"no answer within {settings.timeout_s:g} s (--timeout); "
                                      "give fewer instances or fewer steps") from None
+        except MissingExtraError as err:  # Captum is not installed on the server
+            raise HTTPException(501, str(err)) from None
         except DlforgeError as err:
             raise HTTPException(422, str(err)) from None
         return _FastJSON({"model": name, "explanations": result})

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from dlforge._atomic import atomic_file
+from dlforge._extras import require_extra
 from dlforge.errors import DlforgeError
 from dlforge.estimators.load import load_deep_model
 from dlforge.run import LM_TASK, check_run
@@ -107,6 +108,7 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None,
     """Write ``out`` (default: ``RUN_DIR.onnx`` beside the run) and its JSON description;
     check onnxruntime against PyTorch on sample inputs (batch 1 and 4, two lengths) and fail
     with the largest difference if it exceeds 1e-4."""
+    require_extra("onnx", "dlforge export")
     import onnxruntime as ort
 
     run_dir = Path(run_dir)
@@ -167,6 +169,7 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None,
 def onnx_session(run_dir: Path) -> Any:
     """An onnxruntime session of the run's exported model (``RUN_DIR.onnx``; exported and
     verified now if it is missing or older than the run)."""
+    require_extra("onnx", "dlforge serve --backend onnx")
     import onnxruntime as ort
 
     onnx_file = run_dir.with_suffix(".onnx")

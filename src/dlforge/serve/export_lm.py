@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlforge._atomic import atomic_file
+from dlforge._extras import require_extra
 from dlforge.errors import DlforgeError
 from dlforge.estimators.language import LanguageModel
 from dlforge.models.gpt import GPT
@@ -76,6 +77,7 @@ def export_lm_onnx(run_dir: Path, out: Path, opset: int = 17) -> dict[str, Any]:
     """Write ``out`` and its JSON description; onnxruntime must match PyTorch within 1e-4 on
     a prompt (no past), one token after a past and a few tokens after a past, or nothing is
     written."""
+    require_extra("onnx", "dlforge export")
     import onnxruntime as ort
 
     lm = LanguageModel.load(run_dir, device="cpu")

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from dlforge._extras import PRIVACY_FEATURE, require
 from dlforge.config import PrivacyConfig
 from dlforge.errors import ConfigError
 
@@ -100,6 +101,7 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Dat
     target ε of ``cfg``. Poisson sampling and the noise draw from generators seeded with
     ``seed``, so the same seed trains the same model (Opacus' secure mode, which draws from the
     OS, is off: these runs are reproducible, not hardened against floating-point attacks)."""
+    require("opacus", "privacy", PRIVACY_FEATURE)
     from opacus import PrivacyEngine
     from opacus.data_loader import DPDataLoader
 

@@ -24,42 +24,46 @@ from torch.utils.data import DataLoader
 
 from dlforge.config import PrivacyConfig, TrainConfig
 from dlforge.errors import ConfigError
+from dlforge.models.pretrained import split_parameters
 from dlforge.train.callbacks import Callback, EarlyStopping, Progress
 from dlforge.train.device import autocast, resolve_device, resolve_precision
 from dlforge.train.distributed import ShardedBatchSampler, all_reduce_sum, setup_distributed
 from dlforge.train.metrics import monitor_mode
 
-__all__ = ["Trainer", "loss_fn", "make_optimizer", "make_scheduler", "predict_logits",
+__all__ = ["Trainer", "adamw", "loss_fn", "make_optimizer", "make_scheduler", "predict_logits",
            "to_device"]
 
 MetricFn = Callable[[np.ndarray, np.ndarray], dict[str, Any]]
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig,
-                   head_lr: float | None = None) -> torch.optim.Optimizer:
-    """AdamW; weight decay on weight matrices only (not biases, norms or 1-D parameters).
-    With ``head_lr``, everything outside a pretrained encoder (the new head) gets that
-    learning rate, the pretrained encoder ``cfg.lr``."""
-    if head_lr is None:
-        sets = [(list(model.parameters()), cfg.lr)]
-    else:
-        from dlforge.models.pretrained import split_parameters
-
-        encoder, head = split_parameters(model)
-        sets = [(encoder, cfg.lr), (head, head_lr)]
+def adamw(sets: list[tuple[list[nn.Parameter], float]], weight_decay: float,
+          betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
+    """AdamW over ``sets`` of (parameters, learning rate); weight decay on weight matrices and
+    embeddings only (not biases, norms or other 1-D parameters); frozen parameters left out.
+    The one optimizer of both training loops (this one and the language model's)."""
     groups = []
     for params, lr in sets:
         trainable = [p for p in params if p.requires_grad]
         groups += [{"params": [p for p in trainable if p.dim() >= 2], "lr": lr,
-                    "weight_decay": cfg.weight_decay},
+                    "weight_decay": weight_decay},
                    {"params": [p for p in trainable if p.dim() < 2], "lr": lr,
                     "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
     # The fused kernel (one op for all parameters) where PyTorch has it for the device: 15% of
     # a training step of the article's model on the CPU; Hugging Face's default too.
-    device = next(model.parameters()).device
+    device = groups[0]["params"][0].device if groups else torch.device("cpu")
     fused = device.type in ("cpu", "cuda", "mps")
-    return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
+    return torch.optim.AdamW(groups, lr=sets[0][1], betas=betas, fused=fused)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig,
+                   head_lr: float | None = None) -> torch.optim.Optimizer:
+    """AdamW (:func:`adamw`). With ``head_lr``, everything outside a pretrained encoder (the
+    new head) gets that learning rate, the pretrained encoder ``cfg.lr``."""
+    if head_lr is None:
+        return adamw([(list(model.parameters()), cfg.lr)], cfg.weight_decay)
+    encoder, head = split_parameters(model)
+    return adamw([(encoder, cfg.lr), (head, head_lr)], cfg.weight_decay)
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig,

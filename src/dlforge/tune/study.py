@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from dlforge._atomic import atomic_file
+from dlforge._extras import require
 from dlforge.config import RunConfig, apply_overrides, config_to_dict, dump_config, validate_config
 from dlforge.data.frames import output_kind, read_data
 from dlforge.errors import ConfigError, DataError, DlforgeError
@@ -105,6 +106,9 @@ def _storage(url: str, heartbeat: int) -> Any:
 
     import optuna
 
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme.endswith("+psycopg"):  # SQLAlchemy's PostgreSQL driver of the tune extra
+        require("psycopg", "tune", f"--storage {scheme}://...")
     netloc = url.split("://", 1)[1].split("/", 1)[0] if "://" in url else ""
     if netloc.count("@") > 1:  # ambiguous: which '@' ends the password? Never guess.
         raise ConfigError(f"--storage: {url.split('://', 1)[0]}://... has more than one '@' "
@@ -310,7 +314,7 @@ def run_study(config: RunConfig, out: str | Path, *, fit: FitTrial, train: Train
     other machines join by running the same command with the same ``storage`` URL. With
     ``refit`` the best run is trained on the training and validation rows together, for the
     number of epochs at which the best trial peaked."""
-    import optuna
+    optuna = require("optuna", "tune", "dlforge tune")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if trials < 1:
