@@ -4,13 +4,14 @@ output column (``output:``)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Union, get_args
 
 from pydantic import Field, model_validator
 
 from dlforge.config._base import _Strict
 
 __all__ = [
+    "INPUT_CONFIGS",
     "INPUT_KINDS",
     "TABULAR_KINDS",
     "CategoryInput",
@@ -28,7 +29,6 @@ __all__ = [
     "TextInput",
 ]
 
-INPUT_KINDS = ("text", "image", "numeric", "category", "sequence")
 TABULAR_KINDS = ("numeric", "category")
 
 
@@ -160,8 +160,12 @@ class CategoryInput(_Strict):
     min_count: int = Field(1, ge=1)
 
 
-InputConfig = Annotated[TextInput | ImageInput | NumericInput | CategoryInput | SequenceInput,
-                        Field(discriminator="type")]
+# Every input kind's config class; its ``type`` is the kind's name.
+INPUT_CONFIGS: tuple[type[_Strict], ...] = (TextInput, ImageInput, NumericInput, CategoryInput,
+                                            SequenceInput)
+InputConfig = Annotated[Union[INPUT_CONFIGS], Field(discriminator="type")]  # noqa: UP007
+INPUT_KINDS: tuple[str, ...] = tuple(get_args(c.model_fields["type"].annotation)[0]
+                                     for c in INPUT_CONFIGS)
 
 
 class ForecastConfig(_Strict):

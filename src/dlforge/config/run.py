@@ -16,16 +16,13 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from dlforge._atomic import atomic_file
 from dlforge.config._base import _Strict
 from dlforge.config.data import (
+    INPUT_CONFIGS,
     INPUT_KINDS,
     TABULAR_KINDS,
-    CategoryInput,
     DataConfig,
     ForecastConfig,
-    ImageInput,
     InputConfig,
-    NumericInput,
     OutputConfig,
-    SequenceInput,
     TextInput,
 )
 from dlforge.config.models import (
@@ -200,8 +197,7 @@ def _parent_model_fields(loc: tuple[Any, ...]) -> list[str]:
         if isinstance(item, int):
             continue
         if item in INPUT_KINDS and loc and "inputs" in loc:
-            model = {"text": TextInput, "image": ImageInput, "numeric": NumericInput,
-                     "category": CategoryInput, "sequence": SequenceInput}[item]
+            model = dict(zip(INPUT_KINDS, INPUT_CONFIGS, strict=True))[item]
             continue
         if model is None:
             return []

@@ -16,7 +16,6 @@ import pandas as pd
 
 from dlforge.config import RunConfig
 from dlforge.data.features import LabelEncoder, NumericTarget, fit_target, load_target
-from dlforge.data.images import IMAGE_EXTENSIONS, load_image_folder
 from dlforge.data.io import read_table, require_columns
 from dlforge.errors import DataError
 
@@ -82,6 +81,8 @@ def output_kind(cfg: RunConfig, df: pd.DataFrame, source: str) -> str:
 def image_folder_frame(root: str | os.PathLike[str], cfg: RunConfig) -> pd.DataFrame:
     """A folder of class sub-folders as a frame: the image column holds each image's array
     (loaded once here), the output column its class folder's name."""
+    from dlforge.data.images import load_image_folder  # PIL only when images are read
+
     inp = cfg.inputs[0]
     size = tuple(inp.size) if inp.size else None
     images, labels, _ = load_image_folder(Path(root), size=size, channels=inp.color)
@@ -92,6 +93,8 @@ def image_folder_frame(root: str | os.PathLike[str], cfg: RunConfig) -> pd.DataF
 def image_list(X: Any) -> list[Any]:
     """Images as a list: rows of an array, paths, arrays, or the image files of a folder."""
     if isinstance(X, str | os.PathLike):
+        from dlforge.data.images import IMAGE_EXTENSIONS  # PIL only when images are read
+
         p = Path(X)
         if not p.is_dir():
             raise DataError(f"{p}: expected a folder of images, an array or a list of images")
