@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[all,dev]'  # every extra: the whole test suite runs
 	touch $(STAMP)
 
 quickstart: $(STAMP)  ## train the article's Transformer on real tweets, end to end

@@ -44,6 +44,7 @@ class BagConfig(_Strict):
     """A bag of embeddings (tests/test_add_family.py)."""
 
     KINDS: ClassVar[tuple[str, ...]] = ("text",)
+    TINY: ClassVar[dict[str, Any]] = {"bag_width": 8}
     name: Literal["bag"] = "bag"
     bag_width: int = Field(16, ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -121,7 +122,10 @@ def test_a_new_family_and_its_hyperparameter_touch_four_files(tmp_path):
         assert code == 0, code
         assert load(out).config_.model.bag_width == 10
 
-        check_model("bag", "text", tiny={{"name": "bag", "bag_width": 8}})
+        from dlforge.testing import CASES, TINY_MODELS
+
+        assert ("bag", "text") in CASES and TINY_MODELS["bag"]["bag_width"] == 8
+        check_model("bag", "text")  # as tests/test_common.py runs it for every family
         print("ok")
     """)
     env = {**os.environ, "PYTHONPATH": str(copy.parent)}

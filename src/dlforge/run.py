@@ -19,8 +19,9 @@ runs/tweets/
   audit/              fairness.json and its charts, after dlforge audit (documents too)
   report.html         the card with its plots embedded, after dlforge report
 ```
-A language model's run (task ``language_model``) has its own files: config.yaml, model.safetensors,
-model.json, tokenizer.json, metrics.json, data.json, history.csv (see ``dlforge.estimators.language``).
+A language model's run (task ``language_model``) has its own files: config.yaml,
+model.safetensors, model.json, tokenizer.json, metrics.json, data.json, history.csv (see
+``dlforge.estimators.language``).
 
 It is written into a temporary sibling folder and renamed into place, so a crash never leaves
 half a run; :func:`check_run` refuses anything incomplete or altered. This module only stores

@@ -15,21 +15,16 @@ import numpy as np
 import torch
 
 from dlforge.config import TrainConfig, validate_config
+from dlforge.config.models import CANDIDATES
 from dlforge.data.inputs import build_features
 from dlforge.models.registry import MODELS, build_model
 from dlforge.train.trainer import make_optimizer
 
 __all__ = ["CASES", "TINY_MODELS", "check_model", "toy_texts"]
 
-# The smallest sensible configuration of each family, for tests.
-TINY_MODELS: dict[str, dict] = {
-    "transformer": {"name": "transformer", "d_model": 16, "heads": 2, "layers": 2,
-                    "dropout": 0.0},
-    "cnn": {"name": "cnn", "d_model": 16, "filters": 8, "kernel_sizes": [2, 3],
-            "channels": [4, 8], "dropout": 0.0},
-    "rnn": {"name": "rnn", "d_model": 16, "hidden": 8, "dropout": 0.0},
-    "mlp": {"name": "mlp", "hidden": [8], "dropout": 0.0},
-}
+# The smallest sensible configuration of each family, for tests (each family's TINY).
+TINY_MODELS: dict[str, dict] = {c.model_fields["name"].default: {
+    "name": c.model_fields["name"].default, **c.TINY} for c in CANDIDATES}  # type: ignore[attr-defined]
 # Every (family, input kind) the registry builds, and the MLP on a table. A pretrained encoder
 # needs a model folder: tests/test_pretrained.py builds a tiny BERT and checks it there.
 CASES: list[tuple[str, str]] = sorted(k for k in MODELS if k[0] != "pretrained") + [
@@ -53,9 +48,11 @@ def toy_texts(n: int = 120, seed: int = 0, classes: int = 2) -> tuple[list[str],
     return texts, labels
 
 
-def _tiny_batch(model: dict[str, Any], kind: str, vocab_size: int, max_length: int,
-                rng: np.random.Generator, n: int = 8) -> tuple[Any, list[Any], Any]:
-    """(config, rows, features) for the tiny ``model`` config on inputs of ``kind``."""
+def _tiny_batch(name: str, kind: str, n_outputs: int, vocab_size: int, max_length: int,
+                rng: np.random.Generator, n: int = 8, tiny: dict[str, Any] | None = None
+                ) -> tuple[Any, list[Any], Any]:
+    """(config, rows, features) for a tiny model of ``name`` (``tiny``, default
+    ``TINY_MODELS[name]``) on inputs of ``kind``."""
     if kind == "text":
         inputs = [{"name": "t", "type": "text", "max_length": max_length}]
         rows = [{"t": rng.integers(5, vocab_size, size=int(rng.integers(1, max_length + 1)))}
@@ -77,6 +74,7 @@ def _tiny_batch(model: dict[str, Any], kind: str, vocab_size: int, max_length: i
                  "b": rng.normal(size=2).astype(np.float32),
                  "c": np.int64(rng.integers(0, 4))} for _ in range(n)]
         specs = {"a": {"width": 2}, "b": {"width": 2}, "c": {"categories": 4, "dim": 3}}
+    model = tiny or TINY_MODELS[name]
     cfg = validate_config({"inputs": inputs, "output": {"name": "y"}, "model": model})
     return cfg, rows, specs
 
@@ -95,12 +93,12 @@ def check_model(name: str, kind: str = "text", n_outputs: int = 3, vocab_size: i
                 ) -> None:
     """Raise AssertionError if the family ``name`` breaks the contract on inputs of ``kind``
     (text, sequence, image or table). ``tiny``: the model config to build (default:
-    ``TINY_MODELS[name]``, else the family's defaults)."""
+    ``TINY_MODELS[name]``, the family's ``TINY`` settings)."""
     from safetensors.torch import load_file, save_file
 
     rng = np.random.default_rng(seed)
-    tiny = tiny or TINY_MODELS.get(name) or {"name": name}
-    cfg, rows, specs = _tiny_batch(tiny, kind, vocab_size, max_length, rng)
+    cfg, rows, specs = _tiny_batch(name, kind, n_outputs, vocab_size, max_length, rng,
+                                   tiny=tiny)
     torch.manual_seed(seed)
     model = build_model(cfg, specs, n_outputs)
     batch = _collate(cfg, rows)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import Field, model_validator
 
@@ -28,6 +28,8 @@ class TransformerConfig(_Strict):
     """The article's encoder: token + position embeddings, pre-LN blocks, masked mean pooling."""
 
     KINDS: ClassVar[tuple[str, ...]] = ("text", "sequence")  # the input kinds it encodes
+    # The smallest sensible settings, for tests (dlforge.testing.check_model).
+    TINY: ClassVar[dict[str, Any]] = {"d_model": 16, "heads": 2, "layers": 2, "dropout": 0.0}
     name: Literal["transformer"] = "transformer"
     d_model: int = Field(512, ge=4)
     heads: int = Field(4, ge=1)
@@ -51,6 +53,9 @@ class CNNConfig(_Strict):
     stage after the first halving the resolution, then global average pooling."""
 
     KINDS: ClassVar[tuple[str, ...]] = ("text", "image", "sequence")  # the input kinds it encodes
+    # The smallest sensible settings, for tests (dlforge.testing.check_model).
+    TINY: ClassVar[dict[str, Any]] = {"d_model": 16, "filters": 8, "kernel_sizes": [2, 3],
+                                       "channels": [4, 8], "dropout": 0.0}
     name: Literal["cnn"] = "cnn"
     d_model: int = Field(128, ge=2)  # text: embedding width
     kernel_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [3, 4, 5])
@@ -67,6 +72,8 @@ class RNNConfig(_Strict):
     """A (bidirectional) GRU or LSTM over packed sequences; final states feed the head."""
 
     KINDS: ClassVar[tuple[str, ...]] = ("text", "sequence")  # the input kinds it encodes
+    # The smallest sensible settings, for tests (dlforge.testing.check_model).
+    TINY: ClassVar[dict[str, Any]] = {"d_model": 16, "hidden": 8, "dropout": 0.0}
     name: Literal["rnn"] = "rnn"
     cell: Literal["gru", "lstm"] = "gru"
     d_model: int = Field(128, ge=2)  # embedding width
@@ -98,6 +105,8 @@ class MLPConfig(_Strict):
     """A multi-layer perceptron over the table's encoded columns (Linear → ReLU → dropout)."""
 
     KINDS: ClassVar[tuple[str, ...]] = ()  # the input kinds it encodes
+    # The smallest sensible settings, for tests (dlforge.testing.check_model).
+    TINY: ClassVar[dict[str, Any]] = {"hidden": [8], "dropout": 0.0}
     name: Literal["mlp"] = "mlp"
     hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 64])
     dropout: float = Field(0.1, ge=0.0, lt=1.0)

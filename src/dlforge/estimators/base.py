@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file
 from sklearn.base import BaseEstimator
 
+from dlforge._extras import PRIVACY_FEATURE, require
 from dlforge.config import RunConfig, apply_overrides, config_to_dict, dump_config, validate_config
 from dlforge.config.params import estimator_params, resolve_path
 from dlforge.data.clean import clean_frame
@@ -145,6 +146,8 @@ class DeepModel(BaseEstimator):
                    workdir: Path | None = None, resume: bool = False,
                    callbacks: Sequence[Callback] = (),
                    log: Callable[[str], None] | None = None) -> DeepModel:
+        if cfg.privacy is not None:  # before any work: one line if Opacus is missing
+            require("opacus", "privacy", PRIVACY_FEATURE)
         log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         say = log if self.verbose else (lambda s: None)
         label_col = cfg.output.name

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from dlforge._extras import PRIVACY_FEATURE, require
 from dlforge.audit.card import write_card
 from dlforge.config.lm import LMConfig, dump_lm_config, lm_config, load_lm_config
 from dlforge.errors import ConfigError, DataError, DlforgeError, NotFittedError, RunDirError
@@ -144,6 +145,8 @@ class LanguageModel:
         run directory is written to ``out`` at the end (an existing run there is replaced only
         with ``overwrite=True``)."""
         cfg = self._config()
+        if cfg.privacy is not None:  # before any work: one line if Opacus is missing
+            require("opacus", "privacy", PRIVACY_FEATURE)
         if out is not None and not resume:
             check_out(Path(out), overwrite)
         if cfg.num_threads:
