@@ -131,8 +131,7 @@ def _config_keys(params: dict[str, Any], inputs: list[dict[str, Any]],
                 raise ConfigError(f"--hidden: the {family} model takes one hidden size, got "
                                   f"{len(v)}")
             v = v[0]
-        if p.path.startswith("model.") and p.name in ("folds", "families") and \
-                params["model"] != "auto":
+        if p.name in ("folds", "families") and params["model"] != "auto":
             raise ConfigError(f"--{p.flag}: only for model selection (--model auto, or dlforge "
                               "compare)")
         if p.path.startswith("forecast.") and not forecast:

@@ -80,7 +80,11 @@ def table_init(kind: str, *extra: inspect.Parameter) -> Callable[..., None]:
     signature = inspect.Signature(params)
 
     def __init__(self: DeepModel, *args: Any, **kwargs: Any) -> None:
-        bound = signature.bind(self, *args, **kwargs)
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError as err:  # a typo in an argument's name: say which ones there are
+            raise TypeError(f"{type(self).__name__}: {err}; valid arguments are: "
+                            f"{', '.join(list(signature.parameters)[1:])}") from None
         bound.apply_defaults()
         for name, value in list(bound.arguments.items())[1:]:
             setattr(self, name, value)
