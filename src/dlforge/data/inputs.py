@@ -37,6 +37,7 @@ from dlforge.data.augment import SeriesAugmenter, TokenAugmenter
 from dlforge.data.clean import is_missing
 from dlforge.data.features import MASK, TextTokenizer
 from dlforge.data.pretrained import PretrainedTokenizer, check_pretrained_folder
+from dlforge.data.series import parse_sequence
 from dlforge.errors import DataError
 
 __all__ = ["CategoryFeature", "Feature", "ImageFeature", "NumericFeature",
@@ -260,52 +261,6 @@ class ImageFeature(Feature):
     def set_state(self, state: dict[str, Any], folder: Path | None) -> None:
         self.shape, self.color = state["shape"], state["color"]
         self.scale, self.mean, self.std = state["scale"], state["mean"], state["std"]
-
-
-# --------------------------------------------------------------------------------- sequence
-def parse_sequence(value: Any, row: int, column: str, source: str) -> np.ndarray:
-    """One cell as a (T, F) float array: a list / array of numbers (F = 1) or of equal-length
-    vectors, or a string of numbers separated by spaces, commas or semicolons ("[...]" too)."""
-    v = value
-    if isinstance(v, str):
-        text = v.strip().strip("[]")
-        parts = [p for p in text.replace(",", " ").replace(";", " ").split() if p]
-        try:
-            v = [float(p) for p in parts]
-        except ValueError:
-            bad = next(p for p in parts if not _is_float(p))
-            raise DataError(f"{source}: row {row + 1}, column {column!r}: {bad!r} is not a "
-                            "number (a sequence is numbers separated by spaces or commas)"
-                            ) from None
-    elif is_missing(v):
-        v = []
-    try:
-        arr = np.asarray(v, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise DataError(f"{source}: row {row + 1}, column {column!r}: expected a sequence of "
-                        f"numbers, got {_short(value)}") from None
-    if arr.ndim == 1:
-        arr = arr[:, None]
-    if arr.ndim != 2 or len(arr) == 0:
-        raise DataError(f"{source}: row {row + 1}, column {column!r}: expected a non-empty "
-                        f"sequence of numbers (T,) or vectors (T, F), got {_short(value)}")
-    if not np.isfinite(arr).all():
-        raise DataError(f"{source}: row {row + 1}, column {column!r}: missing or infinite "
-                        "value inside the sequence")
-    return arr
-
-
-def _is_float(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class SequenceFeature(Feature):

@@ -1,4 +1,5 @@
-"""Data side of forecasting: check a time column, read numeric series, scale them, cut sliding
+"""Numeric sequences and series: parse a cell into a sequence (``parse_sequence``), and the
+data side of forecasting — check a time column, read numeric series, scale them, cut sliding
 windows, split chronologically, and score forecasts against naive baselines.
 
 A sample at time step ``t`` has the input ``values[t - window:t]`` and the target
@@ -23,6 +24,7 @@ from pandas.api.types import (
 )
 from pandas.tseries.frequencies import to_offset
 
+from dlforge.data.clean import is_missing
 from dlforge.errors import DataError, NotFittedError
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "make_windows",
     "naive_forecast",
     "numeric_matrix",
+    "parse_sequence",
     "seasonal_naive_forecast",
     "time_series_folds",
 ]
@@ -413,3 +416,50 @@ def guess_season(index: pd.Series | pd.DatetimeIndex | None, default: int = 1) -
         if isinstance(offset, kind):
             return season
     return default
+
+
+# --------------------------------------------------------------------------------- sequence
+def parse_sequence(value: Any, row: int, column: str, source: str) -> np.ndarray:
+    """One cell as a (T, F) float array: a list / array of numbers (F = 1) or of equal-length
+    vectors, or a string of numbers separated by spaces, commas or semicolons ("[...]" too)."""
+    v = value
+    if isinstance(v, str):
+        text = v.strip().strip("[]")
+        parts = [p for p in text.replace(",", " ").replace(";", " ").split() if p]
+        try:
+            v = [float(p) for p in parts]
+        except ValueError:
+            bad = next(p for p in parts if not _is_float(p))
+            raise DataError(f"{source}: row {row + 1}, column {column!r}: {bad!r} is not a "
+                            "number (a sequence is numbers separated by spaces or commas)"
+                            ) from None
+    elif is_missing(v):
+        v = []
+    try:
+        arr = np.asarray(v, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise DataError(f"{source}: row {row + 1}, column {column!r}: expected a sequence of "
+                        f"numbers, got {_short(value)}") from None
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2 or len(arr) == 0:
+        raise DataError(f"{source}: row {row + 1}, column {column!r}: expected a non-empty "
+                        f"sequence of numbers (T,) or vectors (T, F), got {_short(value)}")
+    if not np.isfinite(arr).all():
+        raise DataError(f"{source}: row {row + 1}, column {column!r}: missing or infinite "
+                        "value inside the sequence")
+    return arr
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
