@@ -327,14 +327,22 @@ RUNNERS = {"text": run_text, "mixed": run_mixed, "image": run_image, "table": ru
 
 def _rows(ds: Dataset, seed: int, models: dict[str, Callable[[], Any]], truth: Any
           ) -> list[dict]:
+    from dlforge import DlforgeError
+
     rows = []
     for name, fit_predict in models.items():
-        pred, seconds = _timed(fit_predict)
-        score = _score(ds.metric, truth, pred)
+        error = ""
+        try:
+            pred, seconds = _timed(fit_predict)
+            score = _score(ds.metric, truth, pred)
+        except DlforgeError as err:  # a default that cannot run on this data is a result too
+            score, seconds, error = float("nan"), 0.0, str(err)
         rows.append({"dataset": ds.name, "kind": ds.kind, "model": name, "seed": seed,
-                     "metric": ds.metric, "score": score, "seconds": round(seconds, 2)})
-        print(f"{ds.name:8s} seed {seed}  {name:18s} {ds.metric} {score:.4f}  "
-              f"({seconds:.1f} s)", flush=True)
+                     "metric": ds.metric, "score": score, "seconds": round(seconds, 2),
+                     "error": error})
+        print(f"{ds.name:8s} seed {seed}  {name:18s} "
+              + (f"failed: {error}" if error else f"{ds.metric} {score:.4f}  ({seconds:.1f} s)"),
+              flush=True)
     return rows
 
 
@@ -342,7 +350,8 @@ def _rows(ds: Dataset, seed: int, models: dict[str, Callable[[], Any]], truth: A
 def summarise(raw: pd.DataFrame) -> pd.DataFrame:
     g = raw.groupby(["dataset", "model"], sort=False)
     out = g.agg(metric=("metric", "first"), mean=("score", "mean"), std=("score", "std"),
-                seeds=("seed", "nunique"), seconds=("seconds", "mean")).reset_index()
+                seeds=("seed", "nunique"), seconds=("seconds", "mean"),
+                failed=("error", lambda e: int((e != "").sum()))).reset_index()
     return out.fillna({"std": 0.0})
 
 
@@ -406,7 +415,7 @@ def main() -> None:
     print()
     shown = summary.assign(score=[f"{m:.4f} ± {s:.4f}" for m, s in
                                   zip(summary["mean"], summary["std"], strict=True)])
-    print(shown[["dataset", "model", "metric", "score", "seeds", "seconds"]].to_string(
+    print(shown[["dataset", "model", "metric", "score", "seeds", "seconds", "failed"]].to_string(
         index=False))
     print(f"\nwall time {time.perf_counter() - t0:.0f} s; wrote {args.out / 'quality.csv'}, "
           f"quality_summary.csv and quality.png")
