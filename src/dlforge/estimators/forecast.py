@@ -44,7 +44,7 @@ from dlforge.data.series import (
 )
 from dlforge.errors import ConfigError, DataError
 from dlforge.estimators.base import DeepModel, load_weights, table_init
-from dlforge.estimators.select import select_model
+from dlforge.estimators.select import fold_report, say_fold, select_model
 from dlforge.models.mlp import MLP
 from dlforge.models.registry import MODELS, FusionModel, NumericPassthrough
 from dlforge.train.callbacks import Callback
@@ -483,11 +483,6 @@ def cross_validate_series(cfg: RunConfig, k: int, df: pd.DataFrame, source: str 
         row = {key: m[key] for key in ("mae", "rmse", "smape")}
         row.update({f"naive_{key}": m["baseline"][key] for key in ("mae", "rmse")})
         rows.append(row)
-        if verbose:
-            print(f"cross-validation fold {i}/{k}: " + ", ".join(
-                f"{key} {v:.4f}" for key, v in row.items()), file=sys.stderr, flush=True)
-    keys = list(rows[0])
-    return {"k": k, "scheme": "expanding window (time series)", "parameters": n_params,
-            "folds": rows,
-            "mean": {key: float(np.mean([r[key] for r in rows])) for key in keys},
-            "std": {key: float(np.std([r[key] for r in rows], ddof=1)) for key in keys}}
+        say_fold(i, k, row, verbose)
+    return fold_report({"k": k, "scheme": "expanding window (time series)",
+                        "parameters": n_params}, rows)

@@ -23,7 +23,8 @@ from dlforge.data.frames import encode_labels
 from dlforge.data.split import kfold
 from dlforge.errors import ConfigError, DataError
 
-__all__ = ["CV_METRICS", "candidates", "cross_validate_frame", "select_model"]
+__all__ = ["CV_METRICS", "candidates", "cross_validate_frame", "fold_report", "say_fold",
+           "select_model"]
 
 CV_METRICS = ("accuracy", "macro_f1", "roc_auc", "micro_f1", "mae", "rmse", "r2", "loss")
 # (config, k, frame) -> the cross-validation report of that config on that frame
@@ -124,15 +125,20 @@ def cross_validate_frame(estimator: Callable[[str], type], cfg: RunConfig, k: in
         row.update({f"baseline_{key}": base[key] for key in ("accuracy", "mae", "rmse")
                     if key in base})
         rows.append(row)
-        if verbose:
-            print(f"cross-validation fold {i}/{k}: " + ", ".join(
-                f"{key} {v:.4f}" for key, v in row.items()), file=sys.stderr, flush=True)
+        say_fold(i, k, row, verbose)
+    return fold_report({"k": k, "seed": cfg.data.seed, "parameters": n_params}, rows)
+
+
+def say_fold(i: int, k: int, row: dict[str, float], verbose: int) -> None:
+    """The progress line of cross-validation fold ``i`` of ``k`` (rows or series)."""
+    if verbose:
+        print(f"cross-validation fold {i}/{k}: " + ", ".join(
+            f"{key} {v:.4f}" for key, v in row.items()), file=sys.stderr, flush=True)
+
+
+def fold_report(head: dict[str, Any], rows: list[dict[str, float]]) -> dict[str, Any]:
+    """A cross-validation report: ``head``, every fold's metrics, their mean and std."""
     keys = list(rows[0])
-    return {
-        "k": k,
-        "seed": cfg.data.seed,
-        "parameters": n_params,
-        "folds": rows,
-        "mean": {key: float(np.mean([r[key] for r in rows])) for key in keys},
-        "std": {key: float(np.std([r[key] for r in rows], ddof=1)) for key in keys},
-    }
+    return {**head, "folds": rows,
+            "mean": {key: float(np.mean([r[key] for r in rows])) for key in keys},
+            "std": {key: float(np.std([r[key] for r in rows], ddof=1)) for key in keys}}
