@@ -50,7 +50,8 @@ def toy_csv(tmp_path: Path, toy) -> Path:
 
 TRAIN_ARGS = ["--text", "review", "--label", "sentiment", "--vocab-size", "300",
               "--max-length", "16", "--d-model", "16", "--heads", "2", "--epochs", "3",
-              "--batch-size", "16", "--lr", "1e-2", "--precision", "fp32", "--quiet"]
+              "--batch-size", "16", "--lr", "1e-2", "--warmup", "0.1", "--precision", "fp32",
+              "--quiet"]
 
 
 @pytest.fixture(scope="session")

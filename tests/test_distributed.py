@@ -39,10 +39,10 @@ def test_two_processes_match_one(tmp_path):
         np.testing.assert_allclose(two[col], one[col], rtol=1e-5, atol=1e-6)
     w1 = load_file(tmp_path / "one" / "model.safetensors")
     w2 = load_file(tmp_path / "two" / "model.safetensors")
-    # Final weights within 5e-4 absolute: Adam divides by the root of the squared-gradient
+    # Final weights within 1e-3 absolute: Adam divides by the root of the squared-gradient
     # average, which magnifies float-rounding differences in near-zero gradients.
     for k in w1:
-        torch.testing.assert_close(w2[k], w1[k], rtol=1e-3, atol=5e-4)
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-3, atol=1e-3)
     assert not list(tmp_path.glob(".two*"))  # rank 0 wrote the run, nothing else left
 
 
@@ -69,7 +69,8 @@ def test_gradient_accumulation_equals_one_big_batch():
     rng = np.random.default_rng(0)
     rows = [rng.integers(5, 40, size=int(rng.integers(2, 12))) for _ in range(8)]
     y = [float(v) for v in rng.integers(0, 2, 8)]
-    cfg = TrainConfig(lr=1e-2, precision="fp32", grad_clip=0, warmup=0.0, schedule="constant")
+    cfg = TrainConfig(lr=1e-2, weight_decay=0.01, precision="fp32", grad_clip=0, warmup=0.0,
+                      schedule="constant")
     results = []
     for micro in (False, True):
         tr = Trainer(_tiny(), "binary", cfg, lambda t, o: {}, "loss", verbose=0)

@@ -290,11 +290,11 @@ def test_freeze_trains_the_head_only_and_head_lr(bert_dir):
     from dlforge.config import TrainConfig
     from dlforge.train.trainer import make_optimizer
 
-    opt = make_optimizer(clf.model_, TrainConfig(lr=2e-5), head_lr=1e-3)
+    opt = make_optimizer(clf.model_, TrainConfig(lr=2e-5, weight_decay=0.01), head_lr=1e-3)
     assert sorted({g["lr"] for g in opt.param_groups}) == [1e-3]  # frozen encoder: no group
     part = TextClassifier(model=str(bert_dir), freeze_layers=1, max_length=16, epochs=1,
                           verbose=0).fit(texts, labels)
-    opt = make_optimizer(part.model_, TrainConfig(lr=2e-5), head_lr=1e-3)
+    opt = make_optimizer(part.model_, TrainConfig(lr=2e-5, weight_decay=0.01), head_lr=1e-3)
     assert sorted({g["lr"] for g in opt.param_groups}) == [2e-5, 1e-3]
 
 

@@ -22,7 +22,8 @@ def test_run_directory_contents(trained_run):
             "checkpoints/best.safetensors", "checkpoints/train_state.pt"} <= names
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["validation"]["baseline"]["strategy"] == "majority class"
-    assert "warmup: 0.1" in (run / "config.yaml").read_text()  # resolved: defaults filled
+    text = (run / "config.yaml").read_text()  # resolved: the recipe's choices filled in
+    assert "warmup: 0.05" in text and "epochs: null" not in text and "lr: null" not in text
     assert not list(run.parent.glob(".run.*"))  # no temp or partial folder left
 
 

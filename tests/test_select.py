@@ -28,7 +28,7 @@ def test_compare_prints_a_leaderboard_and_keeps_the_winner(toy_csv, tmp_path, ca
     sel = metrics["model_selection"]
     board = sel["leaderboard"]
     assert [r["model"] for r in board] != [] and {r["model"] for r in board} == {
-        "transformer", "cnn", "rnn"}
+        "transformer", "cnn", "rnn", "baseline"}  # the strong simple baseline is a candidate
     means = [r["mean"] for r in board]
     assert means == sorted(means, reverse=True) and sel["winner"] == board[0]["model"]
     assert all(len(r["folds"]) == 2 and r["parameters"] > 0 for r in board)
@@ -40,14 +40,15 @@ def test_auto_from_python_with_families_and_the_metric(toy):
     texts, labels = toy
     clf = TextClassifier(model="auto", max_length=16, vocab_size=300, epochs=2, batch_size=16,
                          lr=1e-2, verbose=0, precision="fp32").fit(texts, labels)
-    assert clf.config_.model.name in ("transformer", "cnn", "rnn")
+    assert clf.config_.model.name in ("transformer", "cnn", "rnn", "baseline")
     assert clf.metrics_["model_selection"]["metric"] == "accuracy"
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"a": rng.normal(size=150), "b": rng.normal(size=150)})
     y = X["a"] * 2 + rng.normal(0, 0.1, 150)
     reg = TabularRegressor(model="auto", epochs=3, verbose=0, precision="fp32").fit(X, y)
     sel = reg.metrics_["model_selection"]
-    assert sel["metric"] == "rmse" and [r["model"] for r in sel["leaderboard"]] == ["mlp"]
+    assert sel["metric"] == "rmse" and {r["model"] for r in sel["leaderboard"]} == {
+        "mlp", "baseline"}
 
 
 def test_auto_forecaster_uses_time_series_folds():

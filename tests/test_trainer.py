@@ -60,7 +60,7 @@ def test_warmup_then_cosine_schedule():
 
 def test_weight_decay_only_on_matrices():
     model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.LayerNorm(3))
-    groups = make_optimizer(model, TrainConfig(weight_decay=0.1)).param_groups
+    groups = make_optimizer(model, TrainConfig(lr=1e-3, weight_decay=0.1)).param_groups
     assert [len(g["params"]) for g in groups] == [1, 3]
     assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
 

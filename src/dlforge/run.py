@@ -61,6 +61,8 @@ REQUIRED = ("config.yaml", "model.safetensors", "features.json", "labels.json", 
             "data.json")
 LM_TASK = "language_model"  # a LanguageModel's run (dlforge.lm): its own files, see lm/model.py
 REQUIRED_LM = ("config.yaml", "model.safetensors", "tokenizer.json", "metrics.json")
+# The simple baseline (model: baseline): a scikit-learn pipeline saved with skops.
+REQUIRED_BASELINE = ("config.yaml", "model.skops", "labels.json", "metrics.json", "data.json")
 # Human-facing documents rebuilt from the run's records (MODEL_CARD.md at save time, dlforge
 # report, dlforge audit): outside the manifest, so rebuilding or editing them never makes a
 # run "altered". Everything that changes predictions is in the manifest.
@@ -241,7 +243,9 @@ def check_run(path: Path, verify_digests: bool = True) -> dict[str, Any]:
     """Raise RunDirError unless ``path`` is a complete, unaltered run; return its manifest."""
     manifest = read_manifest(path)
     files = manifest.get("files", {})
-    for name in REQUIRED_LM if manifest.get("task") == LM_TASK else REQUIRED:
+    required = (REQUIRED_LM if manifest.get("task") == LM_TASK else REQUIRED_BASELINE
+                if manifest.get("model") == "baseline" else REQUIRED)
+    for name in required:
         if name not in files:
             raise RunDirError(f"{path}: incomplete run: {name} is not in the manifest")
     for name, meta in files.items():

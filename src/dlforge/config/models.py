@@ -15,6 +15,7 @@ __all__ = [
     "FAMILY_KINDS",
     "MODEL_FAMILIES",
     "AutoModelConfig",
+    "BaselineConfig",
     "CNNConfig",
     "MLPConfig",
     "ModelConfig",
@@ -104,7 +105,7 @@ class PretrainedModelConfig(_Strict):
 class MLPConfig(_Strict):
     """A multi-layer perceptron over the table's encoded columns (Linear → ReLU → dropout)."""
 
-    KINDS: ClassVar[tuple[str, ...]] = ()  # the input kinds it encodes
+    KINDS: ClassVar[tuple[str, ...]] = ("table",)  # numbers and categories only
     # The smallest sensible settings, for tests (dlforge.testing.check_model).
     TINY: ClassVar[dict[str, Any]] = {"hidden": [8], "dropout": 0.0}
     name: Literal["mlp"] = "mlp"
@@ -116,9 +117,25 @@ class MLPConfig(_Strict):
         return self.hidden
 
 
+class BaselineConfig(_Strict):
+    """The strong simple baseline (:mod:`dlforge.models.simple`): word + character TF-IDF
+    and a cross-validated logistic (or ridge) regression when there is a text input,
+    histogram gradient-boosted trees for a table. A model selection candidate, the yardstick
+    of every text or table run, and a run of its own (saved with skops, never pickled)."""
+
+    KINDS: ClassVar[tuple[str, ...]] = ("text", "table")  # the input kinds it encodes
+    TINY: ClassVar[dict[str, Any]] = {}  # nothing to shrink
+    name: Literal["baseline"] = "baseline"
+
+    @property
+    def head_hidden(self) -> list[int]:
+        return []
+
+
 # The families model selection chooses from (those whose KINDS fit the data). A new family is
 # its config class here, in this tuple, and its builder in dlforge.models.registry.
-CANDIDATES: tuple[type[_Strict], ...] = (TransformerConfig, CNNConfig, RNNConfig, MLPConfig)
+CANDIDATES: tuple[type[_Strict], ...] = (TransformerConfig, CNNConfig, RNNConfig, MLPConfig,
+                                         BaselineConfig)
 _CANDIDATE_NAMES = tuple(c.model_fields["name"].default for c in CANDIDATES)
 
 

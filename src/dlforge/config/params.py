@@ -162,14 +162,18 @@ PARAMS: tuple[Param, ...] = (
        "Model selection (--model auto): the candidates, e.g. cnn,rnn.", flag=True,
        parse="names"),
     # ------------------------------------------------------------------------------ train
-    _p("epochs", "train.epochs", "int", "Training epochs.", _ALL, flag=True, tune=True),
-    _p("batch_size", "train.batch_size", "int", "Rows per batch (global under --nproc).", _ALL,
+    _p("epochs", "train.epochs", "int", "Training epochs (unset: chosen from the data size).",
+       _ALL, flag=True, tune=True),
+    _p("batch_size", "train.batch_size", "int", "Rows per batch (global under --nproc; unset: "
+       "chosen from the data size).", _ALL, flag=True, tune=True),
+    _p("lr", "train.lr", "float", "Peak learning rate (unset: chosen for the family).", _ALL,
        flag=True, tune=True),
-    _p("lr", "train.lr", "float", "Peak learning rate.", _ALL, flag=True, tune=True),
-    _p("weight_decay", "train.weight_decay", "float", "AdamW weight decay.", _ALL, tune=True),
-    _p("warmup", "train.warmup", "float", "Fraction of all steps spent warming up.", _ALL,
-       tune=True),
-    _p("patience", "train.patience", "int", "Early-stopping patience.", _ALL, flag=True),
+    _p("weight_decay", "train.weight_decay", "float", "AdamW weight decay (unset: 0.01).",
+       _ALL, flag=True, tune=True),
+    _p("warmup", "train.warmup", "float", "Fraction of all steps spent warming up (unset: "
+       "chosen for the family).", _ALL, flag=True, tune=True),
+    _p("patience", "train.patience", "int", "Early-stopping patience; 0: every epoch (unset: "
+       "chosen from the epochs).", _ALL, flag=True),
     _p("monitor", "train.monitor", "str",
        "The validation metric early stopping watches (auto: accuracy, rmse or mae).", _ALL),
     _p("accumulate", "train.accumulate", "int",

@@ -133,11 +133,10 @@ def check_family_fits(family: str, kinds: list[str]) -> None:
                          f"{', '.join(rich)}); numeric and category columns may be added freely")
     kind = rich[0] if rich else "table"
     fits = FAMILY_KINDS[family]
-    if (rich and rich[0] in fits) or (not rich and family in ("mlp", "auto")):
+    if kind in fits or (not rich and family == "auto"):
         return
-    good = ([f for f, ks in FAMILY_KINDS.items() if kind in ks and f not in ("pretrained",
-                                                                             "auto")]
-            if rich else ["mlp"])
+    good = [f for f, ks in FAMILY_KINDS.items() if kind in ks and f not in ("pretrained",
+                                                                          "auto")]
     raise ValueError(f"model.name: {family!r} does not fit {kind} inputs; families that fit "
                      f"{kind} inputs: {', '.join(good)}")
 

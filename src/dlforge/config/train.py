@@ -22,15 +22,20 @@ __all__ = [
 
 # ---------------------------------------------------------------------------------------- train
 class TrainConfig(_Strict):
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(64, ge=1)  # global: split across processes under torchrun
+    """The optimisation. The fields that default to None (epochs, batch_size, lr,
+    weight_decay, warmup, patience) are chosen at training time from the number of training
+    rows and the model family (:mod:`dlforge.train.recipe`) unless set; the run's config.yaml
+    holds the values used."""
+
+    epochs: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)  # global: split across processes under torchrun
     accumulate: int = Field(1, ge=1)  # micro-batches per optimizer step (gradient accumulation)
-    lr: float = Field(5e-4, gt=0.0)
-    weight_decay: float = Field(0.01, ge=0.0)
-    warmup: float = Field(0.1, ge=0.0, lt=1.0)  # fraction of all steps spent warming up
+    lr: float | None = Field(None, gt=0.0)
+    weight_decay: float | None = Field(None, ge=0.0)
+    warmup: float | None = Field(None, ge=0.0, lt=1.0)  # fraction of all steps warming up
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     grad_clip: float | None = Field(1.0, ge=0.0)  # 0 or None: no clipping
-    patience: int | None = Field(3, ge=0)  # early stopping; 0 or None: every epoch
+    patience: int | None = Field(None, ge=0)  # early stopping; 0: every epoch; None: recipe
     monitor: Literal["auto", "loss", "accuracy", "macro_f1", "roc_auc", "mae", "rmse", "r2",
                      "smape"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"

@@ -135,6 +135,13 @@ def estimate(source: Any = None, *, layers: int | None = None, d_model: int | No
                               "config or run directory change the config instead")
         counts, cfg, train_rows = what.counts, what.cfg, what.train_rows
         from dlforge.estimate.runs import run_precision
+        from dlforge.train.recipe import apply_recipe
+
+        if train_rows is not None:  # the settings a run leaves unset, as training picks them
+            cfg = apply_recipe(cfg, train_rows, lambda _: None)
+        elif batch_size is None and cfg.train.batch_size is None:
+            raise ConfigError(f"{what.source}: the number of training rows is unknown, so the "
+                              "batch size training would choose is too; give --batch-size")
 
         precision = precision or run_precision(cfg)
         optimizer = optimizer or "adamw"  # the trainer keeps fp32 weights (autocast for bf16)

@@ -32,6 +32,7 @@ from dlforge.errors import ConfigError
 from dlforge.estimate.memory import training_memory
 from dlforge.estimate.ours import count_ours
 from dlforge.models.registry import build_model
+from dlforge.train.recipe import apply_recipe
 from dlforge.train.trainer import Trainer, make_optimizer, make_scheduler, predict_logits
 
 __all__ = ["measure_run"]
@@ -98,6 +99,7 @@ def _prepare(path: Path) -> dict[str, Any]:
     if cfg.data.validation_split > 0:
         tr, va = stratified_split(strata[idx], cfg.data.validation_split, cfg.data.seed)
         idx, val_idx = idx[tr], idx[va]
+    cfg = apply_recipe(cfg, len(idx), lambda _: None)  # unset settings, as training picks them
     features = build_features(cfg)
     encoded = {}
     for name, feat in features.items():

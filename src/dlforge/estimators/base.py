@@ -42,6 +42,8 @@ from dlforge.errors import ConfigError, DataError, NotFittedError, RunDirError
 from dlforge.estimators.persist import save_run
 from dlforge.estimators.select import cross_validate_frame, select_model
 from dlforge.models.registry import build_model
+from dlforge.models.simple import FILE as SIMPLE_FILE
+from dlforge.models.simple import SimpleModel
 from dlforge.train.callbacks import Callback
 from dlforge.train.compute import compute_report
 from dlforge.train.device import resolve_device, resolve_precision
@@ -52,10 +54,12 @@ from dlforge.train.metrics import (
     majority_label,
     mean_baseline_metrics,
     predict_indices,
+    prior_logits,
     probabilities,
     regression_metrics,
     resolve_monitor,
 )
+from dlforge.train.recipe import apply_recipe
 from dlforge.train.trainer import Trainer, loss_fn, predict_logits
 
 __all__ = ["DeepModel", "baseline_from_report", "load_weights", "table_init"]
@@ -183,13 +187,18 @@ class DeepModel(BaseEstimator):
 
             cfg, selection = select_model(df.iloc[idx].reset_index(drop=True), cfg,
                                           target.kind, source, say, cv)
+        if cfg.model.name == "baseline":
+            return self._fit_simple(df, cfg, source, target, y, (train_idx, val_idx, test_idx),
+                                    cleaning, selection, workdir, say)
+        # The settings left unset, chosen from the number of training rows and the family.
+        cfg = apply_recipe(cfg, len(train_idx), say)
 
         # Each input: load, fit on the training split only, encode.
         resumed = resume and workdir is not None and (workdir / "features.json").exists()
         features = load_features(cfg, workdir) if resumed else build_features(cfg)
-        encoded = {}
+        encoded, columns = {}, {}
         for name, feat in features.items():
-            loaded = feat.load(df[name].tolist(), source)
+            loaded = columns[name] = feat.load(df[name].tolist(), source)
             if not resumed:
                 feat.fit(take(loaded, train_idx), source)
             encoded[name] = feat.encode(loaded)
@@ -211,7 +220,8 @@ class DeepModel(BaseEstimator):
         val_loader = (make_loader(FeatureDataset(features, take_columns(encoded, val_idx)),
                                   max(bs, 256), False, seed, bucket) if len(val_idx) else None)
 
-        net = build_model(cfg, {n: f.spec() for n, f in features.items()}, target.n_outputs)
+        net = build_model(cfg, {n: f.spec() for n, f in features.items()}, target.n_outputs,
+                          prior=prior_logits(target.kind, y[train_idx], target.n_outputs))
         monitor = resolve_monitor(cfg.train.monitor, target.kind)
 
         def metric_fn(targets: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
@@ -236,6 +246,7 @@ class DeepModel(BaseEstimator):
         if isinstance(target, LabelEncoder):
             self.classes_ = label_array(target.classes)
         self.features_ = features
+        self.simple_ = None
         self.postprocess_ = None  # a fairness rule belongs to the model it was fitted on
         self.model_ = trainer.model.eval()
         self.device_ = trainer.device
@@ -262,6 +273,9 @@ class DeepModel(BaseEstimator):
             self.metrics_["model_selection"] = selection
         self.metrics_["compute"] = compute_report(trainer.model, train_loader, history,
                                                   trainer.device, trainer.precision)
+        yardstick = self._yardstick(cfg, target, columns, y, train_idx, val_idx, say)
+        if yardstick is not None:
+            self.metrics_["simple_baseline"] = yardstick
         self.data_report_ = {
             "source": source,
             "cleaning": cleaning,
@@ -270,6 +284,74 @@ class DeepModel(BaseEstimator):
             **target_report(target, y_train),
         }
         return self
+
+    # ------------------------------------------------------------------ the simple baseline
+    def _fit_simple(self, df: pd.DataFrame, cfg: RunConfig, source: str, target: Target,
+                    y: np.ndarray, splits: tuple[np.ndarray, np.ndarray, np.ndarray],
+                    cleaning: dict[str, int], selection: dict[str, Any] | None,
+                    workdir: Path | None, say: Callable[[str], None]) -> DeepModel:
+        """``model: baseline``: the strong simple baseline (:mod:`dlforge.models.simple`)
+        fitted on the training rows, scored like a network."""
+        train_idx, val_idx, test_idx = splits
+        features = build_features(cfg)  # only to read each column as training reads it
+        columns = {name: feat.load(df[name].tolist(), source) for name, feat in features.items()}
+        try:
+            simple = SimpleModel({i.name: i.type for i in cfg.inputs}, target.kind,
+                                 target.n_outputs, cfg.train.seed)
+        except ValueError as err:
+            raise ConfigError(f"model.name: {err}; use a network family") from None
+        say(f"data: {len(train_idx)} train, {len(val_idx)} validation, {len(test_idx)} test rows;"
+            f" {_describe_target(target)}")
+        say(f"model: baseline ({simple.name})")
+        simple.fit(take_columns(columns, train_idx), y[train_idx])
+        if workdir is not None and is_main_process():
+            workdir.mkdir(parents=True, exist_ok=True)
+            dump_config(cfg, workdir / "config.yaml")
+        self.config_, self.labels_, self.features_, self.simple_ = cfg, target, features, simple
+        if isinstance(target, LabelEncoder):
+            self.classes_ = label_array(target.classes)
+        self.postprocess_ = None
+        self.model_, self.device_, self.precision_ = None, torch.device("cpu"), "fp32"
+        self.history_, self.best_epoch_, self.privacy_ = [], 0, None
+        self.baseline_ = fit_baseline(target, y[train_idx])
+        report = {name: self._metrics(self._logits_encoded(columns, rows), y[rows])
+                  for name, rows in (("validation", val_idx), ("test", test_idx)) if len(rows)}
+        self.metrics_ = {"task": task_name(cfg, target.kind).replace("_", " "),
+                         "monitor": resolve_monitor(cfg.train.monitor, target.kind),
+                         "best_epoch": 0, "epochs_run": 0, "model": simple.name,
+                         "parameters": simple.n_parameters(), **report}
+        if selection is not None:
+            self.metrics_["model_selection"] = selection
+        self.data_report_ = {"source": source, "cleaning": cleaning,
+                             "splits": {"train": len(train_idx), "validation": len(val_idx),
+                                        "test": len(test_idx)},
+                             **target_report(target, y[train_idx])}
+        return self
+
+    def _yardstick(self, cfg: RunConfig, target: Target, columns: dict[str, Any],
+                   y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
+                   say: Callable[[str], None]) -> dict[str, Any] | None:
+        """The strong simple baseline fitted on the same training rows and scored on the
+        same validation rows as the network, said plainly when it scores better (None where
+        there is no validation split or no simple baseline for these inputs)."""
+        kinds = {i.name: i.type for i in cfg.inputs}
+        if not len(val_idx) or not set(kinds.values()) <= {"text", "numeric", "category"} or (
+                target.kind == "multilabel"):
+            return None
+        simple = SimpleModel(kinds, target.kind, target.n_outputs, cfg.train.seed)
+        simple.fit(take_columns(columns, train_idx), y[train_idx])
+        logits = simple.logits(take_columns(columns, val_idx))
+        theirs = self._metrics(logits, y[val_idx])
+        ours = self.metrics_["validation"]
+        metric = "r2" if isinstance(target, NumericTarget) else "accuracy"
+        out = {"model": simple.name, "validation": {
+            k: theirs[k] for k in ("accuracy", "macro_f1", "roc_auc", "loss", "mae", "rmse", "r2")
+            if theirs.get(k) is not None}}
+        if theirs[metric] > ours[metric]:
+            say(f"note: the simple baseline {simple.name} scores {metric} {theirs[metric]:.4f} "
+                f"on validation; this {cfg.model.name} model {ours[metric]:.4f}. Consider "
+                "model='auto' (it includes the baseline) or model='baseline'")
+        return out
 
     # ------------------------------------------------------------------ scoring
     def _metrics(self, logits: np.ndarray, y: np.ndarray) -> dict[str, Any]:
@@ -298,6 +380,8 @@ class DeepModel(BaseEstimator):
     def _logits_encoded(self, encoded: dict[str, Any], rows: np.ndarray | None = None
                         ) -> np.ndarray:
         cols = encoded if rows is None else take_columns(encoded, rows)
+        if getattr(self, "simple_", None) is not None:
+            return self.simple_.logits(cols)
         n = len(next(iter(cols.values())))
         if n == 0:
             return np.zeros((0, self.labels_.n_outputs), dtype=np.float32)
@@ -310,6 +394,8 @@ class DeepModel(BaseEstimator):
         texts = [i.name for i in self.config_.inputs if i.type == "text"]
         if texts:
             df, _ = clean_frame(df, texts, None, self.config_.data.clean, source=source)
+        if getattr(self, "simple_", None) is not None:  # the baseline reads the columns itself
+            return {name: f.load(df[name].tolist(), source) for name, f in self.features_.items()}
         return {name: f.encode(f.load(df[name].tolist(), source))
                 for name, f in self.features_.items()}
 
@@ -387,14 +473,27 @@ class DeepModel(BaseEstimator):
 
     # ------------------------------------------------------------------ run directory
     def _save_state(self, folder: Path) -> None:
-        """Write the fitted feature state and the label map into a run folder."""
-        save_features(self.features_, folder)
+        """Write the fitted feature state (or the simple baseline) and the label map into a
+        run folder."""
+        if getattr(self, "simple_", None) is not None:
+            self.simple_.save(folder / SIMPLE_FILE)
+        else:
+            save_features(self.features_, folder)
         self.labels_.save(folder / "labels.json")
 
     @classmethod
     def _restore(cls, path: Path, cfg: RunConfig, device: str | None = None) -> DeepModel:
         """A fitted estimator from a checked run folder's state and weights (``load``)."""
         labels = load_target(path / "labels.json")
+        if cfg.model.name == "baseline":
+            clf = cls(config=cfg, verbose=0)
+            clf.config_, clf.labels_, clf.features_ = cfg, labels, build_features(cfg)
+            clf.simple_ = SimpleModel({i.name: i.type for i in cfg.inputs}, labels.kind,
+                                      labels.n_outputs, cfg.train.seed).load(path / SIMPLE_FILE)
+            if isinstance(labels, LabelEncoder):
+                clf.classes_ = label_array(labels.classes)
+            clf.model_, clf.device_, clf.precision_ = None, torch.device("cpu"), "fp32"
+            return clf
         features = load_features(cfg, path)
         net = build_model(cfg, {n: f.spec() for n, f in features.items()}, labels.n_outputs)
         clf = cls(config=cfg, verbose=0)
@@ -403,8 +502,17 @@ class DeepModel(BaseEstimator):
         if isinstance(labels, LabelEncoder):
             clf.classes_ = label_array(labels.classes)
         clf.features_ = features
+        clf.simple_ = None
         clf.model_, clf.device_, clf.precision_ = load_weights(net, path, cfg, device)
         return clf
+
+    def n_parameters(self) -> int:
+        """The fitted model's learned numbers (the simple baseline's coefficients or tree
+        nodes; a network's parameters)."""
+        self._check_fitted()
+        if getattr(self, "simple_", None) is not None:
+            return self.simple_.n_parameters()
+        return sum(p.numel() for p in self.model_.parameters())
 
     def save(self, path: str | Path) -> Path:
         """Write a run directory (atomically); ``dlforge.load(path)`` gives this model back."""

@@ -49,6 +49,7 @@ from dlforge.models.mlp import MLP
 from dlforge.models.registry import MODELS, FusionModel, NumericPassthrough
 from dlforge.train.callbacks import Callback
 from dlforge.train.distributed import is_main_process
+from dlforge.train.recipe import apply_recipe
 from dlforge.train.trainer import Trainer, loss_fn, predict_logits
 
 __all__ = ["ForecastTarget", "Forecaster", "cross_validate_series"]
@@ -147,13 +148,15 @@ class Forecaster(DeepModel):
         say(f"data: {len(values)} steps of {', '.join(self.columns_)}; windows of {fc.window} "
             f"→ {fc.horizon} ahead; target steps: train {_span(split['train'])}, validation "
             f"{_span(split['validation'])}, test {_span(split['test'])}; season {season}")
+        train = self._windows(values, *split["train"])
+        val = self._windows(values, *split["validation"])
+        # The settings left unset, chosen from the number of training windows and the family.
+        cfg = self.config_ = apply_recipe(cfg, len(train["x"]), say)
         if workdir is not None and is_main_process():
             workdir.mkdir(parents=True, exist_ok=True)
             dump_config(cfg, workdir / "config.yaml")
             self._save_state(workdir)
 
-        train = self._windows(values, *split["train"])
-        val = self._windows(values, *split["validation"])
         bs, seed = cfg.train.batch_size, cfg.train.seed
         aug = self.features_["window"].make_augmenter(seed)
         train_loader = make_loader(self._dataset(train, aug), bs, True, seed, bucket=False)
@@ -475,8 +478,13 @@ def cross_validate_series(cfg: RunConfig, k: int, df: pd.DataFrame, source: str 
     folds = time_series_folds(len(values), fc.window, fc.horizon, k)
     rows = []
     for i, ((_, cut), (start, stop)) in enumerate(folds, start=1):
-        model = Forecaster(config=cfg, verbose=0)
-        model._fit_frame(df.iloc[:cut].reset_index(drop=True), cfg, f"{source} (fold {i})")
+        # The fold's own held-out range scores it: no test split inside the fold, and a
+        # validation split (for early stopping) of at least one horizon of the shorter prefix.
+        val = max(cfg.data.validation_split, (fc.horizon + 0.5) / cut)
+        trial = cfg.model_copy(update={"data": cfg.data.model_copy(
+            update={"test_split": 0.0, "validation_split": val})})
+        model = Forecaster(config=trial, verbose=0)
+        model._fit_frame(df.iloc[:cut].reset_index(drop=True), trial, f"{source} (fold {i})")
         w = model._windows(values, start, stop)
         m = model._score(w)
         n_params = sum(p.numel() for p in model.model_.parameters())

@@ -27,7 +27,8 @@ def save_run(clf: DeepModel, path: Path, checkpoints: Path | None = None) -> Pat
     tmp = new_run_dir(path)
     try:
         dump_config(clf.config_, tmp / "config.yaml")
-        save_weights(clf.model_, tmp)
+        if clf.model_ is not None:  # the simple baseline writes model.skops instead
+            save_weights(clf.model_, tmp)
         clf._save_state(tmp)
         if getattr(clf, "postprocess_", None) is not None:
             clf.postprocess_.save(tmp / POSTPROCESS)

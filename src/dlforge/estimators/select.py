@@ -40,8 +40,6 @@ def candidates(cfg: RunConfig) -> list[str]:
     else:
         rich = [i.type for i in cfg.inputs if i.type not in TABULAR_KINDS]
         kind = rich[0] if rich else "table"
-    if kind == "table":
-        return ["mlp"]
     return [f for f, kinds in FAMILY_KINDS.items() if kind in kinds
             and f not in ("auto", "pretrained")]
 
@@ -114,11 +112,13 @@ def cross_validate_frame(estimator: Callable[[str], type], cfg: RunConfig, k: in
     except ValueError as err:
         raise DataError(f"{source}: {err}") from None
     cls = estimator(target.kind)
+    # The held-out fold scores each fit: no test split inside the fold.
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"test_split": 0.0})})
     rows = []
     for i, (tr, te) in enumerate(folds, start=1):
         clf = cls(config=cfg, verbose=0)
         clf._fit_frame(df.iloc[tr].reset_index(drop=True), cfg, source=f"{source} (fold {i})")
-        n_params = sum(p.numel() for p in clf.model_.parameters())
+        n_params = clf.n_parameters()
         m = clf.evaluate_frame(df.iloc[te].reset_index(drop=True), source)
         row = {key: m[key] for key in CV_METRICS if m.get(key) is not None}
         base = m["baseline"]

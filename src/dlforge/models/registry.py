@@ -99,8 +99,15 @@ class FusionModel(nn.Module):
         return self.head(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
 
 
-def build_model(cfg: RunConfig, specs: dict[str, dict[str, Any]], n_outputs: int) -> FusionModel:
-    """The model ``cfg`` describes, for fitted features' ``specs`` (see data.inputs)."""
+def build_model(cfg: RunConfig, specs: dict[str, dict[str, Any]], n_outputs: int,
+                prior: Any = None) -> FusionModel:
+    """The model ``cfg`` describes, for fitted features' ``specs`` (see data.inputs).
+
+    With ``prior`` (the training labels' prior as logits, see
+    :func:`dlforge.train.metrics.prior_logits`) the output layer's bias starts at it, so an
+    untrained model's predictions centre on the training frequencies (with the Transformer's
+    small N(0, 0.02) head, it predicts the majority class) instead of on 50/50 noise. The
+    weights keep their family's initialisation: shrinking them too slows learning."""
     encoders: dict[str, nn.Module] = {}
     for inp in cfg.inputs:
         spec = specs[inp.name]
@@ -114,6 +121,9 @@ def build_model(cfg: RunConfig, specs: dict[str, dict[str, Any]], n_outputs: int
     head = MLP(width, list(cfg.model.head_hidden), n_outputs, cfg.model.dropout)
     if cfg.model.name == "transformer":
         init_weights(head)  # the Transformer's N(0, 0.02) initialisation, head included
+    if prior is not None:
+        with torch.no_grad():
+            head.out.bias.copy_(torch.as_tensor(prior, dtype=head.out.bias.dtype))
     model = FusionModel(encoders, head)
     return private_ready(model) if cfg.privacy is not None else model
 

@@ -21,7 +21,7 @@ from dlforge.errors import ConfigError
 
 __all__ = ["CLASSIFICATION_MONITORS", "REGRESSION_MONITORS", "baseline_metrics",
            "classification_metrics", "majority_label", "mean_baseline_metrics", "monitor_mode",
-           "plot_confusion", "plot_history", "predict_indices", "probabilities",
+           "plot_confusion", "plot_history", "predict_indices", "prior_logits", "probabilities",
            "regression_metrics", "resolve_monitor"]
 
 
@@ -84,6 +84,21 @@ def majority_label(kind: str, y_train: np.ndarray, n_classes: int) -> np.ndarray
     if kind == "multilabel":
         return (np.asarray(y_train).mean(axis=0) >= 0.5).astype(np.int64)
     return np.array([int(np.bincount(np.asarray(y_train), minlength=n_classes).argmax())])
+
+
+def prior_logits(kind: str, y_train: np.ndarray, n_classes: int) -> np.ndarray | None:
+    """The training labels' prior as the output layer's logits: log-odds of the positive
+    class (binary) or of each label (multi-label), log class frequencies (multi-class); None
+    for numbers (their standardised mean is already 0)."""
+    y = np.asarray(y_train)
+    if kind == "numeric" or len(y) == 0:
+        return None
+    if kind == "category":
+        freq = np.bincount(y, minlength=n_classes) / len(y)
+        return np.log(np.clip(freq, 1e-4, 1.0)).astype(np.float32)
+    p = np.clip(y.mean(axis=0) if kind == "multilabel" else np.array([y.mean()]), 1e-4,
+                1 - 1e-4)
+    return np.log(p / (1 - p)).astype(np.float32)
 
 
 def baseline_metrics(kind: str, majority: np.ndarray, y_eval: np.ndarray,

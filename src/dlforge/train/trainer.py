@@ -29,6 +29,7 @@ from dlforge.train.callbacks import Callback, EarlyStopping, Progress
 from dlforge.train.device import autocast, resolve_device, resolve_precision
 from dlforge.train.distributed import ShardedBatchSampler, all_reduce_sum, setup_distributed
 from dlforge.train.metrics import monitor_mode
+from dlforge.train.recipe import choose_recipe
 
 __all__ = ["Trainer", "adamw", "loss_fn", "make_optimizer", "make_scheduler", "predict_logits",
            "to_device"]
@@ -114,8 +115,9 @@ class Trainer:
                  monitor: str, callbacks: Sequence[Callback] = (),
                  checkpoint_dir: str | Path | None = None, verbose: int = 1,
                  log: Callable[[str], None] | None = None, head_lr: float | None = None,
-                 privacy: PrivacyConfig | None = None):
+                 privacy: PrivacyConfig | None = None, family: str = "mlp"):
         self.cfg = cfg
+        self.family = family  # picks the recipe of settings ``cfg`` leaves unset
         self.privacy = privacy
         self.privacy_report: dict[str, Any] | None = None
         self._dp: Any = None
@@ -202,7 +204,10 @@ class Trainer:
     def fit(self, train_loader: DataLoader, val_loader: DataLoader | None,
             val_targets: np.ndarray | None, resume: bool = False) -> list[dict[str, Any]]:
         """Train for ``cfg.epochs`` (or until early stopping). Without a validation loader
-        every epoch trains, nothing is monitored and the last weights are kept."""
+        every epoch trains, nothing is monitored and the last weights are kept. Settings the
+        config leaves unset are chosen by the recipe (:mod:`dlforge.train.recipe`) for the
+        training rows and ``family`` (an estimator has chosen them already)."""
+        self.cfg, _ = choose_recipe(self.cfg, len(train_loader.dataset), self.family)
         cfg = self.cfg
         torch.manual_seed(cfg.seed + self.rank)  # dropout streams differ between processes
         if cfg.num_threads:
@@ -290,7 +295,7 @@ class Trainer:
                    "lr": self.scheduler.get_last_lr()[0], "seconds": elapsed,
                    "samples_per_s": seen / max(elapsed, 1e-9)}
             if val:
-                self._track_best(epoch, row[f"val_{self.monitor}"])
+                self._track_best(epoch, row[f"val_{self.monitor}"], row.get("val_loss"))
             else:
                 self.state["best_epoch"] = epoch  # nothing to compare: the last epoch
             self.state["epoch"] = epoch
@@ -313,13 +318,18 @@ class Trainer:
             self.model.load_state_dict(self.best_weights)
         return self.state["history"]
 
-    def _track_best(self, epoch: int, score: float | None) -> None:
+    def _track_best(self, epoch: int, score: float | None, loss: float | None = None) -> None:
+        """Keep the weights of the best epoch so far. A tie on the monitored score (common
+        with accuracy on a small validation split) goes to the lower validation loss."""
         if score is None or (isinstance(score, float) and math.isnan(score)):
             score = -math.inf if self.mode == "max" else math.inf
         best = self.state["best_score"]
-        better = best is None or (score > best if self.mode == "max" else score < best)
+        best_loss = self.state.get("best_loss")
+        tie_won = (best is not None and score == best and loss is not None
+                   and best_loss is not None and loss < best_loss)
+        better = best is None or tie_won or (score > best if self.mode == "max" else score < best)
         if better:
-            self.state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
+            self.state.update(best_score=score, best_epoch=epoch, bad_epochs=0, best_loss=loss)
             self.best_weights = copy.deepcopy(self.model.state_dict())
             if self.checkpoint_dir is not None and self.rank == 0:
                 self.checkpoint_dir.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ from dlforge.data.frames import output_kind, read_data
 from dlforge.errors import ConfigError, DataError, DlforgeError
 from dlforge.train.callbacks import Callback
 from dlforge.train.metrics import monitor_mode, resolve_monitor
+from dlforge.train.recipe import MAX_EPOCHS
 from dlforge.tune.space import check_space, sample_config
 
 __all__ = ["FitTrial", "TrainRun", "TuneResult", "run_study"]
@@ -91,7 +92,8 @@ def _pruner(cfg: RunConfig) -> Any:
     t = cfg.tune
     assert t is not None
     if t.pruner == "hyperband":
-        epochs = [cfg.train.epochs]
+        # Unset epochs are chosen per trial by the recipe, at most MAX_EPOCHS.
+        epochs = [cfg.train.epochs or MAX_EPOCHS["scratch"]]
         for name, path in t.paths().items():
             if path == "train.epochs":
                 epochs += [int(v) for v in next(iter(t.space[name].values()))]
@@ -429,8 +431,8 @@ def _summarise(cfg: RunConfig, out: Path, url: str, name: str, heartbeat: int, m
                 steps = best.intermediate_values
                 pick = min if direction == "minimize" else max
                 epochs = pick(steps, key=lambda e: steps[e]) if steps else cfg.train.epochs
-                overrides.update({"data.validation_split": 0.0, "train.epochs": int(epochs),
-                                  "train.patience": 0})
+                overrides.update({"data.validation_split": 0.0, "train.patience": 0,
+                                  "train.epochs": int(epochs) if epochs else None})
             best_cfg = validate_config(apply_overrides(
                 {k: v for k, v in config_to_dict(cfg).items() if k != "tune"}, overrides))
             best_dir = out / "best"

@@ -1,0 +1,192 @@
+"""What makes default models good on small data: the data-size recipe, the too-few-steps
+message, the prior-initialised output bias, and the strong simple baseline as a run, a model
+selection candidate and the yardstick of every run."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dlforge import TabularClassifier, TabularRegressor, TextClassifier, load
+from dlforge.config import TrainConfig, validate_config
+from dlforge.errors import RunDirError
+from dlforge.estimators.base import DeepModel
+from dlforge.models.registry import build_model
+from dlforge.serve.app import ServedModel, ServeSettings
+from dlforge.testing import toy_texts
+from dlforge.train.metrics import prior_logits
+from dlforge.train.recipe import choose_recipe, optimiser_steps, steps_warning
+from tests.serving import Server
+from tests.test_cli import run_cli
+
+
+# ------------------------------------------------------------------------------ the recipe
+def test_the_recipe_picks_from_the_data_size_and_the_family():
+    small, chosen = choose_recipe(TrainConfig(), 400, "transformer")
+    big, _ = choose_recipe(TrainConfig(), 50_000, "transformer")
+    assert set(chosen) == {"epochs", "batch_size", "lr", "weight_decay", "warmup", "patience"}
+    assert small.batch_size < big.batch_size and small.epochs > big.epochs
+    # Enough optimiser steps to learn on a few hundred rows: far more than 5 x batch 64.
+    assert optimiser_steps(small, 400) >= 1000 > optimiser_steps(TrainConfig(epochs=5,
+                                                                          batch_size=64,
+                                                                          lr=1e-3), 400) * 20
+    tuned, _ = choose_recipe(TrainConfig(), 400, "pretrained")
+    assert tuned.lr < small.lr and tuned.warmup > 0 and tuned.batch_size <= 32
+    assert small.patience >= 3 and steps_warning(small, 400, "transformer") is None
+
+
+def test_every_explicit_setting_wins_over_the_recipe():
+    given = dict(epochs=2, batch_size=7, lr=0.3, weight_decay=0.0, warmup=0.0, patience=0)
+    cfg, chosen = choose_recipe(TrainConfig(**given), 400, "cnn")
+    assert chosen == {} and {k: getattr(cfg, k) for k in given} == given
+    cfg, chosen = choose_recipe(TrainConfig(epochs=3), 400, "cnn")
+    assert cfg.epochs == 3 and "epochs" not in chosen and cfg.batch_size == chosen["batch_size"]
+
+
+def test_the_chosen_values_are_printed_and_saved(tmp_path, capsys):
+    texts, labels = toy_texts(120)
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(tmp_path / "t.csv", index=False)
+    code, _, err = run_cli(capsys, "train", "--data", tmp_path / "t.csv", "--text", "text",
+                           "--label", "label", "--model", "cnn",
+                           "--d-model", "16", "--epochs", "2",
+                           "--precision", "fp32", "--out", tmp_path / "run")
+    assert code == 0, err
+    assert "recipe: batch size 16, lr 0.001" in err and "epochs" not in err.split(
+        "recipe:")[1].split("(")[0]  # epochs was given: not chosen
+    saved = validate_config(__import__("yaml").safe_load((tmp_path / "run" / "config.yaml")
+                                                          .read_text()))
+    assert (saved.train.epochs, saved.train.batch_size, saved.train.lr) == (2, 16, 1e-3)
+
+
+def test_too_few_steps_are_said_in_one_line(capsys):
+    texts, labels = toy_texts(120)
+    TextClassifier(model="cnn", d_model=16, filters=4, epochs=5, batch_size=64,
+                   precision="fp32").fit(texts, labels)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "optimiser steps" in line]
+    assert len(lines) == 1
+    assert "5 epochs x 2 batches of 64 on 108 rows = 10 optimiser steps" in lines[0]
+    assert steps_warning(TrainConfig(epochs=50, batch_size=16, lr=1e-3), 400, "cnn") is None
+
+
+def test_the_schedule_fits_the_steps_there_are():
+    from dlforge.train.trainer import make_scheduler
+
+    model = torch.nn.Linear(2, 1)
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=1.0, weight_decay=0.0, warmup=0.5)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sched = make_scheduler(opt, cfg, total_steps=4)
+    lrs = []
+    for _ in range(4):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] < lrs[2] == max(lrs) and lrs[-1] < lrs[2]  # warm-up over 2 of 4 steps, decay
+
+
+# ----------------------------------------------------------------- prior-initialised bias
+@pytest.mark.parametrize("kind,y,n", [("binary", [1, 1, 1, 0], 1), ("category", [0, 2, 2, 2], 3),
+                                      ("multilabel", [[1, 0], [1, 1], [1, 0], [1, 0]], 2)])
+def test_the_output_bias_starts_at_the_training_prior(kind, y, n):
+    prior = prior_logits(kind, np.array(y), n)
+    probs = (torch.softmax(torch.tensor(prior), 0) if kind == "category"
+             else torch.sigmoid(torch.tensor(prior)))
+    expected = {"binary": [0.75], "category": [0.25, 1e-4, 0.75],
+                "multilabel": [1 - 1e-4, 0.25]}[kind]
+    assert probs.numpy() == pytest.approx(expected, abs=1e-3)
+    assert prior_logits("numeric", np.array([1.0, 2.0]), 1) is None
+
+
+def test_an_untrained_model_predicts_the_majority():
+    cfg = validate_config({"inputs": [{"name": "text", "vocab_size": 300}],
+                           "output": {"name": "label"},
+                           "model": {"name": "transformer", "d_model": 16, "heads": 2}})
+    spec = {"text": {"vocab_size": 300, "max_length": 8, "pad_id": 0}}
+    y = np.array([2] * 70 + [0] * 20 + [1] * 10)
+    torch.manual_seed(0)
+    net = build_model(cfg, spec, 3, prior=prior_logits("category", y, 3)).eval()
+    ids = torch.randint(1, 300, (64, 8))
+    with torch.no_grad():
+        logits = net({"text": {"input_ids": ids, "attention_mask": torch.ones_like(ids)}})
+    assert (logits.argmax(1) == 2).all()  # the majority class, not noise
+    assert torch.softmax(logits, 1).mean(0).numpy() == pytest.approx([0.2, 0.1, 0.7], abs=0.02)
+
+
+# ----------------------------------------------------------------- the simple baseline
+def test_the_baseline_run_saves_loads_predicts_identically_and_serves(tmp_path):
+    texts, labels = toy_texts(160)
+    clf = TextClassifier(model="baseline", verbose=0).fit(texts, labels)
+    assert clf.metrics_["model"] == "TF-IDF + LR" and clf.metrics_["validation"]["accuracy"] > 0.9
+    run = clf.save(tmp_path / "run")
+    files = set(json.loads((run / "dlforge.json").read_text())["files"])
+    assert "model.skops" in files and "model.safetensors" not in files
+    again = load(run)
+    assert isinstance(again, DeepModel) and again.config_.model.name == "baseline"
+    assert np.array_equal(again.predict_proba(texts), clf.predict_proba(texts))
+    assert list(again.predict(texts[:5])) == list(clf.predict(texts[:5]))
+    with Server([ServedModel(run, name="base")], ServeSettings(max_delay_ms=2)) as srv:
+        r = httpx.post(f"{srv.url}/v1/models/base/predict",
+                       json={"instances": [{"text": t} for t in texts[:8]]})
+    assert r.status_code == 200, r.text
+    served = r.json()["predictions"]
+    assert [p["label"] for p in served] == list(clf.predict(texts[:8]))
+    proba = clf.predict_proba(texts[:8])
+    classes = [str(c) for c in clf.classes_]
+    assert [p["probabilities"][c] for p in served for c in classes] == pytest.approx(
+        proba.ravel().tolist(), abs=1e-6)
+
+
+def test_a_baseline_file_with_foreign_types_is_refused(tmp_path):
+    texts, labels = toy_texts(60)
+    run = TextClassifier(model="baseline", verbose=0).fit(texts, labels).save(tmp_path / "run")
+    import skops.io as sio
+
+    from dlforge.run import update_run
+
+    def swap(folder):  # a valid manifest over a file holding a type dlforge never writes
+        (folder / "model.skops").unlink()  # hard-linked: replace, never write in place
+        sio.dump({"x": os.system}, folder / "model.skops")
+
+    update_run(run, swap)
+    with pytest.raises(RunDirError, match="holds types dlforge does not write"):
+        load(run)
+
+
+def test_tables_get_gradient_boosting_and_numbers_a_regression():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=200), "c": rng.choice(["x", "y", "z"], 200)})
+    y = np.where(X["a"] + (X["c"] == "x") > 0.5, "yes", "no")
+    clf = TabularClassifier(model="baseline", verbose=0).fit(X, y)
+    assert clf.metrics_["model"] == "gradient boosting" and clf.n_parameters() > 0
+    assert clf.metrics_["validation"]["accuracy"] > 0.8
+    reg = TabularRegressor(model="baseline", verbose=0).fit(X, X["a"] * 3 + 1)
+    assert reg.metrics_["validation"]["r2"] > 0.8
+    assert reg.predict(X[:3]) == pytest.approx((X["a"][:3] * 3 + 1).to_numpy(), abs=0.5)
+
+
+def test_the_leaderboard_lists_the_baseline_and_auto_can_pick_it():
+    texts, labels = toy_texts(150)
+    clf = TextClassifier(model="auto", epochs=1, batch_size=64, verbose=0,
+                         precision="fp32").fit(texts, labels)
+    board = clf.metrics_["model_selection"]["leaderboard"]
+    assert "baseline" in [r["model"] for r in board]
+    # One epoch of 2 steps teaches the networks nothing; the baseline wins and is the run.
+    assert board[0]["model"] == "baseline" == clf.config_.model.name
+    assert clf.predict(texts[:4]).tolist() == labels[:4]
+
+
+def test_a_deep_model_that_loses_to_the_baseline_says_so(capsys):
+    texts, labels = toy_texts(150)
+    clf = TextClassifier(model="cnn", d_model=8, filters=2, epochs=1, batch_size=64,
+                         precision="fp32").fit(texts, labels)
+    yard = clf.metrics_["simple_baseline"]
+    assert yard["model"] == "TF-IDF + LR" and yard["validation"]["accuracy"] == 1.0
+    err = capsys.readouterr().err
+    assert "the simple baseline TF-IDF + LR scores accuracy 1.0000 on validation; this cnn " \
+           "model" in err
