@@ -190,3 +190,73 @@ def test_a_deep_model_that_loses_to_the_baseline_says_so(capsys):
     err = capsys.readouterr().err
     assert "the simple baseline TF-IDF + LR scores accuracy 1.0000 on validation; this cnn " \
            "model" in err
+
+
+# ------------------------------------------------------------- imbalance: weights, threshold
+def test_the_threshold_is_chosen_on_validation_and_ties_stay_at_one_half():
+    from dlforge.train.metrics import choose_threshold
+
+    y = np.array([0] * 6 + [1] * 4)
+    p1 = np.array([0.1, 0.2, 0.3, 0.32, 0.34, 0.36, 0.42, 0.6, 0.7, 0.9])
+    proba = np.stack([1 - p1, p1], axis=1)
+    # 0.37 to 0.42 decide every row right; of those, 0.42 is nearest 0.5.
+    assert choose_threshold(y, proba, "accuracy") == 0.42
+    assert choose_threshold(y, proba, "macro_f1") == 0.42
+    separable = np.stack([1 - np.array([0.1, 0.9]), np.array([0.1, 0.9])], axis=1)
+    assert choose_threshold(np.array([0, 1]), separable, "accuracy") == 0.5
+    assert choose_threshold(y, proba, "roc_auc") == 0.5  # no threshold in that metric
+
+
+def test_balanced_class_weights():
+    from dlforge.train.metrics import class_weights
+    from dlforge.train.trainer import loss_fn
+
+    w = class_weights("binary", np.array([0, 0, 0, 1]), 1)
+    assert w.tolist() == pytest.approx([4 / 6, 2.0])
+    logits = torch.tensor([[0.0], [0.0], [0.0], [0.0]])
+    labels = torch.tensor([0, 0, 0, 1])
+    # With every logit 0 each row's loss is log 2 whatever the weights.
+    assert float(loss_fn("binary", logits, labels, torch.tensor(w))) == pytest.approx(np.log(2))
+    skewed = torch.tensor([[-2.0], [-2.0], [-2.0], [-2.0]])  # "always negative"
+    assert float(loss_fn("binary", skewed, labels, torch.tensor(w))) > float(
+        loss_fn("binary", skewed, labels))  # the weighted loss punishes ignoring the minority
+    assert class_weights("numeric", np.array([0.5]), 1) is None
+
+
+def _imbalanced(n: int = 300, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)})
+    y = np.where(X["a"] + 0.5 * rng.normal(size=n) > 1.0, "rare", "common")
+    return X, y
+
+
+def test_the_threshold_is_saved_and_applied_by_predict_and_serve(tmp_path):
+    X, y = _imbalanced()
+    clf = TabularClassifier(hidden=[8], threshold="0.3", verbose=0).fit(X, y)
+    assert clf.decision_threshold_ == 0.3
+    proba = clf.predict_proba(X)
+    rare = list(clf.classes_).index("rare")
+    assert rare == 1 and (clf.predict(X) == "rare").tolist() == (proba[:, 1] >= 0.3).tolist()
+    assert ((proba[:, 1] >= 0.3) != (proba[:, 1] >= 0.5)).any()  # the threshold matters here
+    run = clf.save(tmp_path / "run")
+    assert "threshold: 0.3" in (run / "config.yaml").read_text()
+    again = load(run)
+    assert again.decision_threshold_ == 0.3 and list(again.predict(X)) == list(clf.predict(X))
+    rows = X.iloc[:40]
+    with Server([ServedModel(run, name="t")], ServeSettings(max_delay_ms=2)) as srv:
+        r = httpx.post(f"{srv.url}/v1/models/t/predict",
+                       json={"instances": rows.to_dict(orient="records")})
+    assert r.status_code == 200, r.text
+    assert [p["label"] for p in r.json()["predictions"]] == list(clf.predict(rows))
+
+
+def test_auto_threshold_and_macro_f1_weights_from_python():
+    X, y = _imbalanced(400)
+    clf = TabularClassifier(hidden=[8], monitor="macro_f1", epochs=10, verbose=0).fit(X, y)
+    t = clf.decision_threshold_
+    assert isinstance(t, float) and 0.05 <= t <= 0.95  # settled: a number, not "auto"
+    assert clf.config_.output.threshold == t
+    from dlforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="threshold: expected a probability between 0 and 1"):
+        TabularClassifier(threshold="1.5", verbose=0).fit(X, y)

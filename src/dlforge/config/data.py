@@ -205,3 +205,14 @@ class OutputConfig(_Strict):
     # auto: numeric for a column of non-integer numbers, else binary / category / multilabel
     type: Literal["auto", "binary", "category", "multilabel", "numeric"] = "auto"
     separator: str = "|"  # splits a multi-label string such as "sports|politics"
+    # Binary: a row is the second class when its probability is at least this. auto: chosen
+    # on the validation split for the monitored metric (0.5 where that is a tie); the run's
+    # config.yaml holds the number used, and predict and serve apply it.
+    threshold: float | Literal["auto"] = "auto"
+
+    @model_validator(mode="after")
+    def _threshold_in_range(self) -> OutputConfig:
+        if self.threshold != "auto" and not 0.0 < float(self.threshold) < 1.0:
+            raise ValueError(f"threshold: expected a probability between 0 and 1 (exclusive) "
+                             f"or auto, got {self.threshold}")
+        return self

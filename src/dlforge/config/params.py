@@ -69,6 +69,10 @@ PARAMS: tuple[Param, ...] = (
     _p("output", "output.type", "str",
        "auto, binary, category, multilabel or numeric (regression).",
        {"text", "sequence"}, flag="output-type"),
+    _p("threshold", "output.threshold", "str",
+       "Binary: the probability from which a row is the second class; auto: chosen on the "
+       "validation split for the monitored metric.", {"text", "image", "sequence", "tabular"},
+       flag=True),
     _p("validation_split", "data.validation_split", "float",
        "Fraction of the rows held out for validation (early stopping, model choice).", _ALL,
        flag=True),
@@ -176,6 +180,10 @@ PARAMS: tuple[Param, ...] = (
        "chosen from the epochs).", _ALL, flag=True),
     _p("monitor", "train.monitor", "str",
        "The validation metric early stopping watches (auto: accuracy, rmse or mae).", _ALL),
+    _p("class_weight", "train.class_weight", "str",
+       "auto, none or balanced: each class weighs n / (classes x its count) in the loss; auto: "
+       "balanced when the monitored metric is macro_f1.", {"text", "image", "sequence",
+                                                            "tabular"}, flag=True),
     _p("accumulate", "train.accumulate", "int",
        "Micro-batches per optimizer step (gradient accumulation).", flag=True),
     _p("precision", "train.precision", "str", "auto, fp32 or bf16.", _ALL, flag=True),

@@ -38,6 +38,9 @@ class TrainConfig(_Strict):
     patience: int | None = Field(None, ge=0)  # early stopping; 0: every epoch; None: recipe
     monitor: Literal["auto", "loss", "accuracy", "macro_f1", "roc_auc", "mae", "rmse", "r2",
                      "smape"] = "auto"
+    # balanced: each class weighs n / (classes x its count) in the loss; auto: balanced when
+    # the monitored metric is macro-F1, none otherwise.
+    class_weight: Literal["auto", "none", "balanced"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     seed: int = 0

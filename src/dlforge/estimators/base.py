@@ -50,6 +50,8 @@ from dlforge.train.device import resolve_device, resolve_precision
 from dlforge.train.distributed import is_main_process
 from dlforge.train.metrics import (
     baseline_metrics,
+    choose_threshold,
+    class_weights,
     classification_metrics,
     majority_label,
     mean_baseline_metrics,
@@ -220,9 +222,15 @@ class DeepModel(BaseEstimator):
         val_loader = (make_loader(FeatureDataset(features, take_columns(encoded, val_idx)),
                                   max(bs, 256), False, seed, bucket) if len(val_idx) else None)
 
-        net = build_model(cfg, {n: f.spec() for n, f in features.items()}, target.n_outputs,
-                          prior=prior_logits(target.kind, y[train_idx], target.n_outputs))
         monitor = resolve_monitor(cfg.train.monitor, target.kind)
+        weights = None
+        if cfg.train.class_weight == "balanced" or (cfg.train.class_weight == "auto"
+                                                    and monitor == "macro_f1"):
+            weights = class_weights(target.kind, y[train_idx], target.n_outputs)
+        # A balanced loss's untrained optimum is the uniform prediction, not the prior.
+        net = build_model(cfg, {n: f.spec() for n, f in features.items()}, target.n_outputs,
+                          prior=None if weights is not None else prior_logits(
+                              target.kind, y[train_idx], target.n_outputs))
 
         def metric_fn(targets: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
             if isinstance(target, NumericTarget):
@@ -234,7 +242,8 @@ class DeepModel(BaseEstimator):
         trainer = Trainer(net, target.kind, cfg.train, metric_fn, monitor, callbacks,
                           checkpoint_dir=workdir / "checkpoints" if workdir else None,
                           verbose=self.verbose, log=log,
-                          head_lr=getattr(cfg.model, "head_lr", None), privacy=cfg.privacy)
+                          head_lr=getattr(cfg.model, "head_lr", None), privacy=cfg.privacy,
+                          family=cfg.model.name, class_weights=weights)
         say(f"model: {cfg.model.name}, {sum(p.numel() for p in net.parameters()):,} parameters;"
             f" device {trainer.device}, precision {trainer.precision}")
         history = trainer.fit(train_loader, val_loader, y[val_idx] if len(val_idx) else None,
@@ -256,10 +265,11 @@ class DeepModel(BaseEstimator):
         self.privacy_ = trainer.privacy_report  # None unless trained with DP-SGD
         y_train = y[train_idx]
         self.baseline_ = fit_baseline(target, y_train)
+        val_logits = self._logits_encoded(encoded, val_idx) if len(val_idx) else None
+        self._settle_threshold(val_logits, y[val_idx], monitor, say)
         report = {}
-        if len(val_idx):
-            report["validation"] = self._metrics(self._logits_encoded(encoded, val_idx),
-                                                 y[val_idx])
+        if val_logits is not None:
+            report["validation"] = self._metrics(val_logits, y[val_idx])
         if len(test_idx):
             report["test"] = self._metrics(self._logits_encoded(encoded, test_idx), y[test_idx])
         self.metrics_ = {
@@ -314,10 +324,13 @@ class DeepModel(BaseEstimator):
         self.model_, self.device_, self.precision_ = None, torch.device("cpu"), "fp32"
         self.history_, self.best_epoch_, self.privacy_ = [], 0, None
         self.baseline_ = fit_baseline(target, y[train_idx])
+        monitor = resolve_monitor(cfg.train.monitor, target.kind)
+        self._settle_threshold(self._logits_encoded(columns, val_idx) if len(val_idx) else None,
+                               y[val_idx], monitor, say)
         report = {name: self._metrics(self._logits_encoded(columns, rows), y[rows])
                   for name, rows in (("validation", val_idx), ("test", test_idx)) if len(rows)}
         self.metrics_ = {"task": task_name(cfg, target.kind).replace("_", " "),
-                         "monitor": resolve_monitor(cfg.train.monitor, target.kind),
+                         "monitor": monitor,
                          "best_epoch": 0, "epochs_run": 0, "model": simple.name,
                          "parameters": simple.n_parameters(), **report}
         if selection is not None:
@@ -354,6 +367,30 @@ class DeepModel(BaseEstimator):
         return out
 
     # ------------------------------------------------------------------ scoring
+    def _settle_threshold(self, val_logits: np.ndarray | None, y_val: np.ndarray, monitor: str,
+                          say: Callable[[str], None]) -> None:
+        """Fix a binary run's ``output.threshold: auto`` to a number: the one that scores best
+        on the validation rows for ``monitor`` (:func:`choose_threshold`), 0.5 without enough
+        of them (20)."""
+        out = self.config_.output
+        if self.labels_.kind != "binary" or out.threshold != "auto":
+            return
+        t = 0.5
+        if val_logits is not None and len(y_val) >= 20:
+            t = choose_threshold(np.asarray(y_val), probabilities("binary", val_logits), monitor)
+            if t != 0.5:
+                say(f"decision threshold: {t:g} (chosen on the validation split for {monitor}; "
+                    "0.5 scored lower there)")
+        self.config_ = self.config_.model_copy(
+            update={"output": out.model_copy(update={"threshold": t})})
+
+    @property
+    def decision_threshold_(self) -> float:
+        """The binary decision threshold predict and serve apply (0.5 for other outputs)."""
+        self._check_fitted()
+        t = self.config_.output.threshold
+        return 0.5 if t == "auto" or self.labels_.kind != "binary" else float(t)
+
     def _metrics(self, logits: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         target = self.labels_
         loss = float(loss_fn(target.kind, torch.from_numpy(logits),
@@ -363,7 +400,8 @@ class DeepModel(BaseEstimator):
             return {"loss": loss, **regression_metrics(truth, target.decode(logits)),
                     "baseline": mean_baseline_metrics(float(self.baseline_[0]), truth)}
         out = {"loss": loss, **classification_metrics(
-            target.kind, y, probabilities(target.kind, logits), target.classes)}
+            target.kind, y, probabilities(target.kind, logits), target.classes,
+            threshold=self.decision_threshold_)}
         out["baseline"] = baseline_metrics(target.kind, self.baseline_, y, target.classes)
         return out
 
@@ -446,7 +484,8 @@ class DeepModel(BaseEstimator):
             if groups is None:
                 raise DataError(rule.missing_message())
             return label_array(self.labels_.decode(rule.predict_indices(proba, groups)))
-        decoded = self.labels_.decode(predict_indices(self.labels_.kind, proba))
+        decoded = self.labels_.decode(predict_indices(self.labels_.kind, proba,
+                                                      self.decision_threshold_))
         if self.labels_.kind == "multilabel":
             return decoded
         return label_array(decoded)

@@ -20,9 +20,10 @@ from sklearn.metrics import (
 from dlforge.errors import ConfigError
 
 __all__ = ["CLASSIFICATION_MONITORS", "REGRESSION_MONITORS", "baseline_metrics",
-           "classification_metrics", "majority_label", "mean_baseline_metrics", "monitor_mode",
-           "plot_confusion", "plot_history", "predict_indices", "prior_logits", "probabilities",
-           "regression_metrics", "resolve_monitor"]
+           "choose_threshold", "class_weights", "classification_metrics", "majority_label",
+           "mean_baseline_metrics", "monitor_mode", "plot_confusion", "plot_history",
+           "predict_indices", "prior_logits", "probabilities", "regression_metrics",
+           "resolve_monitor"]
 
 
 def probabilities(kind: str, logits: np.ndarray) -> np.ndarray:
@@ -49,10 +50,12 @@ def predict_indices(kind: str, proba: np.ndarray, threshold: float = 0.5) -> np.
 
 
 def classification_metrics(kind: str, y_true: np.ndarray, proba: np.ndarray,
-                           classes: list[Any], full: bool = True) -> dict[str, Any]:
+                           classes: list[Any], full: bool = True,
+                           threshold: float = 0.5) -> dict[str, Any]:
     """accuracy, macro-F1, ROC-AUC (binary) and, with ``full``, per-class precision/recall/F1
-    and the confusion matrix. For multi-label, accuracy is the exact-match (subset) accuracy."""
-    y_pred = predict_indices(kind, proba)
+    and the confusion matrix. For multi-label, accuracy is the exact-match (subset) accuracy.
+    ``threshold``: the binary decision threshold."""
+    y_pred = predict_indices(kind, proba, threshold if kind == "binary" else 0.5)
     y_true = np.asarray(y_true)
     labels = list(range(len(classes)))
     out: dict[str, Any] = {
@@ -76,6 +79,34 @@ def classification_metrics(kind: str, y_true: np.ndarray, proba: np.ndarray,
     if kind != "multilabel":
         out["confusion_matrix"] = confusion_matrix(y_true, y_pred, labels=labels).tolist()
     return out
+
+
+def choose_threshold(y_true: np.ndarray, proba: np.ndarray, metric: str) -> float:
+    """The binary decision threshold (0.05 to 0.95 in steps of 0.01) that scores best on
+    ``metric`` (accuracy or macro_f1) for these validation rows; among equal scores the one
+    nearest 0.5, so a threshold moves only when it decides more rows right. Other metrics
+    do not depend on a threshold: 0.5."""
+    if metric not in ("accuracy", "macro_f1") or len(np.unique(y_true)) < 2:
+        return 0.5
+    y_true = np.asarray(y_true)
+    grid = np.round(np.arange(0.05, 0.951, 0.01), 2)
+    pred = proba[:, 1][None, :] >= grid[:, None]
+    if metric == "accuracy":
+        scores = (pred == y_true[None, :]).mean(axis=1)
+    else:
+        scores = np.array([f1_score(y_true, p, average="macro", zero_division=0) for p in pred])
+    best = np.flatnonzero(scores >= scores.max() - 1e-12)
+    return float(grid[best[np.argmin(np.abs(grid[best] - 0.5))]])
+
+
+def class_weights(kind: str, y_train: np.ndarray, n_classes: int) -> np.ndarray | None:
+    """Balanced class weights, ``n / (classes x count)`` (scikit-learn's "balanced"), for a
+    binary or multi-class target; None otherwise."""
+    if kind not in ("binary", "category"):
+        return None
+    n = max(n_classes, 2)
+    counts = np.bincount(np.asarray(y_train, dtype=np.int64), minlength=n).astype(np.float64)
+    return (len(y_train) / (n * np.maximum(counts, 1.0))).astype(np.float32)
 
 
 def majority_label(kind: str, y_train: np.ndarray, n_classes: int) -> np.ndarray:

@@ -85,19 +85,27 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig,
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def loss_fn(kind: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def loss_fn(kind: str, logits: torch.Tensor, labels: torch.Tensor,
+            weight: torch.Tensor | None = None) -> torch.Tensor:
     """The loss for an output kind: BCE-with-logits on one logit (binary), per-class BCE
     (multilabel), softmax cross-entropy (category), mean squared error on the standardised
-    target (numeric). Computed in fp32."""
+    target (numeric). Computed in fp32. ``weight``: one weight per class (binary and
+    multi-class), each row's loss weighted by its class's, the mean taken over the weights."""
     logits = logits.float()
     if kind == "numeric":  # one number (N,), or several per row (N, K)
         out = logits[:, 0] if labels.dim() == 1 else logits
         return F.mse_loss(out, labels.float())
     if kind == "binary":
-        return F.binary_cross_entropy_with_logits(logits[:, 0], labels.float())
+        if weight is None:
+            return F.binary_cross_entropy_with_logits(logits[:, 0], labels.float())
+        w = weight.to(logits.device)[labels.long()]
+        losses = F.binary_cross_entropy_with_logits(logits[:, 0], labels.float(),
+                                                    reduction="none")
+        return (losses * w).sum() / w.sum()
     if kind == "multilabel":
         return F.binary_cross_entropy_with_logits(logits, labels.float())
-    return F.cross_entropy(logits, labels)
+    return F.cross_entropy(logits, labels,
+                           weight=None if weight is None else weight.to(logits.device))
 
 
 class Trainer:
@@ -115,8 +123,11 @@ class Trainer:
                  monitor: str, callbacks: Sequence[Callback] = (),
                  checkpoint_dir: str | Path | None = None, verbose: int = 1,
                  log: Callable[[str], None] | None = None, head_lr: float | None = None,
-                 privacy: PrivacyConfig | None = None, family: str = "mlp"):
+                 privacy: PrivacyConfig | None = None, family: str = "mlp",
+                 class_weights: np.ndarray | None = None):
         self.cfg = cfg
+        self.class_weights = (None if class_weights is None
+                              else torch.as_tensor(class_weights, dtype=torch.float32))
         self.family = family  # picks the recipe of settings ``cfg`` leaves unset
         self.privacy = privacy
         self.privacy_report: dict[str, Any] | None = None
@@ -165,7 +176,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the steps
     def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return loss_fn(self.kind, logits, labels)
+        return loss_fn(self.kind, logits, labels, self.class_weights)
 
     def train_step(self, batch: dict[str, Any], step_optimizer: bool = True,
                    scale: float = 1.0) -> float:
