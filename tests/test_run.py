@@ -23,7 +23,9 @@ def test_run_directory_contents(trained_run):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["validation"]["baseline"]["strategy"] == "majority class"
     text = (run / "config.yaml").read_text()  # resolved: the recipe's choices filled in
-    assert "warmup: 0.05" in text and "epochs: null" not in text and "lr: null" not in text
+    assert "warmup: 0.1" in text and "patience: 3" in text and "null" not in text.split(
+        "train:")[1].split("tune:")[0].replace("num_threads: null", "").replace(
+        "cv: null", "")  # every recipe setting chosen, the baseline's share settled
     assert not list(run.parent.glob(".run.*"))  # no temp or partial folder left
 
 

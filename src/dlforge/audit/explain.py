@@ -107,6 +107,11 @@ def explain_instances(model: DeepModel, instances: list[dict[str, Any]], target:
     for k in range(len(instances)):
         batch = {n: f.collate([f.item(encoded[n], k)]) for n, f in model.features_.items()}
         out.append(_explain_one(model, net, batch, target, steps))
+    share = getattr(model, "simple_", None) and model.config_.train.baseline_weight
+    if share:  # the run's predictions blend in the simple baseline, which IG does not see
+        for result in out:
+            result["note"] = (f"explains the network, {1 - share:g} of this run's predictions; "
+                              f"the simple baseline's {share:g} share is not attributed")
     return out
 
 
@@ -125,6 +130,9 @@ def _check_explainable(model: Any) -> None:
         raise RunDirError(f"explain: {type(model).__name__} models have no supported "
                           "attribution; explain a classifier or a regressor")
     model._check_fitted()
+    if model.model_ is None:
+        raise RunDirError("explain: this run is the simple baseline (TF-IDF + LR or gradient "
+                          "boosting), not a network; integrated gradients explain networks")
     if not hasattr(model.model_, "encoders"):
         raise RunDirError(f"explain: {type(model).__name__} models have no supported "
                           "attribution; explain a classifier or a regressor")

@@ -41,6 +41,19 @@ class TrainConfig(_Strict):
     # balanced: each class weighs n / (classes x its count) in the loss; auto: balanced when
     # the monitored metric is macro-F1, none otherwise.
     class_weight: Literal["auto", "none", "balanced"] = "auto"
+    # The share of the strong simple baseline (dlforge.models.simple, fitted on the same
+    # training rows; text, numeric and category inputs) in the predictions: probabilities (or
+    # numbers) averaged as (1 - w) x network + w x baseline. auto: the w of 0, 0.25, 0.5, 0.75
+    # and 1 that scores best on the validation split (the smallest on a tie); 0 where there is
+    # no validation split or no baseline for the inputs. The run's config.yaml holds the w used.
+    baseline_weight: float | Literal["auto"] = "auto"
+
+    @model_validator(mode="after")
+    def _weight_in_range(self) -> TrainConfig:
+        if self.baseline_weight != "auto" and not 0.0 <= float(self.baseline_weight) <= 1.0:
+            raise ValueError(f"baseline_weight: expected a number from 0 to 1 or auto, got "
+                             f"{self.baseline_weight}")
+        return self
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     seed: int = 0

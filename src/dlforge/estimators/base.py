@@ -50,11 +50,13 @@ from dlforge.train.device import resolve_device, resolve_precision
 from dlforge.train.distributed import is_main_process
 from dlforge.train.metrics import (
     baseline_metrics,
+    blend_logits,
     choose_threshold,
     class_weights,
     classification_metrics,
     majority_label,
     mean_baseline_metrics,
+    monitor_mode,
     predict_indices,
     prior_logits,
     probabilities,
@@ -189,6 +191,10 @@ class DeepModel(BaseEstimator):
 
             cfg, selection = select_model(df.iloc[idx].reset_index(drop=True), cfg,
                                           target.kind, source, say, cv)
+        if cfg.train.baseline_weight not in ("auto", 0.0) and not self._has_simple(
+                cfg, target.kind):
+            raise ConfigError("train.baseline_weight: the simple baseline takes text, numeric "
+                              "and category inputs and single-label outputs only; use auto or 0")
         if cfg.model.name == "baseline":
             return self._fit_simple(df, cfg, source, target, y, (train_idx, val_idx, test_idx),
                                     cleaning, selection, workdir, say)
@@ -265,13 +271,18 @@ class DeepModel(BaseEstimator):
         self.privacy_ = trainer.privacy_report  # None unless trained with DP-SGD
         y_train = y[train_idx]
         self.baseline_ = fit_baseline(target, y_train)
-        val_logits = self._logits_encoded(encoded, val_idx) if len(val_idx) else None
+        # The strong simple baseline on the same training rows: the yardstick of the run, and
+        # its share train.baseline_weight of the predictions.
+        self.yardstick_ = self._fit_yardstick(cfg, target, columns, y[train_idx], train_idx)
+        self._settle_blend(encoded, columns, y, val_idx, monitor, say)
+        val_logits = self._logits_rows(encoded, columns, val_idx) if len(val_idx) else None
         self._settle_threshold(val_logits, y[val_idx], monitor, say)
         report = {}
         if val_logits is not None:
             report["validation"] = self._metrics(val_logits, y[val_idx])
         if len(test_idx):
-            report["test"] = self._metrics(self._logits_encoded(encoded, test_idx), y[test_idx])
+            report["test"] = self._metrics(self._logits_rows(encoded, columns, test_idx),
+                                           y[test_idx])
         self.metrics_ = {
             "task": task_name(cfg, target.kind).replace("_", " "),
             "monitor": monitor,
@@ -283,9 +294,8 @@ class DeepModel(BaseEstimator):
             self.metrics_["model_selection"] = selection
         self.metrics_["compute"] = compute_report(trainer.model, train_loader, history,
                                                   trainer.device, trainer.precision)
-        yardstick = self._yardstick(cfg, target, columns, y, train_idx, val_idx, say)
-        if yardstick is not None:
-            self.metrics_["simple_baseline"] = yardstick
+        if self.yardstick_ is not None and len(val_idx):
+            self.metrics_["simple_baseline"] = self._yardstick_report(columns, y, val_idx, say)
         self.data_report_ = {
             "source": source,
             "cleaning": cleaning,
@@ -323,11 +333,12 @@ class DeepModel(BaseEstimator):
         self.postprocess_ = None
         self.model_, self.device_, self.precision_ = None, torch.device("cpu"), "fp32"
         self.history_, self.best_epoch_, self.privacy_ = [], 0, None
+        self.yardstick_ = None  # the run is the simple baseline
         self.baseline_ = fit_baseline(target, y[train_idx])
         monitor = resolve_monitor(cfg.train.monitor, target.kind)
-        self._settle_threshold(self._logits_encoded(columns, val_idx) if len(val_idx) else None,
+        self._settle_threshold(self._logits_rows(None, columns, val_idx) if len(val_idx) else None,
                                y[val_idx], monitor, say)
-        report = {name: self._metrics(self._logits_encoded(columns, rows), y[rows])
+        report = {name: self._metrics(self._logits_rows(None, columns, rows), y[rows])
                   for name, rows in (("validation", val_idx), ("test", test_idx)) if len(rows)}
         self.metrics_ = {"task": task_name(cfg, target.kind).replace("_", " "),
                          "monitor": monitor,
@@ -341,18 +352,28 @@ class DeepModel(BaseEstimator):
                              **target_report(target, y[train_idx])}
         return self
 
-    def _yardstick(self, cfg: RunConfig, target: Target, columns: dict[str, Any],
-                   y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
-                   say: Callable[[str], None]) -> dict[str, Any] | None:
-        """The strong simple baseline fitted on the same training rows and scored on the
-        same validation rows as the network, said plainly when it scores better (None where
-        there is no validation split or no simple baseline for these inputs)."""
-        kinds = {i.name: i.type for i in cfg.inputs}
-        if not len(val_idx) or not set(kinds.values()) <= {"text", "numeric", "category"} or (
-                target.kind == "multilabel"):
+    @staticmethod
+    def _has_simple(cfg: RunConfig, output_kind: str) -> bool:
+        """Whether the simple baseline takes this run's inputs and output."""
+        return {i.type for i in cfg.inputs} <= {"text", "numeric", "category"} and (
+            output_kind != "multilabel")
+
+    def _fit_yardstick(self, cfg: RunConfig, target: Target, columns: dict[str, Any],
+                       y_train: np.ndarray, rows: np.ndarray | None = None
+                       ) -> SimpleModel | None:
+        """The strong simple baseline fitted on the training rows (None where it does not
+        take these inputs)."""
+        if not self._has_simple(cfg, target.kind):
             return None
-        simple = SimpleModel(kinds, target.kind, target.n_outputs, cfg.train.seed)
-        simple.fit(take_columns(columns, train_idx), y[train_idx])
+        simple = SimpleModel({i.name: i.type for i in cfg.inputs}, target.kind,
+                             target.n_outputs, cfg.train.seed)
+        return simple.fit(columns if rows is None else take_columns(columns, rows), y_train)
+
+    def _yardstick_report(self, columns: dict[str, Any], y: np.ndarray, val_idx: np.ndarray,
+                          say: Callable[[str], None]) -> dict[str, Any]:
+        """The yardstick scored on the same validation rows as the run's model, said
+        plainly when it scores better."""
+        simple, cfg, target = self.yardstick_, self.config_, self.labels_
         logits = simple.logits(take_columns(columns, val_idx))
         theirs = self._metrics(logits, y[val_idx])
         ours = self.metrics_["validation"]
@@ -361,8 +382,10 @@ class DeepModel(BaseEstimator):
             k: theirs[k] for k in ("accuracy", "macro_f1", "roc_auc", "loss", "mae", "rmse", "r2")
             if theirs.get(k) is not None}}
         if theirs[metric] > ours[metric]:
+            w = cfg.train.baseline_weight
+            name = cfg.model.name + (f" (with the baseline's {w:g} share)" if w else "")
             say(f"note: the simple baseline {simple.name} scores {metric} {theirs[metric]:.4f} "
-                f"on validation; this {cfg.model.name} model {ours[metric]:.4f}. Consider "
+                f"on validation; this {name} model {ours[metric]:.4f}. Consider "
                 "model='auto' (it includes the baseline) or model='baseline'")
         return out
 
@@ -415,11 +438,52 @@ class DeepModel(BaseEstimator):
         """``X`` as a frame of this model's input columns (subclasses say how)."""
         raise NotImplementedError
 
+    def _logits_rows(self, encoded: dict[str, Any] | None, columns: dict[str, Any],
+                     rows: np.ndarray | None = None) -> np.ndarray:
+        """The model's logits for ``rows`` (all by default): the network's on the
+        ``encoded`` inputs, the simple baseline's on the loaded ``columns``, or the two
+        blended with the run's ``train.baseline_weight``."""
+        simple = getattr(self, "simple_", None)
+        cols = columns if rows is None else take_columns(columns, rows)
+        if self.model_ is None:
+            return simple.logits(cols)
+        net = self._logits_encoded(encoded, rows)
+        if simple is None:
+            return net
+        return blend_logits(self.labels_.kind, net, simple.logits(cols),
+                            float(self.config_.train.baseline_weight))
+
+    def _settle_blend(self, encoded: dict[str, Any], columns: dict[str, Any], y: np.ndarray,
+                      val_idx: np.ndarray, monitor: str, say: Callable[[str], None]) -> None:
+        """Fix ``train.baseline_weight`` to a number (``auto``: the weight that scores best on
+        the validation rows for ``monitor``) and keep the simple baseline when it is > 0."""
+        train, simple = self.config_.train, self.yardstick_
+        w = train.baseline_weight
+        if w == "auto":
+            w, scores = 0.0, {}
+            if simple is not None and len(val_idx) >= 20:
+                net = self._logits_encoded(encoded, val_idx)
+                theirs = simple.logits(take_columns(columns, val_idx))
+                lower = monitor_mode(monitor) == "min"
+                for weight in (0.0, 0.25, 0.5, 0.75, 1.0):
+                    m = self._metrics(blend_logits(self.labels_.kind, net, theirs, weight),
+                                      y[val_idx])
+                    scores[weight] = -m[monitor] if lower else m[monitor]
+                best = max(scores.values())
+                w = min(k for k, v in scores.items() if v >= best - 1e-12)
+                if w > 0:
+                    say(f"blend: the simple baseline ({simple.name}) gets a {w:g} share of the "
+                        f"predictions, the {self.config_.model.name} network {1 - w:g} (chosen "
+                        f"on validation: {monitor} " + ", ".join(
+                            f"{k:g}: {abs(v):.4f}" for k, v in scores.items()) + ")")
+        self.config_ = self.config_.model_copy(
+            update={"train": train.model_copy(update={"baseline_weight": float(w)})})
+        self.simple_ = simple if w > 0 else None
+
     def _logits_encoded(self, encoded: dict[str, Any], rows: np.ndarray | None = None
                         ) -> np.ndarray:
+        """The network's logits for the encoded inputs of ``rows``."""
         cols = encoded if rows is None else take_columns(encoded, rows)
-        if getattr(self, "simple_", None) is not None:
-            return self.simple_.logits(cols)
         n = len(next(iter(cols.values())))
         if n == 0:
             return np.zeros((0, self.labels_.n_outputs), dtype=np.float32)
@@ -427,18 +491,26 @@ class DeepModel(BaseEstimator):
                              max(self.config_.train.batch_size, 256), False)
         return predict_logits(self.model_, loader, self.device_, self.precision_)
 
-    def _encode_frame(self, df: pd.DataFrame, source: str = "X") -> dict[str, Any]:
-        """Each input column of ``df`` cleaned, loaded and encoded as at training."""
+    def _load_frame(self, df: pd.DataFrame, source: str = "X") -> dict[str, Any]:
+        """Each input column of ``df`` cleaned and loaded as at training."""
         texts = [i.name for i in self.config_.inputs if i.type == "text"]
         if texts:
             df, _ = clean_frame(df, texts, None, self.config_.data.clean, source=source)
-        if getattr(self, "simple_", None) is not None:  # the baseline reads the columns itself
-            return {name: f.load(df[name].tolist(), source) for name, f in self.features_.items()}
-        return {name: f.encode(f.load(df[name].tolist(), source))
-                for name, f in self.features_.items()}
+        return {name: f.load(df[name].tolist(), source) for name, f in self.features_.items()}
+
+    def _encode_frame(self, df: pd.DataFrame, source: str = "X") -> dict[str, Any]:
+        """Each input column of ``df`` cleaned, loaded and encoded for the network as at
+        training (loaded only, for the simple baseline's run)."""
+        loaded = self._load_frame(df, source)
+        if self.model_ is None:
+            return loaded
+        return {name: f.encode(loaded[name]) for name, f in self.features_.items()}
 
     def _logits_frame(self, df: pd.DataFrame, source: str = "X") -> np.ndarray:
-        return self._logits_encoded(self._encode_frame(df, source))
+        loaded = self._load_frame(df, source)
+        encoded = (None if self.model_ is None else
+                   {name: f.encode(loaded[name]) for name, f in self.features_.items()})
+        return self._logits_rows(encoded, loaded)
 
     def _logits(self, X: Any) -> np.ndarray:
         self._check_fitted()
@@ -516,7 +588,7 @@ class DeepModel(BaseEstimator):
         run folder."""
         if getattr(self, "simple_", None) is not None:
             self.simple_.save(folder / SIMPLE_FILE)
-        else:
+        if self.model_ is not None:  # a network (alone, or blended with the baseline)
             save_features(self.features_, folder)
         self.labels_.save(folder / "labels.json")
 
@@ -541,7 +613,9 @@ class DeepModel(BaseEstimator):
         if isinstance(labels, LabelEncoder):
             clf.classes_ = label_array(labels.classes)
         clf.features_ = features
-        clf.simple_ = None
+        clf.simple_ = (SimpleModel({i.name: i.type for i in cfg.inputs}, labels.kind,
+                                   labels.n_outputs, cfg.train.seed).load(path / SIMPLE_FILE)
+                       if cfg.train.baseline_weight not in ("auto", 0.0) else None)
         clf.model_, clf.device_, clf.precision_ = load_weights(net, path, cfg, device)
         return clf
 

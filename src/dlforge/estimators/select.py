@@ -83,11 +83,16 @@ def select_model(df: pd.DataFrame, cfg: RunConfig, output_kind: str, source: str
         row = {"model": family, "metric": metric, "mean": report["mean"].get(metric),
                "std": report["std"].get(metric), "parameters": report["parameters"],
                "seconds": round(seconds, 2), "folds": [f.get(metric) for f in report["folds"]]}
+        share = report["mean"].get("baseline_weight")
+        if share is not None:  # a network's predictions blended with the simple baseline's
+            row["baseline_weight"] = share
         rows.append(row)
         say(f"model selection: {family}: {metric} {row['mean']:.4f} ± {row['std']:.4f} "
-            f"({k}-fold), {row['parameters']:,} parameters, {seconds:.1f} s")
+            f"({k}-fold), {row['parameters']:,} parameters, {seconds:.1f} s"
+            + (f", the simple baseline's mean share {share:.2f}" if share else ""))
     lower = metric in MINIMISE
-    rows.sort(key=lambda r: r["mean"] if lower else -r["mean"])
+    # Best score first; on a tie the smaller model (the simple baseline before a network).
+    rows.sort(key=lambda r: (r["mean"] if lower else -r["mean"], r["parameters"]))
     winner = rows[0]["model"]
     say(f"model selection: {winner} wins on {metric}; training it on all the data")
     chosen = validate_config({**base, "model": {"name": winner}}, source=source)
@@ -119,11 +124,15 @@ def cross_validate_frame(estimator: Callable[[str], type], cfg: RunConfig, k: in
         clf = cls(config=cfg, verbose=0)
         clf._fit_frame(df.iloc[tr].reset_index(drop=True), cfg, source=f"{source} (fold {i})")
         n_params = clf.n_parameters()
-        m = clf.evaluate_frame(df.iloc[te].reset_index(drop=True), source)
+        held_out = df.iloc[te].reset_index(drop=True)
+        m = clf.evaluate_frame(held_out, source)
         row = {key: m[key] for key in CV_METRICS if m.get(key) is not None}
         base = m["baseline"]
         row.update({f"baseline_{key}": base[key] for key in ("accuracy", "mae", "rmse")
                     if key in base})
+        weight = clf.config_.train.baseline_weight
+        if clf.model_ is not None and clf.yardstick_ is not None:
+            row["baseline_weight"] = float(weight)  # the simple baseline's share, chosen
         rows.append(row)
         say_fold(i, k, row, verbose)
     return fold_report({"k": k, "seed": cfg.data.seed, "parameters": n_params}, rows)

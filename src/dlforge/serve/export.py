@@ -26,7 +26,7 @@ from torch import nn
 
 from dlforge._atomic import atomic_file
 from dlforge._extras import require_extra
-from dlforge.errors import DlforgeError
+from dlforge.errors import ConfigError, DlforgeError
 from dlforge.estimators.load import load_deep_model
 from dlforge.run import LM_TASK, check_run
 
@@ -118,6 +118,10 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None,
         return export_lm_onnx(run_dir, Path(out) if out is not None
                               else run_dir.with_suffix(".onnx"), opset)
     clf = load_deep_model(run_dir, "ONNX export", device="cpu")
+    if getattr(clf, "simple_", None) is not None:
+        raise ConfigError(f"{run_dir}: the ONNX export holds a network; this run is (or blends "
+                          "in) the simple baseline. Train with --baseline-weight 0 to export "
+                          "the network alone")
     forecast = clf.config_.forecast is not None
     out = Path(out) if out is not None else run_dir.with_suffix(".onnx")
     layout = ([(name, feat.kind) for name, feat in clf.features_.items()] if forecast

@@ -57,6 +57,10 @@ class ServedModel:
         self.backend = backend
         self.session = None
         if backend == "onnx":
+            if getattr(self.clf, "simple_", None) is not None:
+                raise ConfigError(f"{self.path}: the onnx backend runs networks only; this run "
+                                  "is (or blends in) the simple baseline: serve it with the "
+                                  "torch backend")
             from dlforge.serve.export import onnx_session
 
             self.session = onnx_session(self.path)

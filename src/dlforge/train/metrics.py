@@ -20,7 +20,8 @@ from sklearn.metrics import (
 from dlforge.errors import ConfigError
 
 __all__ = ["CLASSIFICATION_MONITORS", "REGRESSION_MONITORS", "baseline_metrics",
-           "choose_threshold", "class_weights", "classification_metrics", "majority_label",
+           "blend_logits", "choose_threshold", "class_weights", "classification_metrics",
+           "majority_label",
            "mean_baseline_metrics", "monitor_mode", "plot_confusion", "plot_history",
            "predict_indices", "prior_logits", "probabilities", "regression_metrics",
            "resolve_monitor"]
@@ -39,6 +40,21 @@ def probabilities(kind: str, logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def blend_logits(kind: str, a: np.ndarray, b: np.ndarray, w: float = 0.5) -> np.ndarray:
+    """Two models' logits averaged as predictions, ``b`` with weight ``w``: the weighted mean
+    of their probabilities (binary, multi-class, multi-label) or numbers (numeric), back as
+    logits."""
+    if kind == "numeric":
+        return ((1 - w) * a + w * b).astype(np.float32)
+    p = (1 - w) * probabilities(kind, a) + w * probabilities(kind, b)
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    if kind == "binary":
+        return np.log(p[:, 1:2] / p[:, 0:1]).astype(np.float32)
+    if kind == "multilabel":
+        return np.log(p / (1 - p)).astype(np.float32)
+    return np.log(p).astype(np.float32)
 
 
 def predict_indices(kind: str, proba: np.ndarray, threshold: float = 0.5) -> np.ndarray:
