@@ -336,3 +336,16 @@ def test_explain_and_export_say_what_they_cannot_do_for_the_baseline(tmp_path):
     assert blend.simple_ is not None
     result = explain(blend, text=texts[0], steps=8)
     assert "the simple baseline's" in result["note"]
+
+
+def test_info_and_the_metrics_table_show_the_baseline_and_the_blend(tmp_path, capsys):
+    texts, labels = toy_texts(300, classes=3)
+    base = TextClassifier(model="baseline", verbose=0).fit(texts, labels).save(tmp_path / "b")
+    code, out, err = run_cli(capsys, "info", base)
+    assert code == 0, err
+    assert "model: baseline (TF-IDF + LR)" in out and "best epoch" not in out
+    blend = TextClassifier(model="cnn", d_model=16, epochs=1, lr=1e-7, verbose=0).fit(
+        texts, labels).save(tmp_path / "n")
+    code, out, err = run_cli(capsys, "info", blend)
+    assert code == 0, err
+    assert "blend: predictions are" in out and "simple baseline (TF-IDF + LR)" in out

@@ -24,14 +24,15 @@ def prog() -> str:
 
 def metrics_table(metrics: dict[str, Any], splits: tuple[str, ...] = ("validation", "test")):
     """Our scores next to the baseline's (majority class, or the training mean for
-    regression), one pair of rows per split."""
+    regression), one pair of rows per split; and on validation the strong simple baseline's
+    (TF-IDF + LR, gradient boosting) fitted on the same training rows."""
     shown = [metrics[s] for s in splits if metrics.get(s)]
     if shown and "smape" in shown[0]:
         return _forecast_table(metrics, splits)
     regression = bool(shown) and "rmse" in shown[0]
     keys = ("mae", "rmse", "r2") if regression else ("accuracy", "macro_f1", "roc_auc")
     what = "training-mean" if regression else "majority-class"
-    table = _table(f"Metrics ({what} baseline alongside)", keys)
+    table = _table(f"Metrics ({what} and simple baselines alongside)", keys)
     for split in splits:
         m = metrics.get(split)
         if not m:
@@ -43,6 +44,10 @@ def metrics_table(metrics: dict[str, Any], splits: tuple[str, ...] = ("validatio
         else:
             table.add_row("", "majority baseline", _fmt(b["accuracy"]), _fmt(b["macro_f1"]),
                           "0.5000" if m.get("roc_auc") is not None else "-")
+        simple = metrics.get("simple_baseline") or {}
+        if split in simple:  # the strong simple baseline on the same rows (validation)
+            table.add_row("", f"simple baseline ({simple['model']})",
+                          *[_fmt(simple[split].get(k)) for k in keys])
     return table
 
 

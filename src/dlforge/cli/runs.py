@@ -73,10 +73,15 @@ def info(
         typer.echo(json.dumps(d, indent=2, default=str))
         return
     console = Console()
-    model = ", ".join(f"{k} {v}" for k, v in d["model"].items() if k != "name")
+    model = (d["metrics"].get("model", "") if d["model"]["name"] == "baseline" else
+             ", ".join(f"{k} {v}" for k, v in d["model"].items() if k != "name"))
     console.print(f"[b]{d['path']}[/b]: {d['task']}, created {d['created']} "
                   f"(dlforge {d['dlforge_version']})")
     console.print(f"model: {d['model']['name']} ({model}); {d['parameters']:,} parameters")
+    share = d.get("baseline_weight")
+    if share and d["model"]["name"] != "baseline":
+        console.print(f"blend: predictions are {1 - share:g} this network and {share:g} the "
+                      f"simple baseline ({d['metrics'].get('simple_baseline', {}).get('model')})")
     if d.get("privacy"):
         p = d["privacy"]
         console.print(f"differential privacy: ε = {p['epsilon']:.3g} at δ = {p['delta']:g} "
@@ -103,8 +108,10 @@ def info(
             else f"(mean {labels['mean']:.4g}, std {labels['std']:.4g})"))
     if d["data"]:
         console.print(f"data: {d['data'].get('source')}; splits {d['data'].get('splits')}")
-    console.print(f"best epoch {d['metrics'].get('best_epoch')} of "
-                  f"{d['metrics'].get('epochs_run')} (monitor: val {d['metrics'].get('monitor')})")
+    if d["model"]["name"] != "baseline":  # the simple baseline trains in one step
+        console.print(f"best epoch {d['metrics'].get('best_epoch')} of "
+                      f"{d['metrics'].get('epochs_run')} (monitor: val "
+                      f"{d['metrics'].get('monitor')})")
     console.print(metrics_table(d["metrics"]))
     cv = cv_summary(d["metrics"])
     if cv:

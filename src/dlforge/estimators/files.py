@@ -191,8 +191,10 @@ def info(run_dir: str | Path) -> dict[str, Any]:
     """What a run is: task, model, size, data, metrics, files."""
     path = Path(run_dir)
     manifest = check_run(path)
-    with safe_open(path / "model.safetensors", framework="pt") as fh:
-        n_params = sum(_prod(fh.get_slice(k).get_shape()) for k in fh.keys())  # noqa: SIM118 (safe_open)
+    n_params = 0
+    if "model.safetensors" in manifest["files"]:  # not in the simple baseline's run
+        with safe_open(path / "model.safetensors", framework="pt") as fh:
+            n_params = sum(_prod(fh.get_slice(k).get_shape()) for k in fh.keys())  # noqa: SIM118 (safe_open)
     if manifest["task"] == LM_TASK:
         read = lambda name: json.loads((path / name).read_text(encoding="utf-8"))  # noqa: E731
         return {"path": str(path), "task": LM_TASK, "created": manifest["created"],
@@ -201,19 +203,21 @@ def info(run_dir: str | Path) -> dict[str, Any]:
                 "data": read("data.json"), "metrics": read("metrics.json"),
                 "privacy": _privacy(path), "files": sorted(manifest["files"])}
     cfg = load_config(path / "config.yaml")
+    metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
     return {
         "path": str(path),
         "task": manifest["task"],
         "created": manifest["created"],
         "dlforge_version": manifest["dlforge_version"],
         "model": cfg.model.model_dump(),
-        "parameters": n_params,
+        "parameters": n_params or metrics.get("parameters", 0),
+        "baseline_weight": cfg.train.baseline_weight,  # the simple baseline's share
         "estimator": manifest.get("estimator"),
         "inputs": [{"name": i.name, "type": i.type} for i in cfg.inputs],
         "forecast": cfg.forecast.model_dump() if cfg.forecast else None,
         "labels": json.loads((path / "labels.json").read_text(encoding="utf-8")),
         "data": json.loads((path / "data.json").read_text(encoding="utf-8")),
-        "metrics": json.loads((path / "metrics.json").read_text(encoding="utf-8")),
+        "metrics": metrics,
         "files": sorted(manifest["files"]),
         "fairness": _fairness_summary(path),
         "privacy": _privacy(path),
