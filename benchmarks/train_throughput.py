@@ -180,8 +180,9 @@ def text_loader(ids: list[np.ndarray], y: np.ndarray | None, batch: int,
 def run_dlforge(data: Data, epochs: int, precision: str, compile: bool = False) -> Result:
     torch.manual_seed(SEED)
     net = build(data)
-    cfg = TrainConfig(epochs=epochs, batch_size=BATCH, lr=LR, precision=precision,
-                      patience=None, seed=SEED, compile=compile)
+    # Every setting given (the data-size recipe would choose the ones left unset).
+    cfg = TrainConfig(epochs=epochs, batch_size=BATCH, lr=LR, weight_decay=0.01, warmup=0.1,
+                      precision=precision, patience=0, seed=SEED, compile=compile)
 
     def metric_fn(targets: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
         return classification_metrics("binary", targets, probabilities("binary", logits),
