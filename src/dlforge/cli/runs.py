@@ -79,7 +79,7 @@ def info(
                   f"(dlforge {d['dlforge_version']})")
     console.print(f"model: {d['model']['name']} ({model}); {d['parameters']:,} parameters")
     share = d.get("baseline_weight")
-    if share and d["model"]["name"] != "baseline":
+    if isinstance(share, float) and share > 0 and d["model"]["name"] != "baseline":
         console.print(f"blend: predictions are {1 - share:g} this network and {share:g} the "
                       f"simple baseline ({d['metrics'].get('simple_baseline', {}).get('model')})")
     if d.get("privacy"):
