@@ -35,7 +35,9 @@ def quickstart_config(train_csv: Path, epochs: int = 5) -> dict:
                     "max_length": 128}],
         "output": {"name": "source", "type": "binary"},
         "model": {"name": "transformer", "d_model": 512, "heads": 4, "layers": 1},
-        "train": {"epochs": epochs, "batch_size": 64, "lr": 5e-4, "seed": 0},
+        # The article's settings, and the warm-up and patience the quickstart always had.
+        "train": {"epochs": epochs, "batch_size": 64, "lr": 5e-4, "warmup": 0.1,
+                  "patience": 3, "seed": 0},
     }
 
 

@@ -316,8 +316,7 @@ class DeepModel(BaseEstimator):
         features = build_features(cfg)  # only to read each column as training reads it
         columns = {name: feat.load(df[name].tolist(), source) for name, feat in features.items()}
         try:
-            simple = SimpleModel({i.name: i.type for i in cfg.inputs}, target.kind,
-                                 target.n_outputs, cfg.train.seed)
+            simple = _simple_model(cfg, target)
         except ValueError as err:
             raise ConfigError(f"model.name: {err}; use a network family") from None
         say(f"data: {len(train_idx)} train, {len(val_idx)} validation, {len(test_idx)} test rows;"
@@ -365,9 +364,8 @@ class DeepModel(BaseEstimator):
         take these inputs)."""
         if not self._has_simple(cfg, target.kind):
             return None
-        simple = SimpleModel({i.name: i.type for i in cfg.inputs}, target.kind,
-                             target.n_outputs, cfg.train.seed)
-        return simple.fit(columns if rows is None else take_columns(columns, rows), y_train)
+        rows_columns = columns if rows is None else take_columns(columns, rows)
+        return _simple_model(cfg, target).fit(rows_columns, y_train)
 
     def _yardstick_report(self, columns: dict[str, Any], y: np.ndarray, val_idx: np.ndarray,
                           say: Callable[[str], None]) -> dict[str, Any]:
@@ -599,8 +597,7 @@ class DeepModel(BaseEstimator):
         if cfg.model.name == "baseline":
             clf = cls(config=cfg, verbose=0)
             clf.config_, clf.labels_, clf.features_ = cfg, labels, build_features(cfg)
-            clf.simple_ = SimpleModel({i.name: i.type for i in cfg.inputs}, labels.kind,
-                                      labels.n_outputs, cfg.train.seed).load(path / SIMPLE_FILE)
+            clf.simple_ = _simple_model(cfg, labels).load(path / SIMPLE_FILE)
             if isinstance(labels, LabelEncoder):
                 clf.classes_ = label_array(labels.classes)
             clf.model_, clf.device_, clf.precision_ = None, torch.device("cpu"), "fp32"
@@ -613,8 +610,7 @@ class DeepModel(BaseEstimator):
         if isinstance(labels, LabelEncoder):
             clf.classes_ = label_array(labels.classes)
         clf.features_ = features
-        clf.simple_ = (SimpleModel({i.name: i.type for i in cfg.inputs}, labels.kind,
-                                   labels.n_outputs, cfg.train.seed).load(path / SIMPLE_FILE)
+        clf.simple_ = (_simple_model(cfg, labels).load(path / SIMPLE_FILE)
                        if cfg.train.baseline_weight not in ("auto", 0.0) else None)
         clf.model_, clf.device_, clf.precision_ = load_weights(net, path, cfg, device)
         return clf
@@ -645,6 +641,12 @@ def load_weights(net: torch.nn.Module, path: Path, cfg: RunConfig, device: str |
                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     dev = resolve_device(device or cfg.train.device)
     return net.to(dev).eval(), dev, resolve_precision(cfg.train.precision, dev)
+
+
+def _simple_model(cfg: RunConfig, target: Target) -> SimpleModel:
+    """The (unfitted) simple baseline for this run's inputs and output."""
+    return SimpleModel({i.name: i.type for i in cfg.inputs}, target.kind, target.n_outputs,
+                       cfg.train.seed)
 
 
 def fit_baseline(target: Target, y_train: np.ndarray) -> np.ndarray:
