@@ -58,7 +58,8 @@ def run_quickstart(out: Path, epochs: int = 5, verbose: int = 1) -> None:
     cfg = validate_config(quickstart_config(train_csv, epochs), source="quickstart")
     clf = files.train(cfg, out, overwrite=True, verbose=verbose)
     test = files.evaluate(out, test_csv)
-    console.print(metrics_table({"validation": clf.metrics_["validation"], "test": test}))
+    console.print(metrics_table({"validation": clf.metrics_["validation"], "test": test,
+                                 "simple_baseline": clf.metrics_.get("simple_baseline")}))
 
     sample = df.iloc[test_idx].head(6)
     proba_all = clf.predict_proba(sample["text"])
