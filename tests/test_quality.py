@@ -349,3 +349,20 @@ def test_info_and_the_metrics_table_show_the_baseline_and_the_blend(tmp_path, ca
     code, out, err = run_cli(capsys, "info", blend)
     assert code == 0, err
     assert "blend: predictions are" in out and "simple baseline (TF-IDF + LR)" in out
+
+
+def test_the_leaderboard_table_reads_a_recipe_budget_and_the_baseline_share():
+    from rich.console import Console
+
+    from dlforge.cli.report import leaderboard_table
+
+    sel = {"k": 3, "metric": "accuracy", "winner": "baseline",
+           "budget": {"epochs": None, "batch_size": None, "lr": None},  # the recipe's
+           "leaderboard": [
+               {"model": "baseline", "mean": 0.9, "std": 0.01, "parameters": 10, "seconds": 1},
+               {"model": "cnn", "mean": 0.8, "std": 0.02, "parameters": 100, "seconds": 5,
+                "baseline_weight": 0.5}]}
+    console = Console(width=200, record=True)
+    console.print(leaderboard_table({"model_selection": sel}))
+    text = console.export_text()
+    assert "each family's data-size recipe" in text and "0.50" in text

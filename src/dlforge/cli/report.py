@@ -101,12 +101,20 @@ def leaderboard_table(metrics: dict[str, Any]):
     from rich.table import Table
 
     b = sel["budget"]
-    table = Table(title=f"Model selection: {sel['k']}-fold cross-validation, same budget for "
-                        f"each ({b['epochs']} epochs, batch {b['batch_size']}, lr {b['lr']:g})")
-    for col in ("rank", "model", f"{sel['metric']} (mean ± std)", "parameters", "seconds"):
+    given = ", ".join(f"{name} {b[key]:g}" for key, name in (
+        ("epochs", "epochs"), ("batch_size", "batch"), ("lr", "lr")) if b.get(key) is not None)
+    table = Table(title=f"Model selection: {sel['k']}-fold cross-validation, "
+                        + (f"same budget for each ({given}" + (
+                            "; the rest from each family's recipe)" if None in (
+                                b.get("epochs"), b.get("batch_size"), b.get("lr")) else ")")
+                           if given else "each family's data-size recipe"))
+    for col in ("rank", "model", f"{sel['metric']} (mean ± std)", "baseline share",
+                "parameters", "seconds"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for i, r in enumerate(sel["leaderboard"], start=1):
+        share = r.get("baseline_weight")
         table.add_row(str(i), r["model"] + (" ← kept" if r["model"] == sel["winner"] else ""),
-                      f"{r['mean']:.4f} ± {r['std']:.4f}", f"{r['parameters']:,}",
+                      f"{r['mean']:.4f} ± {r['std']:.4f}",
+                      "-" if share is None else f"{share:.2f}", f"{r['parameters']:,}",
                       f"{r['seconds']:.1f}")
     return table
