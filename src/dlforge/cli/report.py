@@ -110,7 +110,8 @@ def leaderboard_table(metrics: dict[str, Any]):
                            if given else "each family's data-size recipe"))
     for col in ("rank", "model", f"{sel['metric']} (mean ± std)", "baseline share",
                 "parameters", "seconds"):
-        table.add_column(col, justify="left" if col == "model" else "right")
+        table.add_column(col, justify="left" if col == "model" else "right",
+                         no_wrap=col == "model")
     for i, r in enumerate(sel["leaderboard"], start=1):
         share = r.get("baseline_weight")
         table.add_row(str(i), r["model"] + (" ← kept" if r["model"] == sel["winner"] else ""),
