@@ -354,8 +354,7 @@ class DeepModel(BaseEstimator):
     @staticmethod
     def _has_simple(cfg: RunConfig, output_kind: str) -> bool:
         """Whether the simple baseline takes this run's inputs and output."""
-        return {i.type for i in cfg.inputs} <= {"text", "numeric", "category"} and (
-            output_kind != "multilabel")
+        return SimpleModel.takes({i.type for i in cfg.inputs}, output_kind)
 
     def _fit_yardstick(self, cfg: RunConfig, target: Target, columns: dict[str, Any],
                        y_train: np.ndarray, rows: np.ndarray | None = None

@@ -48,9 +48,16 @@ class SimpleModel:
     """The baseline over input columns ``inputs`` (name -> kind: text, numeric, category)
     for an output ``kind`` (binary, category, numeric)."""
 
+    INPUT_KINDS = frozenset({"text", "numeric", "category"})
+
+    @classmethod
+    def takes(cls, input_kinds: set[str], output_kind: str) -> bool:
+        """Whether the baseline takes inputs of these kinds and this output kind."""
+        return set(input_kinds) <= cls.INPUT_KINDS and output_kind != "multilabel"
+
     def __init__(self, inputs: dict[str, str], kind: str, n_outputs: int, seed: int = 0):
-        unsupported = sorted({k for k in inputs.values()} - {"text", "numeric", "category"})
-        if unsupported or kind == "multilabel":
+        if not self.takes(set(inputs.values()), kind):
+            unsupported = sorted(set(inputs.values()) - self.INPUT_KINDS)
             what = f"{unsupported[0]} inputs" if unsupported else "multi-label outputs"
             raise ValueError(f"the simple baseline does not take {what}")
         self.inputs, self.kind, self.n_outputs, self.seed = dict(inputs), kind, n_outputs, seed
