@@ -1,4 +1,5 @@
-"""Integrated Gradients explanations (Captum): completeness, the CLI, the server's function."""
+"""Integrated Gradients explanations (Captum) and the simple baseline's baseline Shapley values:
+completeness, the CLI, the server's function."""
 
 from __future__ import annotations
 
@@ -172,6 +173,151 @@ def test_render_html_escapes_tokens():
               "attribution_sum": 1.0, "convergence_delta": 0.0, "steps": 2,
               "attributions": {"t": [{"token": "<script>", "score": 1.0}]}}
     assert "<script>" not in render_html(result) and "&lt;script&gt;" in render_html(result)
+
+
+# ------------------------------------------------------------------ the simple baseline
+@functools.cache
+def _baseline(family: str) -> Any:
+    """A fitted simple-baseline run of ``family`` (fitted once per session)."""
+    if family == "text-binary":
+        return TextClassifier(model="baseline", verbose=0).fit(*toy_texts(120, seed=1))
+    if family == "text-3":
+        return TextClassifier(model="baseline", verbose=0).fit(*toy_texts(150, seed=1,
+                                                                          classes=3))
+    X, _, y = _table(200)  # y: 2a + (c == red) + noise; b is noise
+    return TabularRegressor(model="baseline", verbose=0).fit(X, y)
+
+
+def _text_logits(clf: Any, text: str) -> np.ndarray:
+    return clf._logits_frame(pd.DataFrame({"text": [text]}))[0]
+
+
+def test_a_baseline_text_run_gets_shapley_values_per_token():
+    clf = _baseline("text-binary")
+    text = "the movie was really great and it was quite so"  # 10 tokens: sampled
+    result = explain(clf, text=text)
+    assert result["method"] == "baseline Shapley values (sampled)" and result["steps"] == 25
+    scores = [(a["token"], a["score"]) for a in result["attributions"]["text"]]
+    assert [t for t, _ in scores] == text.split()
+    top = max(scores, key=lambda ts: abs(ts[1]))
+    assert top[0] == "great" and top[1] > 0  # the cue word, for 'pos'
+    assert result["explains"] == "the logit of class 'pos' (against 'neg')"
+    # Completeness: the attributions add up to f(x) - f(every token removed).
+    assert result["output"] == pytest.approx(float(_text_logits(clf, text)[0]), abs=1e-5)
+    assert result["baseline_output"] == pytest.approx(float(_text_logits(clf, "")[0]), abs=1e-5)
+    gap = result["output"] - result["baseline_output"]
+    assert result["attribution_sum"] == pytest.approx(gap, abs=1e-5)
+    assert result["convergence_delta"] < 1e-5
+    assert explain(clf, text=text) == result  # seeded: the same permutations every time
+    json.dumps(result)
+    assert "Baseline Shapley values (sampled)" in render_html(result)
+
+
+def test_a_short_text_gets_exact_shapley_values():
+    clf = _baseline("text-binary")
+    text = "a plot, lovely!"  # 5 tokens (punctuation too): every one of the 120 permutations
+    exact = explain(clf, text=text)
+    assert exact["method"] == "baseline Shapley values (exact)" and exact["steps"] == 120
+    assert [a["token"] for a in exact["attributions"]["text"]] == ["a", "plot", ",", "lovely",
+                                                                   "!"]
+    assert exact["output"] == pytest.approx(float(_text_logits(clf, text)[0]), abs=1e-5)
+    gap = exact["output"] - exact["baseline_output"]
+    assert exact["attribution_sum"] == pytest.approx(gap, abs=1e-5)
+    scores = {a["token"]: a["score"] for a in exact["attributions"]["text"]}
+    assert max(scores, key=lambda t: abs(scores[t])) == "lovely" and scores["lovely"] > 0
+    # Two tokens, by hand: each one's mean gain over the two orders of adding them.
+    f = {t: float(_text_logits(clf, t)[0]) for t in ("", "a", "lovely", "a lovely")}
+    two = {a["token"]: a["score"] for a in explain(clf, text="a lovely")["attributions"]["text"]}
+    assert two["lovely"] == pytest.approx(
+        (f["lovely"] - f[""] + f["a lovely"] - f["a"]) / 2, abs=1e-5)
+    assert two["a"] == pytest.approx((f["a"] - f[""] + f["a lovely"] - f["lovely"]) / 2, abs=1e-5)
+
+
+def test_a_multiclass_baseline_run_explains_the_log_probability_of_a_class():
+    clf = _baseline("text-3")
+    text = "it was a really strange movie and so quite the plot"
+    result = explain(clf, text=text)
+    assert result["prediction"] == "odd"
+    assert result["explains"] == "the log-probability of class 'odd'"
+    logits = _text_logits(clf, text)
+    assert result["output"] == pytest.approx(float(logits[clf.classes_.tolist().index("odd")]),
+                                             abs=1e-5)
+    gap = result["output"] - result["baseline_output"]
+    assert result["attribution_sum"] == pytest.approx(gap, abs=1e-5)
+    scores = {a["token"]: a["score"] for a in result["attributions"]["text"]}
+    assert max(scores, key=lambda t: abs(scores[t])) == "strange" and scores["strange"] > 0
+    other = explain(clf, text=text, target="pos")
+    assert other["explains"] == "the log-probability of class 'pos'"
+    assert other["output"] == pytest.approx(float(logits[clf.classes_.tolist().index("pos")]),
+                                            abs=1e-5)
+    assert {a["token"]: a["score"] for a in other["attributions"]["text"]}["strange"] < 0
+
+
+def test_a_table_baseline_run_credits_the_informative_column():
+    reg = _baseline("table")  # gradient-boosted trees
+    X, _, _ = _table(200)
+    row = {"a": 1.5, "b": -0.2, "c": "blue"}
+    result = explain(reg, row=row)
+    assert result["method"] == "baseline Shapley values (exact)" and result["steps"] == 6
+    attrs = {name: a[0] for name, a in result["attributions"].items()}
+    assert [attrs["a"]["value"], attrs["b"]["value"], attrs["c"]["value"]] == [1.5, -0.2, "blue"]
+    # The reference of a number: its training median (as the trees' bins hold it).
+    assert attrs["a"]["reference"] == pytest.approx(float(np.median(X["a"][:140])), abs=0.1)
+    top = max(attrs, key=lambda c: abs(attrs[c]["score"]))
+    assert top == "a" and attrs["a"]["score"] > 1.5  # about 2 * (1.5 - median), in y's units
+    # In the output's units: f(x) is the prediction; the attributions add up to the change.
+    assert result["output"] == pytest.approx(float(reg.predict(pd.DataFrame([row]))[0]),
+                                             abs=1e-4)
+    gap = result["output"] - result["baseline_output"]
+    assert result["attribution_sum"] == pytest.approx(gap, abs=1e-4)
+    # Missing values: credited for being missing rather than at the reference (the trees
+    # route a missing number apart from the median; a missing category is its own reference).
+    missing = explain(reg, row={"a": None, "b": -0.2, "c": None})
+    assert missing["attributions"]["a"][0]["value"] is None
+    assert missing["attributions"]["c"][0] == {"value": "<missing>", "score": 0.0}
+    gap = missing["output"] - missing["baseline_output"]
+    assert missing["attribution_sum"] == pytest.approx(gap, abs=1e-4)
+
+
+def test_a_mixed_baseline_run_attributes_tokens_numbers_and_categories():
+    X, labels, _ = _table()
+    X["review"], _ = toy_texts(80, seed=1)
+    clf = TabularClassifier(model="baseline", text=["review"], verbose=0).fit(X, labels)
+    row = {"a": 1.5, "b": None, "c": "red", "review": "the movie was lovely"}
+    result = explain(clf, row=row)
+    attrs = result["attributions"]
+    assert list(attrs) == ["a", "b", "c", "review"] and len(attrs["review"]) == 4
+    assert result["method"] == "baseline Shapley values (sampled)"  # 3 columns + 4 tokens
+    gap = result["output"] - result["baseline_output"]
+    assert result["attribution_sum"] == pytest.approx(gap, abs=1e-5)
+    # The linear baseline imputes a missing number with the training median, the reference.
+    assert attrs["b"][0]["value"] is None and attrs["b"][0]["score"] == pytest.approx(0, abs=1e-9)
+    assert attrs["a"][0]["score"] > 0  # a drives 'yes'
+
+
+def test_explain_cli_on_a_baseline_run(tmp_path, capsys):
+    from dlforge.cli import main
+
+    texts, labels = toy_texts(120, seed=1)
+    csv = tmp_path / "toy.csv"
+    pd.DataFrame({"review": texts, "sentiment": labels}).to_csv(csv, index=False)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(csv), "--text", "review", "--label", "sentiment",
+                 "--model", "baseline", "--out", str(run), "--quiet"]) == 0
+    page = tmp_path / "why.html"
+    code, out, err = run_cli(capsys, "explain", run, "--text", "the plot was really great",
+                             "--html", page)
+    assert code == 0, err
+    flat = " ".join(out.split())  # the terminal wraps long lines
+    assert "baseline Shapley values (exact) over all 120 permutations" in flat
+    assert "prediction" in flat and "reference: each token removed" in flat
+    assert "Baseline Shapley values (exact)" in page.read_text()
+    code, out, err = run_cli(capsys, "explain", run, "--text",
+                             "it was a really lovely and quick plot", "--json", "--steps", "40")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["method"] == "baseline Shapley values (sampled)" and result["steps"] == 40
+    assert len(result["attributions"]["review"]) == 8
 
 
 # ------------------------------------------------------------------------------ bad inputs

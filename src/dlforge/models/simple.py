@@ -161,6 +161,29 @@ class SimpleModel:
             return np.log(full[:, 1:2] / full[:, 0:1]).astype(np.float32)
         return np.log(full).astype(np.float32)
 
+    def medians(self) -> dict[str, float]:
+        """Each numeric input's training median as the fitted pipeline holds it: the linear
+        model's imputer's statistics, or (trees) the median of the bin edges the trees split
+        on (about the median when the column has more distinct values than bins, else
+        about the middle of its distinct values); NaN where the pipeline holds none."""
+        numeric = [n for n, k in self.inputs.items() if k == "numeric"]
+        out = dict.fromkeys(numeric, float("nan"))
+        encode = self.pipeline.steps[0][1] if numeric else None
+        parts = getattr(encode, "named_transformers_", {})
+        if "numeric" in parts:  # SimpleImputer(median), then StandardScaler
+            statistics = parts["numeric"].steps[0][1].statistics_
+            return {n: float(v) for n, v in zip(numeric, statistics, strict=True)}
+        edges = getattr(getattr(self.pipeline.steps[-1][1], "_bin_mapper", None),
+                        "bin_thresholds_", None)
+        if edges is None or encode is None:
+            return out
+        names = list(encode.get_feature_names_out())
+        for n in numeric:
+            column = np.asarray(edges[names.index(f"remainder__{n}")], dtype=np.float64)
+            if column.size:
+                out[n] = float(np.median(column))
+        return out
+
     def n_parameters(self) -> int:
         """Learned numbers: the linear model's coefficients, or the trees' nodes."""
         last = self.pipeline.steps[-1][1]
