@@ -328,3 +328,77 @@ def test_cli_with_a_pretrained_folder_and_bad_folders(bert_dir, tmp_path, capsys
     code, _, err = run_cli(capsys, "train", "--data", csv, "--text", "review", "--label",
                            "label", "--model", no_weights, "--quiet", "--out", tmp_path / "r3")
     assert_user_error(code, err, "no model weights")
+
+
+# ------------------------------------------------------- the few-sample fine-tuning recipe
+def test_layer_decay_gives_each_layer_a_lower_rate_than_the_one_above(bert_dir: Path) -> None:
+    from dlforge.config import TrainConfig
+    from dlforge.models.pretrained import decayed_parameter_sets
+    from dlforge.train.trainer import make_optimizer
+
+    class Classifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = PretrainedEncoder(bert_dir)
+            self.head = nn.Linear(self.encoder.out_dim, 2)
+
+    model = Classifier()
+    groups = model.encoder.layer_groups()  # embeddings, layer 0, layer 1, the pooler
+    assert len(groups) == 4
+    assert {id(p) for p in groups[1]} == {id(p) for p in
+                                          model.encoder.model.encoder.layer[0].parameters()}
+    assert {id(p) for p in groups[0]} >= {id(p) for p in
+                                          model.encoder.model.embeddings.parameters()}
+    assert sum(len(g) for g in groups) == len(list(model.encoder.parameters()))
+    sets = decayed_parameter_sets(model, 1e-4, 0.5, head_lr=1e-3)
+    rates = {id(p): lr for params, lr in sets for p in params}
+    layer = model.encoder.model.encoder.layer
+    assert rates[id(model.head.weight)] == 1e-3
+    assert rates[id(next(layer[1].parameters()))] == pytest.approx(1e-4)
+    assert rates[id(next(layer[0].parameters()))] == pytest.approx(5e-5)
+    assert rates[id(model.encoder.model.embeddings.word_embeddings.weight)] == \
+        pytest.approx(2.5e-5)
+    assert rates[id(model.encoder.model.pooler.dense.weight)] == pytest.approx(1e-4)
+    opt = make_optimizer(model, TrainConfig(lr=1e-4, weight_decay=0.0), layer_decay=0.5)
+    assert sorted({g["lr"] for g in opt.param_groups}) == pytest.approx([2.5e-5, 5e-5, 1e-4])
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+
+
+def test_reinit_layers_reinitialises_the_top_layers_only(bert_dir: Path) -> None:
+    torch.manual_seed(1)
+    original = PretrainedEncoder(bert_dir).model.state_dict()
+    enc = PretrainedEncoder(bert_dir, reinit_layers=1)
+    new = enc.model.state_dict()
+    changed = {k for k in original if not torch.equal(original[k], new[k])}
+    assert changed and all(k.startswith("encoder.layer.1.") for k in changed)
+    assert any(k.endswith("attention.self.query.weight") for k in changed)
+    with pytest.raises(ConfigError, match="reinit_layers=3 .* only 2 layers"):
+        PretrainedEncoder(bert_dir, reinit_layers=3)
+
+
+def test_restarts_keep_the_best_run_on_validation(bert_dir, capsys):
+    from dlforge import TextClassifier
+
+    texts, labels = _toy_reviews(60)
+    common = dict(model=str(bert_dir), max_length=16, epochs=2, batch_size=16, lr=1e-3,
+                  patience=0, precision="fp32", baseline_weight=0)
+    runs = [TextClassifier(seed=s, restarts=1, verbose=0, **common).fit(texts, labels)
+            for s in (0, 1)]
+    scores = [r.metrics_["validation"]["accuracy"] for r in runs]
+    best = TextClassifier(seed=0, restarts=2, verbose=1, **common).fit(texts, labels)
+    err = capsys.readouterr().err
+    assert "restart 1/2 (seed 0)" in err and "restart 2/2 (seed 1)" in err
+    assert "restarts: kept restart" in err
+    assert best.metrics_["validation"]["accuracy"] == max(scores)
+    kept = 1 if "kept restart 2" in err else 0
+    assert np.allclose(best.predict_proba(texts), runs[kept].predict_proba(texts), atol=1e-6)
+
+
+def test_the_recipe_restarts_a_pretrained_model_on_few_rows_only():
+    from dlforge.config import TrainConfig
+    from dlforge.train.recipe import choose_recipe
+
+    assert choose_recipe(TrainConfig(), 400, "pretrained")[0].restarts == 3
+    assert choose_recipe(TrainConfig(), 5000, "pretrained")[0].restarts == 1
+    assert choose_recipe(TrainConfig(), 400, "cnn")[0].restarts == 1
+    assert choose_recipe(TrainConfig(restarts=2), 400, "pretrained")[0].restarts == 2

@@ -30,7 +30,8 @@ from tests.test_cli import run_cli
 def test_the_recipe_picks_from_the_data_size_and_the_family():
     small, chosen = choose_recipe(TrainConfig(), 400, "transformer")
     big, _ = choose_recipe(TrainConfig(), 50_000, "transformer")
-    assert set(chosen) == {"epochs", "batch_size", "lr", "weight_decay", "warmup", "patience"}
+    assert set(chosen) == {"epochs", "batch_size", "lr", "weight_decay", "warmup", "patience",
+                           "restarts"}
     assert small.batch_size < big.batch_size and small.epochs > big.epochs
     # Enough optimiser steps to learn on a few hundred rows: far more than 5 x batch 64.
     assert optimiser_steps(small, 400) >= 1000 > optimiser_steps(TrainConfig(epochs=5,
@@ -42,7 +43,8 @@ def test_the_recipe_picks_from_the_data_size_and_the_family():
 
 
 def test_every_explicit_setting_wins_over_the_recipe():
-    given = dict(epochs=2, batch_size=7, lr=0.3, weight_decay=0.0, warmup=0.0, patience=0)
+    given = dict(epochs=2, batch_size=7, lr=0.3, weight_decay=0.0, warmup=0.0, patience=0,
+                 restarts=1)
     cfg, chosen = choose_recipe(TrainConfig(**given), 400, "cnn")
     assert chosen == {} and {k: getattr(cfg, k) for k in given} == given
     cfg, chosen = choose_recipe(TrainConfig(epochs=3), 400, "cnn")
@@ -318,7 +320,7 @@ def test_the_leaderboard_shows_each_networks_baseline_share():
         "baseline"]
 
 
-def test_explain_and_export_say_what_they_cannot_do_for_the_baseline(tmp_path):
+def test_the_baseline_is_explained_and_export_says_what_it_cannot_do(tmp_path):
     from dlforge.errors import DlforgeError
     from dlforge.serve.export import export_onnx
 
@@ -329,8 +331,8 @@ def test_explain_and_export_say_what_they_cannot_do_for_the_baseline(tmp_path):
     pytest.importorskip("captum")
     from dlforge import explain
 
-    with pytest.raises(DlforgeError, match="this run is the simple baseline"):
-        explain(base, text=texts[0])
+    result = explain(base, text=texts[0])  # baseline Shapley values, not integrated gradients
+    assert result["method"].startswith("baseline Shapley values")
     blend = TextClassifier(model="cnn", d_model=16, epochs=1, lr=1e-7, verbose=0).fit(
         texts, labels)
     assert blend.simple_ is not None

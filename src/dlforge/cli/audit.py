@@ -48,12 +48,14 @@ def explain(
         help="The class to explain (default: the predicted one).")] = None,
     steps: Annotated[int | None, typer.Option(
         help="Integration steps (default: from 50, doubled until the attributions add up to "
-             "the output's change within 1%, at most 800).")] = None,
+             "the output's change within 1%, at most 800); for a simple-baseline run, the "
+             "sampled permutations of its Shapley values (default 25).")] = None,
     html: Annotated[Path | None, typer.Option(help="Also write a highlighted HTML page.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Explain one prediction with Integrated Gradients (Captum): which tokens, pixels or
-    columns pushed the output, and by how much."""
+    """Explain one prediction with Integrated Gradients (Captum; baseline Shapley values for a
+    simple-baseline run): which tokens, pixels or columns pushed the output, and by how
+    much."""
     require("captum", "audit", EXPLAIN_FEATURE)
     values = None
     if row is not None:

@@ -98,6 +98,12 @@ class PretrainedModelConfig(_Strict):
     freeze_layers: int = Field(0, ge=0)  # freeze the embeddings and the first k layers
     pooling: Literal["cls", "mean"] = "cls"
     head_lr: float | None = Field(None, gt=0.0)  # learning rate of the head; None: train.lr
+    # Layer-wise learning-rate decay: the top layer trains at the learning rate, each layer
+    # below at this factor of the one above, the embeddings lowest (1: one rate for all).
+    layer_decay: float = Field(1.0, gt=0.0, le=1.0)
+    # Re-initialise the top k layers before fine-tuning (their pretraining is the most
+    # specific to the pretraining task; Zhang et al., 2021).
+    reinit_layers: int = Field(0, ge=0)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     head_hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
 

@@ -160,6 +160,12 @@ PARAMS: tuple[Param, ...] = (
     _p("head_lr", "model.head_lr", "float",
        "Pretrained model: learning rate of the new head (default: --lr).", {"text"},
        flag=True),
+    _p("layer_decay", "model.layer_decay", "float",
+       "Pretrained model: layer-wise learning-rate decay, each layer's rate this factor of the "
+       "one above (1: off).", {"text"}, flag=True),
+    _p("reinit_layers", "model.reinit_layers", "int",
+       "Pretrained model: re-initialise the top K layers before fine-tuning.", {"text"},
+       flag=True),
     _p("folds", "model.cv", "int",
        "Model selection (--model auto): cross-validation folds (default 3).", flag=True),
     _p("families", "model.families", "list[str]",
@@ -178,6 +184,9 @@ PARAMS: tuple[Param, ...] = (
        "chosen for the family).", _ALL, flag=True, tune=True),
     _p("patience", "train.patience", "int", "Early-stopping patience; 0: every epoch (unset: "
        "chosen from the epochs).", _ALL, flag=True),
+    _p("restarts", "train.restarts", "int", "Train from this many seeds and keep the best on "
+       "validation (unset: 3 for a pretrained model on under 1,000 rows, else 1).", _ALL,
+       flag=True),
     _p("monitor", "train.monitor", "str",
        "The validation metric early stopping watches (auto: accuracy, rmse or mae).", _ALL),
     _p("baseline_weight", "train.baseline_weight", "str",

@@ -23,9 +23,9 @@ __all__ = [
 # ---------------------------------------------------------------------------------------- train
 class TrainConfig(_Strict):
     """The optimisation. The fields that default to None (epochs, batch_size, lr,
-    weight_decay, warmup, patience) are chosen at training time from the number of training
-    rows and the model family (:mod:`dlforge.train.recipe`) unless set; the run's config.yaml
-    holds the values used."""
+    weight_decay, warmup, patience, restarts) are chosen at training time from the number of
+    training rows and the model family (:mod:`dlforge.train.recipe`) unless set; the run's
+    config.yaml holds the values used."""
 
     epochs: int | None = Field(None, ge=1)
     batch_size: int | None = Field(None, ge=1)  # global: split across processes under torchrun
@@ -36,6 +36,10 @@ class TrainConfig(_Strict):
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     grad_clip: float | None = Field(1.0, ge=0.0)  # 0 or None: no clipping
     patience: int | None = Field(None, ge=0)  # early stopping; 0: every epoch; None: recipe
+    # Train this many times from different seeds (the run's seed, +1, ...) and keep the run
+    # that scores best on the validation split. None: the recipe's choice (3 for a pretrained
+    # encoder on fewer than 1,000 training rows, where fine-tuning is least stable; else 1).
+    restarts: int | None = Field(None, ge=1)
     monitor: Literal["auto", "loss", "accuracy", "macro_f1", "roc_auc", "mae", "rmse", "r2",
                      "smape"] = "auto"
     # balanced: each class weighs n / (classes x its count) in the loss; auto: balanced when

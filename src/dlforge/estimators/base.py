@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file
 from sklearn.base import BaseEstimator
+from torch.utils.data import DataLoader
 
 from dlforge._extras import PRIVACY_FEATURE, require
 from dlforge.config import RunConfig, apply_overrides, config_to_dict, dump_config, validate_config
@@ -220,11 +221,7 @@ class DeepModel(BaseEstimator):
             target.save(workdir / "labels.json")
 
         bs, seed, bucket = cfg.train.batch_size, cfg.train.seed, cfg.train.bucket_by_length
-        augmenters = {n: a for n, f in features.items()
-                      if (a := f.make_augmenter(seed)) is not None}
-        train_set = FeatureDataset(features, take_columns(encoded, train_idx), y[train_idx],
-                                   augmenters)
-        train_loader = make_loader(train_set, bs, True, seed, bucket)
+        train_x = take_columns(encoded, train_idx)
         val_loader = (make_loader(FeatureDataset(features, take_columns(encoded, val_idx)),
                                   max(bs, 256), False, seed, bucket) if len(val_idx) else None)
 
@@ -233,10 +230,6 @@ class DeepModel(BaseEstimator):
         if cfg.train.class_weight == "balanced" or (cfg.train.class_weight == "auto"
                                                     and monitor == "macro_f1"):
             weights = class_weights(target.kind, y[train_idx], target.n_outputs)
-        # A balanced loss's untrained optimum is the uniform prediction, not the prior.
-        net = build_model(cfg, {n: f.spec() for n, f in features.items()}, target.n_outputs,
-                          prior=None if weights is not None else prior_logits(
-                              target.kind, y[train_idx], target.n_outputs))
 
         def metric_fn(targets: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
             if isinstance(target, NumericTarget):
@@ -245,15 +238,49 @@ class DeepModel(BaseEstimator):
                                           probabilities(target.kind, logits), target.classes,
                                           full=False)
 
-        trainer = Trainer(net, target.kind, cfg.train, metric_fn, monitor, callbacks,
-                          checkpoint_dir=workdir / "checkpoints" if workdir else None,
-                          verbose=self.verbose, log=log,
-                          head_lr=getattr(cfg.model, "head_lr", None), privacy=cfg.privacy,
-                          family=cfg.model.name, class_weights=weights)
-        say(f"model: {cfg.model.name}, {sum(p.numel() for p in net.parameters()):,} parameters;"
-            f" device {trainer.device}, precision {trainer.precision}")
-        history = trainer.fit(train_loader, val_loader, y[val_idx] if len(val_idx) else None,
-                              resume=resume)
+        def train_once(seed: int) -> tuple[Trainer, DataLoader, list[dict[str, Any]]]:
+            """One training run from ``seed``: a fresh model, its own shuffling and
+            augmentation."""
+            torch.manual_seed(seed)
+            augmenters = {n: a for n, f in features.items()
+                          if (a := f.make_augmenter(seed)) is not None}
+            train_loader = make_loader(FeatureDataset(features, train_x, y[train_idx],
+                                                      augmenters), bs, True, seed, bucket)
+            # A balanced loss's untrained optimum is the uniform prediction, not the prior.
+            net = build_model(cfg, {n: f.spec() for n, f in features.items()},
+                              target.n_outputs, prior=None if weights is not None else
+                              prior_logits(target.kind, y[train_idx], target.n_outputs))
+            trainer = Trainer(net, target.kind, cfg.train, metric_fn, monitor, callbacks,
+                              checkpoint_dir=workdir / "checkpoints" if workdir else None,
+                              verbose=self.verbose, log=log,
+                              head_lr=getattr(cfg.model, "head_lr", None),
+                              layer_decay=getattr(cfg.model, "layer_decay", 1.0),
+                              privacy=cfg.privacy, family=cfg.model.name,
+                              class_weights=weights)
+            if seed == cfg.train.seed:
+                say(f"model: {cfg.model.name}, {sum(p.numel() for p in net.parameters()):,} "
+                    f"parameters; device {trainer.device}, precision {trainer.precision}")
+            history = trainer.fit(train_loader, val_loader,
+                                  y[val_idx] if len(val_idx) else None, resume=resume)
+            return trainer, train_loader, history
+
+        # Restarts from other seeds where fine-tuning is unstable: the best on validation.
+        restarts = 1 if resume or val_loader is None else cfg.train.restarts or 1
+        best: tuple[Trainer, DataLoader, list[dict[str, Any]]] | None = None
+        kept = 0
+        for r in range(restarts):
+            run = train_once(seed + r)
+            if restarts > 1:
+                st = run[0].state
+                say(f"restart {r + 1}/{restarts} (seed {seed + r}): best validation {monitor} "
+                    f"{st['best_score']:.4f} at epoch {st['best_epoch']}")
+            if best is None or _better_run(run[0], best[0]):
+                best, kept = run, r
+        assert best is not None
+        trainer, train_loader, history = best
+        if restarts > 1:
+            say(f"restarts: kept restart {kept + 1} (seed {seed + kept}), the best on "
+                "validation")
 
         # The fitted state (scikit-learn style: attributes ending in _).
         self.config_ = cfg
@@ -640,6 +667,16 @@ def load_weights(net: torch.nn.Module, path: Path, cfg: RunConfig, device: str |
                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     dev = resolve_device(device or cfg.train.device)
     return net.to(dev).eval(), dev, resolve_precision(cfg.train.precision, dev)
+
+
+def _better_run(a: Trainer, b: Trainer) -> bool:
+    """Whether training run ``a`` beat ``b`` on validation: the better best score of the
+    monitored metric, and on a tie the lower validation loss at that epoch."""
+    sa, sb = a.state["best_score"], b.state["best_score"]
+    if sa != sb:
+        return bool(sa > sb) if a.mode == "max" else bool(sa < sb)
+    la, lb = a.state.get("best_loss"), b.state.get("best_loss")
+    return la is not None and lb is not None and la < lb
 
 
 def _simple_model(cfg: RunConfig, target: Target) -> SimpleModel:

@@ -39,6 +39,7 @@ __all__ = [  # is_pretrained_path lives in dlforge.config (the schema uses it)
     "check_pretrained_folder",
     "find_layer_list",
     "is_pretrained_path",
+    "decayed_parameter_sets",
     "split_parameters",
 ]
 
@@ -89,7 +90,8 @@ class PretrainedEncoder(nn.Module):
     """
 
     def __init__(self, path: str | os.PathLike[str], freeze: bool = False, freeze_layers: int = 0,
-                 pooling: Pooling = "cls", *, from_config_only: bool = False):
+                 pooling: Pooling = "cls", *, from_config_only: bool = False,
+                 reinit_layers: int = 0):
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise ConfigError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
@@ -107,6 +109,8 @@ class PretrainedEncoder(nn.Module):
         self.pad_token_id = int(pad) if isinstance(pad, int) else 0
         layers = find_layer_list(self.model)
         self.num_layers: int | None = len(layers) if layers is not None else None
+        if reinit_layers and not from_config_only:
+            self._reinit_top(layers, reinit_layers, path)
         if freeze:
             self.model.requires_grad_(False)
         elif freeze_layers:
@@ -156,6 +160,42 @@ class PretrainedEncoder(nn.Module):
         for layer in layers[:k]:
             layer.requires_grad_(False)
 
+    def _reinit_top(self, layers: nn.ModuleList | None, k: int,
+                    shown: str | os.PathLike[str]) -> None:
+        """Re-initialise layers[-k:] with the model's own initialisation (its
+        ``_init_weights``, as ``from_config`` would)."""
+        if layers is None:
+            raise ConfigError(f"{shown}: cannot find the transformer layers of "
+                              f"{type(self.model).__name__} to re-initialise; use "
+                              "reinit_layers=0")
+        if k > len(layers):
+            raise ConfigError(f"reinit_layers={k} but the model in {shown} has only "
+                              f"{len(layers)} layers")
+        for layer in layers[len(layers) - k:]:
+            for tensor in [*layer.parameters(), *layer.buffers()]:
+                # transformers skips tensors it marked as loaded from the checkpoint
+                tensor._is_hf_initialized = False
+            layer.apply(self.model._init_weights)
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """The encoder's parameters from the bottom up: everything registered before the
+        first transformer layer (the embeddings), each layer, then everything after the last
+        (a final norm, a pooler). One group when the layers cannot be found."""
+        layers = find_layer_list(self.model)
+        params = list(self.model.parameters())
+        if layers is None:
+            return [params]
+        owner = {id(p): i + 1 for i, layer in enumerate(layers) for p in layer.parameters()}
+        groups: list[list[nn.Parameter]] = [[] for _ in range(len(layers) + 2)]
+        seen_layer = False
+        for p in params:
+            if id(p) in owner:
+                seen_layer = True
+                groups[owner[id(p)]].append(p)
+            else:
+                groups[-1 if seen_layer else 0].append(p)
+        return groups
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         mask = attention_mask.bool()  # (B, T), True on real tokens
         ids = input_ids.masked_fill(~mask, self.pad_token_id)  # whatever the batch padded with
@@ -177,6 +217,24 @@ def build_encoder_from_config(path: str | os.PathLike[str], freeze: bool = False
     """The encoder's architecture from ``path``/config.json, random weights, no weight file read."""
     return PretrainedEncoder(path, freeze=freeze, freeze_layers=freeze_layers, pooling=pooling,
                              from_config_only=True)
+
+
+def decayed_parameter_sets(module: nn.Module, lr: float, decay: float,
+                           head_lr: float | None = None
+                           ) -> list[tuple[list[nn.Parameter], float]]:
+    """(parameters, learning rate) sets with layer-wise learning-rate decay: in each
+    PretrainedEncoder the top layer (and what follows it) at ``lr``, each layer below at
+    ``decay`` times the one above, the embeddings lowest; everything outside the encoders (the
+    new head) at ``head_lr`` (default ``lr``). Shared parameters appear once."""
+    sets: list[tuple[list[nn.Parameter], float]] = []
+    for m in module.modules():
+        if isinstance(m, PretrainedEncoder):
+            groups = m.layer_groups()
+            top = len(groups) - 2  # the last layer's index; what follows shares its rate
+            for i, group in enumerate(groups):
+                sets.append((group, lr * decay ** max(0, top - i)))
+    _, other = split_parameters(module)
+    return [(other, head_lr or lr), *sets]
 
 
 def split_parameters(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

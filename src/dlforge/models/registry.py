@@ -55,7 +55,8 @@ def _pretrained(cfg: Any, spec: dict[str, Any]) -> nn.Module:
     from dlforge.models.pretrained import PretrainedEncoder  # imports transformers lazily
 
     return PretrainedEncoder(spec["path"], cfg.freeze, cfg.freeze_layers, cfg.pooling,
-                             from_config_only=spec["from_config_only"])
+                             from_config_only=spec["from_config_only"],
+                             reinit_layers=cfg.reinit_layers)
 
 
 class NumericPassthrough(nn.Module):

@@ -6,7 +6,7 @@ Routes follow the Open Inference Protocol v2 (KServe, Triton, Seldon) plus a pla
 GET  /v2/health/live              GET  /v2/health/ready          GET  /v2
 GET  /v2/models/{name}            GET  /v2/models/{name}/ready
 POST /v2/models/{name}/infer      POST /v1/models/{name}/predict {"instances": [{...}, ...]}
-POST /v1/models/{name}/explain    (Integrated Gradients per instance)
+POST /v1/models/{name}/explain    (Integrated Gradients per instance; Shapley for a baseline)
 POST /v2/models/{name}/generate   POST /v2/models/{name}/generate_stream (language models)
 GET  /metrics (Prometheus)        GET  /docs (OpenAPI)           GET  / (the playground page)
 ```
@@ -238,9 +238,10 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
 
     @app.post("/v1/models/{name}/explain", response_model=None)
     async def explain(name: str, body: ExplainRequest) -> Response:
-        """Integrated Gradients (Captum) for each instance: per-token (per-step, per-column,
-        per-pixel) attributions of the predicted class (or ``parameters.target``), with the
-        convergence delta. At most 16 instances: each costs 50-800 forward/backward passes."""
+        """Integrated Gradients (Captum) for each instance (baseline Shapley values for a
+        simple-baseline run): per-token (per-step, per-column, per-pixel) attributions of the
+        predicted class (or ``parameters.target``), with the convergence delta. At most 16
+        instances: each costs 50-800 forward/backward passes."""
         from dlforge.audit.explain import explain_instances
 
         m = model(name)

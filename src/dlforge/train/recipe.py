@@ -24,13 +24,17 @@ from dlforge.config import TrainConfig
 __all__ = ["AUTO_FIELDS", "MIN_STEPS", "choose_recipe", "optimiser_steps", "steps_warning"]
 
 # The TrainConfig fields a recipe fills when they are None.
-AUTO_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "warmup", "patience")
+AUTO_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "warmup", "patience", "restarts")
 
 # Optimiser steps a recipe aims at, and below which a run is told it may be too short to
 # learn: a model from scratch, and a pretrained encoder (which starts from useful features).
 TARGET_STEPS = {"scratch": 1200, "pretrained": 500}
 MIN_STEPS = {"scratch": 200, "pretrained": 60}
 MAX_EPOCHS = {"scratch": 60, "pretrained": 15}
+# Below this many training rows a pretrained encoder is fine-tuned RESTARTS times from
+# different seeds, keeping the best on validation: few-sample fine-tuning is known to fail on
+# some seeds (Dodge et al., 2020; Mosbach et al., 2021), and a few hundred rows train fast.
+FEW_ROWS, RESTARTS = 1000, 3
 LEARNING_RATES = {"transformer": 5e-4, "cnn": 1e-3, "rnn": 1e-3, "mlp": 1e-3,
                   "pretrained": 5e-5}
 
@@ -77,6 +81,8 @@ def choose_recipe(cfg: TrainConfig, n_train: int, family: str) -> tuple[TrainCon
     if cfg.patience is None:
         # Long runs wait longer for the validation score to improve: an eighth of the epochs.
         chosen["patience"] = int(max(3, min(8, round(epochs / 8))))
+    if cfg.restarts is None:
+        chosen["restarts"] = RESTARTS if regime == "pretrained" and n_train < FEW_ROWS else 1
     return cfg.model_copy(update=chosen), chosen
 
 

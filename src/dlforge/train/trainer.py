@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from dlforge.config import PrivacyConfig, TrainConfig
 from dlforge.errors import ConfigError
-from dlforge.models.pretrained import split_parameters
+from dlforge.models.pretrained import decayed_parameter_sets, split_parameters
 from dlforge.train.callbacks import Callback, EarlyStopping, Progress
 from dlforge.train.device import autocast, resolve_device, resolve_precision
 from dlforge.train.distributed import ShardedBatchSampler, all_reduce_sum, setup_distributed
@@ -57,10 +57,14 @@ def adamw(sets: list[tuple[list[nn.Parameter], float]], weight_decay: float,
     return torch.optim.AdamW(groups, lr=sets[0][1], betas=betas, fused=fused)
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig,
-                   head_lr: float | None = None) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig, head_lr: float | None = None,
+                   layer_decay: float = 1.0) -> torch.optim.Optimizer:
     """AdamW (:func:`adamw`). With ``head_lr``, everything outside a pretrained encoder (the
-    new head) gets that learning rate, the pretrained encoder ``cfg.lr``."""
+    new head) gets that learning rate, the pretrained encoder ``cfg.lr``; with ``layer_decay``
+    below 1, the encoder's layers get layer-wise decayed rates (the top at ``cfg.lr``)."""
+    if layer_decay < 1.0:
+        return adamw(decayed_parameter_sets(model, cfg.lr, layer_decay, head_lr),
+                     cfg.weight_decay)
     if head_lr is None:
         return adamw([(list(model.parameters()), cfg.lr)], cfg.weight_decay)
     encoder, head = split_parameters(model)
@@ -124,8 +128,9 @@ class Trainer:
                  checkpoint_dir: str | Path | None = None, verbose: int = 1,
                  log: Callable[[str], None] | None = None, head_lr: float | None = None,
                  privacy: PrivacyConfig | None = None, family: str = "mlp",
-                 class_weights: np.ndarray | None = None):
+                 class_weights: np.ndarray | None = None, layer_decay: float = 1.0):
         self.cfg = cfg
+        self.layer_decay = layer_decay
         self.class_weights = (None if class_weights is None
                               else torch.as_tensor(class_weights, dtype=torch.float32))
         self.family = family  # picks the recipe of settings ``cfg`` leaves unset
@@ -234,7 +239,7 @@ class Trainer:
         steps_per_epoch = len(train_loader)
         acc = cfg.accumulate
         updates_per_epoch = math.ceil(steps_per_epoch / acc)
-        self.optimizer = make_optimizer(self.model, cfg, self.head_lr)
+        self.optimizer = make_optimizer(self.model, cfg, self.head_lr, self.layer_decay)
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler = make_scheduler(self.optimizer, cfg, cfg.epochs * updates_per_epoch)
         if resume:
