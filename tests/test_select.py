@@ -29,9 +29,20 @@ def test_compare_prints_a_leaderboard_and_keeps_the_winner(toy_csv, tmp_path, ca
     board = sel["leaderboard"]
     assert [r["model"] for r in board] != [] and {r["model"] for r in board} == {
         "transformer", "cnn", "rnn", "baseline"}  # the strong simple baseline is a candidate
-    means = [r["mean"] for r in board]
+    # Successive halving: the best third of the networks (one of three) and the baseline ran
+    # both folds, ranked first; the other two networks stopped after fold 1.
+    full = [r for r in board if "stopped" not in r]
+    stopped = [r for r in board if "stopped" in r]
+    assert board == full + stopped and sel["halving"] is True
+    assert {r["model"] for r in full} >= {"baseline"} and len(full) == 2 and len(stopped) == 2
+    assert all(len(r["folds"]) == 2 for r in full) and all(len(r["folds"]) == 1 and r["std"]
+                                                          is None for r in stopped)
+    net = next(r for r in full if r["model"] != "baseline")
+    assert all(net["folds"][0] >= r["folds"][0] for r in stopped)  # kept on fold 1's score
+    means = [r["mean"] for r in full]
     assert means == sorted(means, reverse=True) and sel["winner"] == board[0]["model"]
-    assert all(len(r["folds"]) == 2 and r["parameters"] > 0 for r in board)
+    assert all(r["parameters"] > 0 for r in board)
+    assert "the weakest networks stopped" in out and "fold)" in out
     model = load(run)
     assert model.config_.model.name == sel["winner"]  # the run is the winner, loadable
 
@@ -57,8 +68,13 @@ def test_auto_forecaster_uses_time_series_folds():
     fc.fit(df, "sales", time="month")
     sel = fc.metrics_["model_selection"]
     assert sel["metric"] == "mae" and len(sel["leaderboard"]) == 3
-    assert [r["mean"] for r in sel["leaderboard"]] == sorted(r["mean"]
-                                                             for r in sel["leaderboard"])
+    # Without halving every family runs every fold, and the board is sorted by the mean.
+    cfg = validate_config({**fc.config_.model_dump(mode="json"),
+                           "model": {"name": "auto", "halving": False}})
+    fc = Forecaster(config=cfg, verbose=0).fit(df, "sales", time="month")
+    board = fc.metrics_["model_selection"]["leaderboard"]
+    assert all(len(r["folds"]) == 3 and "stopped" not in r for r in board)
+    assert [r["mean"] for r in board] == sorted(r["mean"] for r in board)
 
 
 def test_selection_bad_options(toy_csv, tmp_path, capsys):

@@ -103,7 +103,10 @@ def leaderboard_table(metrics: dict[str, Any]):
     b = sel["budget"]
     given = ", ".join(f"{name} {b[key]:g}" for key, name in (
         ("epochs", "epochs"), ("batch_size", "batch"), ("lr", "lr")) if b.get(key) is not None)
-    table = Table(title=f"Model selection: {sel['k']}-fold cross-validation, "
+    halved = any("stopped" in r for r in sel["leaderboard"])
+    table = Table(title=f"Model selection: {sel['k']}-fold cross-validation"
+                        + (" (the weakest networks stopped after fold 1)" if halved else "")
+                        + ", "
                         + (f"same budget for each ({given}" + (
                             "; the rest from each family's recipe)" if None in (
                                 b.get("epochs"), b.get("batch_size"), b.get("lr")) else ")")
@@ -115,7 +118,8 @@ def leaderboard_table(metrics: dict[str, Any]):
     for i, r in enumerate(sel["leaderboard"], start=1):
         share = r.get("baseline_weight")
         table.add_row(str(i), r["model"] + (" ← kept" if r["model"] == sel["winner"] else ""),
-                      f"{r['mean']:.4f} ± {r['std']:.4f}",
+                      f"{r['mean']:.4f} ± {r['std']:.4f}" if r.get("std") is not None
+                      else f"{r['mean']:.4f} (1 fold)",
                       "-" if share is None else f"{share:.2f}", f"{r['parameters']:,}",
                       f"{r['seconds']:.1f}")
     return table

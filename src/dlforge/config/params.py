@@ -168,6 +168,9 @@ PARAMS: tuple[Param, ...] = (
        flag=True),
     _p("folds", "model.cv", "int",
        "Model selection (--model auto): cross-validation folds (default 3).", flag=True),
+    _p("halving", "model.halving", "bool",
+       "Model selection (--model auto): stop the weakest networks after the first fold "
+       "(successive halving; false: every candidate on every fold)."),
     _p("families", "model.families", "list[str]",
        "Model selection (--model auto): the candidates, e.g. cnn,rnn.", flag=True,
        parse="names"),

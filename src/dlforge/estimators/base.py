@@ -186,9 +186,11 @@ class DeepModel(BaseEstimator):
         if cfg.model.name == "auto" and not resume:
             # Model selection cross-validates on the rows outside the test split only, each
             # candidate with this estimator's own pipeline.
-            def cv(trial: RunConfig, k: int, frame: pd.DataFrame) -> dict[str, Any]:
+            def cv(trial: RunConfig, k: int, frame: pd.DataFrame,
+                   folds: list[int] | None) -> dict[str, Any]:
                 return cross_validate_frame(lambda kind: type(self), trial, k, frame,
-                                            str(trial.data.path or "data"), verbose=0)
+                                            str(trial.data.path or "data"), verbose=0,
+                                            only=folds)
 
             cfg, selection = select_model(df.iloc[idx].reset_index(drop=True), cfg,
                                           target.kind, source, say, cv)

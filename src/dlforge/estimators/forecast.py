@@ -133,9 +133,10 @@ class Forecaster(DeepModel):
         selection = None
         if cfg.model.name == "auto" and not resume:
             # Model selection cross-validates on the steps before the test targets only.
-            def cv(trial: RunConfig, k: int, frame: pd.DataFrame) -> dict[str, Any]:
+            def cv(trial: RunConfig, k: int, frame: pd.DataFrame,
+                   folds: list[int] | None) -> dict[str, Any]:
                 return cross_validate_series(trial, k, frame, str(trial.data.path or "data"),
-                                             verbose=0)
+                                             verbose=0, only=folds)
 
             cfg, selection = select_model(df.iloc[: split["test"][0]].reset_index(drop=True),
                                           cfg, "forecast", source, say, cv)
@@ -469,15 +470,18 @@ def _future_times(col: pd.Series, n_history: int, horizon: int,
 
 
 def cross_validate_series(cfg: RunConfig, k: int, df: pd.DataFrame, source: str = "data",
-                          verbose: int = 1) -> dict[str, Any]:
+                          verbose: int = 1, only: list[int] | None = None) -> dict[str, Any]:
     """Expanding-window cross-validation in time: fold i trains on the steps before cut_i and
-    scores the windows whose targets lie in [cut_i, cut_{i+1})."""
+    scores the windows whose targets lie in [cut_i, cut_{i+1}) (only the folds ``only``
+    names, 1-based, when given)."""
     fc = cfg.forecast
     assert fc is not None
     values, _ = _read_series(df, cfg, source)
     folds = time_series_folds(len(values), fc.window, fc.horizon, k)
     rows = []
     for i, ((_, cut), (start, stop)) in enumerate(folds, start=1):
+        if only is not None and i not in only:
+            continue
         # The fold's own held-out range scores it: no test split inside the fold, and a
         # validation split (for early stopping) of at least one horizon of the shorter prefix.
         val = max(cfg.data.validation_split, (fc.horizon + 0.5) / cut)

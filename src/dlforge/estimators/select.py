@@ -2,13 +2,18 @@
 
 Every family that fits the data kind is trained under the same budget (the run's epochs, batch
 size and learning rate, on the same folds) and scored by k-fold cross-validation: stratified
-folds for classification, expanding windows in time for forecasting. The family with the best
-mean score wins; the run is then trained with it on all the data, and the leaderboard (mean ±
-std of the metric, parameters, training time) is kept in the run's metrics.
+folds for classification, expanding windows in time for forecasting. With successive halving
+(the default; Jamieson & Talwalkar, 2016) every candidate is scored on the first fold, and
+only the best third of the networks (at least one) and the simple baseline go on to the other
+folds: most of the cost of a selection is training networks that lose. The fully
+cross-validated family with the best mean score wins; the run is then trained with it on all
+the data, and the leaderboard (mean ± std of the metric, parameters, training time, and for a
+candidate stopped early the one fold it ran) is kept in the run's metrics.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -27,8 +32,11 @@ __all__ = ["CV_METRICS", "candidates", "cross_validate_frame", "fold_report", "s
            "select_model"]
 
 CV_METRICS = ("accuracy", "macro_f1", "roc_auc", "micro_f1", "mae", "rmse", "r2", "loss")
-# (config, k, frame) -> the cross-validation report of that config on that frame
-CrossValidate = Callable[[RunConfig, int, pd.DataFrame], dict[str, Any]]
+# (config, k, frame, folds) -> the cross-validation report of that config on that frame, over
+# the given folds (1-based; None: all k)
+CrossValidate = Callable[[RunConfig, int, pd.DataFrame, "list[int] | None"], dict[str, Any]]
+# Successive halving keeps this share of the networks after the first fold.
+HALVING_KEEP = 1 / 3
 
 MINIMISE = ("mae", "rmse", "smape", "loss")
 
@@ -72,42 +80,86 @@ def select_model(df: pd.DataFrame, cfg: RunConfig, output_kind: str, source: str
         raise ConfigError(f"model.families: {wrong[0]!r} does not fit this data; families "
                           f"that fit: {', '.join(fitting)}")
     metric = _metric(cfg, output_kind)
+    lower = metric in MINIMISE
     k = auto.cv  # type: ignore[union-attr]
+    halving = auto.halving and k > 1  # type: ignore[union-attr]
     base = config_to_dict(cfg)
+    trials = {f: validate_config({**base, "model": {"name": f}}, source="model selection")
+              for f in families}
+    reports: dict[str, dict[str, Any]] = {}
+    seconds = dict.fromkeys(families, 0.0)
+
+    def run(family: str, folds: list[int] | None) -> None:
+        t0 = time.perf_counter()
+        got = cv(trials[family], k, df, folds)
+        seconds[family] += time.perf_counter() - t0
+        old = reports.get(family)
+        reports[family] = got if old is None else fold_report(
+            {key: v for key, v in got.items() if key not in ("folds", "mean", "std")},
+            old["folds"] + got["folds"])
+
+    def key(family: str) -> tuple[float, int]:  # best score first; on a tie the smaller model
+        score = reports[family]["mean"].get(metric)
+        score = np.inf if score is None else (score if lower else -score)
+        return score, reports[family]["parameters"]
+
+    if halving:
+        for family in families:
+            run(family, [1])
+        networks = sorted((f for f in families if f != "baseline"), key=key)
+        keep = max(1, math.ceil(len(networks) * HALVING_KEEP))
+        going_on = [f for f in families if f == "baseline" or f in networks[:keep]]
+        stopped = [f for f in networks[keep:]]
+        if stopped:
+            say(f"model selection: after fold 1 of {k}, " + ", ".join(
+                f"{f} {reports[f]['mean'].get(metric, float('nan')):.4f}" for f in
+                sorted(families, key=key)) + f"; going on with {', '.join(going_on)}")
+        for family in going_on:
+            run(family, list(range(2, k + 1)))
+    else:
+        stopped = []
+        for family in families:
+            run(family, None)
     rows = []
     for family in families:
-        trial = validate_config({**base, "model": {"name": family}}, source="model selection")
-        t0 = time.perf_counter()
-        report = cv(trial, k, df)
-        seconds = time.perf_counter() - t0
+        report = reports[family]
+        n_folds = len(report["folds"])
         row = {"model": family, "metric": metric, "mean": report["mean"].get(metric),
-               "std": report["std"].get(metric), "parameters": report["parameters"],
-               "seconds": round(seconds, 2), "folds": [f.get(metric) for f in report["folds"]]}
+               "std": report["std"].get(metric) if n_folds > 1 else None,
+               "parameters": report["parameters"], "seconds": round(seconds[family], 2),
+               "folds": [f.get(metric) for f in report["folds"]]}
+        if family in stopped:
+            row["stopped"] = f"after 1 of {k} folds"
         share = report["mean"].get("baseline_weight")
         if share is not None:  # a network's predictions blended with the simple baseline's
             row["baseline_weight"] = share
         rows.append(row)
-        say(f"model selection: {family}: {metric} {row['mean']:.4f} ± {row['std']:.4f} "
-            f"({k}-fold), {row['parameters']:,} parameters, {seconds:.1f} s"
+        spread = f" ± {row['std']:.4f} ({k}-fold)" if row["std"] is not None else (
+            f" (fold 1 of {k}; stopped)")
+        say(f"model selection: {family}: {metric} {row['mean']:.4f}{spread}, "
+            f"{row['parameters']:,} parameters, {row['seconds']:.1f} s"
             + (f", the simple baseline's mean share {share:.2f}" if share else ""))
-    lower = metric in MINIMISE
-    # Best score first; on a tie the smaller model (the simple baseline before a network).
-    rows.sort(key=lambda r: (r["mean"] if lower else -r["mean"], r["parameters"]))
+    # The fully cross-validated first (best score first; on a tie the smaller model, the simple
+    # baseline before a network), then those halving stopped.
+    rows.sort(key=lambda r: (r["model"] in stopped, r["mean"] if lower else -r["mean"],
+                             r["parameters"]))
     winner = rows[0]["model"]
     say(f"model selection: {winner} wins on {metric}; training it on all the data")
     chosen = validate_config({**base, "model": {"name": winner}}, source=source)
     return chosen, {"metric": metric, "k": k, "winner": winner, "leaderboard": rows,
+                    "halving": halving,
                     "budget": {"epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
                                "lr": cfg.train.lr}}
 
 
 def cross_validate_frame(estimator: Callable[[str], type], cfg: RunConfig, k: int,
-                         frame: pd.DataFrame, source: str, verbose: int = 1) -> dict[str, Any]:
+                         frame: pd.DataFrame, source: str, verbose: int = 1,
+                         only: list[int] | None = None) -> dict[str, Any]:
     """k-fold cross-validation of ``cfg`` on the rows of ``frame``, stratified by label for
     classification: the data is cleaned once; each fold trains a fresh
     ``estimator(output_kind)(config=cfg)`` on the other folds (with its own validation split
-    for early stopping) and scores the held-out fold. Every fold's metrics, their mean and
-    standard deviation."""
+    for early stopping) and scores the held-out fold. Every fold's metrics (of the folds
+    ``only`` names, 1-based, when given), their mean and standard deviation."""
     texts = [i.name for i in cfg.inputs if i.type == "text"]
     df, _ = clean_frame(frame, texts, cfg.output.name, cfg.data.clean, source=source,
                         key_cols=[i.name for i in cfg.inputs])
@@ -121,6 +173,8 @@ def cross_validate_frame(estimator: Callable[[str], type], cfg: RunConfig, k: in
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"test_split": 0.0})})
     rows = []
     for i, (tr, te) in enumerate(folds, start=1):
+        if only is not None and i not in only:
+            continue
         clf = cls(config=cfg, verbose=0)
         clf._fit_frame(df.iloc[tr].reset_index(drop=True), cfg, source=f"{source} (fold {i})")
         n_params = clf.n_parameters()
@@ -146,8 +200,10 @@ def say_fold(i: int, k: int, row: dict[str, float], verbose: int) -> None:
 
 
 def fold_report(head: dict[str, Any], rows: list[dict[str, float]]) -> dict[str, Any]:
-    """A cross-validation report: ``head``, every fold's metrics, their mean and std."""
-    keys = list(rows[0])
+    """A cross-validation report: ``head``, every fold's metrics, their mean and std (0 for a
+    single fold)."""
+    keys = [key for key in rows[0] if all(key in r for r in rows)]
     return {**head, "folds": rows,
             "mean": {key: float(np.mean([r[key] for r in rows])) for key in keys},
-            "std": {key: float(np.std([r[key] for r in rows], ddof=1)) for key in keys}}
+            "std": {key: float(np.std([r[key] for r in rows], ddof=1)) if len(rows) > 1
+                    else 0.0 for key in keys}}
