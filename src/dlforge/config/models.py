@@ -99,8 +99,9 @@ class PretrainedModelConfig(_Strict):
     pooling: Literal["cls", "mean"] = "cls"
     head_lr: float | None = Field(None, gt=0.0)  # learning rate of the head; None: train.lr
     # Layer-wise learning-rate decay: the top layer trains at the learning rate, each layer
-    # below at this factor of the one above, the embeddings lowest (1: one rate for all).
-    layer_decay: float = Field(1.0, gt=0.0, le=1.0)
+    # below at this factor of the one above, the embeddings lowest (1: one rate for all). The
+    # lower layers hold the most general features; ULMFiT / Sun et al. (2019) decay them.
+    layer_decay: float = Field(0.9, gt=0.0, le=1.0)
     # Re-initialise the top k layers before fine-tuning (their pretraining is the most
     # specific to the pretraining task; Zhang et al., 2021).
     reinit_layers: int = Field(0, ge=0)

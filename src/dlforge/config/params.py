@@ -162,7 +162,7 @@ PARAMS: tuple[Param, ...] = (
        flag=True),
     _p("layer_decay", "model.layer_decay", "float",
        "Pretrained model: layer-wise learning-rate decay, each layer's rate this factor of the "
-       "one above (1: off).", {"text"}, flag=True),
+       "one above (default 0.9; 1: off).", {"text"}, flag=True),
     _p("reinit_layers", "model.reinit_layers", "int",
        "Pretrained model: re-initialise the top K layers before fine-tuning.", {"text"},
        flag=True),
