@@ -149,6 +149,10 @@ class Forecaster(DeepModel):
         say(f"data: {len(values)} steps of {', '.join(self.columns_)}; windows of {fc.window} "
             f"→ {fc.horizon} ahead; target steps: train {_span(split['train'])}, validation "
             f"{_span(split['validation'])}, test {_span(split['test'])}; season {season}")
+        if cfg.train.baseline_weight not in ("auto", 0.0) and not self._seasonal_possible():
+            raise ConfigError(f"train.baseline_weight: blending in the seasonal-naive forecast "
+                              f"needs a season > 1 and window >= season (season {season}, "
+                              f"window {fc.window}); use auto or 0")
         train = self._windows(values, *split["train"])
         val = self._windows(values, *split["validation"])
         # The settings left unset, chosen from the number of training windows and the family.
@@ -181,6 +185,7 @@ class Forecaster(DeepModel):
         self.precision_ = trainer.precision
         self.history_ = history
         self.best_epoch_ = trainer.state["best_epoch"]
+        self._settle_seasonal(val if has_val else None, monitor, say)
         report = {"validation": self._score(val)} if has_val else {}
         if split["test"][1] > split["test"][0]:
             report["test"] = self._score(self._windows(values, *split["test"]))
@@ -192,6 +197,52 @@ class Forecaster(DeepModel):
                              "splits": {k: list(v) for k, v in split.items()},
                              "season": season, "columns": self.columns_}
         return self
+
+    # ------------------------------------------------------------------ the seasonal blend
+    def _seasonal_possible(self) -> bool:
+        fc = self.config_.forecast
+        return fc is not None and self.season_ > 1 and fc.window >= self.season_
+
+    def _seasonal_share(self) -> float:
+        """The seasonal-naive forecast's share of the run's forecasts (train.baseline_weight:
+        for forecasting, the strong simple baseline is seasonal naive)."""
+        w = self.config_.train.baseline_weight
+        return 0.0 if w == "auto" or not self._seasonal_possible() else float(w)
+
+    def _settle_seasonal(self, val: dict[str, np.ndarray] | None, monitor: str,
+                         say: Callable[[str], None]) -> None:
+        """With ``baseline_weight: auto``, the share of 0, 0.25, 0.5, 0.75 or 1 of the
+        seasonal-naive forecast that scores best on the validation windows (the smallest on a
+        tie; 0 without validation windows or a season), saved in the run's config."""
+        train = self.config_.train
+        if train.baseline_weight != "auto":
+            return
+        share = 0.0
+        if val is not None and len(val["x"]) and self._seasonal_possible():
+            metric = "mae" if monitor == "loss" else monitor
+            net = self._decode(self._outputs(val), val)
+            naive = seasonal_naive_forecast(val["history"], self.labels_.horizon, self.season_)
+            scores = {w: forecast_metrics(val["truth"], (1 - w) * net + w * naive)[metric]
+                      for w in (0.0, 0.25, 0.5, 0.75, 1.0)}
+            share = min(scores, key=lambda w: (scores[w], w))
+            if share:
+                say(f"blend: the seasonal-naive forecast gets a {share:g} share of the "
+                    f"forecasts, the {self.config_.model.name} network {1 - share:g} (chosen on "
+                    f"validation: {metric} " + ", ".join(f"{w:g}: {v:.4g}" for w, v in
+                                                        scores.items()) + ")")
+        self.config_ = self.config_.model_copy(update={"train": train.model_copy(
+            update={"baseline_weight": share})})
+
+    def _forecasts(self, outputs: np.ndarray, w: dict[str, np.ndarray]) -> np.ndarray:
+        """The run's forecasts (N, H, K) in the targets' units: the network's ``outputs``
+        decoded, blended with the seasonal-naive forecast of the windows' history by its
+        share."""
+        forecast = self._decode(outputs, w)
+        share = self._seasonal_share()
+        if share:
+            naive = seasonal_naive_forecast(w["history"], self.labels_.horizon, self.season_)
+            forecast = ((1 - share) * forecast + share * naive).astype(np.float32)
+        return forecast
 
     def _setup(self, cfg: RunConfig, scaler: SeriesScaler, season: int) -> None:
         fc = cfg.forecast
@@ -290,7 +341,7 @@ class Forecaster(DeepModel):
         loss = float(loss_fn("numeric", torch.from_numpy(outputs), torch.from_numpy(w["y"])))
         truth = w["truth"]
         out: dict[str, Any] = {"n_windows": len(truth), "loss": loss,
-                               **forecast_metrics(truth, self._decode(outputs, w))}
+                               **forecast_metrics(truth, self._forecasts(outputs, w))}
         naive = forecast_metrics(truth, naive_forecast(w["history"][:, -1, :], horizon))
         out["baseline"] = {"strategy": "naive (last value)", **naive}
         window = w["history"].shape[1]
@@ -332,7 +383,9 @@ class Forecaster(DeepModel):
         x = np.stack([hist for hist, _ in ready])  # (N, W, F), standardised
         fut = np.stack([f for _, f in ready]) if e else None  # (N, H, E)
         w = self._pack(x, None, fut)
-        forecasts = self._decode((outputs or self._outputs)(w), w)  # (N, H, K)
+        k = len(self.labels_.targets)  # the targets' raw history, for a seasonal blend
+        w["history"] = self.scaler_.inverse(x[:, :, :k], columns=list(range(k)))
+        forecasts = self._forecasts((outputs or self._outputs)(w), w)  # (N, H, K)
         return [self._forecast_frame(df, forecast)
                 for df, forecast in zip(frames, forecasts, strict=True)]
 
