@@ -368,3 +368,11 @@ def test_the_leaderboard_table_reads_a_recipe_budget_and_the_baseline_share():
     console.print(leaderboard_table({"model_selection": sel}))
     text = console.export_text()
     assert "each family's data-size recipe" in text and "0.50" in text
+
+
+def test_a_blended_run_counts_the_network_and_the_baseline():
+    texts, labels = toy_texts(200)
+    blend = TextClassifier(model="cnn", d_model=16, epochs=1, baseline_weight=0.5, verbose=0,
+                           precision="fp32").fit(texts, labels)
+    network = sum(p.numel() for p in blend.model_.parameters())
+    assert blend.n_parameters() == network + blend.simple_.n_parameters() > network

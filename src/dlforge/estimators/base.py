@@ -644,12 +644,14 @@ class DeepModel(BaseEstimator):
         return clf
 
     def n_parameters(self) -> int:
-        """The fitted model's learned numbers (the simple baseline's coefficients or tree
-        nodes; a network's parameters)."""
+        """The fitted model's learned numbers: a network's parameters, plus the simple
+        baseline's coefficients or tree nodes when it is (or is blended into) the model."""
         self._check_fitted()
-        if getattr(self, "simple_", None) is not None:
-            return self.simple_.n_parameters()
-        return sum(p.numel() for p in self.model_.parameters())
+        simple = getattr(self, "simple_", None)
+        count = simple.n_parameters() if simple is not None else 0
+        if self.model_ is not None:
+            count += sum(p.numel() for p in self.model_.parameters())
+        return count
 
     def save(self, path: str | Path) -> Path:
         """Write a run directory (atomically); ``dlforge.load(path)`` gives this model back."""
