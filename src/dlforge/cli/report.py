@@ -105,7 +105,7 @@ def leaderboard_table(metrics: dict[str, Any]):
         ("epochs", "epochs"), ("batch_size", "batch"), ("lr", "lr")) if b.get(key) is not None)
     halved = any("stopped" in r for r in sel["leaderboard"])
     table = Table(title=f"Model selection: {sel['k']}-fold cross-validation"
-                        + (" (the weakest networks stopped after fold 1)" if halved else "")
+                        + (" (the weakest networks stopped after one fold)" if halved else "")
                         + ", "
                         + (f"same budget for each ({given}" + (
                             "; the rest from each family's recipe)" if None in (

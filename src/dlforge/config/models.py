@@ -150,14 +150,14 @@ class AutoModelConfig(_Strict):
     """Model selection: train each candidate family that fits the data under the same budget
     (epochs, batch size, learning rate, folds), score each by k-fold cross-validation
     (stratified for classification, expanding windows in time for forecasting) with successive
-    halving (weak candidates stop after the first fold), and keep the winner. The leaderboard
+    halving (weak candidates stop after one fold), and keep the winner. The leaderboard
     is saved in the run's metrics."""
 
     KINDS: ClassVar[tuple[str, ...]] = ("text", "image", "sequence")  # the input kinds it encodes
     name: Literal["auto"] = "auto"
     families: list[Literal[_CANDIDATE_NAMES]] | None = None  # None: all that fit
     cv: int = Field(3, ge=2)
-    # Successive halving: every candidate is scored on the first fold; only the best third of
+    # Successive halving: every candidate is scored on the last fold; only the best third of
     # the networks (at least one) and the simple baseline (seconds to fit) go on to the other
     # folds. False: every candidate on every fold.
     halving: bool = True

@@ -169,7 +169,7 @@ PARAMS: tuple[Param, ...] = (
     _p("folds", "model.cv", "int",
        "Model selection (--model auto): cross-validation folds (default 3).", flag=True),
     _p("halving", "model.halving", "bool",
-       "Model selection (--model auto): stop the weakest networks after the first fold "
+       "Model selection (--model auto): stop the weakest networks after one fold "
        "(successive halving; false: every candidate on every fold)."),
     _p("families", "model.families", "list[str]",
        "Model selection (--model auto): the candidates, e.g. cnn,rnn.", flag=True,

@@ -3,9 +3,11 @@
 Every family that fits the data kind is trained under the same budget (the run's epochs, batch
 size and learning rate, on the same folds) and scored by k-fold cross-validation: stratified
 folds for classification, expanding windows in time for forecasting. With successive halving
-(the default; Jamieson & Talwalkar, 2016) every candidate is scored on the first fold, and
+(the default; Jamieson & Talwalkar, 2016) every candidate is scored on the last fold, and
 only the best third of the networks (at least one) and the simple baseline go on to the other
-folds: most of the cost of a selection is training networks that lose. The fully
+folds: most of the cost of a selection is training networks that lose. (The last fold: for
+rows every fold is alike; in time it is the one with the longest history, the closest to the
+run that will be trained, where the first fold has the least data.) The fully
 cross-validated family with the best mean score wins; the run is then trained with it on all
 the data, and the leaderboard (mean ± std of the metric, parameters, training time, and for a
 candidate stopped early the one fold it ran) is kept in the run's metrics.
@@ -35,7 +37,7 @@ CV_METRICS = ("accuracy", "macro_f1", "roc_auc", "micro_f1", "mae", "rmse", "r2"
 # (config, k, frame, folds) -> the cross-validation report of that config on that frame, over
 # the given folds (1-based; None: all k)
 CrossValidate = Callable[[RunConfig, int, pd.DataFrame, "list[int] | None"], dict[str, Any]]
-# Successive halving keeps this share of the networks after the first fold.
+# Successive halving keeps this share of the networks after the first fold it runs (the last).
 HALVING_KEEP = 1 / 3
 
 MINIMISE = ("mae", "rmse", "smape", "loss")
@@ -96,7 +98,7 @@ def select_model(df: pd.DataFrame, cfg: RunConfig, output_kind: str, source: str
         old = reports.get(family)
         reports[family] = got if old is None else fold_report(
             {key: v for key, v in got.items() if key not in ("folds", "mean", "std")},
-            old["folds"] + got["folds"])
+            got["folds"] + old["folds"])  # the folds in order: the last one ran first
 
     def key(family: str) -> tuple[float, int]:  # best score first; on a tie the smaller model
         score = reports[family]["mean"].get(metric)
@@ -105,17 +107,17 @@ def select_model(df: pd.DataFrame, cfg: RunConfig, output_kind: str, source: str
 
     if halving:
         for family in families:
-            run(family, [1])
+            run(family, [k])
         networks = sorted((f for f in families if f != "baseline"), key=key)
         keep = max(1, math.ceil(len(networks) * HALVING_KEEP))
         going_on = [f for f in families if f == "baseline" or f in networks[:keep]]
         stopped = [f for f in networks[keep:]]
         if stopped:
-            say(f"model selection: after fold 1 of {k}, " + ", ".join(
+            say(f"model selection: after fold {k} of {k}, " + ", ".join(
                 f"{f} {reports[f]['mean'].get(metric, float('nan')):.4f}" for f in
                 sorted(families, key=key)) + f"; going on with {', '.join(going_on)}")
         for family in going_on:
-            run(family, list(range(2, k + 1)))
+            run(family, list(range(1, k)))
     else:
         stopped = []
         for family in families:
@@ -135,7 +137,7 @@ def select_model(df: pd.DataFrame, cfg: RunConfig, output_kind: str, source: str
             row["baseline_weight"] = share
         rows.append(row)
         spread = f" ± {row['std']:.4f} ({k}-fold)" if row["std"] is not None else (
-            f" (fold 1 of {k}; stopped)")
+            f" (fold {k} of {k}; stopped)")
         say(f"model selection: {family}: {metric} {row['mean']:.4f}{spread}, "
             f"{row['parameters']:,} parameters, {row['seconds']:.1f} s"
             + (f", the simple baseline's mean share {share:.2f}" if share else ""))
