@@ -402,3 +402,27 @@ def test_the_recipe_restarts_a_pretrained_model_on_few_rows_only():
     assert choose_recipe(TrainConfig(), 5000, "pretrained")[0].restarts == 1
     assert choose_recipe(TrainConfig(), 400, "cnn")[0].restarts == 1
     assert choose_recipe(TrainConfig(restarts=2), 400, "pretrained")[0].restarts == 2
+
+
+def test_a_run_with_restarts_keeps_the_kept_restarts_checkpoints(bert_dir, tmp_path, capsys):
+    import pandas as pd
+    from safetensors.torch import load_file
+
+    from tests.test_cli import run_cli
+
+    texts, labels = _toy_reviews(60)
+    csv = tmp_path / "r.csv"
+    pd.DataFrame({"review": texts, "label": labels}).to_csv(csv, index=False)
+    code, _, err = run_cli(capsys, "train", "--data", csv, "--text", "review", "--label",
+                           "label", "--model", bert_dir, "--max-length", "16", "--epochs", "2",
+                           "--lr", "1e-3", "--restarts", "2", "--baseline-weight", "0",
+                           "--precision", "fp32", "--out", tmp_path / "run")
+    assert code == 0, err
+    assert "restarts: kept restart" in err
+    run = tmp_path / "run"
+    assert (run / "checkpoints" / "best.safetensors").is_file()
+    assert not (run / "restarts").exists()
+    best = load_file(run / "checkpoints" / "best.safetensors")
+    model = load_file(run / "model.safetensors")
+    shared = [k for k in model if k in best]
+    assert shared and all(torch.equal(best[k], model[k]) for k in shared)

@@ -10,6 +10,7 @@ clean → labels → split → load, fit and encode each input column → train 
 from __future__ import annotations
 
 import inspect
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -240,6 +241,16 @@ class DeepModel(BaseEstimator):
                                           probabilities(target.kind, logits), target.classes,
                                           full=False)
 
+        # Restarts from other seeds where fine-tuning is unstable: the best on validation.
+        restarts = 1 if resume or val_loader is None else cfg.train.restarts or 1
+
+        def checkpoints(r: int) -> Path | None:
+            """Each restart checkpoints to a folder of its own; the kept one's becomes the
+            run's checkpoints/."""
+            if workdir is None:
+                return None
+            return workdir / "checkpoints" if restarts == 1 else workdir / "restarts" / str(r)
+
         def train_once(seed: int) -> tuple[Trainer, DataLoader, list[dict[str, Any]]]:
             """One training run from ``seed``: a fresh model, its own shuffling and
             augmentation."""
@@ -253,7 +264,7 @@ class DeepModel(BaseEstimator):
                               target.n_outputs, prior=None if weights is not None else
                               prior_logits(target.kind, y[train_idx], target.n_outputs))
             trainer = Trainer(net, target.kind, cfg.train, metric_fn, monitor, callbacks,
-                              checkpoint_dir=workdir / "checkpoints" if workdir else None,
+                              checkpoint_dir=checkpoints(seed - cfg.train.seed),
                               verbose=self.verbose, log=log,
                               head_lr=getattr(cfg.model, "head_lr", None),
                               layer_decay=getattr(cfg.model, "layer_decay", 1.0),
@@ -266,8 +277,6 @@ class DeepModel(BaseEstimator):
                                   y[val_idx] if len(val_idx) else None, resume=resume)
             return trainer, train_loader, history
 
-        # Restarts from other seeds where fine-tuning is unstable: the best on validation.
-        restarts = 1 if resume or val_loader is None else cfg.train.restarts or 1
         best: tuple[Trainer, DataLoader, list[dict[str, Any]]] | None = None
         kept = 0
         for r in range(restarts):
@@ -283,6 +292,12 @@ class DeepModel(BaseEstimator):
         if restarts > 1:
             say(f"restarts: kept restart {kept + 1} (seed {seed + kept}), the best on "
                 "validation")
+            if workdir is not None and is_main_process():
+                kept_dir = checkpoints(kept)
+                if kept_dir is not None and kept_dir.is_dir():
+                    shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+                    kept_dir.replace(workdir / "checkpoints")
+                shutil.rmtree(workdir / "restarts", ignore_errors=True)
 
         # The fitted state (scikit-learn style: attributes ending in _).
         self.config_ = cfg
