@@ -195,8 +195,8 @@ PARAMS: tuple[Param, ...] = (
     _p("baseline_weight", "train.baseline_weight", "str",
        "The strong simple baseline's share (0 to 1) of the predictions, averaged with the "
        "network's (forecasting: the seasonal-naive forecast's); auto: chosen on the validation "
-       "split (0, 0.25, 0.5, 0.75 or 1); 0: the network alone.", {"text", "tabular", "forecast"},
-       flag=True),
+       "split (0, 0.25, 0.5, 0.75 or 1; forecasting: 0); 0: the network alone.",
+       {"text", "tabular", "forecast"}, flag=True),
     _p("class_weight", "train.class_weight", "str",
        "auto, none or balanced: each class weighs n / (classes x its count) in the loss; auto: "
        "balanced when the monitored metric is macro_f1.", {"text", "image", "sequence",

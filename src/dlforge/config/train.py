@@ -50,8 +50,9 @@ class TrainConfig(_Strict):
     # numbers) averaged as (1 - w) x network + w x baseline. auto: the w of 0, 0.25, 0.5, 0.75
     # and 1 that scores best on the validation split (the smallest on a tie); 0 where there is
     # no validation split or no baseline for the inputs. The run's config.yaml holds the w used.
-    # For forecasting the baseline is the seasonal-naive forecast (values averaged the same
-    # way; 0 without a season > 1 and window >= season).
+    # For forecasting the baseline is the seasonal-naive forecast, averaged the same way when
+    # a share is given (needs a season > 1 and window >= season); auto is 0 there (a share
+    # chosen on the few validation windows misjudged the test year).
     baseline_weight: float | Literal["auto"] = "auto"
 
     @model_validator(mode="after")
