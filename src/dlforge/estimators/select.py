@@ -111,7 +111,7 @@ def select_model(df: pd.DataFrame, cfg: RunConfig, output_kind: str, source: str
         networks = sorted((f for f in families if f != "baseline"), key=key)
         keep = max(1, math.ceil(len(networks) * HALVING_KEEP))
         going_on = [f for f in families if f == "baseline" or f in networks[:keep]]
-        stopped = [f for f in networks[keep:]]
+        stopped = networks[keep:]
         if stopped:
             say(f"model selection: after fold {k} of {k}, " + ", ".join(
                 f"{f} {reports[f]['mean'].get(metric, float('nan')):.4f}" for f in
