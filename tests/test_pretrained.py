@@ -259,6 +259,16 @@ def _toy_reviews(n: int = 120, seed: int = 0) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
+def _toy_reviews_csv(tmp_path: Path, n: int = 60) -> Path:
+    """:func:`_toy_reviews` as a CSV (columns review, label) for the CLI."""
+    import pandas as pd
+
+    texts, labels = _toy_reviews(n)
+    csv = tmp_path / "r.csv"
+    pd.DataFrame({"review": texts, "label": labels}).to_csv(csv, index=False)
+    return csv
+
+
 def test_fine_tune_save_load_predict(bert_dir, tmp_path):
     from dlforge import TextClassifier, load
 
@@ -303,9 +313,7 @@ def test_cli_with_a_pretrained_folder_and_bad_folders(bert_dir, tmp_path, capsys
 
     from tests.test_cli import assert_user_error, run_cli
 
-    texts, labels = _toy_reviews(60)
-    csv = tmp_path / "r.csv"
-    pd.DataFrame({"review": texts, "label": labels}).to_csv(csv, index=False)
+    csv = _toy_reviews_csv(tmp_path)
     code, _, err = run_cli(capsys, "train", "--data", csv, "--text", "review", "--label",
                            "label", "--model", bert_dir, "--max-length", "16", "--epochs", "1",
                            "--freeze-layers", "1", "--head-lr", "1e-3", "--quiet", "--out",
@@ -405,14 +413,11 @@ def test_the_recipe_restarts_a_pretrained_model_on_few_rows_only():
 
 
 def test_a_run_with_restarts_keeps_the_kept_restarts_checkpoints(bert_dir, tmp_path, capsys):
-    import pandas as pd
     from safetensors.torch import load_file
 
     from tests.test_cli import run_cli
 
-    texts, labels = _toy_reviews(60)
-    csv = tmp_path / "r.csv"
-    pd.DataFrame({"review": texts, "label": labels}).to_csv(csv, index=False)
+    csv = _toy_reviews_csv(tmp_path)
     code, _, err = run_cli(capsys, "train", "--data", csv, "--text", "review", "--label",
                            "label", "--model", bert_dir, "--max-length", "16", "--epochs", "2",
                            "--lr", "1e-3", "--restarts", "2", "--baseline-weight", "0",

@@ -149,10 +149,7 @@ class PretrainedEncoder(nn.Module):
         if k > len(layers):
             raise ConfigError(f"freeze_layers={k} but the model in {shown} has only "
                               f"{len(layers)} layers")
-        first_layer = {id(p) for p in layers[0].parameters()}
-        for p in self.model.parameters():
-            if id(p) in first_layer:
-                break
+        for p in self.layer_groups()[0]:  # everything registered before layer 0
             p.requires_grad_(False)
         embeddings = self.model.get_input_embeddings()
         if embeddings is not None:
