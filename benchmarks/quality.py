@@ -22,6 +22,7 @@ std over seeds), and prints the table.
 
     .venv/bin/python benchmarks/quality.py                      # every data set, 3 seeds
     .venv/bin/python benchmarks/quality.py --seeds 1 --datasets tweets,digits --no-auto
+    .venv/bin/python benchmarks/quality.py --seeds 1 --datasets reviews --no-default
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SKIP: set[str] = set()  # model names left out of this run (--no-default)
 
 
 # ------------------------------------------------------------------------------- data sets
@@ -336,6 +338,8 @@ def _rows(ds: Dataset, seed: int, models: dict[str, Callable[[], Any]], truth: A
 
     rows = []
     for name, fit_predict in models.items():
+        if name in SKIP:
+            continue
         error = ""
         try:
             pred, seconds = _timed(fit_predict)
@@ -394,8 +398,13 @@ def main() -> None:
     ap.add_argument("--no-auto", action="store_true", help="skip model='auto'")
     ap.add_argument("--no-pretrained", action="store_true",
                     help="skip fine-tuning the pretrained encoder")
+    ap.add_argument("--no-default", action="store_true",
+                    help="skip dlforge's default model (to measure auto or the pretrained "
+                         "encoder alone; the baselines always run)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
+    if args.no_default:
+        SKIP.add("dlforge")
     wanted = None if args.datasets == "all" else set(args.datasets.split(","))
     chosen = [d for d in DATASETS if wanted is None or d.name in wanted]
     pretrained = None if args.no_pretrained else _pretrained_folder()
