@@ -61,6 +61,8 @@ REQUIRED = ("config.yaml", "model.safetensors", "features.json", "labels.json", 
             "data.json")
 LM_TASK = "language_model"  # a LanguageModel's run (dlforge.lm): its own files, see lm/model.py
 REQUIRED_LM = ("config.yaml", "model.safetensors", "tokenizer.json", "metrics.json")
+FINETUNE_TASK = "causal_lm"  # a pretrained causal LM's fine-tune (dlforge.lm.finetune)
+REQUIRED_FINETUNE = ("config.yaml", "base.json", "metrics.json", "tokenizer/tokenizer_config.json")
 # The simple baseline (model: baseline): a scikit-learn pipeline saved with skops.
 REQUIRED_BASELINE = ("config.yaml", "model.skops", "labels.json", "metrics.json", "data.json")
 # Human-facing documents rebuilt from the run's records (MODEL_CARD.md at save time, dlforge
@@ -243,7 +245,8 @@ def check_run(path: Path, verify_digests: bool = True) -> dict[str, Any]:
     """Raise RunDirError unless ``path`` is a complete, unaltered run; return its manifest."""
     manifest = read_manifest(path)
     files = manifest.get("files", {})
-    required = (REQUIRED_LM if manifest.get("task") == LM_TASK else REQUIRED_BASELINE
+    required = (REQUIRED_LM if manifest.get("task") == LM_TASK else REQUIRED_FINETUNE
+                if manifest.get("task") == FINETUNE_TASK else REQUIRED_BASELINE
                 if manifest.get("model") == "baseline" else REQUIRED)
     for name in required:
         if name not in files:

@@ -20,7 +20,7 @@ from dlforge.data.inputs import build_features
 from dlforge.models.registry import MODELS, build_model
 from dlforge.train.trainer import make_optimizer
 
-__all__ = ["CASES", "TINY_MODELS", "check_model", "toy_texts"]
+__all__ = ["CASES", "CHATML", "TINY_MODELS", "check_model", "tiny_causal_lm", "toy_texts"]
 
 # The smallest sensible configuration of each family, for tests (each family's TINY).
 TINY_MODELS: dict[str, dict] = {c.model_fields["name"].default: {
@@ -142,3 +142,52 @@ def check_model(name: str, kind: str = "text", n_outputs: int = 3, vocab_size: i
     with torch.no_grad():
         assert torch.equal(model(batch), fresh(batch)), (
             f"{name}/{kind}: predictions differ after save and load")
+
+
+# ChatML, the template of SmolLM2 and Qwen2 (without their default system prompt).
+CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + "
+          "message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+_CORPUS = ("the quick brown fox jumps over the lazy dog. what is the capital of france? "
+           "the capital of france is paris. hello, how are you? i am fine, thank you. "
+           "user assistant system 0123456789 " * 4)
+
+
+def tiny_causal_lm(folder: str | Path, arch: str = "llama", chat_template: bool = True,
+                   seed: int = 0) -> Path:
+    """A tiny random causal LM folder, as ``save_pretrained`` writes one (no download):
+    ``arch`` llama, qwen2 or gpt2; a byte-level BPE tokenizer trained on a few sentences, with
+    ChatML's special tokens and (``chat_template``) its template."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    folder = Path(folder)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator([_CORPUS], trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        chat_template=CHATML if chat_template else None)
+    vocab = bpe.get_vocab_size()
+    torch.manual_seed(seed)
+    common = {"vocab_size": vocab, "eos_token_id": tok.eos_token_id,
+              "pad_token_id": tok.pad_token_id}
+    if arch == "gpt2":
+        config = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=128,
+                                         bos_token_id=tok.eos_token_id, **common)
+        model = transformers.GPT2LMHeadModel(config)
+    else:
+        cls = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+               "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM)}[arch]
+        config = cls[0](hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2,
+                        max_position_embeddings=128, tie_word_embeddings=True, **common)
+        model = cls[1](config)
+    model.save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    return folder

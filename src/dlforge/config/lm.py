@@ -18,7 +18,8 @@ from dlforge.config._base import _Strict
 from dlforge.config.train import PrivacyConfig
 from dlforge.errors import ConfigError
 
-__all__ = ["LMConfig", "dump_lm_config", "lm_config", "load_lm_config"]
+__all__ = ["FinetuneConfig", "LMConfig", "dump_lm_config", "finetune_config", "lm_config",
+           "load_lm_config"]
 
 
 class LMConfig(_Strict):
@@ -100,3 +101,47 @@ def load_lm_config(path: Path) -> LMConfig:
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"{path}: unreadable ({err})") from None
     return lm_config(data if isinstance(data, dict) else {}, str(path))
+
+
+class FinetuneConfig(_Strict):
+    """A pretrained causal LM's fine-tune (``dlforge lm finetune``): LoRA by default (a few
+    million trainable parameters; ``lora: false`` trains every weight)."""
+
+    lora: bool = True
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: float = Field(32.0, gt=0.0)
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: str | list[str] = "auto"  # auto: PEFT's choice for the architecture
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1)  # stop after this many optimizer steps
+    lr: float | None = Field(None, gt=0.0)  # None: 2e-4 with LoRA, 2e-5 full
+    batch_size: int = Field(8, ge=1)
+    accumulate: int = Field(1, ge=1)
+    max_length: int | None = Field(None, ge=2)  # tokens per example; None: 512 or the context
+    packing: bool = False
+    gradient_checkpointing: bool = False
+    completion_only: bool = True  # loss on completions / assistant turns only
+    val_split: float = Field(0.1, ge=0.0, lt=1.0)
+    warmup: float = Field(0.05, ge=0.0, lt=1.0)  # share of the steps
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    device: str = "auto"
+    seed: int = 0
+
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else (2e-4 if self.lora else 2e-5)
+
+
+def finetune_config(data: dict[str, Any], source: str = "LanguageModel.finetune"
+                    ) -> FinetuneConfig:
+    """Validate fine-tune settings; each problem names its key and what was expected."""
+    try:
+        return FinetuneConfig(**data)
+    except ValidationError as err:
+        e = err.errors()[0]
+        key = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown setting; valid ones are: {', '.join(FinetuneConfig.model_fields)}"
+        raise ConfigError(f"{source}: {key}: {msg}") from None

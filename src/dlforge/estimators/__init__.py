@@ -23,11 +23,12 @@ from dlforge.estimators.forecast import Forecaster
 from dlforge.estimators.image import ImageClassifier
 from dlforge.estimators.language import LanguageModel
 from dlforge.estimators.load import load
+from dlforge.estimators.pretrained_lm import PretrainedLM
 from dlforge.estimators.sequence import SequenceModel
 from dlforge.estimators.steps import audit, explain, tune
 from dlforge.estimators.tabular import TabularClassifier, TabularRegressor
 from dlforge.estimators.text import TextClassifier
 
-__all__ = ["DeepModel", "Forecaster", "ImageClassifier", "LanguageModel", "SequenceModel",
-           "TabularClassifier", "TabularRegressor", "TextClassifier", "audit",
+__all__ = ["DeepModel", "Forecaster", "ImageClassifier", "LanguageModel", "PretrainedLM",
+           "SequenceModel", "TabularClassifier", "TabularRegressor", "TextClassifier", "audit",
            "cross_validate", "explain", "load", "tune"]

@@ -45,6 +45,7 @@ from dlforge.lm.generate import check_sampling, sample_tokens, stream_text
 from dlforge.lm.train import train_lm
 from dlforge.models.gpt import GPT, GPTConfig
 from dlforge.run import (
+    FINETUNE_TASK,
     LM_TASK,
     MANIFEST,
     check_out,
@@ -53,6 +54,7 @@ from dlforge.run import (
     new_run_dir,
     partial_dir,
     read_history,
+    read_manifest,
     save_weights,
     seal_run,
     to_json,
@@ -346,9 +348,27 @@ class LanguageModel:
             raise
         return path
 
+    @staticmethod
+    def finetune(model: str | Path, data: str | Path, out: str | Path, **kwargs: Any) -> Any:
+        """Fine-tune a pretrained causal LM (a local Hugging Face folder) on ``data`` into the
+        run ``out``: :meth:`dlforge.estimators.pretrained_lm.PretrainedLM.finetune`."""
+        from dlforge.estimators.pretrained_lm import PretrainedLM
+
+        return PretrainedLM.finetune(model, data, out, **kwargs)
+
     @classmethod
-    def load(cls, path: str | Path, device: str | None = None) -> LanguageModel:
-        """The model saved at ``path`` (checked against its manifest), ready to generate."""
+    def load(cls, path: str | Path, device: str | None = None) -> Any:
+        """The model saved at ``path`` (checked against its manifest), ready to generate: a
+        GPT run as a LanguageModel; a pretrained model folder or a fine-tune of one as a
+        :class:`~dlforge.estimators.pretrained_lm.PretrainedLM`."""
+        from dlforge.lm.hf import is_hf_folder
+
+        if is_hf_folder(Path(path)) or (
+                (Path(path) / MANIFEST).is_file()
+                and read_manifest(Path(path)).get("task") == FINETUNE_TASK):
+            from dlforge.estimators.pretrained_lm import PretrainedLM
+
+            return PretrainedLM.load(path, device=device or "cpu")
         manifest = check_run(Path(path))
         if manifest.get("task") != LM_TASK:
             raise RunDirError(f"{path}: a {manifest.get('task')} run, not a language model")
