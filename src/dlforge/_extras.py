@@ -18,7 +18,7 @@ __all__ = ["EXTRAS", "PRIVACY_FEATURE", "missing_extra", "require", "require_ext
 EXTRAS: dict[str, tuple[str, ...]] = {
     "serve": ("fastapi", "uvicorn", "orjson", "prometheus_client"),  # dlforge serve
     "tune": ("optuna",),                                              # dlforge tune
-    "onnx": ("onnx", "onnxruntime"),                  # dlforge export, serve --backend onnx
+    "onnx": ("onnx", "onnxruntime", "skl2onnx"),      # dlforge export, serve --backend onnx
     "audit": ("fairlearn", "captum"),                 # dlforge audit, dlforge explain
     "privacy": ("opacus",),                           # DP-SGD: --dp-epsilon, privacy:
 }
