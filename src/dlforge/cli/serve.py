@@ -31,7 +31,9 @@ def export(
         help="The file to write (default: RUN_DIR.onnx beside the run).")] = None,
 ) -> None:
     """Export a run's model to ONNX (dynamic batch and length) and verify it on the spot:
-    onnxruntime must match PyTorch within 1e-4 on sample inputs, or nothing is written."""
+    onnxruntime must match PyTorch (the simple baseline: scikit-learn) within 1e-4 on sample
+    inputs, or nothing is written. A network that blends in the simple baseline also writes
+    the baseline's graph (RUN_DIR.baseline.onnx); the JSON says how the two combine."""
     require_extra("onnx", "dlforge export")
     from dlforge.serve.export import export_onnx
 
@@ -41,7 +43,14 @@ def export(
     target = out or run_dir.with_suffix(".onnx")
     typer.echo(f"wrote {target} and {target.with_suffix('.onnx.json').name}: "
                f"inputs {', '.join(i['name'] for i in info['inputs'])}; onnxruntime matches "
-               f"PyTorch within {info['max_abs_difference']:.1e}")
+               f"{info.get('verified_against', 'PyTorch')} within "
+               f"{info['max_abs_difference']:.1e}")
+    if "blend" in info:
+        base = info["baseline"]
+        typer.echo(f"wrote {target.with_suffix('.baseline.onnx')}: the simple baseline "
+                   f"({base['name']}, a {info['blend']['baseline_weight']:g} share of the "
+                   f"predictions), inputs {', '.join(i['name'] for i in base['inputs'])}; "
+                   f"onnxruntime matches scikit-learn within {base['max_abs_difference']:.1e}")
 
 
 # ----------------------------------------------------------------------------------- serve

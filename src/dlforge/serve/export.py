@@ -8,6 +8,12 @@ standardised value and the missing flag); a category one int64 [batch]. The outp
 ``logits`` [batch, outputs]. Batch and length are dynamic. A JSON file beside the model says
 all this and where the preprocessing state lives (the run directory).
 
+A run of the simple baseline (``model: baseline``) exports the baseline's graph instead (raw
+columns in, the same ``logits`` out: :mod:`dlforge.serve.export_simple`), and a network that
+blends the baseline in exports the network's graph as above plus the baseline's beside it
+(``RUN.baseline.onnx``); the JSON records the share and how the two graphs' logits combine
+(``blend``: what ``predict`` does, :func:`dlforge.train.metrics.blend_logits`).
+
 A forecasting run's graph takes ``window`` (float [batch, length, columns], standardised as
 described in its JSON) with ``window_mask``, and with exogenous columns ``future`` (float
 [batch, horizon x exogenous]); ``logits`` are [batch, horizon x targets] in the same units.
@@ -26,9 +32,10 @@ from torch import nn
 
 from dlforge._atomic import atomic_file
 from dlforge._extras import require_extra
-from dlforge.errors import ConfigError, DlforgeError
+from dlforge.errors import DlforgeError
 from dlforge.estimators.load import load_deep_model
 from dlforge.run import LM_TASK, check_run
+from dlforge.serve.export_simple import baseline_onnx
 
 __all__ = ["export_onnx", "onnx_session"]
 
@@ -39,6 +46,15 @@ FORECAST_PREPROCESSING = (
     "shifted and scaled by its own per-column mean and std + 0.1 (the future exogenous values "
     "with their column's); the logits are the standardised forecasts, horizon-major: undo the "
     "same steps (dlforge.estimators.forecast.Forecaster._pack and _decode)")
+# How a blended run's logits come from its two graphs' (w: the baseline's share), as
+# dlforge.train.metrics.blend_logits computes them.
+BLEND = {
+    "numeric": "(1 - w) * network logits + w * baseline logits",
+    "binary": "p1 = (1 - w) * sigmoid(network logits) + w * sigmoid(baseline logits), p0 = "
+              "1 - p1, each clipped to [1e-7, 1 - 1e-7]; logits = log(p1 / p0)",
+    "category": "p = (1 - w) * softmax(network logits) + w * softmax(baseline logits), "
+                "clipped to [1e-7, 1 - 1e-7]; logits = log(p)",
+}
 
 
 class _Flat(nn.Module):
@@ -107,7 +123,10 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None,
                 opset: int = 17) -> dict[str, Any]:
     """Write ``out`` (default: ``RUN_DIR.onnx`` beside the run) and its JSON description;
     check onnxruntime against PyTorch on sample inputs (batch 1 and 4, two lengths) and fail
-    with the largest difference if it exceeds 1e-4."""
+    with the largest difference if it exceeds 1e-4. The simple baseline's graph (``out`` for a
+    ``model: baseline`` run; beside the network's, ``RUN.baseline.onnx``, for a run that blends
+    it in) is checked the same way against scikit-learn
+    (:func:`~dlforge.serve.export_simple.baseline_onnx`)."""
     require_extra("onnx", "dlforge export")
     import onnxruntime as ort
 
@@ -118,12 +137,19 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None,
         return export_lm_onnx(run_dir, Path(out) if out is not None
                               else run_dir.with_suffix(".onnx"), opset)
     clf = load_deep_model(run_dir, "ONNX export", device="cpu")
-    if getattr(clf, "simple_", None) is not None:
-        raise ConfigError(f"{run_dir}: the ONNX export holds a network; this run is (or blends "
-                          "in) the simple baseline. Train with --baseline-weight 0 to export "
-                          "the network alone")
-    forecast = clf.config_.forecast is not None
     out = Path(out) if out is not None else run_dir.with_suffix(".onnx")
+    simple = getattr(clf, "simple_", None)
+    baseline = None if simple is None else _baseline(run_dir, clf, simple, opset)
+    if clf.model_ is None:  # the run is the simple baseline
+        data, info = baseline
+        with atomic_file(out) as tmp:
+            tmp.write_bytes(data)
+        info = {"model": out.name, "run_dir": str(run_dir.resolve()), **info,
+                "labels": clf.labels_.to_dict(), "verified_against": "scikit-learn"}
+        with atomic_file(out.with_suffix(".onnx.json")) as tmp:
+            tmp.write_text(json.dumps(info, indent=2), encoding="utf-8")
+        return info
+    forecast = clf.config_.forecast is not None
     layout = ([(name, feat.kind) for name, feat in clf.features_.items()] if forecast
               else [(i.name, i.type) for i in clf.config_.inputs])
     flat = _Flat(clf.model_.float().eval(), layout).eval()
@@ -162,22 +188,44 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None,
                 names, arrays, strict=True)],
             "outputs": [{"name": "logits", "shape": ["batch", clf.labels_.n_outputs]}],
             "labels": clf.labels_.to_dict(), "max_abs_difference": worst,
+            "verified_against": "PyTorch",
             "preprocessing": FORECAST_PREPROCESSING if forecast else
                              "the run directory's features.json and tokenizers/: tokenize, "
                              "pad with 0 and mask; images normalised with its mean/std"}
+    if baseline is not None:  # the network's logits blended with the baseline's
+        data, base = baseline
+        base_out = out.with_suffix(".baseline.onnx")
+        with atomic_file(base_out) as tmp:
+            tmp.write_bytes(data)
+        w = float(clf.config_.train.baseline_weight)
+        info["baseline"] = {"model": base_out.name, **base}
+        info["blend"] = {"baseline_weight": w, "logits": BLEND[clf.labels_.kind]}
     with atomic_file(out.with_suffix(".onnx.json")) as tmp:
         tmp.write_text(json.dumps(info, indent=2), encoding="utf-8")
     return info
 
 
-def onnx_session(run_dir: Path) -> Any:
-    """An onnxruntime session of the run's exported model (``RUN_DIR.onnx``; exported and
-    verified now if it is missing or older than the run)."""
+def _baseline(run_dir: Path, clf: Any, simple: Any, opset: int) -> tuple[bytes, dict[str, Any]]:
+    """The run's simple baseline as a verified ONNX graph and its description, or the one
+    line saying why it has none and what to do."""
+    fix = ("predict and serve it with the torch backend" if clf.model_ is None else
+           "train with --baseline-weight 0 to export the network alone")
+    try:
+        return baseline_onnx(simple, opset, TOLERANCE)
+    except DlforgeError as err:
+        raise type(err)(f"{run_dir}: {err}; {fix}") from None
+
+
+def onnx_session(run_dir: Path, baseline: bool = False) -> Any:
+    """An onnxruntime session of the run's exported model (``RUN_DIR.onnx``; with
+    ``baseline``, the blended-in simple baseline's ``RUN_DIR.baseline.onnx``), exported and
+    verified now if it is missing or older than the run."""
     require_extra("onnx", "dlforge serve --backend onnx")
     import onnxruntime as ort
 
     onnx_file = run_dir.with_suffix(".onnx")
+    wanted = onnx_file.with_suffix(".baseline.onnx") if baseline else onnx_file
     manifest = run_dir / "dlforge.json"
-    if not onnx_file.is_file() or onnx_file.stat().st_mtime < manifest.stat().st_mtime:
+    if not wanted.is_file() or wanted.stat().st_mtime < manifest.stat().st_mtime:
         export_onnx(run_dir, onnx_file)
-    return ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(wanted), providers=["CPUExecutionProvider"])

@@ -55,30 +55,43 @@ class ServedModel:
         if backend not in ("torch", "onnx"):
             raise ConfigError(f"--backend: torch or onnx, got {backend!r}")
         self.backend = backend
-        self.session = None
+        # onnx: the run's graph (the network's, or the simple baseline's for a baseline run)
+        # and, for a network that blends the baseline in, the baseline's graph beside it.
+        self.session = self.baseline_session = None
         if backend == "onnx":
-            if getattr(self.clf, "simple_", None) is not None:
-                raise ConfigError(f"{self.path}: the onnx backend runs networks only; this run "
-                                  "is (or blends in) the simple baseline: serve it with the "
-                                  "torch backend")
             from dlforge.serve.export import onnx_session
 
             self.session = onnx_session(self.path)
+            if self.clf.model_ is not None and getattr(self.clf, "simple_", None) is not None:
+                self.baseline_session = onnx_session(self.path, baseline=True)
 
     def _logits(self, df: pd.DataFrame) -> np.ndarray:
+        """The run's logits for a frame of requests: as ``predict`` computes them (torch), or
+        from the exported graphs, blended as ``predict`` blends (onnx)."""
         if self.session is None:
             return self.clf._logits_frame(df, "request")
+        from dlforge.serve.export_simple import onnx_feeds
+        from dlforge.train.metrics import blend_logits
+
+        loaded = self.clf._load_frame(df, "request")  # exactly as the torch path loads
+        simple = getattr(self.clf, "simple_", None)
+        if self.clf.model_ is None:  # the simple baseline's run
+            return self.session.run(["logits"], onnx_feeds(simple, loaded))[0]
         feeds = {}
-        encoded = self.clf._encode_frame(df, "request")  # exactly as the torch path encodes
         for name, feat in self.clf.features_.items():
-            batch = feat.collate(list(encoded[name]))
+            batch = feat.collate(list(feat.encode(loaded[name])))
             if isinstance(batch, dict):
                 values = batch.get("input_ids", batch.get("values"))
                 feeds[name] = values.numpy()
                 feeds[f"{name}_mask"] = batch["attention_mask"].numpy()
             else:
                 feeds[name] = batch.numpy()
-        return self.session.run(["logits"], feeds)[0]
+        net = self.session.run(["logits"], feeds)[0]
+        if self.baseline_session is None:
+            return net
+        theirs = self.baseline_session.run(["logits"], onnx_feeds(simple, loaded))[0]
+        return blend_logits(self.target.kind, net, theirs,
+                            float(self.clf.config_.train.baseline_weight))
 
     # -------------------------------------------------------------- checks
     def check(self, instances: list[Any], where: str = "instances") -> list[dict[str, Any]]:
