@@ -69,6 +69,7 @@ def test_a_baseline_text_run_exports_and_serves_through_onnx(tmp_path, capsys):
     assert info["inputs"] == [{"name": "text", "kind": "text", "shape": ["batch", 1],
                                "dtype": "string"}]
     assert info["max_abs_difference"] <= 1e-4 and "blend" not in info
+    assert info["lowercase_locale"] in ("C.UTF-8", "en_US.UTF-8")
     # The graph takes raw text and gives SimpleModel.logits (batch 23, then 1).
     sess = ort.InferenceSession(str(tmp_path / "base.onnx"), providers=["CPUExecutionProvider"])
     for sample in (texts[:20] + UNSEEN, UNSEEN[:1]):

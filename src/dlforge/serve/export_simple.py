@@ -211,4 +211,6 @@ def baseline_onnx(simple: SimpleModel, opset: int = 17, tolerance: float = 1e-4
                        for name, kind in simple.inputs.items()],
             "outputs": [{"name": "logits", "shape": ["batch", simple.n_outputs]}],
             "max_abs_difference": worst, "preprocessing": PREPROCESSING}
+    if "text" in simple.inputs.values():  # onnxruntime needs it installed where it runs
+        info["lowercase_locale"] = string_locale()
     return data, info
