@@ -25,6 +25,7 @@ import torch
 from dlforge.config.lm import FinetuneConfig, finetune_config
 from dlforge.errors import ConfigError, DataError
 from dlforge.lm.generate import _pick, check_sampling, stream_text
+from dlforge.lm.hf_batch import HFDecodeBatcher
 
 __all__ = ["PretrainedLM"]
 
@@ -138,24 +139,51 @@ class PretrainedLM:
     def _decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
-    def generate_stream(self, prompt: str, max_new_tokens: int = 200, stop: str | None = None,
-                        details: dict | None = None, **sampling: Any) -> Iterator[str]:
-        """The continuation of ``prompt``, piece by piece."""
-        toks = self.tokens(self.encode_prompt(prompt), max_new_tokens, **sampling)
+    def decode_batcher(self, max_batch: int = 16) -> HFDecodeBatcher:
+        """A :class:`~dlforge.lm.hf_batch.HFDecodeBatcher` of this model (not started): many
+        generations decoded together (continuous batching; the server runs one)."""
+        return HFDecodeBatcher(self.model, self.eos, self.context, max_batch)
+
+    def text_stream(self, ids: Sequence[int], max_new_tokens: int = 200,
+                    stop: str | Sequence[str] | None = None, details: dict | None = None,
+                    batcher: HFDecodeBatcher | None = None, **sampling: Any) -> Iterator[str]:
+        """The text after the token ids ``ids``, piece by piece: decoded here, or in
+        ``batcher`` (a running :meth:`decode_batcher` of this model) with the generations it
+        runs. ``details`` gets ``prompt_tokens`` now, ``generated_tokens`` and
+        ``finish_reason`` (``"stop"``: a stop string or the end of the text) at the end."""
+        if details is not None:
+            details["prompt_tokens"] = len(ids)
+        if batcher is not None:
+            self.check_length(len(ids), max_new_tokens)
+            toks: Iterator[int] = batcher.submit(ids, max_new_tokens, **sampling)
+        else:
+            toks = _Ended(self.tokens(ids, max_new_tokens, **sampling),
+                          min(max_new_tokens, self.context - len(ids)))
         return stream_text(self._decode, toks, stop, details)
+
+    def generate_stream(self, prompt: str, max_new_tokens: int = 200,
+                        stop: str | Sequence[str] | None = None, details: dict | None = None,
+                        batcher: HFDecodeBatcher | None = None, **sampling: Any
+                        ) -> Iterator[str]:
+        """The continuation of ``prompt``, piece by piece."""
+        return self.text_stream(self.encode_prompt(prompt), max_new_tokens, stop, details,
+                                batcher, **sampling)
 
     def generate(self, prompt: str, max_new_tokens: int = 200, stop: str | None = None,
                  **sampling: Any) -> str:
         return "".join(self.generate_stream(prompt, max_new_tokens, stop, **sampling))
 
+    def chat_ids(self, messages: Messages) -> list[int]:
+        """The token ids of :meth:`render_chat`: what the model continues to answer."""
+        return self.tokenizer(self.render_chat(messages), add_special_tokens=False)["input_ids"]
+
     def chat_stream(self, messages: Messages, max_new_tokens: int = 200,
-                    stop: str | None = None, details: dict | None = None, **sampling: Any
+                    stop: str | Sequence[str] | None = None, details: dict | None = None,
+                    batcher: HFDecodeBatcher | None = None, **sampling: Any
                     ) -> Iterator[str]:
         """The assistant's answer to ``messages`` ([{role, content}, ...]), piece by piece."""
-        text = self.render_chat(messages)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return stream_text(self._decode, self.tokens(ids, max_new_tokens, **sampling), stop,
-                           details)
+        return self.text_stream(self.chat_ids(messages), max_new_tokens, stop, details,
+                                batcher, **sampling)
 
     def chat(self, messages: Messages, max_new_tokens: int = 200, stop: str | None = None,
              **sampling: Any) -> str:
@@ -191,3 +219,29 @@ class PretrainedLM:
         out.update(exact_match=(hits / len(pairs)) if pairs else math.nan,
                    exact_match_examples=len(pairs), examples=len(examples))
         return out
+
+
+class _Ended:
+    """:meth:`PretrainedLM.tokens` with the ``finish_reason`` that ``stream_text`` reads:
+    ``"stop"`` when the model ended its text (an end-of-text token) before ``limit`` tokens,
+    the most it may generate (max_new_tokens, within the context)."""
+
+    def __init__(self, tokens: Iterator[int], limit: int):
+        self.tokens, self.limit, self.n = tokens, limit, 0
+        self.finish_reason = "length"
+
+    def __iter__(self) -> Iterator[int]:
+        return self
+
+    def __next__(self) -> int:
+        try:
+            t = next(self.tokens)
+        except StopIteration:
+            if self.n < self.limit:
+                self.finish_reason = "stop"
+            raise
+        self.n += 1
+        return t
+
+    def close(self) -> None:
+        self.tokens.close()

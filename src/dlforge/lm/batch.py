@@ -35,11 +35,13 @@ _END = object()
 
 class TokenStream:
     """The token ids of one generation, as they are decoded (an iterator); ``close()`` stops
-    the generation at the next step."""
+    the generation at the next step. ``finish_reason``: ``"stop"`` once the model has ended
+    its text (an end-of-text token, which is not yielded), else ``"length"``."""
 
     def __init__(self) -> None:
         self._queue: queue.Queue = queue.Queue()
         self.stopped = threading.Event()
+        self.finish_reason = "length"
 
     def __iter__(self) -> Iterator[int]:
         return self
@@ -57,7 +59,10 @@ class TokenStream:
         return item
 
     def close(self) -> None:
+        """Stop the generation (from any thread); a reader waiting for a token wakes up and
+        the stream ends."""
         self.stopped.set()
+        self._queue.put(_END)
 
 
 @dataclass

@@ -106,24 +106,28 @@ def sample_tokens(model: GPT, prompt: Sequence[int], max_new_tokens: int,
                 cache.reset()
 
 
-def stream_text(decode, tokens: Iterator[int], stop: str | None = None,
+def stream_text(decode, tokens: Iterator[int], stop: str | Sequence[str] | None = None,
                 details: dict | None = None) -> Iterator[str]:
-    """Decoded text, piece by piece as ``tokens`` arrive, ending before ``stop`` if it appears.
+    """Decoded text, piece by piece as ``tokens`` arrive, ending before ``stop`` (a string, or
+    several: the first that appears) if it appears.
 
-    A piece is held back while it could still be the start of ``stop``, or while it ends in an
-    incomplete UTF-8 sequence (a byte-level BPE token can hold part of a character). When the
-    stream ends, ``details`` (if given) gets ``generated_tokens`` and ``finish_reason``
-    (``"stop"``: the stop string appeared; ``"length"``: max_new_tokens were generated). When
-    it ends or is closed early, ``tokens`` is closed too (a batched generation then stops)."""
+    A piece is held back while it could still be the start of a stop string, or while it ends
+    in an incomplete UTF-8 sequence (a byte-level BPE token can hold part of a character). When
+    the stream ends, ``details`` (if given) gets ``generated_tokens`` and ``finish_reason``
+    (``"stop"``: a stop string appeared, or the model ended its text; ``"length"``:
+    max_new_tokens were generated); a ``tokens`` that ends on its own says which in its
+    ``finish_reason`` attribute (a batcher's :class:`~dlforge.lm.batch.TokenStream`). When it
+    ends or is closed early, ``tokens`` is closed too (a batched generation then stops)."""
+    stops = [stop] if isinstance(stop, str) else [s for s in stop or () if s]
     try:
-        yield from _pieces(decode, tokens, stop, details)
+        yield from _pieces(decode, tokens, stops, details)
     finally:
         close = getattr(tokens, "close", None)
         if close is not None:
             close()
 
 
-def _pieces(decode, tokens: Iterator[int], stop: str | None,
+def _pieces(decode, tokens: Iterator[int], stops: list[str],
             details: dict | None) -> Iterator[str]:
     ids: list[int] = []
     base = 0  # ids before this are decoded and sent in full: decode only the rest (linear)
@@ -132,28 +136,31 @@ def _pieces(decode, tokens: Iterator[int], stop: str | None,
     for t in tokens:
         ids.append(t)
         text = decode(ids[base:])
-        if stop:
-            at = text.find(stop, sent)
-            if at >= 0:
-                if details is not None:
-                    details.update(generated_tokens=len(ids), finish_reason="stop")
-                if at > sent:
-                    yield text[sent:at]
-                return
+        found = [at for at in (text.find(s, sent) for s in stops) if at >= 0]
+        if found:
+            at = min(found)
+            if details is not None:
+                details.update(generated_tokens=len(ids), finish_reason="stop")
+            if at > sent:
+                yield text[sent:at]
+            return
         safe = len(text)
         while safe > sent and text[safe - 1] == "\ufffd":
             safe -= 1
-        if stop:
-            for j in range(min(len(stop) - 1, safe - sent), 0, -1):
-                if text[safe - j:safe] == stop[:j]:
-                    safe -= j
+        held = 0  # the longest tail that could still begin a stop string
+        for s in stops:
+            for j in range(min(len(s) - 1, safe - sent), held, -1):
+                if text[safe - j:safe] == s[:j]:
+                    held = j
                     break
+        safe -= held
         if safe > sent:
             yield text[sent:safe]
             sent = safe
         if sent == len(text):  # nothing held back: the next tokens start a fresh piece
             base, sent, text = len(ids), 0, ""
     if details is not None:
-        details.update(generated_tokens=len(ids), finish_reason="length")
+        details.update(generated_tokens=len(ids),
+                       finish_reason=getattr(tokens, "finish_reason", "length"))
     if len(text) > sent:
         yield text[sent:]
