@@ -58,11 +58,13 @@ def export(
     "dlforge serve runs/tweets                       # http://127.0.0.1:8000/docs",
     "dlforge serve runs/tweets runs/credit --port 9000 --api-key-env DLFORGE_API_KEY",
     "dlforge serve runs/tweets --workers 4 --backend onnx   # 4 processes, one port",
+    "dlforge serve models/smollm2 runs/support      # OpenAI API: /v1/chat/completions",
     "curl -s localhost:8000/v1/models/tweets/predict -H 'content-type: application/json' "
     "-d '{\"instances\": [{\"text\": \"Thank you!\"}]}'",
 ))
 def serve(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories to serve.")],
+    run_dirs: Annotated[list[Path], typer.Argument(
+        help="Run directories (or Hugging Face model folders) to serve.")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     name: Annotated[list[str] | None, typer.Option(
@@ -88,7 +90,9 @@ def serve(
         help="Language models: generations at once, decoded together (more get 503).")] = 32,
 ) -> None:
     """Serve run directories over HTTP: Open Inference Protocol v2 routes, a plain
-    /v1/models/NAME/predict, /metrics (Prometheus) and /docs, with dynamic batching."""
+    /v1/models/NAME/predict, /metrics (Prometheus) and /docs, with dynamic batching; language
+    models (GPT runs, pretrained model folders, fine-tune runs) also through OpenAI's
+    /v1/completions and /v1/chat/completions, their generations decoded together."""
     require_extra("serve", "dlforge serve")  # before importing the app: one line, not a trace
     if backend == "onnx":
         require_extra("onnx", "dlforge serve --backend onnx")

@@ -8,6 +8,8 @@ GET  /v2/models/{name}            GET  /v2/models/{name}/ready
 POST /v2/models/{name}/infer      POST /v1/models/{name}/predict {"instances": [{...}, ...]}
 POST /v1/models/{name}/explain    (Integrated Gradients per instance; Shapley for a baseline)
 POST /v2/models/{name}/generate   POST /v2/models/{name}/generate_stream (language models)
+GET  /v1/models                   POST /v1/completions           POST /v1/chat/completions
+                                  (OpenAI-compatible, language models: serve/openai_api.py)
 GET  /metrics (Prometheus)        GET  /docs (OpenAPI)           GET  / (the playground page)
 ```
 
@@ -43,8 +45,9 @@ from dlforge._version import __version__
 from dlforge.errors import ConfigError, DlforgeError, MissingExtraError
 from dlforge.serve.batcher import DynamicBatcher, Overloaded
 from dlforge.serve.forecast import ServedForecaster
-from dlforge.serve.generate import ServedLM, add_generate_routes
+from dlforge.serve.generate import Generations, ServedLM, add_generate_routes
 from dlforge.serve.models import ServedModel, served_run
+from dlforge.serve.openai_api import add_openai_routes, is_openai_path, openai_error
 
 __all__ = ["ServeSettings", "ServedModel", "app_from_env", "create_app", "served_run"]
 
@@ -113,7 +116,7 @@ class InferRequest(BaseModel):
 # ---------------------------------------------------------------------------------- metrics
 class _Metrics:
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
         self.requests = Counter("dlforge_requests", "HTTP requests", ["route", "status"],
@@ -132,6 +135,21 @@ class _Metrics:
         self.queue = Histogram("dlforge_queue_seconds", "Time the oldest request of a batch "
                                "waited", ["model"], registry=self.registry,
                                buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1))
+        # Language models (serve/generate.py). Gauges sum over --workers processes.
+        self.gen_queued = Gauge("dlforge_generations_queued", "Generations waiting for their "
+                                "first token (for a place in the batch, or their prompt's "
+                                "encoding)", ["model"], registry=self.registry,
+                                multiprocess_mode="livesum")
+        self.gen_running = Gauge("dlforge_generations_running", "Generations being decoded",
+                                 ["model"], registry=self.registry, multiprocess_mode="livesum")
+        self.ttft = Histogram("dlforge_time_to_first_token_seconds", "From the request to its "
+                              "first generated token", ["model"], registry=self.registry,
+                              buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+        self.tokens_per_second = Gauge("dlforge_generated_tokens_per_second", "Tokens "
+                                       "generated per second over the last 10 s (with --workers,"
+                                       " the scraped process's; rate() of "
+                                       "dlforge_generated_tokens_total covers all)", ["model"],
+                                       registry=self.registry, multiprocess_mode="livesum")
 
 
 # ---------------------------------------------------------------------------------- the app
@@ -142,6 +160,7 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
     if len(by_name) != len(models):
         raise ConfigError("two models would be served under the same name; use --name")
     metrics = _Metrics()
+    gens = Generations(metrics, settings)
     batchers: dict[str, DynamicBatcher] = {}
     state = {"ready": False}
 
@@ -179,7 +198,8 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
         m = lookup(name)
         if isinstance(m, ServedLM):
             raise HTTPException(422, f"model {name!r} is a language model; use "
-                                     f"/v2/models/{name}/generate or generate_stream")
+                                     f"/v2/models/{name}/generate or generate_stream, or "
+                                     "/v1/completions")
         return m
 
     async def run(m: ServedModel | ServedForecaster,
@@ -293,6 +313,7 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
     async def prometheus() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+        gens.refresh()
         registry = metrics.registry
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # --workers N: every worker's counts
             from prometheus_client import CollectorRegistry, multiprocess
@@ -301,7 +322,8 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
             multiprocess.MultiProcessCollector(registry)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    add_generate_routes(app, lookup, metrics, settings)
+    add_generate_routes(app, lookup, gens, settings)
+    add_openai_routes(app, by_name, gens, settings)
     app.state.batchers = batchers
     app.state.models = by_name
     return app
@@ -355,8 +377,8 @@ class _Guard:
             if key and path not in OPEN_PATHS:
                 given = headers.get("x-api-key") or _bearer(headers)
                 if not given or not hmac.compare_digest(given, key):
-                    await JSONResponse({"error": "missing or wrong API key (send it as "
-                                                 "X-API-Key or Authorization: Bearer)"},
+                    why = "missing or wrong API key (send it as X-API-Key or Authorization: Bearer)"
+                    await JSONResponse(self._error(path, why, "invalid_api_key"),
                                        status_code=401, headers={"WWW-Authenticate": "Bearer"})(
                         scope, receive, send_status)
                     return
@@ -376,8 +398,8 @@ class _Guard:
                             break
                 if too_big:
                     size = int(declared) if declared and declared.isdigit() else len(body)
-                    await JSONResponse({"error": f"request body is {size} bytes; the limit is "
-                                                 f"{limit} (--max-body-bytes)"},
+                    why = f"request body is {size} bytes; the limit is {limit} (--max-body-bytes)"
+                    await JSONResponse(self._error(path, why, "request_too_large"),
                                        status_code=413)(scope, receive, send_status)
                     return
                 sent = {"done": False}
@@ -394,6 +416,14 @@ class _Guard:
         finally:
             self.metrics.requests.labels(route, str(status["code"])).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+
+
+    @staticmethod
+    def _error(path: str, message: str, code: str) -> dict[str, Any]:
+        """The error body: OpenAI's shape on its routes (its clients read it), else ours."""
+        if is_openai_path(path):
+            return openai_error(message, code=code)
+        return {"error": message}
 
 
 def _observer(metrics: _Metrics, name: str):  # noqa: ANN202 - a small closure

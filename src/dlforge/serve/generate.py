@@ -1,5 +1,6 @@
-"""Text generation over HTTP for language-model runs (the Open Inference Protocol's generate
-extension, as Triton speaks it):
+"""Text generation over HTTP for language models: our own GPT runs, pretrained causal LMs (a
+Hugging Face folder) and fine-tunes of them. The Open Inference Protocol's generate extension,
+as Triton speaks it, is here; the OpenAI-compatible routes are in ``serve/openai_api.py``:
 
 ```
 POST /v2/models/{name}/generate         {"text_input": "...", "parameters": {...}}
@@ -10,11 +11,12 @@ POST /v2/models/{name}/generate_stream  the same body -> Server-Sent Events: one
 ```
 
 The tokens of every running generation of a model are decoded together, one batched step per
-token (continuous batching: ``dlforge.lm.batch.DecodeBatcher``, started with the server); each
+token (continuous batching: ``dlforge.lm.batch.DecodeBatcher`` for a GPT,
+``dlforge.lm.hf_batch.HFDecodeBatcher`` for a pretrained model, started with the server); each
 generation has a thread of its own that turns its tokens into text and hands the pieces to the
-event loop through a queue, and checks a stop flag between tokens: a client that disconnects
-(or a request that times out) stops its generation within a token. A bounded number run at
-once; past it, 503 with Retry-After.
+event loop through a queue. A client that disconnects (or a request that times out) closes its
+token stream, and the batcher drops it before the next step. A bounded number run at once;
+past it, 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,26 +36,31 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dlforge.errors import ConfigError, DlforgeError
 from dlforge.estimators.language import LanguageModel
+from dlforge.lm.generate import stream_text
 
-__all__ = ["GenerateParameters", "GenerateRequest", "ServedLM", "add_generate_routes"]
+__all__ = ["GenerateParameters", "GenerateRequest", "Generations", "ServedLM",
+           "add_generate_routes"]
 
 _END = object()  # the producer thread's last item
 
 
 class ServedLM:
-    """A loaded language-model run, served through the generate routes."""
+    """A loaded language model, served through the generate and OpenAI routes: a GPT run
+    (``LanguageModel``) or a pretrained model folder or fine-tune run (``PretrainedLM``)."""
 
     kind = "language model"
 
     def __init__(self, run_dir: str | Path, name: str | None = None, backend: str = "torch"):
         if backend != "torch":
             raise ConfigError(f"{run_dir}: language models are served with --backend torch "
-                              "(the server decodes them in batches; dlforge export writes their "
-                              "ONNX graph, with its key/value cache, for other runtimes)")
+                              "(the server decodes them in batches; dlforge export writes a "
+                              "GPT's ONNX graph, with its key/value cache, for other runtimes)")
         self.path = Path(run_dir)
         self.name = name or self.path.resolve().name
         self.lm = LanguageModel.load(self.path)
-        self.batcher: Any = None  # a DecodeBatcher while the server runs (start_batcher)
+        self.pretrained = not isinstance(self.lm, LanguageModel)
+        self.created = int(self.path.stat().st_mtime)
+        self.batcher: Any = None  # a running decode batcher while the server runs
 
     def start_batcher(self, max_batch: int) -> None:
         self.batcher = self.lm.decode_batcher(max_batch).start()
@@ -62,15 +70,56 @@ class ServedLM:
             self.batcher.stop()
             self.batcher = None
 
+    # ---------------------------------------------------------------- prompts
+    @property
+    def context(self) -> int | None:
+        """The most tokens a prompt and its answer may hold together; None for a GPT, whose
+        context slides past its window (see dlforge.lm.generate)."""
+        return self.lm.context if self.pretrained else None
+
+    @property
+    def chat_template(self) -> bool:
+        return self.pretrained and bool(getattr(self.lm.tokenizer, "chat_template", None))
+
+    def prompt_ids(self, text: str) -> list[int]:
+        """The token ids of a plain prompt (DataError for a GPT's empty prompt or characters
+        outside its vocabulary)."""
+        return self.lm.encode_prompt(text) if self.pretrained else self.lm._prompt_ids(text)
+
+    def chat_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """The conversation rendered by the model's chat template, the assistant's turn
+        opened, as token ids; ConfigError for a model without a template."""
+        if not self.pretrained:
+            raise ConfigError(f"model {self.name!r} is a GPT trained from scratch on plain "
+                              "text: it has no chat template, so it cannot chat; use "
+                              "/v1/completions")
+        return self.lm.chat_ids(messages)
+
+    def check_length(self, n_prompt: int, max_new_tokens: int) -> None:
+        if self.pretrained:
+            self.lm.check_length(n_prompt, max_new_tokens)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.lm._decode(ids) if self.pretrained else self.lm.tokenizer_.decode(ids)
+
     def metadata(self) -> dict[str, Any]:
-        cfg = self.lm.config_
+        if self.pretrained:
+            cfg = self.lm.model.config
+            params = {"task": self.kind, "model": cfg.model_type,
+                      "tokenizer": type(self.lm.tokenizer).__name__,
+                      "block_size": self.lm.context, "n_layer": cfg.num_hidden_layers,
+                      "chat_template": self.chat_template,
+                      "source": self.lm.info.get("kind")}
+        else:
+            cfg = self.lm.config_
+            params = {"task": self.kind, "model": "gpt", "tokenizer": cfg.tokenizer,
+                      "block_size": cfg.block_size, "n_layer": cfg.n_layer,
+                      "d_model": cfg.d_model, "chat_template": False,
+                      "val_loss": self.lm.metrics_.get("val_loss")}
         return {"name": self.name, "versions": ["1"], "platform": "dlforge",
                 "inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [1]}],
                 "outputs": [{"name": "text_output", "datatype": "BYTES", "shape": [1]}],
-                "parameters": {"task": self.kind, "model": "gpt", "tokenizer": cfg.tokenizer,
-                               "block_size": cfg.block_size, "n_layer": cfg.n_layer,
-                               "d_model": cfg.d_model,
-                               "val_loss": self.lm.metrics_.get("val_loss")}}
+                "parameters": params}
 
 
 class GenerateParameters(BaseModel):
@@ -90,53 +139,101 @@ class GenerateRequest(BaseModel):
     parameters: GenerateParameters = Field(default_factory=GenerateParameters)
 
 
-class _Generation:
-    """One generation in its own thread; pieces arrive on an asyncio queue."""
+class _Counted:
+    """A batcher's token stream that calls ``on_token()`` as each token is taken from it."""
 
-    def __init__(self, served: ServedLM, body: GenerateRequest,
-                 on_token: Callable[[], None]) -> None:
+    def __init__(self, tokens: Any, on_token: Callable[[], None]):
+        self.tokens, self.on_token = tokens, on_token
+
+    @property
+    def finish_reason(self) -> str:
+        return self.tokens.finish_reason
+
+    def __iter__(self) -> Iterator[int]:
+        return self
+
+    def __next__(self) -> int:
+        t = next(self.tokens)
+        self.on_token()
+        return t
+
+    def close(self) -> None:
+        self.tokens.close()
+
+
+class _Generation:
+    """One generation in its own thread: the prompt (text, or token ids) is encoded and
+    checked, submitted to the model's batcher, and the text pieces arrive on an asyncio queue
+    as ``(index, piece)``; ``queue`` may be shared by the choices of one request."""
+
+    def __init__(self, gens: Generations, served: ServedLM, prompt: str | list[int],
+                 max_new_tokens: int, stop: str | Sequence[str] | None,
+                 sampling: dict[str, Any], t0: float, queue: asyncio.Queue | None = None,
+                 index: int = 0) -> None:
         self.details: dict[str, Any] = {}
         self.stop = threading.Event()
-        self.queue: asyncio.Queue = asyncio.Queue()
+        self.queue: asyncio.Queue = queue if queue is not None else asyncio.Queue()
         self.loop = asyncio.get_running_loop()
-        self.served, self.body, self.on_token = served, body, on_token
+        self.gens, self.served, self.prompt = gens, served, prompt
+        self.max_new_tokens, self.stop_at, self.sampling = max_new_tokens, stop, sampling
+        self.t0, self.index = t0, index
+        self.tokens: Any = None  # the batcher's TokenStream, once submitted
+        self.first_token: float | None = None  # when it came (perf_counter)
         self.thread = threading.Thread(target=self._produce, daemon=True,
                                        name=f"generate-{served.name}")
 
     def start(self) -> _Generation:
+        self.gens.queued(self.served.name, +1)
         self.thread.start()
         return self
 
+    def close(self) -> None:
+        """Stop it: the batcher drops it before its next step."""
+        self.stop.set()
+        if self.tokens is not None:
+            self.tokens.close()
+
     def _put(self, item: Any) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (self.index, item))
+
+    def _on_token(self) -> None:
+        if self.first_token is None:
+            self.first_token = time.perf_counter()
+            self.gens.first_token(self.served.name, self.first_token - self.t0)
+        self.gens.token(self.served.name)
 
     def _produce(self) -> None:
-        p = self.body.parameters
+        m = self.served
         try:
-            stream = self.served.lm.generate_stream(
-                self.body.text_input, max_new_tokens=p.max_new_tokens,
-                temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
-                repetition_penalty=p.repetition_penalty, stop=p.stop, seed=p.seed,
-                details=self.details, batcher=self.served.batcher)
+            ids = m.prompt_ids(self.prompt) if isinstance(self.prompt, str) else self.prompt
+            self.details["prompt_tokens"] = len(ids)
+            m.check_length(len(ids), self.max_new_tokens)
+            self.tokens = m.batcher.submit(ids, self.max_new_tokens, **self.sampling)
+            if self.stop.is_set():  # closed while it was being submitted
+                self.tokens.close()
+            stream = stream_text(m.decode, _Counted(self.tokens, self._on_token),
+                                 self.stop_at, self.details)
             try:
                 for piece in stream:
                     if self.stop.is_set():
                         break
-                    self.on_token()
                     self._put(piece)
             finally:
                 stream.close()
-        except DlforgeError as err:  # bad prompt or setting: raised before the first piece
-            self._put(err)
-        except Exception as err:  # noqa: BLE001 - handed to the request, which answers 500
+        except Exception as err:  # noqa: BLE001 - handed to the request (DlforgeError: 4xx)
             self._put(err)
         finally:
+            if self.first_token is None:
+                self.gens.queued(m.name, -1)
+            else:
+                self.gens.running(m.name, -1)
             self._put(_END)
 
     async def pieces(self) -> AsyncIterator[str]:
-        """The text pieces; raises what the generation raised."""
+        """The text pieces (of a generation with a queue of its own); raises what the
+        generation raised."""
         while True:
-            item = await self.queue.get()
+            _, item = await self.queue.get()
             if item is _END:
                 return
             if isinstance(item, BaseException):
@@ -144,15 +241,93 @@ class _Generation:
             yield item
 
 
+class _Rate:
+    """Tokens per second over the last ``window`` seconds, counted in one-second buckets."""
+
+    def __init__(self, window: int = 10):
+        self.window = window
+        self.buckets: deque[list[int]] = deque()  # [second, tokens]
+        self.lock = threading.Lock()
+
+    def add(self, n: int = 1) -> None:
+        now = int(time.monotonic())
+        with self.lock:
+            if self.buckets and self.buckets[-1][0] == now:
+                self.buckets[-1][1] += n
+            else:
+                self.buckets.append([now, n])
+                while self.buckets and self.buckets[0][0] <= now - self.window:
+                    self.buckets.popleft()
+
+    def per_second(self) -> float:
+        now = int(time.monotonic())
+        with self.lock:
+            total = sum(n for sec, n in self.buckets if sec > now - self.window)
+        return total / self.window
+
+
+class Generations:
+    """The server's generations: how many are admitted (a bound shared by every route), and
+    their metrics: queued (waiting for the batch or their first token), running, tokens,
+    time to first token, and tokens per second over the last 10 seconds."""
+
+    def __init__(self, metrics: Any, settings: Any):
+        self.metrics, self.settings = metrics, settings
+        self.admitted = 0
+        self.rates: dict[str, _Rate] = {}
+
+    def admit(self, n: int, limit: int) -> None:
+        """Count ``n`` more generations in, or 503 when that would pass ``limit``."""
+        if self.admitted + n > limit:
+            raise HTTPException(503, f"{self.admitted} generations are running or queued (the "
+                                     f"limit is {limit}); retry shortly",
+                                headers={"Retry-After": "1"})
+        self.admitted += n
+
+    def release(self, gens: Sequence[_Generation], aborted: bool) -> None:
+        for g in gens:
+            g.close()
+            if aborted:
+                self.metrics.aborted.labels(g.served.name).inc()
+        self.admitted -= len(gens)
+
+    def start(self, served: ServedLM, prompt: str | list[int], max_new_tokens: int,
+              stop: str | Sequence[str] | None, sampling: dict[str, Any], t0: float,
+              queue: asyncio.Queue | None = None, index: int = 0) -> _Generation:
+        return _Generation(self, served, prompt, max_new_tokens, stop, sampling, t0, queue,
+                           index).start()
+
+    # the generation threads call these
+    def queued(self, name: str, delta: int) -> None:
+        self.metrics.gen_queued.labels(name).inc(delta)
+
+    def running(self, name: str, delta: int) -> None:
+        self.metrics.gen_running.labels(name).inc(delta)
+
+    def first_token(self, name: str, seconds: float) -> None:
+        self.queued(name, -1)
+        self.running(name, +1)
+        self.metrics.ttft.labels(name).observe(seconds)
+
+    def token(self, name: str) -> None:
+        self.metrics.tokens.labels(name).inc()
+        rate = self.rates.get(name) or self.rates.setdefault(name, _Rate())
+        rate.add()
+
+    def refresh(self) -> None:
+        """Set the tokens-per-second gauges (before /metrics is read)."""
+        for name, rate in self.rates.items():
+            self.metrics.tokens_per_second.labels(name).set(rate.per_second())
+
+
 def _sse(data: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(data) + b"\n\n"
 
 
-def add_generate_routes(app: FastAPI, lookup: Callable[[str], Any], metrics: Any,
+def add_generate_routes(app: FastAPI, lookup: Callable[[str], Any], gens: Generations,
                         settings: Any) -> None:
     """The two generate routes on ``app``; ``lookup(name)`` gives the served model or 404;
     ``settings``: the server's ServeSettings (timeout_s, max_generations, max_new_tokens)."""
-    active = {"n": 0}
 
     def language_model(name: str) -> ServedLM:
         m = lookup(name)
@@ -161,23 +336,16 @@ def add_generate_routes(app: FastAPI, lookup: Callable[[str], Any], metrics: Any
                                      f"use /v1/models/{name}/predict or /v2/models/{name}/infer")
         return m
 
-    def begin(m: ServedLM, body: GenerateRequest) -> _Generation:
-        if body.parameters.max_new_tokens > settings.max_new_tokens:
-            raise HTTPException(422, f"parameters.max_new_tokens: {body.parameters.max_new_tokens}"
+    def begin(m: ServedLM, body: GenerateRequest, t0: float) -> _Generation:
+        p = body.parameters
+        if p.max_new_tokens > settings.max_new_tokens:
+            raise HTTPException(422, f"parameters.max_new_tokens: {p.max_new_tokens}"
                                      f" is over this server's limit of "
                                      f"{settings.max_new_tokens} (--max-new-tokens)")
-        if active["n"] >= settings.max_generations:
-            raise HTTPException(503, f"{settings.max_generations} generations are running (the "
-                                     "limit); retry shortly", headers={"Retry-After": "1"})
-        active["n"] += 1
-        tokens = metrics.tokens.labels(m.name)
-        return _Generation(m, body, tokens.inc).start()
-
-    def finish(g: _Generation, aborted: bool) -> None:
-        g.stop.set()
-        active["n"] -= 1
-        if aborted:
-            metrics.aborted.labels(g.served.name).inc()
+        gens.admit(1, settings.max_generations)
+        sampling = {"temperature": p.temperature, "top_k": p.top_k, "top_p": p.top_p,
+                    "repetition_penalty": p.repetition_penalty, "seed": p.seed}
+        return gens.start(m, body.text_input, p.max_new_tokens, p.stop, sampling, t0)
 
     def final(g: _Generation, name: str, t0: float, text: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"model_name": name, "model_version": "1"}
@@ -195,7 +363,7 @@ def add_generate_routes(app: FastAPI, lookup: Callable[[str], Any], metrics: Any
         """The whole continuation of ``text_input`` at once."""
         m = language_model(name)
         t0 = time.perf_counter()
-        g = begin(m, body)
+        g = begin(m, body, t0)
         aborted = True
         try:
             async def collect() -> str:
@@ -211,7 +379,7 @@ def add_generate_routes(app: FastAPI, lookup: Callable[[str], Any], metrics: Any
             aborted = False
             raise HTTPException(422, str(err)) from None
         finally:
-            finish(g, aborted)
+            gens.release([g], aborted)
         return Response(orjson.dumps(final(g, name, t0, text)), media_type="application/json")
 
     @app.post("/v2/models/{name}/generate_stream", response_model=None)
@@ -221,17 +389,17 @@ def add_generate_routes(app: FastAPI, lookup: Callable[[str], Any], metrics: Any
         the generation."""
         m = language_model(name)
         t0 = time.perf_counter()
-        g = begin(m, body)
+        g = begin(m, body, t0)
         pieces = g.pieces()
         try:  # a bad prompt fails here, as a 422, before any event is sent
             first = await pieces.__anext__()
         except StopAsyncIteration:
             first = None
         except DlforgeError as err:
-            finish(g, aborted=False)
+            gens.release([g], aborted=False)
             raise HTTPException(422, str(err)) from None
         except BaseException:
-            finish(g, aborted=True)
+            gens.release([g], aborted=True)
             raise
 
         async def events() -> AsyncIterator[bytes]:
@@ -246,7 +414,7 @@ def add_generate_routes(app: FastAPI, lookup: Callable[[str], Any], metrics: Any
                 yield _sse(final(g, name, t0))
                 done = True
             finally:  # also when the client went away and the response was cancelled
-                finish(g, aborted=not done)
+                gens.release([g], aborted=not done)
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache",

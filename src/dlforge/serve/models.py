@@ -13,7 +13,7 @@ from fastapi import HTTPException
 
 from dlforge.errors import ConfigError, DlforgeError
 from dlforge.estimators.load import load
-from dlforge.run import LM_TASK, read_manifest
+from dlforge.run import FINETUNE_TASK, LM_TASK, read_manifest
 
 __all__ = ["ServedModel", "served_run"]
 
@@ -21,12 +21,16 @@ __all__ = ["ServedModel", "served_run"]
 def served_run(run_dir: str | Path, name: str | None = None, backend: str = "torch") -> Any:
     """The run at ``run_dir``, ready to serve: a classifier/regressor (``ServedModel``), a
     forecaster (``ServedForecaster``, in ``serve/forecast.py``) or a language model
-    (``ServedLM``, served through the generate routes)."""
+    (``ServedLM``, served through the generate and OpenAI routes: a GPT run, a pretrained
+    model's folder, or a fine-tune run of one)."""
+    from dlforge.lm.hf import is_hf_folder
     from dlforge.serve.forecast import ServedForecaster
     from dlforge.serve.generate import ServedLM
 
+    if is_hf_folder(Path(run_dir)):  # a Hugging Face folder (dlforge lm import writes one)
+        return ServedLM(run_dir, name, backend)
     manifest = read_manifest(Path(run_dir))
-    if manifest.get("task") == LM_TASK:
+    if manifest.get("task") in (LM_TASK, FINETUNE_TASK):
         return ServedLM(run_dir, name, backend)
     if manifest.get("estimator") == "Forecaster":
         return ServedForecaster(run_dir, name, backend)
