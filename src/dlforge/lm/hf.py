@@ -129,6 +129,8 @@ def import_gguf(file: Path, out: Path, overwrite: bool = False, say: Any = print
     into a plain Hugging Face folder at ``out``: config.json, model.safetensors, the tokenizer
     with its chat template, and ``dlforge-import.json`` (the source file and its SHA-256).
     Written beside ``out`` and renamed into place: never half a folder."""
+    for module in ("gguf", "accelerate"):
+        require(module, "llm", "dlforge lm import (reading GGUF files)")
     file = Path(file)
     if not file.is_file():
         raise DataError(f"{file}: no such file")
@@ -144,8 +146,6 @@ def import_gguf(file: Path, out: Path, overwrite: bool = False, say: Any = print
         if not is_hf_folder(out):
             raise RunDirError(f"{out}: exists and is not a model folder; refusing to replace "
                               "it")
-    for module in ("gguf", "accelerate"):
-        require(module, "llm", "dlforge lm import (reading GGUF files)")
     transformers = _transformers()
     say(f"reading {file.name} ({file.stat().st_size / 2**20:,.0f} MiB): de-quantising to fp32")
     kw = {"gguf_file": file.name, "local_files_only": True}
@@ -174,6 +174,7 @@ def import_gguf(file: Path, out: Path, overwrite: bool = False, say: Any = print
              "parameters": sum(p.numel() for p in model.parameters()),
              "chat_template": bool(getattr(tok, "chat_template", None))}, indent=2),
             encoding="utf-8")
+        tmp.chmod(0o755)  # mkdtemp's folder is private; a model folder is not
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
