@@ -288,6 +288,20 @@ def test_cli_finetune_eval_generate_chat(folders: dict[str, Path], tmp_path: Pat
     assert capsys.readouterr().out.startswith("hello")
     monkeypatch.setattr("sys.stdin", io.StringIO("hi\n/reset\nhello\n/exit\n"))
     assert _main(["lm", "chat", out, "--temperature", "0", "--max-new-tokens", "3"]) == 0
+    capsys.readouterr()
+    assert _main(["info", out]) == 0
+    assert "lora" in capsys.readouterr().out
+    assert _main(["info", out, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["task"] == "causal_lm" and d["model"]["base"]["path"] == str(
+        folders["qwen2"].resolve())
+    # the commands of classifiers say in one line that they do not apply
+    for argv in (["predict", out, "--data", folders["chats"], "--out", tmp_path / "p.csv"],
+                 ["export", out]):
+        assert _main(argv) == 2
+        err = capsys.readouterr().err
+        assert "is a fine-tuned pretrained language model" in err, err
+        assert len(err.strip().splitlines()) == 1
 
 
 def test_cli_bad_input_is_one_line_exit_2(folders: dict[str, Path], tmp_path: Path,

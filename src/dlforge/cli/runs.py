@@ -73,6 +73,19 @@ def info(
         typer.echo(json.dumps(d, indent=2, default=str))
         return
     console = Console()
+    if d["task"] == "causal_lm":  # a pretrained language model's fine-tune
+        m, base = d["metrics"], d["model"]["base"]
+        console.print(f"[b]{d['path']}[/b]: a {d['model']['name']} fine-tune of {base['path']} "
+                      f"({base['architecture']}), created {d['created']}")
+        console.print(f"{d['parameters']:,} parameters, {m['trained_parameters']:,} trained; "
+                      f"{m['steps']} steps on {m['train_sequences']:,} sequences "
+                      f"({m['supervised_share']:.0%} of tokens supervised)")
+        b, a = m.get("val_before"), m.get("val_after")
+        if a:
+            console.print(f"validation perplexity {b['perplexity']:.2f} -> {a['perplexity']:.2f}"
+                          f", token accuracy {b['token_accuracy']:.3f} -> "
+                          f"{a['token_accuracy']:.3f}")
+        return
     model = (d["metrics"].get("model", "") if d["model"]["name"] == "baseline" else
              ", ".join(f"{k} {v}" for k, v in d["model"].items() if k != "name"))
     console.print(f"[b]{d['path']}[/b]: {d['task']}, created {d['created']} "

@@ -27,7 +27,7 @@ from dlforge.estimators.select import cross_validate_frame
 from dlforge.estimators.sequence import SequenceModel
 from dlforge.estimators.tabular import TabularClassifier, TabularRegressor
 from dlforge.estimators.text import TextClassifier
-from dlforge.run import LM_TASK, MANIFEST, check_out, check_run, partial_dir
+from dlforge.run import FINETUNE_TASK, LM_TASK, MANIFEST, check_out, check_run, partial_dir
 from dlforge.train.distributed import is_main_process
 from dlforge.train.metrics import probabilities
 
@@ -195,6 +195,13 @@ def info(run_dir: str | Path) -> dict[str, Any]:
     if "model.safetensors" in manifest["files"]:  # not in the simple baseline's run
         with safe_open(path / "model.safetensors", framework="pt") as fh:
             n_params = sum(_prod(fh.get_slice(k).get_shape()) for k in fh.keys())  # noqa: SIM118 (safe_open)
+    if manifest["task"] == FINETUNE_TASK:  # a pretrained causal LM's fine-tune
+        read = lambda name: json.loads((path / name).read_text(encoding="utf-8"))  # noqa: E731
+        return {"path": str(path), "task": FINETUNE_TASK, "created": manifest["created"],
+                "dlforge_version": manifest["dlforge_version"], "estimator": "PretrainedLM",
+                "model": {"name": manifest.get("model"), "base": read("base.json")},
+                "parameters": read("metrics.json").get("parameters", 0),
+                "metrics": read("metrics.json"), "files": sorted(manifest["files"])}
     if manifest["task"] == LM_TASK:
         read = lambda name: json.loads((path / name).read_text(encoding="utf-8"))  # noqa: E731
         return {"path": str(path), "task": LM_TASK, "created": manifest["created"],

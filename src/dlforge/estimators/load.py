@@ -17,7 +17,7 @@ from dlforge.estimators.language import LanguageModel
 from dlforge.estimators.sequence import SequenceModel
 from dlforge.estimators.tabular import TabularClassifier, TabularRegressor
 from dlforge.estimators.text import TextClassifier
-from dlforge.run import LM_TASK, MANIFEST, check_run, read_history
+from dlforge.run import FINETUNE_TASK, LM_TASK, MANIFEST, check_run, read_history
 from dlforge.train.thresholds import FILE as POSTPROCESS
 from dlforge.train.thresholds import GroupThresholds
 
@@ -36,6 +36,10 @@ def load(path: str | Path, device: str | None = None) -> DeepModel | LanguageMod
     manifest = check_run(path)
     if manifest.get("task") == LM_TASK:
         return LanguageModel._restore(path, device)
+    if manifest.get("task") == FINETUNE_TASK:  # a pretrained causal LM's fine-tune
+        from dlforge.estimators.pretrained_lm import PretrainedLM
+
+        return PretrainedLM.load(path, device=device or "cpu")
     try:
         cfg = load_config(path / "config.yaml")
     except DlforgeError as err:
@@ -62,6 +66,10 @@ def load(path: str | Path, device: str | None = None) -> DeepModel | LanguageMod
 def load_deep_model(path: str | Path, command: str, device: str | None = None) -> DeepModel:
     """:func:`load` for commands that need a classifier, regressor or forecaster: a language
     model's run is a RunDirError that points to ``dlforge lm``."""
+    if check_run(Path(path)).get("task") == FINETUNE_TASK:
+        raise RunDirError(f"{path}: is a fine-tuned pretrained language model; {command} does "
+                          "not apply to it. Use dlforge lm chat / generate / eval, or dlforge "
+                          "serve")
     clf = load(path, device)
     if isinstance(clf, LanguageModel):
         raise RunDirError(f"{path}: is a language model; {command} does not apply to it. Use "
