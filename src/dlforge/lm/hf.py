@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -152,9 +153,13 @@ def import_gguf(file: Path, out: Path, overwrite: bool = False, say: Any = print
     try:
         tok = transformers.AutoTokenizer.from_pretrained(str(file.parent), **kw)
         model = transformers.AutoModelForCausalLM.from_pretrained(str(file.parent), **kw)
-    except (ValueError, KeyError, OSError, RuntimeError) as err:
-        raise DataError(f"{file}: transformers cannot read this GGUF file: "
-                        f"{str(err).strip().splitlines()[0]}") from None
+    # A truncated or corrupt file fails inside the readers' struct/NumPy parsing: struct.error
+    # (past the end), OverflowError (a garbage length), IndexError (a garbage token id).
+    except (ValueError, KeyError, IndexError, OverflowError, struct.error, OSError,
+            RuntimeError) as err:
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DataError(f"{file}: transformers cannot read this GGUF file (truncated or "
+                        f"corrupt?): {why}") from None
     # The tensors are fp32 now; drop the GGUF "quantisation" so save_pretrained writes them.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
