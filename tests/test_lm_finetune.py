@@ -320,3 +320,35 @@ def test_cli_bad_input_is_one_line_exit_2(folders: dict[str, Path], tmp_path: Pa
     assert _main(["lm", "finetune", "--model", folders["llama"], "--data", folders["chats"],
                  "--max-length", "4096", "--out", tmp_path / "out"]) == 2
     assert "above the model's context of 128" in capsys.readouterr().err
+
+
+def test_an_interrupted_finetune_resumes_to_the_same_weights(
+        folders: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dlforge.lm.finetune as ft
+
+    cfg = FinetuneConfig(max_steps=6, lr=5e-3, batch_size=4)
+    whole = finetune(folders["llama"], folders["chats"], tmp_path / "whole", cfg, verbose=0)
+    calls = {"n": 0}
+    real = ft.supervised_loss
+
+    def interrupting(model: object, batch: dict) -> object:
+        if model.training:  # noqa: SIM102 - the training steps only, not validation
+            calls["n"] += 1
+            if calls["n"] == 5:  # in the middle of the fifth step
+                raise KeyboardInterrupt
+        return real(model, batch)
+
+    monkeypatch.setattr(ft, "supervised_loss", interrupting)
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        finetune(folders["llama"], folders["chats"], out, cfg, verbose=0)
+    assert not out.exists() and (tmp_path / ".cut.partial" / "checkpoint").is_dir()
+    monkeypatch.setattr(ft, "supervised_loss", real)
+    with pytest.raises(ConfigError, match="other settings.*lr"):
+        finetune(folders["llama"], folders["chats"], out,
+                 FinetuneConfig(max_steps=6, lr=1e-3, batch_size=4), resume=True, verbose=0)
+    resumed = finetune(folders["llama"], folders["chats"], out, cfg, resume=True, verbose=0)
+    assert resumed["val_after"] == whole["val_after"]
+    assert resumed["steps"] == 6 and not (tmp_path / ".cut.partial").exists()
+    a = (tmp_path / "whole" / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert a == (out / "adapter" / "adapter_model.safetensors").read_bytes()

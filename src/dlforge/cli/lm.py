@@ -226,6 +226,7 @@ def import_(
     "dlforge lm finetune --model models/smollm2 --data notes.txt --out runs/notes --packing",
     "dlforge lm finetune --model models/smollm2 --data qa.csv --full --lr 2e-5 --epochs 2",
     "dlforge lm finetune --model models/smollm2 --data chats.jsonl --merge models/support",
+    "dlforge lm finetune --model models/smollm2 --data chats.jsonl --out runs/support --resume",
 ))
 def finetune(
     model: Annotated[Path, typer.Option(help="A local Hugging Face causal LM folder.")],
@@ -267,6 +268,9 @@ def finetune(
     merge: Annotated[Path | None, typer.Option(
         help="Also write the base with the adapter merged in, as a standalone folder.")
                      ] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue an interrupted fine-tune into --out (same settings).")
+                      ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
@@ -282,8 +286,15 @@ def finetune(
         gradient_checkpointing=gradient_checkpointing, completion_only=not all_tokens,
         val_split=val_split, precision=precision, device=device, seed=seed),
         "dlforge lm finetune")
-    m = run_finetune(model, data, out, cfg, val_data=val_data, chat_template=chat_template,
-                     overwrite=overwrite, verbose=0 if quiet else 1)
+    try:
+        m = run_finetune(model, data, out, cfg, val_data=val_data,
+                         chat_template=chat_template, overwrite=overwrite, resume=resume,
+                         verbose=0 if quiet else 1)
+    except KeyboardInterrupt:
+        typer.echo(f"error: interrupted; continue with the same command and --resume (it "
+                   f"picks up at the last saved step, in {out.parent / ('.' + out.name)}"
+                   ".partial)", err=True)
+        raise typer.Exit(130) from None
     b, a = m["val_before"], m["val_after"]
     change = (f": validation perplexity {b['perplexity']:.2f} -> {a['perplexity']:.2f}" if a
               else "")

@@ -60,7 +60,8 @@ class PretrainedLM:
     @classmethod
     def finetune(cls, model: str | Path, data: str | Path, out: str | Path,
                  val_data: str | Path | None = None, chat_template: str | Path | None = None,
-                 overwrite: bool = False, verbose: int = 1, **settings: Any) -> PretrainedLM:
+                 overwrite: bool = False, resume: bool = False, verbose: int = 1,
+                 **settings: Any) -> PretrainedLM:
         """Fine-tune the causal LM in folder ``model`` on ``data`` (JSONL / CSV / Parquet of
         messages, prompt/completion or text; or a .txt) into the run ``out``, and load it.
         ``settings`` are :class:`~dlforge.config.lm.FinetuneConfig`'s (``lora=False`` for a
@@ -70,7 +71,7 @@ class PretrainedLM:
         cfg = finetune_config(settings) if settings else FinetuneConfig()
         lm_metrics = finetune(model, data, out, cfg, val_data=val_data,
                               chat_template=chat_template, overwrite=overwrite,
-                              verbose=verbose)
+                              resume=resume, verbose=verbose)
         lm = cls.load(out)
         lm.metrics_ = lm_metrics
         return lm

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from dlforge._extras import require
 from dlforge.config.lm import FinetuneConfig, dump_lm_config
@@ -45,6 +46,7 @@ from dlforge.run import (
     check_run,
     history_csv,
     new_run_dir,
+    partial_dir,
     seal_run,
     to_json,
 )
@@ -148,16 +150,21 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
 def finetune(base: str | Path, data: str | Path, out: str | Path,
              cfg: FinetuneConfig | None = None, val_data: str | Path | None = None,
              chat_template: str | Path | None = None, overwrite: bool = False,
-             verbose: int = 1) -> dict[str, Any]:
+             resume: bool = False, verbose: int = 1) -> dict[str, Any]:
     """Fine-tune the causal LM in folder ``base`` on ``data`` and save the run at ``out``;
-    returns its metrics. See the module docstring for what is written."""
+    returns its metrics. See the module docstring for what is written.
+
+    Every tenth of the steps (and on Ctrl-C) the trained weights, AdamW's moments, the random
+    states and the position in the data are saved beside ``out`` (``.OUT.partial/``);
+    ``resume=True`` continues from there to the same weights an uninterrupted run reaches."""
     cfg = cfg or FinetuneConfig()
     if cfg.lora:
         require("peft", "llm", LLM_FEATURE)
     say = _say(verbose)
     base, out = Path(base).resolve(), Path(out)
     config = check_folder(base)
-    check_out(out, overwrite)
+    if not resume:
+        check_out(out, overwrite)
     context = config.get("max_position_embeddings") or config.get("n_positions")
     if cfg.max_length is None:
         cfg = cfg.model_copy(update={"max_length": min(512, context or 512)})
@@ -215,9 +222,13 @@ def finetune(base: str | Path, data: str | Path, out: str | Path,
         f"({how}); {device.type}, {precision}")
 
     pad = tok.pad_token_id
-    before = evaluate(model, val_enc, pad, device, precision, cfg.batch_size,
+    resuming = resume and (partial_dir(out) / "checkpoint" / "state.json").is_file()
+    before = None if resuming else evaluate(model, val_enc, pad, device, precision, cfg.batch_size,
                       cfg.max_length) if val_enc else None
-    if before:
+    if resuming:
+        before = json.loads((partial_dir(out) / "checkpoint" / "state.json").read_text(
+            encoding="utf-8"))["progress"]["before"]
+    elif before:
         say(f"validation before: loss {before['loss']:.4f}, perplexity "
             f"{before['perplexity']:.2f}, token accuracy {before['token_accuracy']:.3f}")
     lr = cfg.learning_rate()
@@ -227,43 +238,62 @@ def finetune(base: str | Path, data: str | Path, out: str | Path,
                                       pad)) / cfg.accumulate)
     total = min(cfg.max_steps or per_epoch * cfg.epochs, per_epoch * cfg.epochs)
     warm = int(cfg.warmup * total)
-    history: list[dict[str, Any]] = []
-    step, t0, seen = 0, time.perf_counter(), 0
+    trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    ckpt = partial_dir(out) / "checkpoint"
+    identity = {"config": cfg.model_dump(mode="json"), "base": str(base),
+                "data": str(Path(data).resolve()),
+                "val_data": str(Path(val_data).resolve()) if val_data else None}
+    progress: dict[str, Any] = {"step": 0, "epoch": 0, "index": 0, "seen": 0, "history": [],
+                                "before": before, "seconds": 0.0}
+    if resume and (ckpt / "state.json").is_file():
+        progress = _load_checkpoint(ckpt, identity, trained, opt, rng)
+        say(f"resuming from step {progress['step']} of {total}")
+    elif resume:
+        say(f"no interrupted run to resume at {partial_dir(out)}; starting afresh")
+    step, seen, history = progress["step"], progress["seen"], progress["history"]
+    t0 = time.perf_counter() - progress["seconds"]
     model.train()
-    done = False
-    for epoch in range(cfg.epochs):
-        epoch_batches = batches(train_enc, cfg.batch_size, cfg.max_length, cfg.packing, pad,
-                                rng)
-        for i in range(0, len(epoch_batches), cfg.accumulate):
-            group = epoch_batches[i: i + cfg.accumulate]
-            n_sup = sum(int((b["labels"] != IGNORE).sum()) for b in group)
-            loss_sum = 0.0
-            for b in group:
-                b = {k: v.to(device) for k, v in b.items()}
-                with autocast(device, precision):
-                    loss, _, _ = supervised_loss(model, b)
-                (loss / max(1, n_sup)).backward()
-                loss_sum += float(loss.detach())
-                seen += int(b["input_ids"].numel())
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            for g in opt.param_groups:
-                g["lr"] = lr * _lr_factor(step, total, warm)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            elapsed = time.perf_counter() - t0
-            row = {"step": step, "epoch": epoch + 1, "train_loss": loss_sum / max(1, n_sup),
-                   "lr": opt.param_groups[0]["lr"], "tokens_per_second": seen / elapsed}
-            history.append(row)
-            if step % max(1, total // 10) == 0 or step == total:
-                say(f"step {step}/{total}: train loss {row['train_loss']:.4f}, "
-                    f"{row['tokens_per_second']:,.0f} tokens/s")
-            if step >= total:
-                done = True
-                break
-        if done:
-            break
+    epoch, index = progress["epoch"], progress["index"]
+    try:
+        while epoch < cfg.epochs and step < total:
+            start_state = rng.bit_generator.state  # where this epoch's shuffle starts
+            epoch_batches = batches(train_enc, cfg.batch_size, cfg.max_length, cfg.packing,
+                                    pad, rng)
+            while index < len(epoch_batches) and step < total:
+                group = epoch_batches[index: index + cfg.accumulate]
+                n_sup = sum(int((b["labels"] != IGNORE).sum()) for b in group)
+                loss_sum = 0.0
+                for b in group:
+                    b = {k: v.to(device) for k, v in b.items()}
+                    with autocast(device, precision):
+                        loss, _, _ = supervised_loss(model, b)
+                    (loss / max(1, n_sup)).backward()
+                    loss_sum += float(loss.detach())
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                for g in opt.param_groups:
+                    g["lr"] = lr * _lr_factor(step, total, warm)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                step, index = step + 1, index + len(group)
+                seen += sum(int(b["input_ids"].numel()) for b in group)
+                elapsed = time.perf_counter() - t0
+                row = {"step": step, "epoch": epoch + 1, "train_loss": loss_sum / max(1, n_sup),
+                       "lr": opt.param_groups[0]["lr"], "tokens_per_second": seen / elapsed}
+                history.append(row)
+                progress.update(step=step, epoch=epoch, index=index, seen=seen,
+                                seconds=elapsed, epoch_rng=start_state)
+                if step % max(1, total // 10) == 0 or step == total:
+                    say(f"step {step}/{total}: train loss {row['train_loss']:.4f}, "
+                        f"{row['tokens_per_second']:,.0f} tokens/s")
+                    if step < total:
+                        _save_checkpoint(ckpt, identity, progress, trained, opt)
+            epoch, index = epoch + 1, 0
+    except KeyboardInterrupt:
+        if step > 0:
+            _save_checkpoint(ckpt, identity, progress, trained, opt)
+        raise
     seconds = time.perf_counter() - t0
+    shutil.rmtree(partial_dir(out), ignore_errors=True)
     model.eval()
     after = evaluate(model, val_enc, pad, device, precision, cfg.batch_size,
                      cfg.max_length) if val_enc else None
@@ -298,6 +328,60 @@ def finetune(base: str | Path, data: str | Path, out: str | Path,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return metrics
+
+
+def _save_checkpoint(d: Path, identity: dict[str, Any], progress: dict[str, Any],
+                     trained: dict[str, torch.Tensor], opt: torch.optim.Optimizer) -> None:
+    """The trained weights, AdamW's moments and the torch RNG (safetensors, never pickle) and
+    ``state.json`` (settings, position, history), which is written last: it names a complete
+    set."""
+    d.mkdir(parents=True, exist_ok=True)
+    _save(d / "weights.safetensors", {n: p.detach() for n, p in trained.items()})
+    sd = opt.state_dict()
+    tensors = {f"{i}.{name}": t for i, st in sd["state"].items() for name, t in st.items()}
+    tensors["rng.torch"] = torch.get_rng_state()
+    _save(d / "optimizer.safetensors", tensors)
+    state = {"identity": identity, "progress": progress, "param_groups": sd["param_groups"]}
+    tmp = d / ".state.json.tmp"
+    tmp.write_text(to_json(state), encoding="utf-8")
+    tmp.replace(d / "state.json")
+
+
+def _save(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    tmp.replace(path)
+
+
+def _load_checkpoint(d: Path, identity: dict[str, Any], trained: dict[str, torch.Tensor],
+                     opt: torch.optim.Optimizer, rng: np.random.Generator) -> dict[str, Any]:
+    state = json.loads((d / "state.json").read_text(encoding="utf-8"))
+    saved = state["identity"]
+    changed = [k for k in identity if saved.get(k) != identity[k]]
+    if changed:
+        what = changed[0]
+        if what == "config":
+            diff = [k for k in identity["config"]
+                    if saved["config"].get(k) != identity["config"][k]]
+            what = ", ".join(diff)
+        raise ConfigError(f"--resume: the interrupted run at {d.parent} used other settings "
+                          f"({what}); resume with the same ones, or start afresh with "
+                          "--overwrite")
+    weights = load_file(str(d / "weights.safetensors"))
+    with torch.no_grad():
+        for name, p in trained.items():
+            p.copy_(weights[name])
+    tensors = load_file(str(d / "optimizer.safetensors"))
+    opt_state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, t in tensors.items():
+        if not key.startswith("rng."):
+            i, name = key.split(".", 1)
+            opt_state.setdefault(int(i), {})[name] = t
+    opt.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    progress = state["progress"]
+    rng.bit_generator.state = progress["epoch_rng"]
+    return progress
 
 
 def _drop_base_path(adapter: Path) -> None:
