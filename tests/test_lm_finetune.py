@@ -352,3 +352,27 @@ def test_an_interrupted_finetune_resumes_to_the_same_weights(
     assert resumed["steps"] == 6 and not (tmp_path / ".cut.partial").exists()
     a = (tmp_path / "whole" / "adapter" / "adapter_model.safetensors").read_bytes()
     assert a == (out / "adapter" / "adapter_model.safetensors").read_bytes()
+
+
+def test_torchrun_two_processes_take_the_same_steps(folders: dict[str, Path],
+                                                    tmp_path: Path) -> None:
+    """--nproc 2: each process takes half of every batch's rows, the gradients are summed, so
+    the run matches one process (no LoRA dropout: its masks are drawn per process)."""
+    import os
+    import subprocess
+    import sys
+
+    args = ["lm", "finetune", "--model", str(folders["llama"]), "--data",
+            str(folders["chats"]), "--max-steps", "3", "--batch-size", "4", "--lr", "5e-3",
+            "--lora-dropout", "0", "--precision", "fp32", "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "dlforge.cli", *args, "--out",
+                           str(tmp_path / "two"), "--nproc", "2"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    one = finetune(folders["llama"], folders["chats"], tmp_path / "one",
+                   FinetuneConfig(max_steps=3, batch_size=4, lr=5e-3, lora_dropout=0.0,
+                                  precision="fp32"), verbose=0)
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert two["val_after"]["loss"] == pytest.approx(one["val_after"]["loss"], rel=1e-5)
+    assert two["val_after"]["loss"] != two["val_before"]["loss"]

@@ -4,6 +4,7 @@ generate from either, score either."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,9 +13,11 @@ import typer
 
 from dlforge.cli._common import Commands, privacy_flags
 from dlforge.cli._common import examples as _examples
+from dlforge.cli.train import _launch_distributed
 from dlforge.config.lm import finetune_config
 from dlforge.estimators.language import LanguageModel
 from dlforge.estimators.pretrained_lm import PretrainedLM
+from dlforge.train.distributed import is_main_process
 
 __all__ = ["COMMANDS"]
 
@@ -268,6 +271,9 @@ def finetune(
     merge: Annotated[Path | None, typer.Option(
         help="Also write the base with the adapter merged in, as a standalone folder.")
                      ] = None,
+    nproc: Annotated[int | None, typer.Option(
+        help="Fine-tune with N data-parallel processes on this machine (torchrun; gloo on "
+             "CPU, NCCL on GPU); --batch-size stays the global batch.")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue an interrupted fine-tune into --out (same settings).")
                       ] = False,
@@ -286,6 +292,13 @@ def finetune(
         gradient_checkpointing=gradient_checkpointing, completion_only=not all_tokens,
         val_split=val_split, precision=precision, device=device, seed=seed),
         "dlforge lm finetune")
+    if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from dlforge.lm.hf import check_folder
+        from dlforge.lm.sft import read_examples
+
+        check_folder(model)  # what a user can get wrong, once, before the processes start
+        read_examples(data)
+        _launch_distributed(nproc)  # re-runs this command under torchrun, then exits
     try:
         m = run_finetune(model, data, out, cfg, val_data=val_data,
                          chat_template=chat_template, overwrite=overwrite, resume=resume,
@@ -295,6 +308,8 @@ def finetune(
                    f"picks up at the last saved step, in {out.parent / ('.' + out.name)}"
                    ".partial)", err=True)
         raise typer.Exit(130) from None
+    if not is_main_process():
+        return
     b, a = m["val_before"], m["val_after"]
     change = (f": validation perplexity {b['perplexity']:.2f} -> {a['perplexity']:.2f}" if a
               else "")

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
@@ -51,6 +52,7 @@ from dlforge.run import (
     to_json,
 )
 from dlforge.train.device import autocast, resolve_device, resolve_precision
+from dlforge.train.distributed import setup_distributed
 from dlforge.train.trainer import adamw
 
 __all__ = ["FINETUNE_TASK", "evaluate", "finetune", "load_finetuned", "merge", "target_modules"]
@@ -197,7 +199,12 @@ def finetune(base: str | Path, data: str | Path, out: str | Path,
     say("first example, supervised part in ⟦ ⟧:\n  " + shown.replace("\n", "\n  "))
 
     torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
+    # Under torchrun: each process takes its share of every batch's rows; the gradients are
+    # summed over the processes (each weighed by the global number of supervised tokens), so
+    # a step is the step one process takes on the whole batch. Only rank 0 writes files.
+    rank, world, device = setup_distributed(resolve_device(cfg.device))
+    if world > 1:
+        say = _say(verbose if rank == 0 else 0)
     precision = resolve_precision(cfg.precision, device)
     model = load_model(base).to(device)
     if cfg.lora:
@@ -264,11 +271,16 @@ def finetune(base: str | Path, data: str | Path, out: str | Path,
                 n_sup = sum(int((b["labels"] != IGNORE).sum()) for b in group)
                 loss_sum = 0.0
                 for b in group:
-                    b = {k: v.to(device) for k, v in b.items()}
+                    b = {k: v[rank::world].to(device) for k, v in b.items()} if world > 1 \
+                        else {k: v.to(device) for k, v in b.items()}
+                    if not len(b["input_ids"]):  # fewer rows than processes
+                        continue
                     with autocast(device, precision):
                         loss, _, _ = supervised_loss(model, b)
                     (loss / max(1, n_sup)).backward()
                     loss_sum += float(loss.detach())
+                if world > 1:
+                    loss_sum = _sum_gradients(params, loss_sum, device)
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 for g in opt.param_groups:
                     g["lr"] = lr * _lr_factor(step, total, warm)
@@ -285,14 +297,17 @@ def finetune(base: str | Path, data: str | Path, out: str | Path,
                 if step % max(1, total // 10) == 0 or step == total:
                     say(f"step {step}/{total}: train loss {row['train_loss']:.4f}, "
                         f"{row['tokens_per_second']:,.0f} tokens/s")
-                    if step < total:
+                    if step < total and rank == 0:
                         _save_checkpoint(ckpt, identity, progress, trained, opt)
             epoch, index = epoch + 1, 0
     except KeyboardInterrupt:
-        if step > 0:
+        if step > 0 and rank == 0:
             _save_checkpoint(ckpt, identity, progress, trained, opt)
         raise
     seconds = time.perf_counter() - t0
+    if world > 1 and rank != 0:  # rank 0 evaluates and writes the run; the others are done
+        dist.barrier()
+        return {"steps": step, "rank": rank}
     shutil.rmtree(partial_dir(out), ignore_errors=True)
     model.eval()
     after = evaluate(model, val_enc, pad, device, precision, cfg.batch_size,
@@ -327,7 +342,26 @@ def finetune(base: str | Path, data: str | Path, out: str | Path,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if world > 1:
+            dist.barrier()
     return metrics
+
+
+def _sum_gradients(params: list[torch.nn.Parameter], loss_sum: float, device: torch.device
+                   ) -> float:
+    """Sum the gradients (and the summed loss) over the torchrun processes, in one flat
+    all-reduce."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1).float() for g in grads] + [
+        torch.tensor([loss_sum], device=device)])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    at = 0
+    for p, g in zip(params, grads, strict=True):
+        n = g.numel()
+        p.grad = flat[at: at + n].view_as(g).to(g.dtype)
+        at += n
+    return float(flat[-1])
 
 
 def _save_checkpoint(d: Path, identity: dict[str, Any], progress: dict[str, Any],
