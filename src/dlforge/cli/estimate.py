@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from dlforge.cli._common import Commands
 from dlforge.cli._common import examples as _examples
+from dlforge.errors import ConfigError
 from dlforge.estimate import estimate as run_estimate
-from dlforge.estimate.report import tables
+from dlforge.estimate.report import finetune_tables, tables
 
 __all__ = ["COMMANDS"]
 
@@ -27,6 +29,9 @@ COMMANDS = Commands()
     "--ffn 5632 --vocab 32000 --context 4096 --untied --json",
     "dlforge estimate runs/tweets --hardware this-machine",
     "dlforge estimate --measure run.yaml",
+    "dlforge estimate --lm-finetune models/smollm2 --data chats.jsonl",
+    "dlforge estimate --lm-finetune models/smollm2 --data chats.jsonl --full "
+    "--gradient-checkpointing --batch-size 4 --max-length 1024 --steps 3",
 ))
 def estimate(
     source: Annotated[str | None, typer.Argument(
@@ -54,8 +59,9 @@ def estimate(
     budget: Annotated[float | None, typer.Option(
         help="A compute budget in FLOPs: the compute-optimal model size and tokens for it.")
                       ] = None,
-    hardware: Annotated[str, typer.Option(
-        help="h100, h200, a100-80gb, a100-40gb, l4, t4 or this-machine.")] = "h100",
+    hardware: Annotated[str | None, typer.Option(
+        help="h100, h200, a100-80gb, a100-40gb, l4, t4 or this-machine (default h100; "
+             "this-machine for --lm-finetune).")] = None,
     devices: Annotated[int, typer.Option(help="Number of devices.")] = 1,
     mfu: Annotated[float, typer.Option(help="Assumed model-FLOPs utilisation, in (0, 1].")
                    ] = 0.4,
@@ -65,16 +71,69 @@ def estimate(
     zero: Annotated[int, typer.Option(
         help="ZeRO stage 0-3 (3 = FSDP full shard) over --devices.")] = 0,
     checkpointing: Annotated[bool, typer.Option(
-        "--checkpointing", help="Activation checkpointing.")] = False,
+        "--checkpointing", "--gradient-checkpointing", help="Activation checkpointing.")
+                             ] = False,
     inference_batch: Annotated[int, typer.Option(help="Sequences in the KV cache.")] = 1,
     measure: Annotated[str | None, typer.Option(
         help="A run config: time a few real training steps here and predict the run.")
                        ] = None,
-    steps: Annotated[int, typer.Option(help="Steps timed by --measure.")] = 10,
+    steps: Annotated[int | None, typer.Option(
+        help="Steps timed by --measure (default 10); with --lm-finetune, real fine-tune steps "
+             "timed here (default none: this machine's matmul peak x --mfu).")] = None,
+    lm_finetune: Annotated[Path | None, typer.Option(
+        "--lm-finetune", help="A pretrained causal LM folder: what fine-tuning it costs "
+                              "(memory, FLOPs, time per epoch here).")] = None,
+    data: Annotated[Path | None, typer.Option(
+        help="--lm-finetune: the fine-tuning data (as dlforge lm finetune --data).")] = None,
+    lora: Annotated[bool | None, typer.Option(
+        "--lora/--full", help="--lm-finetune: LoRA adapters (default) or every weight.")
+                    ] = None,
+    lora_r: Annotated[int | None, typer.Option(help="--lm-finetune: LoRA rank (16).")] = None,
+    target_modules: Annotated[str | None, typer.Option(
+        help="--lm-finetune: LoRA's modules: auto, all-linear or names, comma-separated.")
+                              ] = None,
+    max_length: Annotated[int | None, typer.Option(
+        help="--lm-finetune: tokens per example (default 512 or the context).")] = None,
+    packing: Annotated[bool, typer.Option(
+        "--packing", help="--lm-finetune: pack examples into rows.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """How much data, time and compute: parameters, FLOPs, training and inference memory,
-    time and cost on a hardware catalogue, and the Chinchilla data answer (docs/estimate.md)."""
+    time and cost on a hardware catalogue, and the Chinchilla data answer; or, with
+    --lm-finetune, what fine-tuning a pretrained language model costs (docs/estimate.md)."""
+    tuning = dict(data=data, lora=lora, lora_r=lora_r, target_modules=target_modules,
+                  max_length=max_length, packing=packing or None)
+    if lm_finetune is not None:
+        other = dict(source=source, layers=layers, d_model=d_model, heads=heads,
+                     kv_heads=kv_heads, ffn=ffn, ffn_kind=ffn_kind, vocab=vocab,
+                     context=context, untied=untied or None, seq_len=seq_len, tokens=tokens,
+                     budget=budget, measure=measure, optimizer=optimizer, zero=zero or None,
+                     devices=devices if devices != 1 else None)
+        given = [k for k, v in other.items() if v is not None]
+        if given:
+            raise ConfigError(f"--lm-finetune: {', '.join(_flag(k) for k in given)} do not "
+                              "apply to a fine-tune estimate (its sizes come from the model "
+                              "folder, its tokens from --data)")
+        settings = {"lora": lora, "lora_r": lora_r, "target_modules": target_modules,
+                    "max_length": max_length, "packing": packing,
+                    "gradient_checkpointing": checkpointing, "batch_size": batch_size,
+                    "epochs": epochs, "precision": precision}
+        report = _finetune(lm_finetune, data, {k: v for k, v in settings.items()
+                                                if v is not None}, hardware or "this-machine",
+                           mfu, price, steps or 0)
+        if as_json:
+            typer.echo(json.dumps(report, indent=2, default=str))
+            return
+        console = Console()
+        for part in finetune_tables(report):
+            console.print(part, soft_wrap=True)
+        return
+    given = [k for k, v in tuning.items() if v is not None]
+    if given:
+        raise ConfigError(f"{', '.join(_flag(k) for k in given)} describe a fine-tune: give "
+                          "--lm-finetune MODEL_FOLDER")
+    hardware = hardware or "h100"
+    steps = 10 if steps is None else steps
     report = run_estimate(
         source, layers=layers, d_model=d_model, heads=heads, kv_heads=kv_heads, ffn=ffn,
         ffn_kind=ffn_kind, vocab=vocab, context=context, untied=True if untied else None,
@@ -89,3 +148,59 @@ def estimate(
     for part in tables(report):
         console.print(part, soft_wrap=True)
 
+
+
+def _flag(name: str) -> str:
+    return "SOURCE" if name == "source" else "--" + name.replace("_", "-")
+
+
+def _finetune(model: Path, data: Path | None, settings: dict[str, Any], hardware: str,
+              mfu: float, price: float | None, steps: int) -> dict[str, Any]:
+    """The fine-tune estimate, its data planned as dlforge lm finetune will batch it."""
+    from dlforge.config.lm import finetune_config
+    from dlforge.estimate import estimate_finetune
+
+    cfg = finetune_config(settings, "dlforge estimate --lm-finetune")
+    plan = _finetune_plan(Path(model), Path(data), cfg) if data is not None else None
+    return estimate_finetune(model, cfg, plan, hardware=hardware, mfu=mfu, price=price,
+                             steps=steps)
+
+
+def _finetune_plan(model: Path, data: Path, cfg: Any) -> Any:
+    """One epoch of ``data`` as dlforge.lm.finetune forms it: the same validation split, the
+    model's tokenizer and chat template, cutting at --max-length, and the first epoch's
+    batches (length-bucketed or packed), as shapes."""
+    import numpy as np
+
+    from dlforge.estimate import Batch, DataPlan
+    from dlforge.lm.hf import check_folder, load_tokenizer
+    from dlforge.lm.sft import IGNORE, batches, encode, read_examples
+
+    config = check_folder(model)
+    context = config.get("max_position_embeddings") or config.get("n_positions") or 512
+    length = cfg.max_length or min(512, context)
+    tok = load_tokenizer(model)
+    examples = read_examples(data)
+    train, val = examples, []
+    if cfg.val_split > 0 and len(examples) >= 2:  # dlforge.lm.finetune's split
+        order = np.random.default_rng(cfg.seed).permutation(len(examples))
+        held = set(order[:max(1, round(cfg.val_split * len(examples)))].tolist())
+        train = [e for i, e in enumerate(examples) if i not in held]
+        val = [e for i, e in enumerate(examples) if i in held]
+    train_enc, cut = encode(train, tok, length, cfg.completion_only, str(data))
+    val_enc = encode(val, tok, length, cfg.completion_only, str(data))[0] if val else []
+    pad = tok.pad_token_id
+
+    def shapes(encoded: list[Any], packing: bool, rng: Any) -> list[Batch]:
+        out = []
+        for b in batches(encoded, cfg.batch_size, length, packing, pad, rng):
+            rows, width = b["input_ids"].shape
+            mask = b.get("attention_mask")
+            real = int(mask.sum()) if mask is not None else rows * width  # packed: full
+            out.append(Batch(rows, width, real, int((b["labels"] != IGNORE).sum()),
+                             mask is None or real < rows * width))
+        return out
+
+    return DataPlan(shapes(train_enc, cfg.packing, np.random.default_rng(cfg.seed)),
+                    shapes(val_enc, False, None), sequences=len(train_enc),
+                    val_sequences=len(val_enc), source=str(data), examples_cut=cut)

@@ -4,13 +4,17 @@
 docs/estimate.md. Parts: ``arch`` (a Transformer's shape) and ``presets`` (published ones),
 ``counts`` (parameters and FLOPs of an Arch), ``ours`` (of our own families), ``memory``,
 ``hardware`` (catalogue, this machine, time and cost), ``scaling`` (Chinchilla), ``runs`` and
-``measure`` (our run configs and directories), ``report`` (FAQ lines and tables).
+``measure`` (our run configs and directories), ``finetune`` and ``lm_finetune`` (fine-tuning a
+pretrained causal LM folder: ``estimate_finetune``), ``report`` (FAQ lines and tables).
 """
 
 from __future__ import annotations
 
 from dlforge.estimate.api import estimate
 from dlforge.estimate.arch import Arch, register_adapter
+from dlforge.estimate.finetune import Batch, DataPlan
+from dlforge.estimate.lm_finetune import estimate_finetune
 from dlforge.estimate.presets import PRESETS
 
-__all__ = ["PRESETS", "Arch", "estimate", "register_adapter"]
+__all__ = ["PRESETS", "Arch", "Batch", "DataPlan", "estimate", "estimate_finetune",
+           "register_adapter"]

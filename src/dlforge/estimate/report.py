@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["faq", "human_bytes", "human_count", "human_seconds", "tables"]
+__all__ = ["faq", "finetune_faq", "finetune_tables", "human_bytes", "human_count",
+           "human_seconds", "tables"]
 
 
 def human_count(n: float) -> str:
@@ -136,5 +137,92 @@ def tables(r: dict[str, Any]) -> list[Any]:
             ("predicted run time", human_seconds(me["predicted_total_seconds"])),
             ("memory peak / predicted", f"{human_bytes(me['memory']['measured_peak_bytes'])} / "
                                         f"{human_bytes(me['memory']['predicted_bytes'])}")])
+    out.append(table)
+    return out
+
+
+# ------------------------------------------------------------------- fine-tuning an LM
+_SETTINGS = {"full": "full", "full+checkpointing": "full, checkpointing", "lora": "LoRA",
+             "lora+checkpointing": "LoRA, checkpointing"}
+
+
+def finetune_faq(r: dict[str, Any]) -> dict[str, str]:
+    """One line each: what is trained, how much memory, how long."""
+    pa, m, t, d, s = r["parameters"], r["memory"], r["time"], r["data"], r["settings"]
+    how = (f"LoRA r={r['lora']['r']} on {', '.join(r['lora']['target_modules'])}"
+           if r["lora"] else "a full fine-tune")
+    params = (f"What is trained? {how}: {human_count(pa['trained'])} of "
+              f"{human_count(pa['total'])} parameters ({pa['trained_share']:.2%}).")
+    rows, length = m["batch"]
+    memory = (f"How much memory? {human_bytes(m['total'])} at its largest batch ({rows} x "
+              f"{length} tokens, {s['precision']}): weights {human_bytes(m['weights'])}, "
+              f"gradients {human_bytes(m['gradients'])}, AdamW states "
+              f"{human_bytes(m['optimizer_states'])}, activations "
+              f"{human_bytes(m['activations'])}, logits {human_bytes(m['logits'])}"
+              + (f", 16-bit weight copies {human_bytes(m['autocast_weight_copies'])}"
+                 if m["autocast_weight_copies"] else "") + ". "
+              + "; ".join(f"{_SETTINGS[k]} {human_bytes(v)}"
+                          for k, v in r["memory_compare"].items()) + ".")
+    when = (f"How long? {human_seconds(t['seconds_per_epoch'])} per epoch on "
+            f"{t['hardware']} ({d['batches']:,} batches, {human_count(d['padded_tokens'])} "
+            f"tokens with padding, {r['flops']['per_epoch']:.3g} FLOPs at "
+            f"{t['flops_per_s']:.3g} FLOP/s: {t['how']}); {human_seconds(t['total_seconds'])} "
+            f"for {t['optimizer_steps']:,} optimizer steps with validation before and after.")
+    return {"parameters": params, "memory": memory, "time": when}
+
+
+def finetune_tables(r: dict[str, Any]) -> list[Any]:
+    """Rich renderables for a fine-tune estimate: the FAQ lines, then one table."""
+    from rich.table import Table
+    from rich.text import Text
+
+    out: list[Any] = [Text(line) for line in r["faq"].values()]
+    mo = r["model"]
+    table = Table(title=f"Fine-tune estimate: {mo['name']} ({mo['architecture']}, "
+                        f"{r['method']})", show_header=True, header_style="bold")
+    table.add_column("section")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+
+    def section(name: str, rows: list[tuple[str, str]]) -> None:
+        for i, (k, v) in enumerate(rows):
+            table.add_row(name if i == 0 else "", k, v)
+        table.add_section()
+
+    pa = r["parameters"]
+    section("parameters", [("total", f"{pa['total']:,}"), ("trained", f"{pa['trained']:,}"),
+                           *([("LoRA modules", f"{r['lora']['modules']} "
+                               f"({', '.join(r['lora']['target_modules'])}, r="
+                               f"{r['lora']['r']})")] if r["lora"] else [])])
+    d = r["data"]
+    section("data (one epoch)", [
+        ("source", d["source"] or "-"), ("training sequences", f"{d['sequences']:,}"),
+        ("batches / optimizer steps", f"{d['batches']:,} / {d['optimizer_steps']:,}"),
+        ("tokens (with padding)", f"{d['tokens']:,} ({d['padded_tokens']:,})"),
+        ("supervised tokens", f"{d['supervised_tokens']:,}")])
+    f = r["flops"]
+    section("FLOPs per epoch", [
+        ("forward / backward", f"{f['forward']:.4g} / {f['backward']:.4g}"),
+        ("recomputed (checkpointing)", f"{f['recompute']:.4g}"),
+        ("total", f"{f['per_epoch']:.4g}"),
+        (f"rule of thumb {f['rule']}", f"{f['rule_of_thumb']:.4g}")])
+    m = r["memory"]
+    rows = [(k.replace("_", " "), human_bytes(m[k])) for k in (
+        "weights", "gradients", "optimizer_states", "activations", "logits",
+        "autocast_weight_copies") if m[k] or k != "autocast_weight_copies"]
+    rows.append(("total (peak)", human_bytes(m["total"])))
+    rows += [(f"total: {_SETTINGS[k]}", human_bytes(v))
+             for k, v in r["memory_compare"].items()]
+    section("memory", rows)
+    t = r["time"]
+    trows = [("rate", f"{t['flops_per_s']:.3g} FLOP/s ({t['how']})"),
+             ("per epoch", human_seconds(t["seconds_per_epoch"])),
+             ("validation (before and after)", human_seconds(t["validation_seconds"])),
+             ("whole run", human_seconds(t["total_seconds"]))]
+    if "measured" in t:
+        me = t["measured"]
+        trows += [("measured step", f"{me['step_seconds'] * 1e3:.3g} ms"),
+                  ("measured peak memory", human_bytes(me["peak_memory_bytes"]))]
+    section("time", trows)
     out.append(table)
     return out
