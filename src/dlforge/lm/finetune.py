@@ -59,6 +59,9 @@ __all__ = ["FINETUNE_TASK", "evaluate", "finetune", "load_finetuned", "merge", "
 
 
 
+CHECKPOINT_SECONDS = 60.0  # the least time between two saved checkpoints (see finetune)
+
+
 def _say(verbose: int) -> Any:
     return (lambda msg: print(msg, file=sys.stderr, flush=True)) if verbose else (
         lambda msg: None)
@@ -156,8 +159,9 @@ def finetune(base: str | Path, data: str | Path, out: str | Path,
     """Fine-tune the causal LM in folder ``base`` on ``data`` and save the run at ``out``;
     returns its metrics. See the module docstring for what is written.
 
-    Every tenth of the steps (and on Ctrl-C) the trained weights, AdamW's moments, the random
-    states and the position in the data are saved beside ``out`` (``.OUT.partial/``);
+    Every tenth of the steps (at most once a minute) and on Ctrl-C, the trained weights,
+    AdamW's moments, the random states and the position in the data are saved beside ``out``
+    (``.OUT.partial/``);
     ``resume=True`` continues from there to the same weights an uninterrupted run reaches."""
     cfg = cfg or FinetuneConfig()
     if cfg.lora:
@@ -261,6 +265,7 @@ def finetune(base: str | Path, data: str | Path, out: str | Path,
     t0 = time.perf_counter() - progress["seconds"]
     model.train()
     epoch, index = progress["epoch"], progress["index"]
+    saved_at = time.perf_counter()
     try:
         while epoch < cfg.epochs and step < total:
             start_state = rng.bit_generator.state  # where this epoch's shuffle starts
@@ -297,8 +302,12 @@ def finetune(base: str | Path, data: str | Path, out: str | Path,
                 if step % max(1, total // 10) == 0 or step == total:
                     say(f"step {step}/{total}: train loss {row['train_loss']:.4f}, "
                         f"{row['tokens_per_second']:,.0f} tokens/s")
-                    if step < total and rank == 0:
+                    # not more often than every CHECKPOINT_SECONDS: a full fine-tune's
+                    # weights and moments are gigabytes (Ctrl-C always saves)
+                    if (step < total and rank == 0
+                            and time.perf_counter() - saved_at >= CHECKPOINT_SECONDS):
                         _save_checkpoint(ckpt, identity, progress, trained, opt)
+                        saved_at = time.perf_counter()
             epoch, index = epoch + 1, 0
     except KeyboardInterrupt:
         if step > 0 and rank == 0:
