@@ -103,7 +103,7 @@ def test_counts_match_a_real_finetune(folders: dict[str, Path], tmp_path: Path,
     assert r["data"]["val_sequences"] == m["val_sequences"]
     assert r["data"]["optimizer_steps"] == len(plan.train) > 2 == m["steps"]
     seen = round(m["tokens_per_second"] * m["seconds"])
-    assert seen == sum(b.rows * b.length for b in plan.train[:2])
+    assert seen == sum(b.tokens for b in plan.train[:2])  # tokens, not padding
     assert r["method"] == ("lora" if cfg.lora else "full")
 
 

@@ -376,3 +376,35 @@ def test_torchrun_two_processes_take_the_same_steps(folders: dict[str, Path],
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert two["val_after"]["loss"] == pytest.approx(one["val_after"]["loss"], rel=1e-5)
     assert two["val_after"]["loss"] != two["val_before"]["loss"]
+
+
+@pytest.mark.parametrize("arch", ["gemma2", "granite", "cohere"])
+def test_the_loss_is_the_one_the_model_serves_with(arch: str) -> None:
+    """Some architectures change the output layer's result in their forward (Gemma 2's
+    soft-capping, Granite's and Cohere's scaling); the loss at supervised positions must too."""
+    import torch.nn.functional as F
+    import transformers
+
+    common = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
+              "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1}
+    config, cls = {
+        "gemma2": (transformers.Gemma2Config(**common, head_dim=8,
+                                             final_logit_softcapping=0.5),
+                   transformers.Gemma2ForCausalLM),
+        "granite": (transformers.GraniteConfig(**common, logits_scaling=8.0),
+                    transformers.GraniteForCausalLM),
+        "cohere": (transformers.CohereConfig(**common, logit_scale=0.05),
+                   transformers.CohereForCausalLM),
+    }[arch]
+    torch.manual_seed(0)
+    model = cls(config).eval()
+    ids = torch.randint(0, 64, (1, 10))
+    labels = torch.full((1, 10), IGNORE)
+    labels[0, 3:9] = ids[0, 4:10]
+    with torch.no_grad():
+        ours, n, _ = supervised_loss(model, {"input_ids": ids, "labels": labels,
+                                             "position_ids": torch.arange(10)[None]})
+        logits = model(input_ids=ids).logits[0, 3:9].float()
+    assert n == 6
+    assert float(ours) == pytest.approx(float(F.cross_entropy(logits, ids[0, 4:10],
+                                                              reduction="sum")), rel=1e-5)

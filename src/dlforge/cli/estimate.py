@@ -195,10 +195,9 @@ def _finetune_plan(model: Path, data: Path, cfg: Any) -> Any:
         out = []
         for b in batches(encoded, cfg.batch_size, length, packing, pad, rng):
             rows, width = b["input_ids"].shape
-            mask = b.get("attention_mask")
-            real = int(mask.sum()) if mask is not None else rows * width  # packed: full
+            real = int(b["real"].sum())  # tokens, padding left out
             out.append(Batch(rows, width, real, int((b["labels"] != IGNORE).sum()),
-                             mask is None or real < rows * width))
+                             "attention_mask" not in b or real < rows * width))
         return out
 
     return DataPlan(shapes(train_enc, cfg.packing, np.random.default_rng(cfg.seed)),

@@ -204,6 +204,6 @@ def measure_steps(model: Path, cfg: FinetuneConfig, plan: DataPlan, steps: int,
             "peak_memory_bytes": int(peak),
             "memory_how": "torch.cuda.max_memory_allocated" if cuda
             else "peak resident set growth (VmHWM), model loading included",
-            "tokens_per_second": sum(b.rows * b.length for b in chosen) / sum(times),
+            "tokens_per_second": sum(b.tokens for b in chosen) / sum(times),
             "note": "random tokens in the plan's batch shapes; " + (
                 "steps spread over the epoch" if steps > 1 else "the first batch")}

@@ -73,6 +73,24 @@ def _parts(model: Any) -> tuple[Any, Any]:
     return inner.get_decoder(), inner.get_output_embeddings()
 
 
+def _model_logits(model: Any, logits: torch.Tensor) -> torch.Tensor:
+    """What the model's own forward does to the output layer's result, for the architectures
+    that do something (Gemma 2/3's final soft-capping, Cohere's and Granite's scaling), so
+    the loss is the one the model is served with."""
+    cfg = model.config
+    cfg = getattr(cfg, "text_config", None) or cfg
+    cap = getattr(cfg, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    scale = getattr(cfg, "logit_scale", None)
+    if isinstance(scale, (int, float)) and scale != 1:
+        logits = logits * scale
+    div = getattr(cfg, "logits_scaling", None)
+    if isinstance(div, (int, float)) and div != 1:
+        logits = logits / div
+    return logits
+
+
 def supervised_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int,
                                                                           int]:
     """Summed cross-entropy over the supervised positions of ``batch`` (labels already the next
@@ -82,7 +100,7 @@ def supervised_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.T
     hidden = decoder(**kw, use_cache=False).last_hidden_state
     labels = batch["labels"]
     where = labels != IGNORE
-    logits = head(hidden[where]).float()
+    logits = _model_logits(model, head(hidden[where]).float())
     target = labels[where]
     loss = F.cross_entropy(logits, target, reduction="sum")
     correct = int((logits.argmax(-1) == target).sum())
@@ -292,7 +310,7 @@ def finetune(base: str | Path, data: str | Path, out: str | Path,
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 step, index = step + 1, index + len(group)
-                seen += sum(int(b["input_ids"].numel()) for b in group)
+                seen += sum(int(b["real"].sum()) for b in group)  # padding not counted
                 elapsed = time.perf_counter() - t0
                 row = {"step": step, "epoch": epoch + 1, "train_loss": loss_sum / max(1, n_sup),
                        "lr": opt.param_groups[0]["lr"], "tokens_per_second": seen / elapsed}

@@ -245,7 +245,8 @@ def collate(rows: Sequence[Sequence[Encoded]], pad_id: int) -> dict[str, torch.T
     """One batch: ``input_ids``, ``labels`` (already the next token's: shifted here, -100
     where unsupervised, across example boundaries and on padding), ``position_ids``
     (restarting at 0 at each packed example), and ``attention_mask`` only when no row is packed
-    (padding alone). A packed batch has no 2-D mask: transformers derives the block-diagonal
+    (padding alone), and ``real`` (1 on tokens, 0 on padding: for counting). A packed batch
+    has no 2-D mask: transformers derives the block-diagonal
     causal mask from the restarting positions, and padding is one more block no label reads."""
     T = max(sum(len(e.ids) for e in row) for row in rows)
     B = len(rows)
@@ -267,7 +268,7 @@ def collate(rows: Sequence[Sequence[Encoded]], pad_id: int) -> dict[str, torch.T
             at += n
         pos[b, at:] = np.arange(T - at)  # padding: its own block
     out = {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels),
-           "position_ids": torch.from_numpy(pos)}
+           "position_ids": torch.from_numpy(pos), "real": torch.from_numpy(mask)}
     if not packed:
         out["attention_mask"] = torch.from_numpy(mask)
     return out
