@@ -39,7 +39,14 @@ from safetensors.torch import load_file, save_file
 from dlforge._extras import require
 from dlforge.config.lm import FinetuneConfig, dump_lm_config
 from dlforge.errors import ConfigError, DataError, RunDirError
-from dlforge.lm.hf import LLM_FEATURE, check_folder, folder_digest, load_model, load_tokenizer
+from dlforge.lm.hf import (
+    LLM_FEATURE,
+    check_folder,
+    folder_digest,
+    folder_into_place,
+    load_model,
+    load_tokenizer,
+)
 from dlforge.lm.sft import IGNORE, Encoded, batches, describe, encode, read_examples
 from dlforge.run import (
     FINETUNE_TASK,
@@ -535,20 +542,11 @@ def merge(run: str | Path, out: str | Path, overwrite: bool = False,
     tok = load_tokenizer(run / "tokenizer")
     want = greedy(adapted, tok, prompts)
     merged = adapted.merge_and_unload()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.merging"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with folder_into_place(out) as tmp:
         merged.save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))
         got = greedy(load_model(tmp), tok, prompts)
         if got != want:
             raise RunDirError(f"{run}: the merged model's greedy tokens differ from base + "
                               "adapter; not written")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -14,6 +14,8 @@ import json
 import shutil
 import struct
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from dlforge._extras import require
 from dlforge.errors import ConfigError, DataError, RunDirError
 
 __all__ = ["LLM_FEATURE", "check_folder", "folder_digest", "import_gguf", "is_hf_folder",
-           "load_model", "load_tokenizer", "smollm2_gguf"]
+           "folder_into_place", "load_model", "load_tokenizer", "smollm2_gguf"]
 
 LLM_FEATURE = "fine-tuning and serving pretrained language models (dlforge lm import/finetune)"
 GGUF_MAGIC = b"GGUF"
@@ -125,6 +127,23 @@ def load_model(folder: Path, dtype: Any = None, tokenizer: bool = True) -> Any:
     return model.eval()
 
 
+@contextmanager
+def folder_into_place(out: Path) -> Iterator[Path]:
+    """Yield a fresh folder beside ``out`` to write a model folder into; on success it
+    replaces ``out``, on any error it is removed: never half a folder."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        tmp.chmod(0o755)  # mkdtemp's folder is private; a model folder is not
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def import_gguf(file: Path, out: Path, overwrite: bool = False, say: Any = print) -> Path:
     """Convert a GGUF file (llama.cpp's format; quantised tensors are de-quantised to fp32)
     into a plain Hugging Face folder at ``out``: config.json, model.safetensors, the tokenizer
@@ -164,9 +183,7 @@ def import_gguf(file: Path, out: Path, overwrite: bool = False, say: Any = print
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
+    with folder_into_place(out) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))
         digest = hashlib.sha256()
@@ -179,13 +196,6 @@ def import_gguf(file: Path, out: Path, overwrite: bool = False, say: Any = print
              "parameters": sum(p.numel() for p in model.parameters()),
              "chat_template": bool(getattr(tok, "chat_template", None))}, indent=2),
             encoding="utf-8")
-        tmp.chmod(0o755)  # mkdtemp's folder is private; a model folder is not
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
