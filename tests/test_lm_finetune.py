@@ -408,3 +408,16 @@ def test_the_loss_is_the_one_the_model_serves_with(arch: str) -> None:
     assert n == 6
     assert float(ours) == pytest.approx(float(F.cross_entropy(logits, ids[0, 4:10],
                                                               reduction="sum")), rel=1e-5)
+
+
+def test_pack_fills_rows_and_keeps_every_example_once() -> None:
+    from dlforge.lm.sft import Encoded, pack
+
+    rng = __import__("numpy").random.default_rng(0)
+    examples = [Encoded([i] * int(n), [i] * int(n)) for i, n in
+                enumerate(rng.integers(5, 60, 500))]
+    rows = pack(examples, 128)
+    assert sorted(e.ids[0] for row in rows for e in row) == list(range(500))
+    assert all(sum(len(e.ids) for e in row) <= 128 for row in rows)
+    fill = sum(len(e.ids) for e in examples) / (128 * len(rows))
+    assert fill > 0.95

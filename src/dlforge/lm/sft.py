@@ -20,6 +20,7 @@ another example), on the SDPA and eager paths alike.
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -224,20 +225,21 @@ def describe(encoded: Sequence[Encoded], tok: Any, width: int = 400) -> tuple[fl
 
 # ---------------------------------------------------------------------------------- batching
 def pack(encoded: Sequence[Encoded], max_length: int) -> list[list[Encoded]]:
-    """Examples grouped into rows of at most ``max_length`` tokens, first fit in the given
-    order (shuffle first for randomness): each row is one training sequence."""
+    """Examples grouped into rows of at most ``max_length`` tokens, best fit in the given
+    order (each goes to the row it fills most; shuffle first for randomness): each row is one
+    training sequence. A sorted list of the rows' free space makes it O(n log n)."""
     rows: list[list[Encoded]] = []
-    used: list[int] = []
+    free: list[tuple[int, int]] = []  # (free tokens, row), sorted
     for e in encoded:
         n = len(e.ids)
-        for i, u in enumerate(used):
-            if u + n <= max_length:
-                rows[i].append(e)
-                used[i] += n
-                break
+        at = bisect.bisect_left(free, (n, -1))
+        if at < len(free):
+            room, i = free.pop(at)
+            rows[i].append(e)
+            bisect.insort(free, (room - n, i))
         else:
             rows.append([e])
-            used.append(n)
+            bisect.insort(free, (max_length - n, len(rows) - 1))
     return rows
 
 
