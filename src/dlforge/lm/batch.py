@@ -21,6 +21,7 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Self
 
 import torch
 
@@ -28,7 +29,7 @@ from dlforge.lm.generate import _pick, check_sampling
 from dlforge.models.gpt import GPT, Decoder, KVCache
 from dlforge.train.device import autocast
 
-__all__ = ["DecodeBatcher", "TokenStream"]
+__all__ = ["BatcherThread", "DecodeBatcher", "TokenStream"]
 
 _END = object()
 
@@ -81,7 +82,45 @@ class _Seq:
     pos: int = 0  # positions of its row that are filled; 0: (re-)encode ctx first
 
 
-class DecodeBatcher:
+class BatcherThread:
+    """The worker-thread lifecycle of a decoding batcher: ``start()`` runs ``_work`` in a
+    daemon thread, ``stop()`` clears ``_running``, wakes it and joins it; a context manager.
+    Subclasses set ``_wake``, ``_running`` and ``_thread`` in ``__init__`` (see
+    :meth:`_init_thread`) and loop in ``_work`` while ``_running``."""
+
+    thread_name = "decode-batcher"
+
+    def _init_thread(self) -> None:
+        self._wake = threading.Event()
+        self._running = False
+        self._thread: threading.Thread | None = None
+
+    def _work(self) -> None:  # pragma: no cover - each batcher defines its loop
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        if not self._running:
+            self._running = True
+            self._thread = threading.Thread(target=self._work, daemon=True,
+                                            name=self.thread_name)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._running = False
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class DecodeBatcher(BatcherThread):
     """Decodes up to ``max_batch`` generations of ``model`` (in eval mode) together, in a worker
     thread: ``submit`` one, iterate its :class:`TokenStream`. Start with ``start()`` (or use as
     a context manager); ``stop()`` ends every stream and the thread.
@@ -102,34 +141,11 @@ class DecodeBatcher:
         self.precision = precision
         self.threads = threads
         self._pending: queue.Queue = queue.Queue()
-        self._wake = threading.Event()
-        self._running = False
-        self._thread: threading.Thread | None = None
+        self._init_thread()
         self.steps = 0  # batched decoding steps run (one per token of every running sequence)
         self.rows = 0  # the sequences those steps covered, summed: rows / steps = mean batch
 
     # ---------------------------------------------------------------- public
-    def start(self) -> DecodeBatcher:
-        if not self._running:
-            self._running = True
-            self._thread = threading.Thread(target=self._work, daemon=True,
-                                            name="decode-batcher")
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._running = False
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def __enter__(self) -> DecodeBatcher:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def submit(self, prompt: Sequence[int], max_new_tokens: int, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None,
                repetition_penalty: float = 1.0, seed: int | None = None) -> TokenStream:

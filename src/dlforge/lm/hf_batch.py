@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import inspect
 import queue
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from dlforge.errors import ConfigError
-from dlforge.lm.batch import _END, TokenStream
+from dlforge.lm.batch import _END, BatcherThread, TokenStream
 from dlforge.lm.generate import _pick, check_sampling
 
 __all__ = ["HFDecodeBatcher"]
@@ -66,7 +65,7 @@ class _Seq:
     cache: Any = None
 
 
-class HFDecodeBatcher:
+class HFDecodeBatcher(BatcherThread):
     """Decodes up to ``max_batch`` generations of the transformers causal LM ``model`` (eval
     mode) together in a worker thread: ``submit`` one, iterate its
     :class:`~dlforge.lm.batch.TokenStream`. ``eos``: the end-of-text token ids (a generation
@@ -74,6 +73,8 @@ class HFDecodeBatcher:
     ``threads``: the worker's intra-op threads on the CPU (None: PyTorch's setting; a
     pretrained model's matrices are large enough to use them, unlike the baby GPT's).
     ``waiting`` and ``running`` count the generations queued and in the batch."""
+
+    thread_name = "hf-decode-batcher"
 
     def __init__(self, model: Any, eos: Iterable[int], context: int, max_batch: int = 16,
                  threads: int | None = None):
@@ -85,9 +86,7 @@ class HFDecodeBatcher:
         self.threads = threads
         self.padded = self._can_pad()
         self._pending: queue.Queue = queue.Queue()
-        self._wake = threading.Event()
-        self._running = False
-        self._thread: threading.Thread | None = None
+        self._init_thread()
         self._active: list[_Seq] = []
         self._cache: Any = None  # the batch's DynamicCache (padded models), rows = _active
         self._mask: torch.Tensor | None = None  # (B, L): 1 where a row has a real token
@@ -103,27 +102,6 @@ class HFDecodeBatcher:
         return len(self._active)
 
     # ---------------------------------------------------------------- public
-    def start(self) -> HFDecodeBatcher:
-        if not self._running:
-            self._running = True
-            self._thread = threading.Thread(target=self._work, daemon=True,
-                                            name="hf-decode-batcher")
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._running = False
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def __enter__(self) -> HFDecodeBatcher:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def submit(self, prompt: Sequence[int], max_new_tokens: int, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None,
                repetition_penalty: float = 1.0, seed: int | None = None) -> TokenStream:
