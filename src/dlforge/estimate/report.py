@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["faq", "finetune_faq", "finetune_tables", "human_bytes", "human_count",
            "human_seconds", "tables"]
 
+
+def _sectioned(title: str) -> tuple[Any, Callable[[str, list[tuple[str, str]]], None]]:
+    """A section / quantity / value table and ``section(name, rows)``, which adds rows under
+    one section name and closes the section."""
+    from rich.table import Table
+
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("section")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+
+    def section(name: str, rows: list[tuple[str, str]]) -> None:
+        for i, (k, v) in enumerate(rows):
+            table.add_row(name if i == 0 else "", k, v)
+        table.add_section()
+
+    return table, section
 
 def human_count(n: float) -> str:
     for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -60,21 +78,11 @@ def faq(r: dict[str, Any]) -> dict[str, str]:
 
 def tables(r: dict[str, Any]) -> list[Any]:
     """Rich renderables: the FAQ lines, then one table of every figure."""
-    from rich.table import Table
     from rich.text import Text
 
     out: list[Any] = [Text(line) for line in r["faq"].values()]
     m = r["model"]
-    table = Table(title=f"Estimate: {m['name']} ({m['kind']}, {m['family']})",
-                  show_header=True, header_style="bold")
-    table.add_column("section")
-    table.add_column("quantity")
-    table.add_column("value", justify="right")
-
-    def section(name: str, rows: list[tuple[str, str]]) -> None:
-        for i, (k, v) in enumerate(rows):
-            table.add_row(name if i == 0 else "", k, v)
-        table.add_section()
+    table, section = _sectioned(f"Estimate: {m['name']} ({m['kind']}, {m['family']})")
 
     pa = r["parameters"]
     section("parameters", [("total (tied counted once)", f"{pa['total']:,}"),
@@ -173,21 +181,12 @@ def finetune_faq(r: dict[str, Any]) -> dict[str, str]:
 
 def finetune_tables(r: dict[str, Any]) -> list[Any]:
     """Rich renderables for a fine-tune estimate: the FAQ lines, then one table."""
-    from rich.table import Table
     from rich.text import Text
 
     out: list[Any] = [Text(line) for line in r["faq"].values()]
     mo = r["model"]
-    table = Table(title=f"Fine-tune estimate: {mo['name']} ({mo['architecture']}, "
-                        f"{r['method']})", show_header=True, header_style="bold")
-    table.add_column("section")
-    table.add_column("quantity")
-    table.add_column("value", justify="right")
-
-    def section(name: str, rows: list[tuple[str, str]]) -> None:
-        for i, (k, v) in enumerate(rows):
-            table.add_row(name if i == 0 else "", k, v)
-        table.add_section()
+    table, section = _sectioned(f"Fine-tune estimate: {mo['name']} ({mo['architecture']}, "
+                                f"{r['method']})")
 
     pa = r["parameters"]
     section("parameters", [("total", f"{pa['total']:,}"), ("trained", f"{pa['trained']:,}"),
