@@ -33,6 +33,9 @@ def evaluate(
 ) -> None:
     """Score a run on a labelled file, next to the majority-class baseline."""
     metrics = files.evaluate(run_dir, data, text=text, label=label)
+    seen = metrics.get("overlap", {})
+    if seen.get("rows"):
+        typer.echo(overlap_warning(data, seen["rows"], seen["of"]), err=True)
     if as_json:
         typer.echo(json.dumps(metrics, indent=2, default=str))
         return
@@ -42,6 +45,13 @@ def evaluate(
     for c, m in per.items():
         typer.echo(f"  {c}: precision {m['precision']:.4f}, recall {m['recall']:.4f}, "
                    f"f1 {m['f1']:.4f}, support {m['support']}")
+
+
+def overlap_warning(data: str | Path, rows: int, of: int) -> str:
+    """The line that says an evaluation file holds rows the model was fitted on."""
+    return (f"warning: {rows:,} of {of:,} rows of {data} ({rows / max(of, 1):.0%}) are rows the "
+            "model was trained or validated on, so the score below overestimates it; score a "
+            "file it has not seen (or train with --test-split 0.2 for a held-out test score)")
 
 
 # ----------------------------------------------------------------------------------- predict

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -296,8 +297,12 @@ def train(
     try:
         clf = files.train(cfg, out, overwrite=overwrite, verbose=0 if quiet else 1)
     except KeyboardInterrupt:
-        err(f"interrupted; continue from the last finished epoch with: {prog()} train "
-            f"--resume {out}")
+        if files.resumable(out):
+            err(f"interrupted; continue from the last finished epoch with: {prog()} train "
+                f"--resume {out}")
+        else:  # no epoch finished, so no checkpoint: the same command starts again
+            err("interrupted before the first epoch finished, so there is nothing to resume; "
+                f"start again with: {prog()} {shlex.join(ARGV)}")
         raise typer.Exit(130) from None
     _report_trained(clf, out)
 
@@ -343,11 +348,16 @@ def _report_trained(clf: Any, out: Path) -> None:
     cv = cv_summary(clf.metrics_)
     if cv:
         console.print(cv, soft_wrap=True)
-    data, me = clf.config_.data.path, prog()
-    console.print(f"\nRun saved to [b]{out}[/b]. Next:\n"
-                  f"  {me} evaluate {out} --data {data}\n"
-                  f"  {me} predict {out} --data {data} --out predictions.csv\n"
-                  f"  {me} info {out}", soft_wrap=True)
+    data, me = Path(str(clf.config_.data.path)), prog()
+    new = (data.with_name("new_" + data.name) if data.is_dir() else  # a folder of images
+           data.with_name("new" + "".join(data.suffixes) if data.suffix else "new.csv"))
+    hint = "" if clf.metrics_.get("test") else "; --test-split holds rows out for a test score"
+    console.print(
+        f"\nRun saved to [b]{out}[/b]. Next:\n"
+        f"  {me} evaluate {out} --data {new.name}   # labelled rows it has not seen "
+        f"({data.name} trained it{hint})"
+        f"\n  {me} predict {out} --data {new.name} --out predictions.csv\n"
+        f"  {me} info {out}", soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------- compare

@@ -39,6 +39,7 @@ from dlforge.data.frames import (
 )
 from dlforge.data.inputs import build_features, load_features, save_features
 from dlforge.data.loader import FeatureDataset, make_loader
+from dlforge.data.rows import row_fingerprints
 from dlforge.data.split import split_rows
 from dlforge.errors import ConfigError, DataError, NotFittedError, RunDirError
 from dlforge.estimators.persist import save_run
@@ -177,6 +178,9 @@ class DeepModel(BaseEstimator):
                                           saved if saved and saved.exists() else None)
         train_idx, val_idx, test_idx = split_rows(strata, cfg)
         idx = np.setdiff1d(np.arange(len(df)), test_idx)  # the rows outside the test split
+        # What dlforge evaluate compares its data with; none under DP (see dlforge.data.rows).
+        self.fit_rows_ = (None if cfg.privacy is not None else
+                          row_fingerprints(df.iloc[idx], [i.name for i in cfg.inputs]))
         if len(train_idx) < 2:
             raise DataError(f"{source}: only {len(df)} usable rows; too few to train on")
         if isinstance(target, NumericTarget) and not (saved and saved.exists()):
@@ -214,7 +218,7 @@ class DeepModel(BaseEstimator):
             if not resumed:
                 feat.fit(take(loaded, train_idx), source)
             encoded[name] = feat.encode(loaded)
-        say(f"data: {len(train_idx)} train, {len(val_idx)} validation, {len(test_idx)} test rows;"
+        say(f"data: {_describe_splits(train_idx, val_idx, test_idx)};"
             f" {_describe_target(target)}; inputs " + ", ".join(
                 f"{n} ({f.kind})" for n, f in features.items()))
         if workdir is not None and is_main_process():
@@ -363,7 +367,7 @@ class DeepModel(BaseEstimator):
             simple = _simple_model(cfg, target)
         except ValueError as err:
             raise ConfigError(f"model.name: {err}; use a network family") from None
-        say(f"data: {len(train_idx)} train, {len(val_idx)} validation, {len(test_idx)} test rows;"
+        say(f"data: {_describe_splits(train_idx, val_idx, test_idx)};"
             f" {_describe_target(target)}")
         say(f"model: baseline ({simple.name})")
         simple.fit(take_columns(columns, train_idx), y[train_idx])
@@ -729,6 +733,14 @@ def baseline_from_report(report: dict[str, Any]) -> np.ndarray:
     if "baseline_mean" in report:
         return np.array([report["baseline_mean"]])
     return np.asarray(report["baseline_majority"], dtype=np.int64)
+
+
+def _describe_splits(train: np.ndarray, val: np.ndarray, test: np.ndarray) -> str:
+    """"270 train, 30 validation rows (no test split)": the rows of each split."""
+    parts = [f"{len(train)} train", f"{len(val)} validation"]
+    if len(test):
+        return ", ".join(parts) + f", {len(test)} test rows"
+    return ", ".join(parts) + " rows (no test split: --test-split holds some out)"
 
 
 def _describe_target(target: Target) -> str:

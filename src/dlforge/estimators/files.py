@@ -17,6 +17,7 @@ from dlforge.config import RunConfig, load_config
 from dlforge.data.clean import clean_frame
 from dlforge.data.frames import output_kind, read_data
 from dlforge.data.io import write_table
+from dlforge.data.rows import load_fingerprints, overlap
 from dlforge.errors import DataError, DlforgeError, RunDirError
 from dlforge.estimators.base import DeepModel
 from dlforge.estimators.forecast import Forecaster, cross_validate_series
@@ -32,7 +33,7 @@ from dlforge.train.distributed import is_main_process
 from dlforge.train.metrics import probabilities
 
 __all__ = ["cross_validate", "estimator_for", "evaluate", "info", "predict", "preflight",
-           "train"]
+           "resumable", "train"]
 
 
 def estimator_for(cfg: RunConfig, output_kind: str) -> type[DeepModel]:
@@ -72,8 +73,8 @@ def train(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
     try:
         clf._fit_frame(df, cfg, source=str(cfg.data.path), workdir=work, resume=resume,
                        callbacks=callbacks)
-    except DlforgeError:
-        if not resume and not (work / "checkpoints").exists() and is_main_process():
+    except (DlforgeError, KeyboardInterrupt):
+        if not resume and not resumable(out) and is_main_process():
             shutil.rmtree(work, ignore_errors=True)  # no epoch finished: nothing to resume
         raise
     if cv_report is not None:
@@ -84,13 +85,19 @@ def train(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
     return clf
 
 
+def resumable(out: str | Path) -> bool:
+    """Whether ``dlforge train --resume out`` has a checkpoint to continue from (one is
+    written at the end of every epoch)."""
+    return (partial_dir(Path(out)) / "checkpoints" / "train_state.pt").is_file()
+
+
 def preflight(cfg: RunConfig | None, out: Path, *, resume: bool = False,
               overwrite: bool = False) -> RunConfig:
     """Check that a run can be written to ``out`` (and resumed from it); return the config to
     train (the saved one when resuming). Writes nothing."""
     work = partial_dir(out)
     if resume:
-        if not (work / "checkpoints" / "train_state.pt").is_file():
+        if not resumable(out):
             if (out / MANIFEST).is_file():
                 raise RunDirError(f"{out}: this run is complete; there is nothing to resume")
             raise RunDirError(f"{out}: no unfinished run to resume (looked in {work})")
@@ -151,6 +158,10 @@ def evaluate(run_dir: str | Path, data: str | Path, *, text: str | None = None,
     df, report = clean_frame(df, texts, cfg.output.name, clean, source=str(data))
     metrics = clf.evaluate_frame(df, str(data))
     metrics["cleaning"] = report
+    fitted = load_fingerprints(Path(run_dir))
+    if fitted is not None:  # rows the model was fitted on score higher than new ones
+        metrics["overlap"] = {"rows": overlap(df, [i.name for i in cfg.inputs], fitted),
+                              "of": len(df)}
     return metrics
 
 

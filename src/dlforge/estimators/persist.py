@@ -8,9 +8,12 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from dlforge.audit.card import write_card
 from dlforge.config import dump_config
 from dlforge.data.frames import task_name
+from dlforge.data.rows import FILE as ROWS
 from dlforge.run import history_csv, new_run_dir, save_weights, seal_run, to_json
 from dlforge.train.metrics import plot_confusion, plot_history
 from dlforge.train.thresholds import FILE as POSTPROCESS
@@ -34,6 +37,9 @@ def save_run(clf: DeepModel, path: Path, checkpoints: Path | None = None) -> Pat
             clf.postprocess_.save(tmp / POSTPROCESS)
         (tmp / "metrics.json").write_text(to_json(clf.metrics_), encoding="utf-8")
         (tmp / "data.json").write_text(to_json(clf.data_report_), encoding="utf-8")
+        rows = getattr(clf, "fit_rows_", None)  # for dlforge evaluate's overlap warning
+        if rows is not None:
+            np.save(tmp / ROWS, rows, allow_pickle=False)
         if getattr(clf, "privacy_", None):  # trained with DP-SGD: the budget spent
             (tmp / "privacy.json").write_text(to_json(clf.privacy_), encoding="utf-8")
         (tmp / "history.csv").write_text(history_csv(clf.history_), encoding="utf-8")

@@ -257,11 +257,11 @@ class Trainer:
             self.log(f"privacy: DP-SGD, noise multiplier {self._dp.noise_multiplier:.3g}, "
                      f"max grad norm {self.privacy.max_grad_norm}, target ε "
                      f"{self.privacy.target_epsilon} at δ {self.privacy.target_delta:g}")
-        callbacks = list(self.callbacks)
+        # The epoch's line first, then the user's callbacks, then early stopping's verdict.
+        callbacks = [Progress(cfg.epochs, steps_per_epoch)] if self.verbose else []
+        callbacks += self.callbacks
         if cfg.patience and val_loader is not None:
             callbacks.append(EarlyStopping(cfg.patience))
-        if self.verbose:
-            callbacks.append(Progress(cfg.epochs, steps_per_epoch))
         for cb in callbacks:
             cb.on_train_begin(self)
         self.should_stop = bool(self.state.get("stopped"))
