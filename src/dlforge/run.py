@@ -12,6 +12,8 @@ runs/tweets/
   data.json           cleaning counts, split sizes, class counts or target statistics
   privacy.json        with DP-SGD: ε spent, δ, accountant, max_grad_norm, noise multiplier
   history.csv         one row per epoch
+  rows.npy            64-bit fingerprints of the training and validation rows (not under
+                      DP-SGD), for dlforge evaluate's overlap warning (dlforge.data.rows)
   plots/              curves.png, confusion_matrix.png
   checkpoints/        last weights and the training state, when trained from the CLI
   postprocess.json    per-group decision thresholds, after dlforge audit --mitigate

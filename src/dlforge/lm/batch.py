@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Any, Self
 
 import torch
 
@@ -37,17 +37,33 @@ _END = object()
 class TokenStream:
     """The token ids of one generation, as they are decoded (an iterator); ``close()`` stops
     the generation at the next step. ``finish_reason``: ``"stop"`` once the model has ended
-    its text (an end-of-text token, which is not yielded), else ``"length"``."""
+    its text (an end-of-text token, which is not yielded), else ``"length"``.
 
-    def __init__(self) -> None:
+    With a ``sink`` (a callable), the batcher's thread hands it each item instead: a token id,
+    an exception, or :attr:`END` last; such a stream is not iterated (the server's event loop
+    takes its tokens this way, with no thread per generation)."""
+
+    END = _END
+
+    def __init__(self, sink: Callable[[Any], None] | None = None) -> None:
         self._queue: queue.Queue = queue.Queue()
+        self._sink = sink
         self.stopped = threading.Event()
         self.finish_reason = "length"
+
+    def put(self, item: Any) -> None:
+        """From the batcher: the next token id, an exception, or ``END``."""
+        if self._sink is not None:
+            self._sink(item)
+        else:
+            self._queue.put(item)
 
     def __iter__(self) -> Iterator[int]:
         return self
 
     def __next__(self) -> int:
+        if self._sink is not None:
+            raise TypeError("a TokenStream with a sink hands its tokens to the sink")
         if self.stopped.is_set() and self._queue.empty():
             raise StopIteration
         item = self._queue.get()
@@ -63,7 +79,8 @@ class TokenStream:
         """Stop the generation (from any thread); a reader waiting for a token wakes up and
         the stream ends."""
         self.stopped.set()
-        self._queue.put(_END)
+        if self._sink is None:
+            self._queue.put(_END)
 
 
 @dataclass
@@ -148,9 +165,11 @@ class DecodeBatcher(BatcherThread):
     # ---------------------------------------------------------------- public
     def submit(self, prompt: Sequence[int], max_new_tokens: int, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None,
-               repetition_penalty: float = 1.0, seed: int | None = None) -> TokenStream:
+               repetition_penalty: float = 1.0, seed: int | None = None,
+               sink: Callable[[Any], None] | None = None) -> TokenStream:
         """Queue a generation of ``max_new_tokens`` after ``prompt`` (token ids, at least one);
-        settings as :func:`~dlforge.lm.generate.sample_tokens`."""
+        settings as :func:`~dlforge.lm.generate.sample_tokens`.
+        ``sink``: where the batcher's thread hands the tokens (see :class:`TokenStream`)."""
         check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
         if not self._running:
             raise RuntimeError("the DecodeBatcher is not running; call start() first")
@@ -159,12 +178,12 @@ class DecodeBatcher(BatcherThread):
             gen.seed()
         else:
             gen.manual_seed(seed)
-        stream = TokenStream()
+        stream = TokenStream(sink)
         block = self.model.config.block_size
         seq = _Seq(stream, list(prompt)[-block:], max_new_tokens, temperature, top_k, top_p,
                    repetition_penalty, gen, set(prompt))
         if max_new_tokens == 0:
-            stream._queue.put(_END)
+            stream.put(_END)
         else:
             self._pending.put(seq)
             self._wake.set()
@@ -192,13 +211,13 @@ class DecodeBatcher(BatcherThread):
                 active = self._drop_stopped(active, cache)
         except BaseException as err:  # noqa: BLE001 - every waiting stream gets the error
             for seq in active:
-                seq.stream._queue.put(err)
+                seq.stream.put(err)
             raise
         finally:
             for seq in active:
-                seq.stream._queue.put(_END)
+                seq.stream.put(_END)
             while not self._pending.empty():
-                self._pending.get_nowait().stream._queue.put(_END)
+                self._pending.get_nowait().stream.put(_END)
 
     def _step(self, active: list[_Seq], cache: KVCache, decoder: Decoder) -> None:
         """One token for every running sequence: sequences with nothing cached (new, or just
@@ -235,12 +254,12 @@ class DecodeBatcher(BatcherThread):
                     if seq.penalty != 1.0 else None)
             nxt = _pick(logits[r], seen, seq.temperature, seq.top_k, seq.top_p, seq.penalty,
                         seq.gen)
-            seq.stream._queue.put(nxt)
+            seq.stream.put(nxt)
             seq.seen.add(nxt)
             seq.ctx.append(nxt)
             seq.remaining -= 1
             if seq.remaining == 0:
-                seq.stream._queue.put(_END)
+                seq.stream.put(_END)
                 seq.stream.stopped.set()
             elif len(seq.ctx) > block:  # slide, as sample_tokens does
                 seq.ctx = seq.ctx[-max(1, block // 2):]

@@ -16,7 +16,7 @@ from different threads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -24,7 +24,7 @@ from dlforge.errors import ConfigError
 from dlforge.models.gpt import GPT, Decoder, KVCache
 from dlforge.train.device import autocast
 
-__all__ = ["check_sampling", "sample_tokens", "stream_text"]
+__all__ = ["TextPieces", "check_sampling", "sample_tokens", "stream_text"]
 
 
 def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None,
@@ -129,38 +129,71 @@ def stream_text(decode, tokens: Iterator[int], stop: str | Sequence[str] | None 
 
 def _pieces(decode, tokens: Iterator[int], stops: list[str],
             details: dict | None) -> Iterator[str]:
-    ids: list[int] = []
-    base = 0  # ids before this are decoded and sent in full: decode only the rest (linear)
-    sent = 0  # characters of decode(ids[base:]) already sent
-    text = ""
+    text = TextPieces(decode, stops)
     for t in tokens:
-        ids.append(t)
-        text = decode(ids[base:])
-        found = [at for at in (text.find(s, sent) for s in stops) if at >= 0]
+        piece = text.feed(t)
+        if text.stopped and details is not None:
+            details.update(generated_tokens=len(text.ids), finish_reason="stop")
+        if piece:
+            yield piece
+        if text.stopped:
+            return
+    if details is not None:
+        details.update(generated_tokens=len(text.ids),
+                       finish_reason=getattr(tokens, "finish_reason", "length"))
+    rest = text.rest()
+    if rest:
+        yield rest
+
+
+class TextPieces:
+    """Token ids in, text out, a token at a time: :meth:`feed` returns the text that can be
+    sent now ("" while a piece is held back), :attr:`stopped` turns true when a stop string
+    appears (the text ends before it), and :meth:`rest` is what is left when the tokens end.
+
+    A piece is held back while it could still be the start of a stop string, or while it ends
+    in an incomplete UTF-8 sequence (a byte-level BPE token can hold part of a character).
+    Only the ids after the last piece sent in full are decoded again, so the work is linear
+    in the length of the text."""
+
+    def __init__(self, decode: Callable[[list[int]], str],
+                 stop: str | Sequence[str] | None = None):
+        self.decode = decode
+        self.stops = [stop] if isinstance(stop, str) else [s for s in stop or () if s]
+        self.ids: list[int] = []
+        self.stopped = False
+        self._base = 0  # ids before this are decoded and sent in full
+        self._sent = 0  # characters of decode(ids[base:]) already sent
+        self._text = ""
+
+    def feed(self, token: int) -> str:
+        self.ids.append(token)
+        text = self._text = self.decode(self.ids[self._base:])
+        sent = self._sent
+        found = [at for at in (text.find(s, sent) for s in self.stops) if at >= 0]
         if found:
             at = min(found)
-            if details is not None:
-                details.update(generated_tokens=len(ids), finish_reason="stop")
-            if at > sent:
-                yield text[sent:at]
-            return
+            self.stopped = True
+            self._sent = len(text)  # nothing after the stop string is sent
+            return text[sent:at]
         safe = len(text)
         while safe > sent and text[safe - 1] == "\ufffd":
             safe -= 1
         held = 0  # the longest tail that could still begin a stop string
-        for s in stops:
+        for s in self.stops:
             for j in range(min(len(s) - 1, safe - sent), held, -1):
                 if text[safe - j:safe] == s[:j]:
                     held = j
                     break
         safe -= held
+        piece = ""
         if safe > sent:
-            yield text[sent:safe]
-            sent = safe
-        if sent == len(text):  # nothing held back: the next tokens start a fresh piece
-            base, sent, text = len(ids), 0, ""
-    if details is not None:
-        details.update(generated_tokens=len(ids),
-                       finish_reason=getattr(tokens, "finish_reason", "length"))
-    if len(text) > sent:
-        yield text[sent:]
+            piece = text[sent:safe]
+            self._sent = safe
+        if self._sent == len(text):  # nothing held back: the next tokens start a fresh piece
+            self._base, self._sent, self._text = len(self.ids), 0, ""
+        return piece
+
+    def rest(self) -> str:
+        """The text held back when the tokens end (none after a stop string)."""
+        return "" if self.stopped else self._text[self._sent:]

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import inspect
 import queue
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,9 +104,11 @@ class HFDecodeBatcher(BatcherThread):
     # ---------------------------------------------------------------- public
     def submit(self, prompt: Sequence[int], max_new_tokens: int, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None,
-               repetition_penalty: float = 1.0, seed: int | None = None) -> TokenStream:
+               repetition_penalty: float = 1.0, seed: int | None = None,
+               sink: Callable[[Any], None] | None = None) -> TokenStream:
         """Queue a generation of at most ``max_new_tokens`` after ``prompt`` (token ids, at
-        least one, fewer than the context: a ConfigError naming both numbers otherwise)."""
+        least one, fewer than the context: a ConfigError naming both numbers otherwise).
+        ``sink``: where the batcher's thread hands the tokens (see :class:`TokenStream`)."""
         check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
         prompt = [int(t) for t in prompt]
         if not prompt:
@@ -121,12 +123,12 @@ class HFDecodeBatcher(BatcherThread):
             gen.seed()
         else:
             gen.manual_seed(seed)
-        stream = TokenStream()
+        stream = TokenStream(sink)
         remaining = min(max_new_tokens, self.context - len(prompt))
         seq = _Seq(stream, prompt, remaining, temperature, top_k, top_p, repetition_penalty,
                    gen, set(prompt))
         if remaining == 0:
-            stream._queue.put(_END)
+            stream.put(_END)
         else:
             self._pending.put(seq)
             self._wake.set()
@@ -162,14 +164,14 @@ class HFDecodeBatcher(BatcherThread):
                 self._drop_stopped()
         except BaseException as err:  # noqa: BLE001 - every waiting stream gets the error
             for seq in self._active:
-                seq.stream._queue.put(err)
+                seq.stream.put(err)
             raise
         finally:
             for seq in self._active:
-                seq.stream._queue.put(_END)
+                seq.stream.put(_END)
             self._active, self._cache, self._mask = [], None, None
             while not self._pending.empty():
-                self._pending.get_nowait().stream._queue.put(_END)
+                self._pending.get_nowait().stream.put(_END)
 
     def _admit(self, seq: _Seq) -> None:
         """Encode ``seq``'s prompt into a cache of its own, sample its first token, and join
@@ -187,7 +189,7 @@ class HFDecodeBatcher(BatcherThread):
                 seq.pos = len(seq.prompt)
                 self._emit(seq, logits)
         except Exception as err:  # noqa: BLE001 - handed to its stream, whose reader raises it
-            seq.stream._queue.put(err)
+            seq.stream.put(err)
             seq.stream.stopped.set()
             return
         if seq.stream.stopped.is_set():
@@ -251,7 +253,7 @@ class HFDecodeBatcher(BatcherThread):
             seq.stream.finish_reason = "stop"
             self._end(seq)
             return
-        seq.stream._queue.put(nxt)
+        seq.stream.put(nxt)
         seq.seen.add(nxt)
         seq.last = nxt
         seq.remaining -= 1
@@ -260,7 +262,7 @@ class HFDecodeBatcher(BatcherThread):
 
     @staticmethod
     def _end(seq: _Seq) -> None:
-        seq.stream._queue.put(_END)
+        seq.stream.put(_END)
         seq.stream.stopped.set()
 
     def _drop_stopped(self) -> None:

@@ -12,20 +12,21 @@ POST /v2/models/{name}/generate_stream  the same body -> Server-Sent Events: one
 
 The tokens of every running generation of a model are decoded together, one batched step per
 token (continuous batching: ``dlforge.lm.batch.DecodeBatcher`` for a GPT,
-``dlforge.lm.hf_batch.HFDecodeBatcher`` for a pretrained model, started with the server); each
-generation has a thread of its own that turns its tokens into text and hands the pieces to the
-event loop through a queue. A client that disconnects (or a request that times out) closes its
-token stream, and the batcher drops it before the next step. A bounded number run at once;
+``dlforge.lm.hf_batch.HFDecodeBatcher`` for a pretrained model, started with the server); the
+batcher's thread hands each token to the event loop, where it becomes text. A client that
+disconnects (or a request that times out) closes its token stream, and the batcher drops it
+before the next step. A bounded number run at once;
 past it, 503 with Retry-After.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dlforge.errors import ConfigError, DlforgeError
 from dlforge.estimators.language import LanguageModel
-from dlforge.lm.generate import stream_text
+from dlforge.lm.batch import TokenStream
+from dlforge.lm.generate import TextPieces
 
 __all__ = ["GenerateParameters", "GenerateRequest", "Generations", "ServedLM",
            "add_generate_routes"]
 
-_END = object()  # the producer thread's last item
+_END = object()  # a generation's last item on its queue
 
 
 class ServedLM:
@@ -139,95 +141,120 @@ class GenerateRequest(BaseModel):
     parameters: GenerateParameters = Field(default_factory=GenerateParameters)
 
 
-class _Counted:
-    """A batcher's token stream that calls ``on_token()`` as each token is taken from it."""
+class _Inbox:
+    """Items from the batcher's thread to the event loop, handed over in batches: the thread
+    appends ``(generation, item)`` and schedules one drain on the loop unless one is pending,
+    so a step that decodes a token for 32 generations wakes the loop once, not 32 times."""
 
-    def __init__(self, tokens: Any, on_token: Callable[[], None]):
-        self.tokens, self.on_token = tokens, on_token
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.items: deque[tuple[_Generation, Any]] = deque()
+        self.lock = threading.Lock()
+        self.scheduled = False
 
-    @property
-    def finish_reason(self) -> str:
-        return self.tokens.finish_reason
+    def put(self, gen: _Generation, item: Any) -> None:
+        with self.lock:
+            self.items.append((gen, item))
+            if self.scheduled:
+                return
+            self.scheduled = True
+        with contextlib.suppress(RuntimeError):  # a closed loop: the server is shutting down
+            self.loop.call_soon_threadsafe(self._drain)
 
-    def __iter__(self) -> Iterator[int]:
-        return self
-
-    def __next__(self) -> int:
-        t = next(self.tokens)
-        self.on_token()
-        return t
-
-    def close(self) -> None:
-        self.tokens.close()
+    def _drain(self) -> None:
+        with self.lock:
+            items, self.items, self.scheduled = self.items, deque(), False
+        for gen, item in items:
+            gen.feed(item)
 
 
 class _Generation:
-    """One generation in its own thread: the prompt (text, or token ids) is encoded and
-    checked, submitted to the model's batcher, and the text pieces arrive on an asyncio queue
-    as ``(index, piece)``; ``queue`` may be shared by the choices of one request."""
+    """One generation: the prompt (text, or token ids) is encoded and checked and submitted
+    to the model's batcher, whose thread hands each token to the event loop (through the
+    :class:`_Inbox`); there it becomes text (:class:`~dlforge.lm.generate.TextPieces`), and
+    the pieces go on an asyncio queue as ``(index, piece)``, then ``_END``. ``queue`` may be
+    shared by the choices of one request. No thread of its own: a thousand streams cost a
+    thousand small objects, not a thousand threads contending with the batcher."""
 
     def __init__(self, gens: Generations, served: ServedLM, prompt: str | list[int],
                  max_new_tokens: int, stop: str | Sequence[str] | None,
                  sampling: dict[str, Any], t0: float, queue: asyncio.Queue | None = None,
                  index: int = 0) -> None:
         self.details: dict[str, Any] = {}
-        self.stop = threading.Event()
         self.queue: asyncio.Queue = queue if queue is not None else asyncio.Queue()
-        self.loop = asyncio.get_running_loop()
         self.gens, self.served, self.prompt = gens, served, prompt
-        self.max_new_tokens, self.stop_at, self.sampling = max_new_tokens, stop, sampling
+        self.max_new_tokens, self.sampling = max_new_tokens, sampling
+        self.text = TextPieces(served.decode, stop)
         self.t0, self.index = t0, index
         self.tokens: Any = None  # the batcher's TokenStream, once submitted
         self.first_token: float | None = None  # when it came (perf_counter)
-        self.thread = threading.Thread(target=self._produce, daemon=True,
-                                       name=f"generate-{served.name}")
+        self.done = False
 
     def start(self) -> _Generation:
-        self.gens.queued(self.served.name, +1)
-        self.thread.start()
+        m = self.served
+        self.gens.queued(m.name, +1)
+        inbox = self.gens.inbox()
+        try:
+            ids = m.prompt_ids(self.prompt) if isinstance(self.prompt, str) else self.prompt
+            self.details["prompt_tokens"] = len(ids)
+            m.check_length(len(ids), self.max_new_tokens)
+            self.tokens = m.batcher.submit(ids, self.max_new_tokens, **self.sampling,
+                                           sink=lambda item: inbox.put(self, item))
+        except Exception as err:  # noqa: BLE001 - handed to the request (DlforgeError: 4xx)
+            self._put(err)
+            self._finish()
         return self
 
     def close(self) -> None:
         """Stop it: the batcher drops it before its next step."""
-        self.stop.set()
         if self.tokens is not None:
             self.tokens.close()
+        self._finish()
+
+    def feed(self, item: Any) -> None:
+        """On the event loop: the batcher's next item (a token id, an error, or the end)."""
+        if self.done:
+            return
+        try:
+            if item is TokenStream.END:
+                self.details.update(generated_tokens=len(self.text.ids),
+                                    finish_reason=self.tokens.finish_reason)
+                rest = self.text.rest()
+                if rest:
+                    self._put(rest)
+                self._finish()
+                return
+            if isinstance(item, BaseException):
+                raise item
+            self._on_token()
+            piece = self.text.feed(item)
+            if piece:
+                self._put(piece)
+            if self.text.stopped:
+                self.details.update(generated_tokens=len(self.text.ids), finish_reason="stop")
+                self.close()
+        except Exception as err:  # noqa: BLE001 - handed to the request
+            self._put(err)
+            self.close()
 
     def _put(self, item: Any) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, (self.index, item))
+        self.queue.put_nowait((self.index, item))
+
+    def _finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.first_token is None:
+            self.gens.queued(self.served.name, -1)
+        else:
+            self.gens.running(self.served.name, -1)
+        self._put(_END)
 
     def _on_token(self) -> None:
         if self.first_token is None:
             self.first_token = time.perf_counter()
             self.gens.first_token(self.served.name, self.first_token - self.t0)
         self.gens.token(self.served.name)
-
-    def _produce(self) -> None:
-        m = self.served
-        try:
-            ids = m.prompt_ids(self.prompt) if isinstance(self.prompt, str) else self.prompt
-            self.details["prompt_tokens"] = len(ids)
-            m.check_length(len(ids), self.max_new_tokens)
-            self.tokens = m.batcher.submit(ids, self.max_new_tokens, **self.sampling)
-            if self.stop.is_set():  # closed while it was being submitted
-                self.tokens.close()
-            stream = stream_text(m.decode, _Counted(self.tokens, self._on_token),
-                                 self.stop_at, self.details)
-            try:
-                for piece in stream:
-                    if self.stop.is_set():
-                        break
-                    self._put(piece)
-            finally:
-                stream.close()
-        except Exception as err:  # noqa: BLE001 - handed to the request (DlforgeError: 4xx)
-            self._put(err)
-        finally:
-            if self.first_token is None:
-                self.gens.queued(m.name, -1)
-            else:
-                self.gens.running(m.name, -1)
-            self._put(_END)
 
     async def pieces(self) -> AsyncIterator[str]:
         """The text pieces (of a generation with a queue of its own); raises what the
@@ -275,6 +302,14 @@ class Generations:
         self.metrics, self.settings = metrics, settings
         self.admitted = 0
         self.rates: dict[str, _Rate] = {}
+        self._inbox: _Inbox | None = None
+
+    def inbox(self) -> _Inbox:
+        """The running event loop's inbox for tokens from the batchers' threads."""
+        loop = asyncio.get_running_loop()
+        if self._inbox is None or self._inbox.loop is not loop:
+            self._inbox = _Inbox(loop)
+        return self._inbox
 
     def admit(self, n: int, limit: int) -> None:
         """Count ``n`` more generations in, or 503 when that would pass ``limit``."""
@@ -297,7 +332,7 @@ class Generations:
         return _Generation(self, served, prompt, max_new_tokens, stop, sampling, t0, queue,
                            index).start()
 
-    # the generation threads call these
+    # the generations call these, on the event loop
     def queued(self, name: str, delta: int) -> None:
         self.metrics.gen_queued.labels(name).inc(delta)
 
