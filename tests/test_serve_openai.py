@@ -95,6 +95,28 @@ def test_completions_give_the_python_api_text(client, tiny: PretrainedLM) -> Non
     assert all(c.usage is None for c in chunks[:-1])
 
 
+def test_completions_take_token_ids(client, tiny: PretrainedLM, tiny_lm) -> None:
+    ids = tiny.encode_prompt("hello there")
+    want = tiny.generate("hello there", 6, temperature=0)
+    r = client.completions.create(model="tiny", prompt=ids, max_tokens=6, temperature=0)
+    assert r.choices[0].text == want and r.usage.prompt_tokens == len(ids)
+    other = tiny.encode_prompt("good day")
+    r = client.completions.create(model="tiny", prompt=[ids, other], max_tokens=6,
+                                  temperature=0)
+    texts = {c.index: c.text for c in r.choices}
+    assert texts == {0: want, 1: tiny.generate("good day", 6, temperature=0)}
+    lm = LanguageModel.load(tiny_lm[1])  # our GPT: its own tokenizer's ids
+    gpt_ids = [int(t) for t in lm.tokenizer_.encode("the quick")]
+    r = client.completions.create(model="fox", prompt=gpt_ids, max_tokens=8, temperature=0)
+    assert r.choices[0].text == lm.generate("the quick", 8, temperature=0)
+    vocab = len(tiny.tokenizer)
+    for bad, needle in (([5, vocab + 7], f"token id {vocab + 7} (position 1)"),
+                        ([-1], "token id -1"), ([[]], "no token ids")):
+        with pytest.raises(openai.BadRequestError) as e:
+            client.completions.create(model="tiny", prompt=bad, max_tokens=2)
+        assert _error(e)["param"] == "prompt" and needle in _error(e)["message"]
+
+
 def test_chat_uses_the_model_template(client, tiny: PretrainedLM, folders) -> None:
     want = tiny.chat(HELLO, 10, temperature=0)
     r = client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=10,

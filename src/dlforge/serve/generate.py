@@ -35,7 +35,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from dlforge.errors import ConfigError, DlforgeError
+from dlforge.errors import ConfigError, DataError, DlforgeError
 from dlforge.estimators.language import LanguageModel
 from dlforge.lm.batch import TokenStream
 from dlforge.lm.generate import TextPieces
@@ -87,6 +87,24 @@ class ServedLM:
         """The token ids of a plain prompt (DataError for a GPT's empty prompt or characters
         outside its vocabulary)."""
         return self.lm.encode_prompt(text) if self.pretrained else self.lm._prompt_ids(text)
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids run from 0 to this, less one (the rows of the input embedding)."""
+        if self.pretrained:
+            return int(self.lm.model.get_input_embeddings().num_embeddings)
+        return int(self.lm.model_.config.vocab_size)
+
+    def token_ids(self, ids: Sequence[int]) -> list[int]:
+        """A prompt given as token ids, checked: at least one, each in the vocabulary."""
+        if not ids:
+            raise DataError("prompt: no token ids; give at least one")
+        v = self.vocab_size
+        for i, t in enumerate(ids):
+            if not 0 <= t < v:
+                raise DataError(f"prompt: token id {t} (position {i}) is outside the model's "
+                                f"vocabulary (0 to {v - 1})")
+        return [int(t) for t in ids]
 
     def chat_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
         """The conversation rendered by the model's chat template, the assistant's turn

@@ -7,6 +7,9 @@ POST /v1/completions             {"model", "prompt", ...}         GPT runs and p
 POST /v1/chat/completions        {"model", "messages", ...}       models with a chat template
 ```
 
+A completion's ``prompt`` is a text, a list of texts, the token ids of one prompt or a list of
+those (ids checked against the vocabulary).
+
 Parameters: ``max_tokens`` (chat: or ``max_completion_tokens``), ``temperature`` (default 1),
 ``top_p``, ``stop`` (a string or a list), ``seed`` (choice j of a request samples with
 ``seed + j``), ``n`` (several choices, decoded in the same batch), ``stream`` (Server-Sent
@@ -116,7 +119,8 @@ _UNSET = object()
 
 
 class CompletionRequest(_Common):
-    prompt: str | list[str]
+    # a text, several, the token ids of one, or of several (as OpenAI's API takes them)
+    prompt: str | list[str] | list[int] | list[list[int]]
     echo: bool | None = None
     suffix: str | None = None
     best_of: int | None = None  # equal to n changes nothing (checked in _check)
@@ -268,16 +272,19 @@ def add_openai_routes(app: FastAPI, models: dict[str, Any], gens: Generations,
 
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> Response:
-        """OpenAI's completions: the continuation of ``prompt`` (a string or a list)."""
+        """OpenAI's completions: the continuation of ``prompt`` (a string, a list of them,
+        token ids, or a list of those)."""
         _check(body)
         m = language_model(body.model)
-        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        prompt = body.prompt
+        prompts = ([prompt] if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int))
+                   else prompt)
         if not prompts:
             raise OpenAIError(400, "prompt: an empty list", param="prompt")
         ids = []
         for p in prompts:
             try:
-                ids.append(m.prompt_ids(p))
+                ids.append(m.prompt_ids(p) if isinstance(p, str) else m.token_ids(p))
             except DlforgeError as err:
                 raise OpenAIError(400, str(err), param="prompt") from None
         return await respond(request, m, body, ids, body.max_tokens, chat=False)
