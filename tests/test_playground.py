@@ -162,6 +162,46 @@ def test_a_language_model_streams_into_the_page(browser, tmp_path):
         assert browser.find_element(By.ID, "latency").text.startswith("40 tokens (length)")
 
 
+def test_a_chat_model_holds_a_conversation(browser, tmp_path):
+    from dlforge.estimators.pretrained_lm import PretrainedLM
+    from dlforge.serve.app import served_run
+    from dlforge.testing import tiny_causal_lm
+
+    folder = tiny_causal_lm(tmp_path / "tiny", "llama")
+    lm = PretrainedLM.load(folder)
+    with Server([served_run(folder)], ServeSettings()) as srv:
+        browser.get(srv.url + "/")
+        box = WebDriverWait(browser, 30).until(
+            EC.presence_of_element_located((By.ID, "in-message")))
+        assert browser.find_element(By.ID, "predict").text == "Send"
+        assert browser.find_element(By.ID, "chat-reset").is_displayed()
+        browser.find_element(By.ID, "in-system").send_keys("You are terse.")
+        for field, value in (("gen-max", "8"), ("gen-temp", "0")):
+            el = browser.find_element(By.ID, field)
+            el.clear()
+            el.send_keys(value)
+        messages = [{"role": "system", "content": "You are terse."}]
+        for i, text in enumerate(("hello there", "and then?")):
+            box.send_keys(text)
+            browser.find_element(By.ID, "predict").click()
+            WebDriverWait(browser, 60).until(
+                lambda d, n=i + 1: len(d.find_elements(By.CSS_SELECTOR, "#chat .assistant")) == n
+                and "tokens/s" in d.find_element(By.ID, "latency").text
+                or d.find_element(By.ID, "error").text)
+            assert not browser.find_element(By.ID, "error").text
+            messages.append({"role": "user", "content": text})
+            want = lm.chat(messages, max_new_tokens=8, temperature=0)
+            answers = browser.find_elements(By.CSS_SELECTOR, "#chat .assistant")
+            got = browser.execute_script("return arguments[0].textContent", answers[-1])
+            assert got == want  # the second answer saw the whole conversation
+            messages.append({"role": "assistant", "content": want})
+            assert browser.find_element(By.ID, "in-message").get_attribute("value") == ""
+        users = browser.find_elements(By.CSS_SELECTOR, "#chat .user")
+        assert [u.text for u in users] == ["hello there", "and then?"]
+        browser.find_element(By.ID, "chat-reset").click()
+        assert not browser.find_elements(By.CSS_SELECTOR, "#chat .turn")
+
+
 def test_pasting_a_series_shows_its_label(browser, tmp_path):
     from dlforge import SequenceModel
     from tests.test_sequences import waves
