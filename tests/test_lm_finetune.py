@@ -421,3 +421,14 @@ def test_pack_fills_rows_and_keeps_every_example_once() -> None:
     assert all(sum(len(e.ids) for e in row) <= 128 for row in rows)
     fill = sum(len(e.ids) for e in examples) / (128 * len(rows))
     assert fill > 0.95
+
+
+def test_count_batches_is_the_number_of_batches_made() -> None:
+    from dlforge.lm.sft import Encoded, batches, count_batches
+
+    rng = __import__("numpy").random.default_rng(1)
+    examples = [Encoded([i % 50 + 1] * int(n), [i % 50 + 1] * int(n)) for i, n in
+                enumerate(rng.integers(3, 40, 97))]
+    for packing in (False, True):
+        n = count_batches(examples, 8, 64, packing)
+        assert n == len(batches(examples, 8, 64, packing, 0))

@@ -47,7 +47,15 @@ from dlforge.lm.hf import (
     load_model,
     load_tokenizer,
 )
-from dlforge.lm.sft import IGNORE, Encoded, batches, describe, encode, read_examples
+from dlforge.lm.sft import (
+    IGNORE,
+    Encoded,
+    batches,
+    count_batches,
+    describe,
+    encode,
+    read_examples,
+)
 from dlforge.run import (
     FINETUNE_TASK,
     check_out,
@@ -270,8 +278,8 @@ def finetune(base: str | Path, data: str | Path, out: str | Path,
     lr = cfg.learning_rate()
     opt = adamw([(params, lr)], cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
-    per_epoch = math.ceil(len(batches(train_enc, cfg.batch_size, cfg.max_length, cfg.packing,
-                                      pad)) / cfg.accumulate)
+    per_epoch = math.ceil(count_batches(train_enc, cfg.batch_size, cfg.max_length,
+                                        cfg.packing) / cfg.accumulate)
     total = min(cfg.max_steps or per_epoch * cfg.epochs, per_epoch * cfg.epochs)
     warm = int(cfg.warmup * total)
     trained = {n: p for n, p in model.named_parameters() if p.requires_grad}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,8 @@ import torch
 
 from dlforge.errors import DataError
 
-__all__ = ["IGNORE", "Encoded", "batches", "describe", "encode", "pack", "read_examples"]
+__all__ = ["IGNORE", "Encoded", "batches", "count_batches", "describe", "encode", "pack",
+           "read_examples"]
 
 IGNORE = -100  # the label of a token the loss does not see
 ROLES = ("system", "user", "assistant", "tool")
@@ -274,6 +276,15 @@ def collate(rows: Sequence[Sequence[Encoded]], pad_id: int) -> dict[str, torch.T
     if not packed:
         out["attention_mask"] = torch.from_numpy(mask)
     return out
+
+
+def count_batches(encoded: Sequence[Encoded], batch_size: int, max_length: int,
+                  packing: bool) -> int:
+    """How many batches :func:`batches` makes of ``encoded`` (unshuffled), without building
+    them: the rows are packed (when packing) but no tensor is made. A shuffled epoch packs
+    in another order, which can take a row more or less: the schedule's step count."""
+    rows = len(pack(list(encoded), max_length)) if packing else len(encoded)
+    return math.ceil(rows / batch_size)
 
 
 def batches(encoded: Sequence[Encoded], batch_size: int, max_length: int, packing: bool,
