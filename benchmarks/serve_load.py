@@ -3,24 +3,30 @@
 with dynamic batching on (max batch 64, 5 ms) and off (max batch 1), the server in its own
 process. Prints requests/s, p50/p90/p99 latency, errors and the mean batch size (from
 /metrics), and the raw model's own batched throughput measured in this process. At the most
-clients it also serves with ``--workers 2`` (two processes of one thread each).
+clients it also serves with ``--workers 2`` (two processes of one thread each), and speaks the
+other protocols of ``--protocols``: ``v1`` (POST /v1/models/m/predict, JSON), ``v2`` (the Open
+Inference Protocol's infer, JSON in and out) and ``v2-binary`` (the same with the binary
+tensor data extension both ways: what ``tritonclient.http`` sends at its defaults).
 
 The load comes from Debian's ``wrk`` when it is installed (``apt-get install wrk``: a C client
 that leaves the CPU to the server), else from an asyncio httpx client in this process (which on
 a 2-core machine takes a core itself and caps what the server can show).
 
     make quickstart   # once: writes runs/quickstart
-    .venv/bin/python benchmarks/serve_load.py [--run runs/quickstart] [--duration 30]
+    .venv/bin/python benchmarks/serve_load.py [--run runs/quickstart] [--duration 30] \
+        [--clients 1,8,64] [--protocols v1,v2,v2-binary]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -61,7 +67,26 @@ def start_server(run: Path, batch: int, backend: str = "torch",
     raise RuntimeError("the server did not start")
 
 
-async def load_test(url: str, texts: list[str], clients: int, duration: float) -> dict:
+def request_for(protocol: str, text: str) -> tuple[str, bytes, dict[str, str]]:
+    """(path, body, headers) of a one-text request in ``protocol``."""
+    if protocol == "v1":
+        return ("/v1/models/m/predict", json.dumps({"instances": [{"text": text}]}).encode(),
+                {"Content-Type": "application/json"})
+    tensor = {"name": "text", "shape": [1], "datatype": "BYTES"}
+    if protocol == "v2":
+        body = {"inputs": [{**tensor, "data": [text]}]}
+        return "/v2/models/m/infer", json.dumps(body).encode(), {}
+    if protocol != "v2-binary":
+        raise SystemExit(f"--protocols: v1, v2 or v2-binary, got {protocol!r}")
+    raw = struct.pack("<I", len(text.encode())) + text.encode()  # BYTES: length, then bytes
+    header = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}],
+                         "parameters": {"binary_data_output": True}}).encode()
+    return ("/v2/models/m/infer", header + raw,
+            {"Inference-Header-Content-Length": str(len(header))})
+
+
+async def load_test(url: str, texts: list[str], clients: int, duration: float,
+                    protocol: str = "v1") -> dict:
     latencies: list[float] = []
     errors = 0
     stop = time.perf_counter() + duration
@@ -71,9 +96,9 @@ async def load_test(url: str, texts: list[str], clients: int, duration: float) -
         k = i
         while time.perf_counter() < stop:
             t0 = time.perf_counter()
+            path, body, headers = request_for(protocol, texts[k % len(texts)])
             try:
-                r = await c.post(f"{url}/v1/models/m/predict",
-                                 json={"instances": [{"text": texts[k % len(texts)]}]})
+                r = await c.post(f"{url}{path}", content=body, headers=headers)
                 ok = r.status_code == 200
             except httpx.HTTPError:
                 ok = False
@@ -91,19 +116,20 @@ async def load_test(url: str, texts: list[str], clients: int, duration: float) -
             "p99": q[98] * 1e3, "errors": errors}
 
 
-def wrk_test(url: str, text: str, clients: int, duration: float) -> dict:
+def wrk_test(url: str, text: str, clients: int, duration: float, protocol: str = "v1") -> dict:
     """The same load with wrk: one connection per client, one thread."""
-    import json
     import re
     import tempfile
 
-    body = json.dumps({"instances": [{"text": text}]})
-    script = ("wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
-              f"wrk.body = {json.dumps(body)}\n")
+    path, body, headers = request_for(protocol, text)
+    lua = "".join(f"\\{b:03d}" for b in body)  # any bytes, as Lua decimal escapes
+    script = "wrk.method = \"POST\"\n" + "".join(
+        f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in headers.items()) + \
+        f"wrk.body = \"{lua}\"\n"
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         fh.write(script)
     out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{int(duration)}s", "--latency",
-                          "-s", fh.name, f"{url}/v1/models/m/predict"],
+                          "-s", fh.name, f"{url}{path}"],
                          capture_output=True, text=True, check=True).stdout
     os.unlink(fh.name)
 
@@ -149,7 +175,12 @@ def main() -> None:
     ap.add_argument("--clients", default="1,8,64")
     ap.add_argument("--workers", type=int, default=2,
                     help="also serve with this many worker processes at the most clients")
+    ap.add_argument("--protocols", default="v1,v2-binary",
+                    help="the first for every run; the others at the most clients, batching on")
     args = ap.parse_args()
+    protocols = args.protocols.split(",")
+    for p in protocols:
+        request_for(p, "x")  # an unknown name fails here, before any server starts
     run = Path(args.run)
     if not (run / "dlforge.json").is_file():
         sys.exit(f"{run}: no run there; make quickstart writes runs/quickstart")
@@ -162,21 +193,25 @@ def main() -> None:
     top = max(int(c) for c in args.clients.split(","))
     for clients in [int(c) for c in args.clients.split(",")]:
         # batching on, then off; at the most clients also on with 2 worker processes
-        settings = [(64, 1), (1, 1)] + ([(64, args.workers)] if clients == top and
-                                        args.workers > 1 else [])
-        for batch, workers in settings:
+        settings = [(64, 1, protocols[0]), (1, 1, protocols[0])]
+        if clients == top:
+            settings += [(64, 1, p) for p in protocols[1:]]
+            settings += [(64, args.workers, protocols[0])] if args.workers > 1 else []
+        for batch, workers, protocol in settings:
             proc, url = start_server(run, batch, workers=workers)
             try:
-                r = (wrk_test(url, texts[0], clients, args.duration) if shutil.which("wrk")
-                     else asyncio.run(load_test(url, texts, clients, args.duration)))
+                r = (wrk_test(url, texts[0], clients, args.duration, protocol)
+                     if shutil.which("wrk") else
+                     asyncio.run(load_test(url, texts, clients, args.duration, protocol)))
                 r["batch"] = mean_batch(url)
             finally:
                 proc.terminate()
                 proc.wait(timeout=60)
-            r.update(clients=clients, batching="on" if batch > 1 else "off", workers=workers)
+            r.update(clients=clients, batching="on" if batch > 1 else "off", workers=workers,
+                     protocol=protocol)
             rows.append(r)
-            print(f"{clients:>3} clients, batching {r['batching']:<3}, {workers} worker"
-                  f"{'s' if workers > 1 else ' '}: {r['rps']:8.1f} req/s, "
+            print(f"{clients:>3} clients, {protocol:<9}, batching {r['batching']:<3}, {workers} "
+                  f"worker{'s' if workers > 1 else ' '}: {r['rps']:8.1f} req/s, "
                   f"p50 {r['p50']:7.1f} ms, p90 {r['p90']:7.1f} ms, p99 {r['p99']:7.1f} ms, "
                   f"errors {r['errors']}, mean batch {r['batch']:.1f}", flush=True)
     # Single-request latency: the onnx backend against the torch one (1 client, batching on).
@@ -193,12 +228,20 @@ def main() -> None:
         print(f"  1 client, backend {backend}: {r['rps']:8.1f} req/s, p50 {r['p50']:7.1f} ms, "
               f"p99 {r['p99']:7.1f} ms (torch: p50 {torch_row['p50']:.1f} ms, p99 "
               f"{torch_row['p99']:.1f} ms)", flush=True)
+    # Again at the end: on a shared machine the model's own speed drifts during the runs.
+    before, after = raw, raw_throughput(run, texts)
+    raw = (before + after) / 2
+    print(f"raw model again: {after:.1f} texts/s; the ratios use the mean, {raw:.1f}")
     on = next(r for r in rows if r["clients"] == top and r["batching"] == "on"
               and r["workers"] == 1)
     off = next(r for r in rows if r["clients"] == top and r["batching"] == "off")
     print(f"\nat {top} clients: batching on / off = {on['rps'] / off['rps']:.2f}x (target >= 4), "
           f"errors {on['errors']}; served / raw model = {on['rps'] / raw:.0%} with one "
-          "process (target >= 70%)")
+          f"process, {on['protocol']} (target >= 70%)")
+    for r in rows:
+        if r["clients"] == top and r["workers"] == 1 and r["protocol"] != on["protocol"]:
+            print(f"  {r['protocol']}: {r['rps']:.1f} req/s, served / raw model = "
+                  f"{r['rps'] / raw:.0%}, errors {r['errors']}")
     many = [r for r in rows if r["clients"] == top and r["workers"] > 1]
     for r in many:
         print(f"  with --workers {r['workers']}: {r['rps']:.1f} req/s, served / raw model = "

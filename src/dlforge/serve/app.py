@@ -6,6 +6,8 @@ Routes follow the Open Inference Protocol v2 (KServe, Triton, Seldon) plus a pla
 GET  /v2/health/live              GET  /v2/health/ready          GET  /v2
 GET  /v2/models/{name}            GET  /v2/models/{name}/ready
 POST /v2/models/{name}/infer      POST /v1/models/{name}/predict {"instances": [{...}, ...]}
+(the three also under /v2/models/{name}/versions/1/...; infer with binary tensor data and
+errors as {"error": ...}: serve/oip.py)
 POST /v1/models/{name}/explain    (Integrated Gradients per instance; Shapley for a baseline)
 POST /v2/models/{name}/generate   POST /v2/models/{name}/generate_stream (language models)
 GET  /v1/models                   POST /v1/completions           POST /v1/chat/completions
@@ -30,14 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from dlforge._extras import missing_extra, require_extra
 
 try:  # without the serve extra: one line naming it, not an ImportError traceback
-    from fastapi import FastAPI, HTTPException
+    from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from starlette.routing import Route
 except ImportError as _err:
     raise missing_extra("serve", "dlforge serve") from _err
 
@@ -47,6 +49,14 @@ from dlforge.serve.batcher import DynamicBatcher, Overloaded
 from dlforge.serve.forecast import ServedForecaster
 from dlforge.serve.generate import Generations, ServedLM, add_generate_routes
 from dlforge.serve.models import ServedModel, served_run
+from dlforge.serve.oip import (
+    EXTENSIONS,
+    INFER_OPENAPI,
+    add_error_shape,
+    decode_inputs,
+    encode_response,
+    parse_infer_request,
+)
 from dlforge.serve.openai_api import add_openai_routes, is_openai_path, openai_error
 
 __all__ = ["ServeSettings", "ServedModel", "app_from_env", "create_app", "served_run"]
@@ -96,21 +106,6 @@ class ExplainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     instances: list[Any] = Field(min_length=1, max_length=16)
     parameters: ExplainParameters = Field(default_factory=ExplainParameters)
-
-
-class InferTensor(BaseModel):
-    name: str
-    shape: list[int]
-    datatype: str
-    data: list[Any]
-    parameters: dict[str, Any] | None = None
-
-
-class InferRequest(BaseModel):
-    id: str | None = None
-    inputs: list[InferTensor] = Field(min_length=1)
-    outputs: list[dict[str, Any]] | None = None
-    parameters: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------------------- metrics
@@ -187,12 +182,20 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
                   description="Predictions from dlforge run directories (Open Inference "
                               "Protocol v2, plus /v1/models/{name}/predict).")
 
-    app.add_middleware(_Guard, settings=settings, metrics=metrics)
+    app.add_middleware(_Guard, settings=settings, metrics=metrics, models=set(by_name),
+                       routes=app.router.routes)
 
     def lookup(name: str) -> Any:
         if name not in by_name:
             raise HTTPException(404, f"no model {name!r}; served: {', '.join(by_name)}")
         return by_name[name]
+
+    def versioned(name: str, version: str) -> Any:
+        m = lookup(name)
+        if version != "1":
+            raise HTTPException(404, f"model {name!r} has no version {version!r}; its "
+                                     "versions are: 1")
+        return m
 
     def model(name: str) -> ServedModel | ServedForecaster:
         m = lookup(name)
@@ -208,7 +211,8 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
             raise HTTPException(413, f"{len(rows)} instances; the limit is "
                                      f"{settings.max_instances} per request (--max-instances)")
         try:
-            return await asyncio.wait_for(batchers[m.name].submit(rows), settings.timeout_s)
+            async with asyncio.timeout(settings.timeout_s):  # no task per request (wait_for's)
+                return await batchers[m.name].submit(rows)
         except Overloaded:
             raise HTTPException(503, "the server is busy; retry shortly",
                                 headers={"Retry-After": "1"}) from None
@@ -234,18 +238,30 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
 
     @app.get("/v2")
     async def server_metadata() -> dict[str, Any]:
-        return {"name": "dlforge", "version": __version__, "extensions": [],
+        return {"name": "dlforge", "version": __version__, "extensions": EXTENSIONS,
                 "models": list(by_name)}
 
     @app.get("/v2/models/{name}")
     async def model_metadata(name: str) -> dict[str, Any]:
         return lookup(name).metadata()
 
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def version_metadata(name: str, version: str) -> dict[str, Any]:
+        return versioned(name, version).metadata()
+
+    def readiness(name: str) -> Response:
+        ok = state["ready"]
+        return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
+
     @app.get("/v2/models/{name}/ready")
     async def model_ready(name: str) -> Response:
         lookup(name)
-        ok = state["ready"]
-        return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
+        return readiness(name)
+
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def version_ready(name: str, version: str) -> Response:
+        versioned(name, version)
+        return readiness(name)
 
     @app.post("/v1/models/{name}/predict", response_model=None)
     async def predict(name: str, body: PredictRequest) -> Response:
@@ -279,35 +295,37 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
             raise HTTPException(422, str(err)) from None
         return _FastJSON({"model": name, "explanations": result})
 
-    @app.post("/v2/models/{name}/infer", response_model=None)
-    async def infer(name: str, body: InferRequest) -> Response:
-        """Open Inference Protocol v2: one input tensor per input column, each of shape
-        [N] (images [N, H, W(, C)], sequences [N, T(, F)])."""
+    async def infer_route(request: Request) -> Response:
+        """POST /v2/models/{name}[/versions/{version}]/infer: the body read as it comes (any
+        Content-Type; binary tensor data), the outputs in JSON or binary (serve/oip.py)."""
+        name, version = request.path_params["name"], request.path_params.get("version")
+        if version is not None:
+            versioned(name, version)
         m = model(name)
-        tensors = {t.name: t for t in body.inputs}
-        required = [n for n, _ in m.inputs] + m.sensitive
-        missing = [n for n in required if n not in tensors]
-        if missing:
-            raise HTTPException(422, f"inputs: no tensor named {missing[0]!r}; the model's "
-                                     f"inputs are {', '.join(required + m.optional)}")
-        n = tensors[required[0]].shape[0] if tensors[required[0]].shape else 0
-        columns = {}
-        for col in required + [c for c in m.optional if c in tensors]:
-            t = tensors[col]
-            if not t.shape or t.shape[0] != n:
-                raise HTTPException(422, f"inputs.{col}.shape: expected [{n}, ...] like the "
-                                         f"other inputs, got {t.shape}")
-            data = np.asarray(t.data, dtype=object).reshape(t.shape) if len(t.shape) > 1 \
-                else t.data
-            if len(data) != n:
-                raise HTTPException(422, f"inputs.{col}.data: {len(data)} values for shape "
-                                         f"{t.shape}")
-            columns[col] = [x.tolist() if isinstance(x, np.ndarray) else x for x in data]
-        instances = [{col: columns[col][i] for col in columns} for i in range(n)]
+        req, raw = parse_infer_request(await request.body(), request.headers,
+                                       settings.max_body_bytes)
+        instances = decode_inputs(m, req, raw, settings.max_instances)
         preds = await run(m, m.check(instances, where="inputs"))
-        outputs = m.infer_outputs(preds, n)
-        return _FastJSON({"model_name": name, "model_version": "1", "id": body.id,
-                             "outputs": outputs})
+        return encode_response(name, req, m.infer_outputs(preds, len(instances)))
+
+    # The infer routes are answered by plain Starlette routes placed first (below): FastAPI's
+    # per-request machinery (dependency solving, its hooks) cost as much of the event loop
+    # as the whole protocol did. These twins give /docs and openapi.json their schema.
+    @app.post("/v2/models/{name}/infer", response_model=None, openapi_extra=INFER_OPENAPI)
+    async def infer(name: str, request: Request) -> Response:
+        """Open Inference Protocol v2: one input tensor per input column, each of shape
+        [N] (images [N, H, W(, C)], sequences [N, T(, F)]), in the JSON or as binary tensor
+        data after it; outputs in binary when asked (``parameters.binary_data``)."""
+        return await infer_route(request)
+
+    @app.post("/v2/models/{name}/versions/{version}/infer", response_model=None,
+              openapi_extra=INFER_OPENAPI)
+    async def version_infer(name: str, version: str, request: Request) -> Response:
+        """The same, for the model's one version, 1."""
+        return await infer_route(request)
+
+    app.router.routes[:0] = [Route(path, infer_route, methods=["POST"]) for path in (
+        "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")]
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -324,6 +342,7 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
 
     add_generate_routes(app, lookup, gens, settings)
     add_openai_routes(app, by_name, gens, settings)
+    add_error_shape(app)  # after the OpenAI routes' handler, which it keeps for their paths
     app.state.batchers = batchers
     app.state.models = by_name
     return app
@@ -353,8 +372,10 @@ class _Guard:
     ``BaseHTTPMiddleware`` costs a task and a stream per request: a third of the server's time
     under load)."""
 
-    def __init__(self, app: Any, settings: ServeSettings, metrics: _Metrics):
+    def __init__(self, app: Any, settings: ServeSettings, metrics: _Metrics,
+                 models: set[str], routes: list[Any]):
         self.app, self.settings, self.metrics = app, settings, metrics
+        self.models, self.routes = models, routes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -362,7 +383,6 @@ class _Guard:
             return
         t0 = time.perf_counter()
         path = scope["path"]
-        route = _route_label(path)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
         status = {"code": 500}
@@ -385,7 +405,8 @@ class _Guard:
             if scope["method"] == "POST":
                 limit = self.settings.max_body_bytes
                 declared = headers.get("content-length")
-                too_big = declared is not None and declared.isdigit() and int(declared) > limit
+                whole = declared is not None and declared.isascii() and declared.isdigit()
+                too_big = whole and int(declared) > limit
                 body = b""
                 if not too_big:  # read it (counting) and hand it on
                     more = True
@@ -397,7 +418,7 @@ class _Guard:
                             too_big = True
                             break
                 if too_big:
-                    size = int(declared) if declared and declared.isdigit() else len(body)
+                    size = int(declared) if whole else len(body)
                     why = f"request body is {size} bytes; the limit is {limit} (--max-body-bytes)"
                     await JSONResponse(self._error(path, why, "request_too_large"),
                                        status_code=413)(scope, receive, send_status)
@@ -414,6 +435,7 @@ class _Guard:
                 return
             await self.app(scope, receive, send_status)
         finally:
+            route = _route_label(scope, self.routes, self.models)
             self.metrics.requests.labels(route, str(status["code"])).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
 
@@ -439,7 +461,22 @@ def _bearer(headers: Any) -> str | None:
     return auth[7:] if auth.lower().startswith("bearer ") else None
 
 
-def _route_label(path: str) -> str:
-    """A low-cardinality label for the metrics: the route, with the model name kept."""
-    parts = path.strip("/").split("/")
-    return "/" + "/".join(parts[:4]) if parts and parts[0] in ("v1", "v2") else path
+def _route_label(scope: dict, routes: list[Any], models: set[str]) -> str:
+    """A low-cardinality label for the metrics: the route's template (``/v2/models/{name}/
+    infer``) with a served model's name written in, ``unmatched`` for any path no route
+    takes (a new series per random path would grow /metrics without bound)."""
+    from starlette.routing import Match
+
+    route = scope.get("route")  # set by the router; absent when _Guard answered (401, 413)
+    params = scope.get("path_params", {})
+    if route is None:
+        for candidate in routes:
+            match, child = candidate.matches(scope)
+            if match != Match.NONE:
+                route, params = candidate, child.get("path_params", {})
+                break
+    template = getattr(route, "path", None)
+    if template is None:
+        return "unmatched"
+    name = params.get("name")
+    return template.replace("{name}", name) if name in models else template
