@@ -6,8 +6,10 @@ bug in dlforge and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "DlforgeError", "MissingExtraError", "NotFittedError",
-           "RunDirError"]
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+
+__all__ = ["ConfigError", "DataError", "DataTypeError", "DlforgeError", "MissingExtraError",
+           "NotFittedError", "RunDirError"]
 
 
 class DlforgeError(Exception):
@@ -22,12 +24,17 @@ class DataError(DlforgeError, ValueError):
     """A data file is missing, unreadable or does not hold what the config asks for."""
 
 
+class DataTypeError(DataError, TypeError):
+    """A value in the data is of a type dlforge cannot read (a dict in a table's cell)."""
+
+
 class RunDirError(DlforgeError):
     """A folder is not a complete dlforge run directory."""
 
 
-class NotFittedError(DlforgeError, AttributeError):
-    """An estimator was used before ``fit``."""
+class NotFittedError(DlforgeError, _SklearnNotFittedError):
+    """An estimator was used before ``fit``: scikit-learn's ``NotFittedError`` too (a
+    ``ValueError`` and an ``AttributeError``), so its tools and checks recognise it."""
 
 
 class MissingExtraError(DlforgeError, ImportError):

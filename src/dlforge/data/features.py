@@ -55,7 +55,7 @@ class LabelEncoder:
         classes = sorted({_py(v) for v in values}, key=_sort_key)
         if len(classes) < 2:
             raise DataError(f"{source}: a single class in the labels ({classes[0]!r}); "
-                            "a classifier needs at least 2 classes")
+                            "a classifier needs at least 2 classes, not one class")
         if kind == "binary" and len(classes) != 2:
             raise DataError(f"{source}: output.type is binary but there are {len(classes)} "
                             f"classes: {_preview(classes)}")

@@ -2,7 +2,7 @@
 layer above needs (labels encoded, rows taken, inputs given as lists, arrays or Series).
 
 ``read_data`` is the one reader of a config's data: a table (CSV, TSV, JSONL, Parquet) holding
-the input and output columns, or for an image input a folder of class sub-folders.
+the input and output columns, or for an image or audio input a folder of class sub-folders.
 """
 
 from __future__ import annotations
@@ -19,22 +19,22 @@ from dlforge.data.features import LabelEncoder, NumericTarget, fit_target, load_
 from dlforge.data.io import read_table, require_columns
 from dlforge.errors import DataError
 
-__all__ = ["FLAGS", "Target", "as_list", "encode_labels", "image_folder_frame", "image_list",
-           "label_array", "output_kind", "read_data", "sequence_list", "take", "take_columns",
-           "task_name"]
+__all__ = ["FLAGS", "Target", "as_list", "audio_folder_frame", "encode_labels",
+           "image_folder_frame", "image_list", "label_array", "output_kind", "read_data",
+           "sequence_list", "take", "take_columns", "task_name"]
 
 Target = LabelEncoder | NumericTarget
 
 FLAGS = {"text": "--text", "image": "--image", "numeric": "--numeric", "sequence": "--sequence",
-         "category": "--category"}
+         "category": "--category", "audio": "--audio"}
 
 
 def read_data(cfg: RunConfig, path: str | Path | None = None, *, labelled: bool = True,
               renames: dict[str, str] | None = None) -> pd.DataFrame:
     """The frame a config trains on: a table (CSV, TSV, JSONL, Parquet) holding the input and
-    output columns, or for an image input a folder of class sub-folders. Image paths in a
-    table are relative to the table's folder. ``renames`` maps a file's column names to the
-    config's (a file whose text column is called differently)."""
+    output columns, or for an image or audio input a folder of class sub-folders. Image and
+    audio paths in a table are relative to the table's folder. ``renames`` maps a file's
+    column names to the config's (a file whose text column is called differently)."""
     path = Path(path if path is not None else cfg.data.path)  # type: ignore[arg-type]
     if cfg.forecast is not None:
         df = read_table(path, cfg.data.format if path == Path(str(cfg.data.path)) else "auto")
@@ -47,6 +47,17 @@ def read_data(cfg: RunConfig, path: str | Path | None = None, *, labelled: bool 
         require_columns(df, cols, str(path))
         return df
     images = [i for i in cfg.inputs if i.type == "image"]
+    clips = [i for i in cfg.inputs if i.type == "audio"]
+    if clips:  # audio files: say up front if the reader (the audio extra) is missing
+        from dlforge.data.audio import require_reader
+
+        require_reader()
+    if clips and path.is_dir():
+        if not labelled:
+            from dlforge.data.audio import audio_files
+
+            return pd.DataFrame({clips[0].name: pd.Series(audio_files(path), dtype=object)})
+        return audio_folder_frame(path, cfg)
     if images and path.is_dir():
         if not labelled:
             return pd.DataFrame({images[0].name: pd.Series(image_list(path), dtype=object)})
@@ -59,7 +70,7 @@ def read_data(cfg: RunConfig, path: str | Path | None = None, *, labelled: bool 
         cols[back.get(cfg.output.name, cfg.output.name)] = "--label"
     require_columns(df, cols, str(path))
     df = df.rename(columns=renames)
-    for inp in images:
+    for inp in images + clips:
         df[inp.name] = [str(path.parent / v) if isinstance(v, str) and not Path(v).is_absolute()
                         else v for v in df[inp.name]]
     return df
@@ -88,6 +99,16 @@ def image_folder_frame(root: str | os.PathLike[str], cfg: RunConfig) -> pd.DataF
     images, labels, _ = load_image_folder(Path(root), size=size, channels=inp.color)
     return pd.DataFrame({inp.name: pd.Series(list(images), dtype=object),
                          cfg.output.name: labels})
+
+
+def audio_folder_frame(root: str | os.PathLike[str], cfg: RunConfig) -> pd.DataFrame:
+    """A folder of class sub-folders of audio clips as a frame: the audio column holds each
+    clip's path (read when the input is loaded), the output column its class folder's name."""
+    from dlforge.data.audio import audio_folder
+
+    inp = next(i for i in cfg.inputs if i.type == "audio")
+    paths, labels = audio_folder(Path(root))
+    return pd.DataFrame({inp.name: pd.Series(paths, dtype=object), cfg.output.name: labels})
 
 
 def image_list(X: Any) -> list[Any]:
@@ -165,6 +186,8 @@ def as_list(values: Any, name: str) -> list[Any]:
         values = values.iloc[:, 0]
     if isinstance(values, pd.Series):
         return values.tolist()
+    if not isinstance(values, list | tuple) and hasattr(values, "__array__"):
+        values = np.asarray(values)  # anything array-like: a torch tensor, a pyarrow array
     if isinstance(values, np.ndarray):
         if values.ndim == 2 and values.shape[1] == 1:
             values = values[:, 0]

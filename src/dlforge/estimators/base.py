@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, is_regressor
+from sklearn.utils.metaestimators import available_if
 from torch.utils.data import DataLoader
 
 from dlforge._extras import PRIVACY_FEATURE, require
@@ -67,6 +68,7 @@ from dlforge.train.metrics import (
     resolve_monitor,
 )
 from dlforge.train.recipe import apply_recipe
+from dlforge.train.tracking import tracked_fit
 from dlforge.train.trainer import Trainer, loss_fn, predict_logits
 
 __all__ = ["DeepModel", "baseline_from_report", "load_weights", "table_init"]
@@ -105,6 +107,13 @@ def table_init(kind: str, *extra: inspect.Parameter) -> Callable[..., None]:
                         "``config``, if given). Each keyword: " + "; ".join(
                             f"``{p.name}`` ({p.path}): {p.help}" for p in estimator_params(kind)))
     return __init__
+
+
+def _predicts_classes(model: DeepModel) -> bool:
+    """Whether ``model`` predicts classes (so has ``predict_proba``): not a regressor, nor a
+    model fitted (or loaded) to predict numbers."""
+    return not is_regressor(model) and not isinstance(getattr(model, "labels_", None),
+                                                       NumericTarget)
 
 
 class DeepModel(BaseEstimator):
@@ -157,6 +166,7 @@ class DeepModel(BaseEstimator):
             "validation_split": validation_split}.items() if v is not None})
 
     # ------------------------------------------------------------------ fit
+    @tracked_fit  # one tracked run when cfg.tracking is set (dlforge.train.tracking)
     def _fit_frame(self, df: pd.DataFrame, cfg: RunConfig, source: str,
                    workdir: Path | None = None, resume: bool = False,
                    callbacks: Sequence[Callback] = (),
@@ -176,13 +186,20 @@ class DeepModel(BaseEstimator):
         saved = workdir / "labels.json" if resume and workdir is not None else None
         target, y, strata = encode_labels(df, cfg, source,
                                           saved if saved and saved.exists() else None)
-        train_idx, val_idx, test_idx = split_rows(strata, cfg)
+        n = len(df)
+        too_few = (f"{source}: too few rows to train on: {n} sample{'s' * (n != 1)} left "
+                   "after cleaning")
+        try:
+            train_idx, val_idx, test_idx = split_rows(strata, cfg)
+        except ValueError as err:  # not enough rows to hold any out
+            raise DataError(f"{too_few}; {err}") from None
         idx = np.setdiff1d(np.arange(len(df)), test_idx)  # the rows outside the test split
         # What dlforge evaluate compares its data with; none under DP (see dlforge.data.rows).
         self.fit_rows_ = (None if cfg.privacy is not None else
                           row_fingerprints(df.iloc[idx], [i.name for i in cfg.inputs]))
         if len(train_idx) < 2:
-            raise DataError(f"{source}: only {len(df)} usable rows; too few to train on")
+            raise DataError(f"{too_few}, {len(train_idx)} of them for training after the "
+                            "validation and test splits; at least 2 are needed")
         if isinstance(target, NumericTarget) and not (saved and saved.exists()):
             # The output's scaling, like every fitted statistic, comes from the training rows.
             target = NumericTarget.fit(df[label_col].iloc[train_idx].tolist(), source)
@@ -426,7 +443,8 @@ class DeepModel(BaseEstimator):
         out = {"model": simple.name, "validation": {
             k: theirs[k] for k in ("accuracy", "macro_f1", "roc_auc", "loss", "mae", "rmse", "r2")
             if theirs.get(k) is not None}}
-        if theirs[metric] > ours[metric]:
+        if theirs[metric] is not None and ours[metric] is not None and (
+                theirs[metric] > ours[metric]):  # R² is None on too few validation rows
             w = cfg.train.baseline_weight
             name = cfg.model.name + (f" (with the baseline's {w:g} share)" if w else "")
             say(f"note: the simple baseline {simple.name} scores {metric} {theirs[metric]:.4f} "
@@ -571,12 +589,12 @@ class DeepModel(BaseEstimator):
         proba = self.predict_proba(X)
         return self.decode(proba, self.sensitive_groups(X, sensitive_features, len(proba)))
 
+    @available_if(_predicts_classes)
     def predict_proba(self, X: Any) -> np.ndarray:
-        """(N, 2) for binary, (N, C) for multi-class (rows sum to 1) and multi-label."""
+        """(N, 2) for binary, (N, C) for multi-class (rows sum to 1) and multi-label. Only a
+        model of classes has it: ``hasattr(regressor, "predict_proba")`` is False, as
+        scikit-learn's tools expect."""
         self._check_fitted()
-        if isinstance(self.labels_, NumericTarget):
-            raise ConfigError("predict_proba: this model predicts numbers (regression); use "
-                              "predict")
         return probabilities(self.labels_.kind, self._logits(X))
 
     def sensitive_groups(self, X: Any, sensitive_features: Any = None, n: int | None = None,

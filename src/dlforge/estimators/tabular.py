@@ -9,17 +9,18 @@ column, concatenated, then the head.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
 from sklearn.base import ClassifierMixin, RegressorMixin
 
 from dlforge.data.clean import is_missing
-from dlforge.data.frames import as_list
 from dlforge.errors import DataError
 from dlforge.estimators.base import DeepModel, table_init
+from dlforge.estimators.validate import class_labels, table, target_values
 from dlforge.train.callbacks import Callback
 
 __all__ = ["TabularClassifier", "TabularRegressor", "infer_inputs"]
@@ -69,7 +70,12 @@ _COLUMN_ARGS = tuple(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, def
 class _Tabular(DeepModel):
     """A table: numeric columns standardised (missing values imputed, with an indicator),
     categorical columns embedded, an MLP on top; text columns named in ``text`` get the
-    family's text encoder (mixed inputs)."""
+    family's text encoder (mixed inputs).
+
+    ``X`` is a pandas DataFrame (its columns are matched by name when predicting: extra ones,
+    such as the label or a sensitive feature, are ignored) or a 2-D array (its columns are
+    matched by position: exactly ``n_features_in_`` of them). Missing numbers (NaN) are
+    imputed; infinite, complex and non-scalar cells and sparse matrices are errors."""
 
     OUTPUT_TYPE = "auto"
 
@@ -78,11 +84,11 @@ class _Tabular(DeepModel):
 
     def fit(self, X: Any, y: Any, *, epochs: int | None = None, batch_size: int | None = None,
             validation_split: float | None = None, callbacks: Sequence[Callback] = ()
-            ) -> _Tabular:
+            ) -> Self:
         """Train on a table ``X`` (a pandas DataFrame, or a 2-D array whose columns become
         x0, x1, ...) and outputs ``y``."""
-        frame = _as_frame(X)
-        labels = as_list(y, "y")
+        frame = table(X, min_rows=1)
+        labels = self._targets(y)
         if len(frame) != len(labels):
             raise DataError(f"X has {len(frame)} rows but y has {len(labels)} labels")
         output = "__label__" if "label" in frame.columns else "label"
@@ -93,40 +99,80 @@ class _Tabular(DeepModel):
         cfg = self._fit_overrides(epochs, batch_size, validation_split, base)
         df = frame.copy()
         df[cfg.output.name] = labels
-        return self._fit_frame(df, cfg, source="X", callbacks=callbacks)
+        self._fit_frame(df, cfg, source="X", callbacks=callbacks)
+        return self
+
+    def _targets(self, y: Any) -> list[Any]:
+        """``y`` checked and as a list (a classifier also refuses a continuous target)."""
+        return target_values(y, type(self).__name__)
+
+    # The fitted columns, derived from the run's inputs (one per column of the table), so a
+    # model loaded from a run directory has them too. A table given as an array has columns
+    # named x0, x1, ...: such a model has no feature names.
+    @property
+    def n_features_in_(self) -> int:
+        """The number of columns of the table the model was fitted on."""
+        self._check_fitted()
+        return len(self.config_.inputs)
+
+    @property
+    def feature_names_in_(self) -> np.ndarray:
+        """The column names of the DataFrame the model was fitted on (absent, as in
+        scikit-learn, when it was fitted on an array)."""
+        names = self._input_names()
+        if names == _positional(len(names)):
+            raise AttributeError(f"{type(self).__name__} was fitted on an array, without "
+                                 "column names: it has no feature_names_in_")
+        return np.asarray(names, dtype=object)
+
+    def _input_names(self) -> list[str]:
+        self._check_fitted()
+        return [i.name for i in self.config_.inputs]
 
     def _columns(self, X: Any) -> pd.DataFrame:
-        frame = _as_frame(X)
-        names = [i.name for i in self.config_.inputs]
+        frame = table(X)
+        names = self._input_names()
+        named = names != _positional(len(names))
         missing = [n for n in names if n not in frame.columns]
-        if missing:
-            raise DataError(f"X: column {missing[0]!r} is missing; the model was trained on "
-                            f"columns {', '.join(names)}")
-        return frame[names]
+        if isinstance(X, pd.DataFrame) and (named or not missing):
+            if missing:
+                raise DataError(f"X: column {missing[0]!r} is missing; the model was trained "
+                                f"on columns {', '.join(names)}")
+            return frame[names]
+        if frame.shape[1] != len(names):
+            raise DataError(f"X has {frame.shape[1]} features, but {type(self).__name__} is "
+                            f"expecting {len(names)} features as input (the columns it was "
+                            f"trained on, in this order: {_preview(names)})")
+        if named or isinstance(X, pd.DataFrame):  # as scikit-learn warns
+            what = ("X does not have valid feature names, but {} was fitted with feature names"
+                    if named else "X has feature names, but {} was fitted without feature "
+                    "names")
+            warnings.warn(what.format(type(self).__name__) + ": its columns are taken by "
+                          f"position as {_preview(names)}", UserWarning, stacklevel=4)
+        frame.columns = names
+        return frame
+
+    def __sklearn_tags__(self):  # noqa: ANN204 - scikit-learn's own type
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # missing numbers are imputed (with an indicator)
+        return tags
 
 
-def _as_frame(X: Any) -> pd.DataFrame:
-    if isinstance(X, pd.DataFrame):
-        return X.reset_index(drop=True)
-    arr = np.asarray(X)
-    if arr.ndim != 2:
-        raise DataError(f"X: expected a table (a pandas DataFrame or a 2-D array), got shape "
-                        f"{arr.shape}")
-    return pd.DataFrame(arr, columns=[f"x{j}" for j in range(arr.shape[1])])
+def _positional(n: int) -> list[str]:
+    """The column names a table given as an array gets."""
+    return [f"x{j}" for j in range(n)]
+
+
+def _preview(names: list[str], k: int = 10) -> str:
+    return ", ".join(names[:k]) + (f", ... ({len(names)} in all)" if len(names) > k else "")
 
 
 class TabularClassifier(ClassifierMixin, _Tabular):
     __doc__ = "Classify the rows of a table. " + (_Tabular.__doc__ or "")
     OUTPUT_TYPE = "auto"
 
-    def fit(self, X: Any, y: Any, **kwargs: Any) -> TabularClassifier:
-        y_list = as_list(y, "y")
-        if any(isinstance(v, float) and not is_missing(v) and not v.is_integer()
-               for v in y_list):
-            raise DataError("y: non-integer numbers are not class labels; use TabularRegressor "
-                            "to predict numbers")
-        super().fit(X, y_list, **kwargs)
-        return self
+    def _targets(self, y: Any) -> list[Any]:
+        return class_labels(super()._targets(y), "TabularRegressor")
 
 
 class TabularRegressor(RegressorMixin, _Tabular):

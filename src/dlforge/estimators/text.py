@@ -13,6 +13,7 @@ from dlforge.data.features import TextTokenizer
 from dlforge.data.frames import as_list
 from dlforge.errors import DataError
 from dlforge.estimators.base import DeepModel, table_init
+from dlforge.estimators.validate import class_labels, target_values
 from dlforge.train.callbacks import Callback
 
 __all__ = ["TextClassifier"]
@@ -41,7 +42,9 @@ class TextClassifier(ClassifierMixin, DeepModel):
             ) -> TextClassifier:
         """Train on texts ``X`` and labels ``y`` (lists, NumPy arrays or pandas Series)."""
         cfg = self._fit_overrides(epochs, batch_size, validation_split)
-        texts, labels = as_list(X, "X"), as_list(y, "y")
+        texts = as_list(X, "X")
+        labels = class_labels(target_values(y, type(self).__name__),
+                              "TabularRegressor(text=...) on a DataFrame of texts")
         if len(texts) != len(labels):
             raise DataError(f"X has {len(texts)} texts but y has {len(labels)} labels")
         df = pd.DataFrame({cfg.text.name: texts, cfg.output.name: labels})
