@@ -32,7 +32,7 @@ from dlforge import TextClassifier, load
 from dlforge.testing import toy_texts
 
 optional = ["optuna", "fastapi", "uvicorn", "onnx", "onnxruntime", "fairlearn", "opacus",
-            "captum"]
+            "captum", "mlflow", "tensorboard"]
 present = [m for m in optional if importlib.util.find_spec(m) is not None]
 assert not present, f"core install brought optional dependencies: {present}"
 

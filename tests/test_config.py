@@ -91,4 +91,4 @@ def test_yaml_errors_name_the_file(tmp_path: Path):
 
 def test_schema_is_one_object():
     assert set(RunConfig.model_fields) == {"data", "inputs", "output", "forecast", "model",
-                                           "train", "tune", "privacy"}
+                                           "train", "tune", "privacy", "tracking"}

@@ -10,7 +10,12 @@ import typer
 
 from dlforge.errors import ConfigError
 
-__all__ = ["ARGV", "Commands", "err", "examples", "privacy_flags"]
+__all__ = ["ARGV", "TRACK_HELP", "Commands", "err", "examples", "privacy_flags"]
+
+# --track of dlforge train and dlforge tune (both add backends to the config's tracking:).
+TRACK_HELP = ("Log the run to mlflow, tensorboard or both (repeat the flag, or mlflow,tensorboard; "
+              "the track extra). MLflow: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here; "
+              "settings in the config's tracking: section.")
 
 # The arguments of the running command (dlforge.cli.main sets them; train --nproc re-runs them
 # under torchrun).

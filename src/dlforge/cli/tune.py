@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from dlforge.cli._common import Commands
+from dlforge.cli._common import TRACK_HELP, Commands
 from dlforge.cli._common import examples as _examples
-from dlforge.config import load_config, resolve_data_path
+from dlforge.config import add_trackers, load_config, resolve_data_path
 from dlforge.estimators.steps import tune as run_tune
 
 __all__ = ["COMMANDS"]
@@ -23,6 +23,7 @@ COMMANDS = Commands()
     "dlforge tune run.yaml --trials 50 --workers 2 --timeout 3600 --out runs/tune",
     "dlforge tune run.yaml --trials 200 --storage postgresql+psycopg://u:p@db/optuna "
     "--study tweets --out runs/tune   # the same command on every machine",
+    "dlforge tune run.yaml --trials 20 --track mlflow --out runs/tune   # a run per trial",
 ))
 def tune(
     config: Annotated[Path, typer.Argument(help="A YAML run config with a tune: section.")],
@@ -37,12 +38,14 @@ def tune(
     refit: Annotated[bool, typer.Option(
         help="Train OUT/best on the training and validation rows together.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    track: Annotated[list[str] | None, typer.Option(help=TRACK_HELP)] = None,
 ) -> None:
     """Search the config's tune: space with Optuna (TPE, random or grid; median or Hyperband
     pruning) and keep the best run. Interrupted studies resume; workers on many machines share
     one study through --storage."""
     cfg = load_config(config)
     resolve_data_path(cfg, config)
+    cfg.tracking = add_trackers(cfg.tracking, track)
     result = run_tune(cfg, out, trials=trials, timeout=timeout, storage=storage, study=study,
                       workers=workers, best_run=best, refit=refit, verbose=0 if quiet else 1)
     table = result.trials

@@ -8,7 +8,8 @@ directory as ``config.yaml``.
 
 The schema is split along its sections: :mod:`~dlforge.config.data` (``data``, ``inputs``,
 ``forecast``, ``output``), :mod:`~dlforge.config.models` (``model``),
-:mod:`~dlforge.config.train` (``train``, ``privacy``, ``tune``) and :mod:`~dlforge.config.run`
+:mod:`~dlforge.config.train` (``train``, ``privacy``, ``tune``,
+``tracking``) and :mod:`~dlforge.config.run`
 (the whole run, loading, validating, overriding and dumping it). A language model's flat
 settings are in :mod:`dlforge.config.lm`. Every name is importable from here.
 """
@@ -17,6 +18,8 @@ from dlforge.config._base import _Strict as _Strict
 from dlforge.config.data import (
     INPUT_KINDS,
     TABULAR_KINDS,
+    AudioAugment,
+    AudioInput,
     CategoryInput,
     CleanConfig,
     DataConfig,
@@ -36,6 +39,7 @@ from dlforge.config.models import (
     MODEL_FAMILIES,
     AutoModelConfig,
     CNNConfig,
+    CRNNConfig,
     MLPConfig,
     ModelConfig,
     PretrainedModelConfig,
@@ -57,11 +61,16 @@ from dlforge.config.run import (
 )
 from dlforge.config.train import (
     SPEC_KINDS,
+    TRACKERS,
     TUNE_ALIASES,
     TUNE_SETTINGS,
+    MlflowTracking,
     PrivacyConfig,
+    TensorBoardTracking,
+    TrackingConfig,
     TrainConfig,
     TuneConfig,
+    add_trackers,
 )
 
 __all__ = [
@@ -70,10 +79,14 @@ __all__ = [
     "MODEL_FAMILIES",
     "SPEC_KINDS",
     "TABULAR_KINDS",
+    "TRACKERS",
     "TUNE_ALIASES",
     "TUNE_SETTINGS",
+    "AudioAugment",
+    "AudioInput",
     "AutoModelConfig",
     "CNNConfig",
+    "CRNNConfig",
     "CategoryInput",
     "CleanConfig",
     "DataConfig",
@@ -82,6 +95,7 @@ __all__ = [
     "ImageInput",
     "InputConfig",
     "MLPConfig",
+    "MlflowTracking",
     "ModelConfig",
     "NumericInput",
     "OutputConfig",
@@ -92,10 +106,13 @@ __all__ = [
     "SequenceInput",
     "SeriesAugment",
     "TextAugment",
+    "TensorBoardTracking",
     "TextInput",
+    "TrackingConfig",
     "TrainConfig",
     "TransformerConfig",
     "TuneConfig",
+    "add_trackers",
     "apply_overrides",
     "check_family_fits",
     "config_to_dict",

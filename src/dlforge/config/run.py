@@ -32,7 +32,7 @@ from dlforge.config.models import (
     ModelConfig,
     TransformerConfig,
 )
-from dlforge.config.train import PrivacyConfig, TrainConfig, TuneConfig
+from dlforge.config.train import PrivacyConfig, TrackingConfig, TrainConfig, TuneConfig
 from dlforge.errors import ConfigError
 
 __all__ = [
@@ -60,6 +60,7 @@ class RunConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     tune: TuneConfig | None = None  # a search space for dlforge tune
     privacy: PrivacyConfig | None = None  # differentially private training (DP-SGD)
+    tracking: TrackingConfig | None = None  # MLflow / TensorBoard (dlforge.train.tracking)
 
     @property
     def text(self) -> TextInput:
@@ -129,8 +130,9 @@ def check_family_fits(family: str, kinds: list[str]) -> None:
     """Raise ValueError unless model ``family`` can encode inputs of ``kinds``."""
     rich = [k for k in kinds if k not in TABULAR_KINDS]
     if len(rich) > 1:
-        raise ValueError(f"inputs: at most one text or image input per model (got {len(rich)}: "
-                         f"{', '.join(rich)}); numeric and category columns may be added freely")
+        raise ValueError(f"inputs: at most one text, image or audio input per model (got "
+                         f"{len(rich)}: {', '.join(rich)}); numeric and category columns may be "
+                         "added freely")
     kind = rich[0] if rich else "table"
     fits = FAMILY_KINDS[family]
     if kind in fits or (not rich and family == "auto"):
@@ -253,11 +255,11 @@ def is_pretrained_path(name: str) -> bool:
 
 
 def default_family(inputs: Any) -> str:
-    """The family a config without ``model.name`` gets: cnn for images, mlp for tables, the
-    Transformer for text."""
+    """The family a config without ``model.name`` gets: cnn for images and audio, mlp for
+    tables, the Transformer for text."""
     kinds = {i.get("type", "text") for i in inputs if isinstance(i, dict)} if isinstance(
         inputs, list) else set()
-    if "image" in kinds:
+    if "image" in kinds or "audio" in kinds:
         return "cnn"
     if "sequence" in kinds:
         return "rnn"

@@ -1,5 +1,6 @@
 """The training side of the run schema: the optimisation (``train:``), differentially private
-training (``privacy:``) and a hyper-parameter search space (``tune:``)."""
+training (``privacy:``), a hyper-parameter search space (``tune:``) and experiment tracking
+(``tracking:``)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,20 @@ from pydantic import Field, model_validator
 
 from dlforge.config._base import _Strict
 from dlforge.config.params import TUNE_ALIASES  # short names: the parameter table's
+from dlforge.errors import ConfigError
 
 __all__ = [
     "SPEC_KINDS",
+    "TRACKERS",
     "TUNE_ALIASES",
     "TUNE_SETTINGS",
+    "MlflowTracking",
     "PrivacyConfig",
+    "TensorBoardTracking",
+    "TrackingConfig",
     "TrainConfig",
     "TuneConfig",
+    "add_trackers",
 ]
 
 
@@ -139,3 +146,73 @@ class TuneConfig(_Strict):
         """Each searched key's dotted config path."""
         return {name: TUNE_ALIASES.get(name, name) for name in self.space}
 
+
+
+# ------------------------------------------------------------------------------------- tracking
+TRACKERS = ("mlflow", "tensorboard")
+
+
+class MlflowTracking(_Strict):
+    """Where MLflow runs go. ``uri``: this, else the ``MLFLOW_TRACKING_URI`` environment
+    variable, else ``sqlite:///mlflow.db`` in the working directory (a local file, no server;
+    artifacts under ./mlruns). ``experiment``: this, else ``MLFLOW_EXPERIMENT_NAME``, else
+    dlforge."""
+
+    uri: str | None = None
+    experiment: str | None = None
+
+
+class TensorBoardTracking(_Strict):
+    """TensorBoard event files: one folder per run under ``log_dir``
+    (``tensorboard --logdir LOG_DIR``)."""
+
+    log_dir: str = "tensorboard"
+
+
+class TrackingConfig(_Strict):
+    """Experiment tracking (the ``track`` extra): the resolved config, the metrics of every
+    epoch and the run directory's plots and model card, logged to each backend set here.
+    Written as ``tracking: {mlflow: {uri: ..., experiment: ...}, tensorboard: {log_dir: ...}}``,
+    or by name: ``tracking: mlflow``, ``tracking: [mlflow, tensorboard]`` (each with its
+    defaults; ``mlflow: true`` likewise)."""
+
+    mlflow: MlflowTracking | None = None
+    tensorboard: TensorBoardTracking | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _by_name(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            data = [n.strip() for n in data.split(",") if n.strip()]
+        if isinstance(data, list | tuple):
+            unknown = [n for n in data if n not in TRACKERS]
+            if unknown:
+                raise ValueError(f"unknown tracker {unknown[0]!r}; choose from "
+                                 f"{', '.join(TRACKERS)}")
+            data = {n: {} for n in data}
+        if isinstance(data, dict):  # mlflow: true (on, its defaults); false (off)
+            data = {k: ({} if v is True else None if v is False else v) for k, v in data.items()}
+        return data
+
+    def names(self) -> list[str]:
+        """The backends that are on."""
+        return [n for n in TRACKERS if getattr(self, n) is not None]
+
+
+def add_trackers(tracking: TrackingConfig | None, names: list[str] | str | None,
+                 flag: str = "--track") -> TrackingConfig | None:
+    """``tracking`` with the backends ``names`` (each a name or a comma list, as ``--track``
+    gives them) turned on: a backend the config already sets keeps its settings, a new one
+    gets its defaults. An unknown name is a ConfigError naming ``flag``."""
+    if isinstance(names, str):
+        names = [names]
+    wanted = [n.strip() for v in names or () for n in v.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in TRACKERS]
+    if unknown:
+        raise ConfigError(f"{flag}: unknown tracker {unknown[0]!r}; choose from "
+                          f"{', '.join(TRACKERS)} (several: {flag} mlflow,tensorboard)")
+    if not wanted:
+        return tracking
+    current = tracking.model_dump() if tracking is not None else {}
+    return TrackingConfig.model_validate(
+        {**current, **{n: current.get(n) or {} for n in wanted}})

@@ -50,6 +50,7 @@ from dlforge.models.registry import MODELS, FusionModel, NumericPassthrough
 from dlforge.train.callbacks import Callback
 from dlforge.train.distributed import is_main_process
 from dlforge.train.recipe import apply_recipe
+from dlforge.train.tracking import tracked_fit
 from dlforge.train.trainer import Trainer, loss_fn, predict_logits
 
 __all__ = ["ForecastTarget", "Forecaster", "cross_validate_series"]
@@ -114,6 +115,7 @@ class Forecaster(DeepModel):
         cfg = self.resolve_config(base)
         return self._fit_frame(df, cfg, source="data", callbacks=callbacks)
 
+    @tracked_fit  # one tracked run when cfg.tracking is set (dlforge.train.tracking)
     def _fit_frame(self, df: pd.DataFrame, cfg: RunConfig, source: str,
                    workdir: Path | None = None, resume: bool = False,
                    callbacks: Sequence[Callback] = (),
@@ -525,7 +527,8 @@ def cross_validate_series(cfg: RunConfig, k: int, df: pd.DataFrame, source: str 
         # validation split (for early stopping) of at least one horizon of the shorter prefix.
         val = max(cfg.data.validation_split, (fc.horizon + 0.5) / cut)
         trial = cfg.model_copy(update={"data": cfg.data.model_copy(
-            update={"test_split": 0.0, "validation_split": val})})
+            update={"test_split": 0.0, "validation_split": val}),
+            "tracking": None})  # a fold is not a tracked run of its own
         model = Forecaster(config=trial, verbose=0)
         model._fit_frame(df.iloc[:cut].reset_index(drop=True), trial, f"{source} (fold {i})")
         w = model._windows(values, start, stop)

@@ -171,8 +171,10 @@ def cross_validate_frame(estimator: Callable[[str], type], cfg: RunConfig, k: in
     except ValueError as err:
         raise DataError(f"{source}: {err}") from None
     cls = estimator(target.kind)
-    # The held-out fold scores each fit: no test split inside the fold.
-    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"test_split": 0.0})})
+    # The held-out fold scores each fit: no test split inside the fold; a fold is not a
+    # tracked run of its own.
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"test_split": 0.0}),
+                                 "tracking": None})
     rows = []
     for i, (tr, te) in enumerate(folds, start=1):
         if only is not None and i not in only:

@@ -11,6 +11,11 @@ many workers, on many machines, share one study: each runs the same command. The
 is exact across workers: a trial takes a place only if fewer than N trials (finished, running or
 failed by an error) were created before it; a place taken by a worker that died is freed when
 its heartbeat goes stale, so a killed study, restarted, still completes N trials.
+
+With ``tracking:`` (``--track``) the study is a parent run (the config and search space as
+params, the best value, trials.csv and the plots), each trial a child run (its config and
+sampled values, its epochs, its objective; pruned trials end KILLED, failed ones FAILED) and
+the best configuration's training a child run named best (see :mod:`dlforge.train.tracking`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from dlforge.errors import ConfigError, DataError, DlforgeError
 from dlforge.train.callbacks import Callback
 from dlforge.train.metrics import monitor_mode, resolve_monitor
 from dlforge.train.recipe import MAX_EPOCHS
+from dlforge.train.tracking import Tracker, config_params
 from dlforge.tune.space import check_space, sample_config
 
 __all__ = ["FitTrial", "TrainRun", "TuneResult", "run_study"]
@@ -184,7 +190,8 @@ def _counts_for_budget(t: Any) -> bool:
 
 
 def _objective(study: Any, cfg: RunConfig, df: pd.DataFrame, n_trials: int, monitor: str,
-               kind: str, fit: FitTrial) -> Callable[[Any], float]:
+               kind: str, fit: FitTrial, parent: dict[str, Any] | None = None
+               ) -> Callable[[Any], float]:
     import optuna
 
     def objective(trial: Any) -> float:
@@ -193,23 +200,53 @@ def _objective(study: Any, cfg: RunConfig, df: pd.DataFrame, n_trials: int, moni
             trial.set_user_attr("skipped", True)  # the budget is spent: stop this worker
             study.stop()
             raise optuna.TrialPruned("trial budget reached")
+        child: Tracker | None = None
         try:
             trial_cfg, overrides = sample_config(trial, cfg)
             trial.set_user_attr("overrides", overrides)
-            metrics = fit(trial_cfg, kind, df, str(cfg.data.path), [_Prune(trial, monitor)])
+            if parent is not None:  # the trial's child run of the study's (tracking:)
+                child = _trial_run(trial_cfg, trial, parent)
+            # The tracker first: it logs an epoch before the pruner may stop the trial there.
+            callbacks: list[Callback] = [*([] if child is None else [child]),
+                                     _Prune(trial, monitor)]
+            metrics = fit(trial_cfg, kind, df, str(cfg.data.path), callbacks)
         except optuna.TrialPruned:
+            if child is not None:
+                child.finish(status="KILLED", tags={"dlforge.trial_state": "pruned"})
             raise
-        except Exception as err:  # recorded as a failed trial; the study goes on
-            trial.set_user_attr("error", f"{type(err).__name__}: {_first_line(err)}")
+        except BaseException as err:  # recorded as a failed trial; the study goes on
+            if isinstance(err, Exception):
+                trial.set_user_attr("error", f"{type(err).__name__}: {_first_line(err)}")
+            if child is not None:
+                child.finish(status="FAILED" if isinstance(err, Exception) else "KILLED",
+                             tags={"dlforge.trial_state": "failed",
+                                   "dlforge.error": trial.user_attrs.get("error", "")})
             raise
         value = (metrics.get("validation") or {}).get(monitor)
         if value is None or not math.isfinite(float(value)):
             # Recorded as a failed trial of ours (it holds its place in the budget).
             trial.set_user_attr("error", f"diverged: val {monitor} is {value}")
+            if child is not None:
+                child.finish(metrics=metrics, status="FAILED",
+                             tags={"dlforge.trial_state": "failed",
+                                   "dlforge.error": trial.user_attrs["error"]})
             raise DataError(f"trial {trial.number} diverged: val {monitor} is {value}")
+        if child is not None:
+            child.log_metrics({"objective": float(value)})
+            child.finish(metrics=metrics, tags={"dlforge.trial_state": "complete"})
         return float(value)
 
     return objective
+
+
+def _trial_run(trial_cfg: RunConfig, trial: Any, parent: dict[str, Any]) -> Tracker:
+    """The child run of one trial: its config (with the sampled values) and the sampled
+    values by their short names as params."""
+    return Tracker.open(trial_cfg, f"trial-{trial.number}", parent=parent,
+                        tags={"dlforge.trial": str(trial.number)},
+                        params={**config_params(trial_cfg, child=True),
+                                **{f"trial.{k}": v for k, v in trial.params.items()}},
+                        verbose=0)
 
 
 def _tally(study: Any) -> tuple[int, int, int, str]:
@@ -276,7 +313,7 @@ def _short(v: Any) -> str:
 
 def _work(cfg_data: dict[str, Any], storage_url: str, study_name: str, n_trials: int,
           timeout: float | None, monitor: str, kind: str, heartbeat: int, fit: FitTrial,
-          verbose: int, worker: int | None = None) -> None:
+          parent: dict[str, Any] | None, verbose: int, worker: int | None = None) -> None:
     """One worker: run trials of the shared study until the budget (or timeout) is spent."""
     import optuna
 
@@ -289,8 +326,9 @@ def _work(cfg_data: dict[str, Any], storage_url: str, study_name: str, n_trials:
     say = (lambda s: print(s, file=sys.stderr, flush=True)) if verbose else (lambda s: None)
     bar = _Bar(n_trials, monitor) if verbose and worker is None and sys.stderr.isatty() else None
     try:
-        study.optimize(_objective(study, cfg, df, n_trials, monitor, kind, fit), timeout=timeout,
-                       catch=(Exception,), callbacks=[_progress(n_trials, monitor, say, bar)])
+        study.optimize(_objective(study, cfg, df, n_trials, monitor, kind, fit, parent),
+                       timeout=timeout, catch=(Exception,),
+                       callbacks=[_progress(n_trials, monitor, say, bar)])
     finally:
         if bar is not None:
             bar.close()
@@ -365,40 +403,55 @@ def run_study(config: RunConfig, out: str | Path, *, fit: FitTrial, train: Train
     say(f"study {name!r} in {_redact(url)}: {trials} trials, {workers} worker(s), objective "
         f"val {monitor} ({direction}), sampler {config.tune.sampler}, pruner "
         f"{config.tune.pruner}")
-    args = (config_to_dict(config), url, name, trials, timeout, monitor, kind, heartbeat, fit,
-            verbose)
-    t0 = time.perf_counter()
-    if workers == 1:
-        _work(*args, None if storage is None else 0)
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        bar = _Bar(trials, monitor) if verbose and sys.stderr.isatty() else None
-        if bar is not None:  # the workers stay quiet; this process shows the study
-            args = (*args[:-1], 0)
-        procs = [ctx.Process(target=_worker_main, args=(*args, i)) for i in range(workers)]
+    # The study's parent run (tracking:): opened now, so a tracking server that does not
+    # answer stops the study before its first trial.
+    parent = (Tracker.open(config, name, tags={"dlforge.study": name},
+                           params=config_params(config), verbose=verbose)
+              if config.tracking is not None else None)
+    with parent if parent is not None else contextlib.nullcontext():
+        args = (config_to_dict(config), url, name, trials, timeout, monitor, kind, heartbeat,
+                fit, None if parent is None else parent.ref(), verbose)
+        t0 = time.perf_counter()
+        if workers == 1:
+            _work(*args, None if storage is None else 0)
+        else:
+            _run_workers(args, workers, trials, monitor, verbose, name, rdb)
+        return _summarise(config, out, url, name, heartbeat, monitor, direction, best_run,
+                          refit, time.perf_counter() - t0, say, train, parent)
+
+
+def _run_workers(args: tuple[Any, ...], workers: int, trials: int, monitor: str, verbose: int,
+                 name: str, rdb: Any) -> None:
+    """``workers`` local worker processes on the study (``args``: :func:`_work`'s)."""
+    import optuna
+
+    ctx = multiprocessing.get_context("spawn")
+    bar = _Bar(trials, monitor) if verbose and sys.stderr.isatty() else None
+    if bar is not None:  # the workers stay quiet; this process shows the study
+        args = (*args[:-1], 0)
+    procs = [ctx.Process(target=_worker_main, args=(*args, i)) for i in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        while bar is not None and any(p.is_alive() for p in procs):
+            bar.update(optuna.load_study(study_name=name, storage=rdb))
+            time.sleep(1.0)
+    finally:
         for p in procs:
-            p.start()
-        try:
-            while bar is not None and any(p.is_alive() for p in procs):
-                bar.update(optuna.load_study(study_name=name, storage=rdb))
-                time.sleep(1.0)
-        finally:
-            for p in procs:
-                p.join()
-            if bar is not None:
-                bar.update(optuna.load_study(study_name=name, storage=rdb))
-                bar.close()
-        bad = [p.exitcode for p in procs if p.exitcode]
-        if bad:
-            raise DlforgeError(f"{len(bad)} of {workers} tuning workers failed (exit codes "
-                               f"{bad}); see their messages above")
-    return _summarise(config, out, url, name, heartbeat, monitor, direction, best_run,
-                      refit, time.perf_counter() - t0, say, train)
+            p.join()
+        if bar is not None:
+            bar.update(optuna.load_study(study_name=name, storage=rdb))
+            bar.close()
+    bad = [p.exitcode for p in procs if p.exitcode]
+    if bad:
+        raise DlforgeError(f"{len(bad)} of {workers} tuning workers failed (exit codes "
+                           f"{bad}); see their messages above")
 
 
 def _summarise(cfg: RunConfig, out: Path, url: str, name: str, heartbeat: int, monitor: str,
                direction: str, best_run: bool, refit: bool, seconds: float,
-               say: Callable[[str], None], train: TrainRun) -> TuneResult:
+               say: Callable[[str], None], train: TrainRun,
+               parent: Tracker | None = None) -> TuneResult:
     import optuna
     from optuna.trial import TrialState
 
@@ -438,9 +491,21 @@ def _summarise(cfg: RunConfig, out: Path, url: str, name: str, heartbeat: int, m
             best_dir = out / "best"
             say(f"training the best configuration into {best_dir}"
                 + (" on the training and validation rows" if refit else ""))
-            train(best_cfg, best_dir, overwrite=True, verbose=0)
+            if parent is None:
+                train(best_cfg, best_dir, overwrite=True, verbose=0)
+            else:  # a child run of the study's, with the run directory's files
+                with Tracker.open(best_cfg, "best", parent=parent.ref(), verbose=0,
+                                  tags={"dlforge.best_trial": str(best.number)}) as child:
+                    clf = train(best_cfg, best_dir, overwrite=True, verbose=0,
+                                callbacks=(child,))
+                    child.finish(clf.config_, clf.metrics_, best_dir)
     else:
         say("no trial completed; nothing to keep")
+    if parent is not None:
+        parent.finish(metrics={} if best_value is None else {f"best_val_{monitor}": best_value},
+                      run_dir=out, tags={"dlforge.objective": f"val {monitor} ({direction})",
+                                         **({"dlforge.best_trial": str(best.number)}
+                                            if complete else {})})
     return TuneResult(name, _redact(url), out, monitor, direction, table, best_value,
                       best_params, best_dir)
 
