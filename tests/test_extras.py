@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tomllib
+import wave
 from pathlib import Path
 
 import pandas as pd
@@ -69,6 +70,9 @@ CASES = {
                             "--out", "{tmp}/finetune"], LLM_FEATURE),
     "lm-import": ("llm", ["lm", "import", "{tmp}/model.gguf", "--out", "{tmp}/imported"],
                   "dlforge lm import (reading GGUF files)"),
+    "train-audio": ("audio", ["train", "--data", "{tmp}/clips.csv", "--audio", "path",
+                              "--label", "label", "--out", "{tmp}/audio"],
+                    "reading audio files (--audio, --kind audio, AudioClassifier)"),
 }
 
 
@@ -92,6 +96,12 @@ def hidden_runs(tmp_path_factory) -> dict[str, tuple[int, str]]:
         "output": {"name": "sentiment"}, "model": {"name": "cnn", "d_model": 8},
         "train": {"epochs": 1, "precision": "fp32"},
         "tune": {"lr": {"log_uniform": [1e-3, 1e-2]}}}))
+    for i in range(4):  # clips for the audio case, written without the audio extra
+        with wave.open(str(tmp / f"{i}.wav"), "wb") as w:
+            w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000)
+            w.writeframes(bytes(1600))
+    pd.DataFrame({"path": [f"{i}.wav" for i in range(4)], "label": ["a", "b"] * 2}).to_csv(
+        tmp / "clips.csv", index=False)
     fill = {"cfg": str(cfg), "run": str(run), "csv": str(csv), "tmp": str(tmp)}
     cases = {extra: [c for c, (e, _, _) in CASES.items() if e == extra] for extra in EXTRAS}
     scripts = {"import": IMPORT_ONLY.format(hidden=ALL_HIDDEN, heavy=HEAVY)}

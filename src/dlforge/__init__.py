@@ -17,10 +17,12 @@ from dlforge.errors import (
 )
 from dlforge.estimate import estimate
 from dlforge.estimators import (
+    AudioClassifier,
     Forecaster,
     ImageClassifier,
     LanguageModel,
     PretrainedLM,
+    Seq2Seq,
     SequenceModel,
     TabularClassifier,
     TabularRegressor,
@@ -33,6 +35,7 @@ from dlforge.estimators import (
 )
 
 __all__ = [
+    "AudioClassifier",
     "ConfigError",
     "DataError",
     "DlforgeError",
@@ -42,6 +45,7 @@ __all__ = [
     "MissingExtraError",
     "NotFittedError",
     "PretrainedLM",
+    "Seq2Seq",
     "RunConfig",
     "RunDirError",
     "SequenceModel",

@@ -22,6 +22,9 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "audit": ("fairlearn", "captum"),                 # dlforge audit, dlforge explain
     "privacy": ("opacus",),                           # DP-SGD: --dp-epsilon, privacy:
     "llm": ("peft", "gguf", "accelerate"),            # dlforge lm import / finetune
+    "track": ("mlflow", "tensorboard"),               # --track, tracking: (experiment tracking)
+    "audio": ("soundfile",),                          # --audio, AudioClassifier: audio files
+    "seq2seq": ("sacrebleu",),                        # BLEU and chrF of Seq2Seq runs
 }
 
 # The ``feature`` of the privacy extra: training with DP-SGD, and loading a run trained so.

@@ -23,7 +23,8 @@ runs/tweets/
 ```
 A language model's run (task ``language_model``) has its own files: config.yaml,
 model.safetensors, model.json, tokenizer.json, metrics.json, data.json, history.csv (see
-``dlforge.estimators.language``).
+``dlforge.estimators.language``); so has a sequence-to-sequence run (task ``seq2seq``, see
+``dlforge.estimators.seq2seq``).
 
 It is written into a temporary sibling folder and renamed into place, so a crash never leaves
 half a run; :func:`check_run` refuses anything incomplete or altered. This module only stores
@@ -53,8 +54,8 @@ from safetensors.torch import save_file
 from dlforge._version import __version__
 from dlforge.errors import RunDirError
 
-__all__ = ["DOCUMENTS", "LM_TASK", "MANIFEST", "check_out", "check_run", "history_csv",
-           "new_run_dir", "partial_dir", "read_history", "read_manifest", "run_name",
+__all__ = ["DOCUMENTS", "LM_TASK", "MANIFEST", "SEQ2SEQ_TASK", "check_out", "check_run",
+           "history_csv", "new_run_dir", "partial_dir", "read_history", "read_manifest", "run_name",
            "save_weights", "seal_run", "to_json", "update_run"]
 
 MANIFEST = "dlforge.json"
@@ -67,6 +68,8 @@ FINETUNE_TASK = "causal_lm"  # a pretrained causal LM's fine-tune (dlforge.lm.fi
 REQUIRED_FINETUNE = ("config.yaml", "base.json", "metrics.json", "tokenizer/tokenizer_config.json")
 # The simple baseline (model: baseline): a scikit-learn pipeline saved with skops.
 REQUIRED_BASELINE = ("config.yaml", "model.skops", "labels.json", "metrics.json", "data.json")
+SEQ2SEQ_TASK = "seq2seq"  # a Seq2Seq run (dlforge.estimators.seq2seq): its own files
+REQUIRED_SEQ2SEQ = ("config.yaml", "metrics.json", "data.json")
 # Human-facing documents rebuilt from the run's records (MODEL_CARD.md at save time, dlforge
 # report, dlforge audit): outside the manifest, so rebuilding or editing them never makes a
 # run "altered". Everything that changes predictions is in the manifest.
@@ -248,7 +251,8 @@ def check_run(path: Path, verify_digests: bool = True) -> dict[str, Any]:
     manifest = read_manifest(path)
     files = manifest.get("files", {})
     required = (REQUIRED_LM if manifest.get("task") == LM_TASK else REQUIRED_FINETUNE
-                if manifest.get("task") == FINETUNE_TASK else REQUIRED_BASELINE
+                if manifest.get("task") == FINETUNE_TASK else REQUIRED_SEQ2SEQ
+                if manifest.get("task") == SEQ2SEQ_TASK else REQUIRED_BASELINE
                 if manifest.get("model") == "baseline" else REQUIRED)
     for name in required:
         if name not in files:

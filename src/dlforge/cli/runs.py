@@ -12,6 +12,7 @@ from rich.console import Console
 from dlforge.cli._common import Commands
 from dlforge.cli._common import examples as _examples
 from dlforge.cli.report import cv_summary, metrics_table
+from dlforge.cli.seq2seq import report_metrics, report_scores
 from dlforge.estimators import files
 
 __all__ = ["COMMANDS"]
@@ -27,12 +28,20 @@ COMMANDS = Commands()
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
     data: Annotated[str, typer.Option(help="A labelled file to score.")],
-    text: Annotated[str | None, typer.Option(help="Text column (default: as trained).")] = None,
-    label: Annotated[str | None, typer.Option(help="Label column (default: as trained).")] = None,
+    text: Annotated[str | None, typer.Option(
+        help="Text column (default: as trained; a seq2seq run's source column).")] = None,
+    label: Annotated[str | None, typer.Option(
+        help="Label column (default: as trained; a seq2seq run's target column).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Score a run on a labelled file, next to the majority-class baseline."""
     metrics = files.evaluate(run_dir, data, text=text, label=label)
+    if metrics.get("task") == "seq2seq":  # text to text: BLEU, chrF, exact match, copy
+        if as_json:
+            typer.echo(json.dumps(metrics, indent=2, default=str))
+        else:
+            report_scores(Path(data).name, metrics)
+        return
     seen = metrics.get("overlap", {})
     if seen.get("rows"):
         typer.echo(overlap_warning(data, seen["rows"], seen["of"]), err=True)
@@ -83,6 +92,15 @@ def info(
         typer.echo(json.dumps(d, indent=2, default=str))
         return
     console = Console()
+    if d["task"] == "seq2seq":
+        m, data = d["metrics"], d["data"]
+        console.print(f"[b]{d['path']}[/b]: sequence to sequence ({d['model']['name']}), "
+                      f"created {d['created']} (dlforge {d['dlforge_version']})", soft_wrap=True)
+        console.print(f"{d['parameters']:,} parameters; {data['pairs']:,} pairs from "
+                      f"{data['source']} (splits {data['splits']}); best epoch "
+                      f"{m['best_epoch']} of {m['epochs_run']}", soft_wrap=True)
+        report_metrics(m)
+        return
     if d["task"] == "causal_lm":  # a pretrained language model's fine-tune
         m, base = d["metrics"], d["model"]["base"]
         console.print(f"[b]{d['path']}[/b]: a {d['model']['name']} fine-tune of {base['path']} "

@@ -21,10 +21,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from dlforge.cli._common import ARGV, Commands, err, privacy_flags
+from dlforge.cli import seq2seq
+from dlforge.cli._common import ARGV, TRACK_HELP, Commands, err, privacy_flags
 from dlforge.cli._common import examples as _examples
 from dlforge.cli.report import cv_summary, leaderboard_table, metrics_table, prog
 from dlforge.config import (
+    add_trackers,
     apply_overrides,
     default_family,
     load_config,
@@ -44,9 +46,9 @@ __all__ = ["COMMANDS", "param_flags"]
 COMMANDS = Commands()
 
 # Flags that name the input columns (not hyperparameters: they come before the table).
-INPUT_FLAGS = ("text", "image", "numeric", "category", "sequence", "kind", "forecast",
+INPUT_FLAGS = ("text", "image", "audio", "numeric", "category", "sequence", "kind", "forecast",
                "covariates", "exogenous")
-KINDS = ("text", "image", "table")
+KINDS = ("text", "image", "audio", "table")
 _PLAIN = {"int": int, "float": float, "str": str}
 
 
@@ -137,6 +139,9 @@ def _config_keys(params: dict[str, Any], inputs: list[dict[str, Any]],
                               "compare)")
         if p.path.startswith("forecast.") and not forecast:
             raise ConfigError(f"--{p.flag}: only for forecasting (--forecast COLUMN)")
+        if p.path.startswith("seq2seq."):
+            raise ConfigError(f"--{p.flag}: only for sequence to sequence (--source COLUMN "
+                              "--target COLUMN)")
         keys[resolve_path(p.path, inputs, forecast, name=f"--{p.flag}")] = v
     if "train.seed" in keys:
         keys["data.seed"] = keys["train.seed"]
@@ -153,12 +158,17 @@ def _inputs_from_flags(cols: dict[str, Any], data: str | None, label: str | None
     if kind is not None and kind not in KINDS:
         raise ConfigError(f"--kind: expected one of {', '.join(KINDS)}, got {kind!r}")
     numeric, category = _names(cols["numeric"]), _names(cols["category"])
-    text, image = cols["text"], cols["image"]
+    text, image, audio = cols["text"], cols["image"], cols["audio"]
     if kind == "image" and image is None:
         if data is None or not Path(data).is_dir():
             raise ConfigError("--kind image: --data must be a folder of class sub-folders "
                               "(or name the image-path column of a table with --image)")
         image = "image"
+    if kind == "audio" and audio is None:
+        if data is None or not Path(data).is_dir():
+            raise ConfigError("--kind audio: --data must be a folder of class sub-folders of "
+                              "clips (or name the audio-path column of a table with --audio)")
+        audio = "audio"
     if kind == "table":
         if data is None or label is None:
             raise ConfigError("--kind table needs --data FILE and --label COLUMN")
@@ -167,6 +177,8 @@ def _inputs_from_flags(cols: dict[str, Any], data: str | None, label: str | None
     inputs = [{"name": text, "type": "text"}] if text else []
     if image:
         inputs.append({"name": image, "type": "image"})
+    if audio:
+        inputs.append({"name": audio, "type": "audio"})
     if cols["sequence"]:
         inputs.append({"name": cols["sequence"], "type": "sequence"})
     inputs += [{"name": c, "type": "numeric"} for c in numeric]
@@ -201,14 +213,15 @@ def _config(config: Path | None, cols: dict[str, Any], params: dict[str, Any]) -
     data = params["data"]
     inputs = _inputs_from_flags(cols, data, params["label"])
     if params["label"] is None and data is not None and Path(data).is_dir() and inputs and \
-            inputs[0]["type"] == "image":
+            inputs[0]["type"] in ("image", "audio"):
         params = {**params, "label": "label"}  # a folder of classes: its names are the labels
     missing = [f for f, v in (("--data", data), ("--text", inputs or None),
                               ("--label", params["label"])) if v is None]
     if missing:
         raise ConfigError(f"missing {', '.join(missing)}: without a config file, train needs "
                           "--data FILE, --label COLUMN and the inputs: --text COLUMN, --image, "
-                          "--numeric, --category, --sequence or --kind image|table (or "
+                          "--audio, --numeric, --category, --sequence or --kind "
+                          "image|audio|table (or "
                           "--forecast COLUMN)")
     return validate_config(apply_overrides({"inputs": inputs, "output": {}},
                                            _config_keys(params, inputs)), source="options")
@@ -225,6 +238,9 @@ def _config(config: Path | None, cols: dict[str, Any], params: dict[str, Any]) -
     "dlforge train --data t.csv --text text --label y --model cnn --cv 5 --out runs/cnn",
     "dlforge train --data images/ --kind image --image-size 32x32 --augment-flip 0.5 "
     "--out runs/images",
+    "dlforge train --data speech/train --kind audio --augment-time-mask 10 "
+    "--augment-freq-mask 5 --out runs/speech",
+    "dlforge train --data clips.csv --audio path --label word --model crnn --out runs/crnn",
     "dlforge train --data credit.csv --kind table --label default --out runs/credit",
     "dlforge train --data reviews.csv --text review --numeric price --category brand "
     "--label rating --out runs/mixed",
@@ -234,14 +250,19 @@ def _config(config: Path | None, cols: dict[str, Any], params: dict[str, Any]) -
     "--out runs/air",
     "dlforge train --data ecg.jsonl --sequence trace --label rhythm --model rnn --out runs/ecg",
     "dlforge train --data t.csv --text text --label y --dp-epsilon 8 --out runs/private",
+    "dlforge train --data t.csv --text text --label y --track mlflow,tensorboard "
+    "--out runs/tracked",
 ))
 @param_flags
 def train(
     config: Annotated[Path | None, typer.Argument(help="A YAML run config.")] = None,
     kind: Annotated[str | None, typer.Option(
-        help="text, image or table (table: every column but --label is an input).")] = None,
+        help="text, image, audio or table (table: every column but --label is an input; "
+             "image, audio: --data is a folder of class sub-folders).")] = None,
     text: Annotated[str | None, typer.Option(help="The text column.")] = None,
     image: Annotated[str | None, typer.Option(help="A column of image paths.")] = None,
+    audio: Annotated[str | None, typer.Option(
+        help="A column of audio file paths (WAV, FLAC, OGG, MP3).")] = None,
     numeric: Annotated[str | None, typer.Option(help="Numeric columns, a,b,c.")] = None,
     category: Annotated[str | None, typer.Option(help="Categorical columns, a,b,c.")] = None,
     sequence: Annotated[str | None, typer.Option(
@@ -252,6 +273,10 @@ def train(
         help="Forecasting: other series whose past values are inputs.")] = None,
     exogenous: Annotated[str | None, typer.Option(
         help="Forecasting: columns known in advance (their future values are inputs).")] = None,
+    source: Annotated[str | None, typer.Option(
+        help="Sequence to sequence: the source text column (with --target).")] = None,
+    target: Annotated[str | None, typer.Option(
+        help="Sequence to sequence: the target text column, the text to generate.")] = None,
     *,
     params: dict[str, Any],
     out: Annotated[Path | None, typer.Option(help="Run directory to write.")] = None,
@@ -262,12 +287,17 @@ def train(
         help="Continue the interrupted run whose --out was this folder.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run at --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    track: Annotated[list[str] | None, typer.Option(help=TRACK_HELP)] = None,
 ) -> None:
-    """Train a model on text, images, a table, a sequence or a series, and write a run
+    """Train a model on text, images, audio, a table, a sequence or a series, and write a run
     directory. --model auto (or dlforge compare) picks the family by cross-validation."""
-    cols = {"kind": kind, "text": text, "image": image, "numeric": numeric,
+    cols = {"kind": kind, "text": text, "image": image, "audio": audio, "numeric": numeric,
             "category": category, "sequence": sequence, "forecast": forecast,
             "covariates": covariates, "exogenous": exogenous}
+    if source is not None or target is not None or seq2seq.is_seq2seq_file(config):
+        seq2seq.train_seq2seq(config, source, target, {**cols, "track": track, "nproc": nproc},
+                              params, out, resume, overwrite, quiet)
+        return
     launch = nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ
     privacy_flags(params["dp_epsilon"], params["dp_delta"], params["dp_max_grad_norm"],
                   params["dp_accountant"])  # checked here; the values reach the config
@@ -275,6 +305,7 @@ def train(
     if resume is not None:
         given = [f"--{p.flag}" for p in flag_params() if params[p.name] is not None]
         given += [f"--{k}" for k, v in cols.items() if v is not None]
+        given += ["--track"] if track else []
         if config is not None or given or (out is not None and out != resume):
             raise ConfigError("--resume continues with the run's saved config; pass no config "
                               f"file or other options (got {', '.join(given) or config or out})")
@@ -287,6 +318,7 @@ def train(
     if out is None:
         raise ConfigError("--out: name the run directory to write, e.g. --out runs/my-model")
     cfg = _config(config, cols, params)
+    cfg.tracking = add_trackers(cfg.tracking, track)
     if launch and cfg.privacy is not None:
         raise ConfigError("--nproc: differentially private training (--dp-epsilon, privacy:) "
                           "runs in one process; remove --nproc")

@@ -14,6 +14,8 @@ __all__ = [
     "INPUT_CONFIGS",
     "INPUT_KINDS",
     "TABULAR_KINDS",
+    "AudioAugment",
+    "AudioInput",
     "CategoryInput",
     "CleanConfig",
     "DataConfig",
@@ -124,6 +126,46 @@ class ImageInput(_Strict):
     augment: ImageAugment = Field(default_factory=ImageAugment)
 
 
+class AudioAugment(_Strict):
+    """Training-split augmentation of audio clips; each 0 turns it off."""
+
+    shift: float = Field(0.0, ge=0.0)  # shift each clip by up to this many seconds either way
+    noise: float = Field(0.0, ge=0.0)  # white noise of up to this fraction of the clip's RMS
+    time_mask: int = Field(0, ge=0)  # SpecAugment: mask up to this many frames, `masks` times
+    freq_mask: int = Field(0, ge=0)  # SpecAugment: mask up to this many mel bands, `masks` times
+    masks: int = Field(2, ge=1)  # how many time masks and how many frequency masks
+
+
+class AudioInput(_Strict):
+    """A column of audio clips (WAV, FLAC, OGG or MP3 paths, file bytes, or waveforms), or a
+    folder of class sub-folders: mono, resampled to ``sample_rate``, centred in a window of
+    ``seconds`` (cropped or padded with silence), as a log-mel spectrogram standardised per
+    mel band with the training split's statistics."""
+
+    name: str
+    type: Literal["audio"]
+    sample_rate: int = Field(16_000, ge=1_000, le=192_000)  # Hz; every clip is resampled to it
+    seconds: float = Field(1.0, gt=0.0, le=60.0)  # the window every clip is cropped/padded to
+    n_mels: int = Field(40, ge=2, le=512)  # mel bands
+    # STFT window and hop in samples: 40 ms and 20 ms at 16 kHz, the keyword-spotting front
+    # end of "Hello Edge" (Zhang et al., 2017): 51 frames a second
+    n_fft: int = Field(640, ge=16)
+    hop_length: int = Field(320, ge=1)
+    augment: AudioAugment = Field(default_factory=AudioAugment)
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> AudioInput:
+        samples = round(self.seconds * self.sample_rate)
+        if self.n_fft > samples:
+            raise ValueError(f"n_fft: {self.n_fft} samples is longer than the clip window "
+                             f"({self.seconds:g} s at {self.sample_rate} Hz = {samples} "
+                             "samples); lower n_fft or raise seconds")
+        if self.hop_length > self.n_fft:
+            raise ValueError(f"hop_length: {self.hop_length} is more than n_fft "
+                             f"({self.n_fft}); frames would skip samples")
+        return self
+
+
 class SeriesAugment(_Strict):
     """Training-split augmentation of numeric sequences (in standardised units); 0 is off."""
 
@@ -162,7 +204,7 @@ class CategoryInput(_Strict):
 
 # Every input kind's config class; its ``type`` is the kind's name.
 INPUT_CONFIGS: tuple[type[_Strict], ...] = (TextInput, ImageInput, NumericInput, CategoryInput,
-                                            SequenceInput)
+                                            SequenceInput, AudioInput)
 InputConfig = Annotated[Union[INPUT_CONFIGS], Field(discriminator="type")]  # noqa: UP007
 INPUT_KINDS: tuple[str, ...] = tuple(get_args(c.model_fields["type"].annotation)[0]
                                      for c in INPUT_CONFIGS)

@@ -10,6 +10,8 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from dlforge.config.data import (
+    AudioAugment,
+    AudioInput,
     CleanConfig,
     DataConfig,
     ForecastConfig,
@@ -24,28 +26,31 @@ from dlforge.config.data import (
 from dlforge.config.models import (
     AutoModelConfig,
     CNNConfig,
+    CRNNConfig,
     MLPConfig,
     PretrainedModelConfig,
     RNNConfig,
     TransformerConfig,
 )
 from dlforge.config.params import ESTIMATOR_KINDS, PARAMS, Param
+from dlforge.config.seq2seq import Seq2SeqConfig
 from dlforge.config.train import PrivacyConfig, TrainConfig
 
 __all__ = ["markdown"]
 
 ESTIMATOR_NAMES = {"text": "TextClassifier", "image": "ImageClassifier",
                    "sequence": "SequenceModel", "tabular": "TabularClassifier/Regressor",
-                   "forecast": "Forecaster"}
+                   "forecast": "Forecaster", "audio": "AudioClassifier"}
 _SECTIONS: dict[str, type[BaseModel]] = {
     "data": DataConfig, "data.clean": CleanConfig, "output": OutputConfig,
     "forecast": ForecastConfig, "train": TrainConfig, "privacy": PrivacyConfig,
     "<text>": TextInput, "<image>": ImageInput,
     "<sequence>": SequenceInput, "<text>.augment": TextAugment,
     "<image>.augment": ImageAugment, "<series>.augment": SeriesAugment,
+    "<audio>": AudioInput, "<audio>.augment": AudioAugment, "seq2seq": Seq2SeqConfig,
 }
 _FAMILIES: tuple[type[BaseModel], ...] = (TransformerConfig, CNNConfig, RNNConfig, MLPConfig,
-                                          PretrainedModelConfig, AutoModelConfig)
+                                          PretrainedModelConfig, AutoModelConfig, CRNNConfig)
 
 
 def _show(v: Any) -> str:
@@ -72,9 +77,9 @@ def default(p: Param) -> str:
     slotted keys)."""
     section, _, key = p.path.rpartition(".")
     if p.path == "model.name":
-        return ("by the data: transformer (text), cnn (images), rnn (sequences, series), "
-                "mlp (tables)")
-    if key == "augment":
+        return ("by the data: transformer (text), cnn (images, audio), rnn (sequences, "
+                "series), mlp (tables)")
+    if key == "augment" or p.path == "tracking":
         return "off"
     if section == "model":
         found = [(m.model_fields["name"].default, _field_default(m, key)) for m in _FAMILIES
@@ -83,10 +88,10 @@ def default(p: Param) -> str:
         if len(values) == 1:
             return values.pop() or ""
         return ", ".join(f"{fam} {v}" for fam, v in found)
-    if section.startswith("<") and section.endswith(">") and "|" in section:
-        kinds = section[1:-1].split("|")
-        found = [(k, _field_default(_SECTIONS[f"<{k}>"], key)) for k in kinds
-                 if f"<{k}>" in _SECTIONS]
+    if section.startswith("<") and "|" in section.partition(">")[0]:  # <a|b> or <a|b>.augment
+        slot, _, rest = section[1:].partition(">")
+        found = [(k, _field_default(_SECTIONS[f"<{k}>{rest}"], key)) for k in slot.split("|")
+                 if f"<{k}>{rest}" in _SECTIONS]
         return ", ".join(f"{k} {v}" for k, v in found if v is not None)
     model = _SECTIONS.get(section)
     return (_field_default(model, key) or "") if model is not None else ""

@@ -17,6 +17,7 @@ __all__ = [
     "AutoModelConfig",
     "BaselineConfig",
     "CNNConfig",
+    "CRNNConfig",
     "MLPConfig",
     "ModelConfig",
     "PretrainedModelConfig",
@@ -53,7 +54,8 @@ class CNNConfig(_Strict):
     over time. For images, stages of conv → batch-norm → ReLU blocks (residual if asked), each
     stage after the first halving the resolution, then global average pooling."""
 
-    KINDS: ClassVar[tuple[str, ...]] = ("text", "image", "sequence")  # the input kinds it encodes
+    # the input kinds it encodes (audio: its log-mel spectrogram, as a one-channel image)
+    KINDS: ClassVar[tuple[str, ...]] = ("text", "image", "sequence", "audio")
     # The smallest sensible settings, for tests (dlforge.testing.check_model).
     TINY: ClassVar[dict[str, Any]] = {"d_model": 16, "filters": 8, "kernel_sizes": [2, 3],
                                        "channels": [4, 8], "dropout": 0.0}
@@ -79,6 +81,26 @@ class RNNConfig(_Strict):
     cell: Literal["gru", "lstm"] = "gru"
     d_model: int = Field(128, ge=2)  # embedding width
     hidden: int = Field(128, ge=1)
+    layers: int = Field(1, ge=1)
+    bidirectional: bool = True
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    head_hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+
+
+class CRNNConfig(_Strict):
+    """For audio: convolution blocks over the log-mel spectrogram (each stage halving the
+    mel bands and the frames with a 2x2 max pool), then a (bidirectional) GRU over the
+    frames, its final states feeding the head."""
+
+    KINDS: ClassVar[tuple[str, ...]] = ("audio",)  # the input kinds it encodes
+    # The smallest sensible settings, for tests (dlforge.testing.check_model).
+    TINY: ClassVar[dict[str, Any]] = {"channels": [4, 8], "hidden": 8, "dropout": 0.0}
+    name: Literal["crnn"] = "crnn"
+    channels: list[Annotated[int, Field(ge=1)]] = Field(  # width of each conv stage
+        default_factory=lambda: [32, 64])
+    residual: bool = True  # residual connection around each conv block
+    cell: Literal["gru", "lstm"] = "gru"
+    hidden: int = Field(64, ge=1)
     layers: int = Field(1, ge=1)
     bidirectional: bool = True
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
@@ -142,7 +164,7 @@ class BaselineConfig(_Strict):
 # The families model selection chooses from (those whose KINDS fit the data). A new family is
 # its config class here, in this tuple, and its builder in dlforge.models.registry.
 CANDIDATES: tuple[type[_Strict], ...] = (TransformerConfig, CNNConfig, RNNConfig, MLPConfig,
-                                         BaselineConfig)
+                                         BaselineConfig, CRNNConfig)
 _CANDIDATE_NAMES = tuple(c.model_fields["name"].default for c in CANDIDATES)
 
 
@@ -153,7 +175,8 @@ class AutoModelConfig(_Strict):
     halving (weak candidates stop after one fold), and keep the winner. The leaderboard
     is saved in the run's metrics."""
 
-    KINDS: ClassVar[tuple[str, ...]] = ("text", "image", "sequence")  # the input kinds it encodes
+    # the input kinds it encodes
+    KINDS: ClassVar[tuple[str, ...]] = ("text", "image", "sequence", "audio")
     name: Literal["auto"] = "auto"
     families: list[Literal[_CANDIDATE_NAMES]] | None = None  # None: all that fit
     cv: int = Field(3, ge=2)

@@ -5,8 +5,8 @@ d_model=256)``), the ``dlforge train`` flags (``--d-model 256``), the short name
 search space (``d_model: {int: [64, 512]}``) and the table in docs/parameters.md. Adding a
 hyperparameter is one row here (and its field in the schema, if it is new).
 
-A path may name an input by its kind rather than its position: ``<text>``, ``<image>`` and
-``<sequence>`` stand for that input of the run (``inputs.0`` for a text classifier),
+A path may name an input by its kind rather than its position: ``<text>``, ``<image>``,
+``<audio>`` and ``<sequence>`` stand for that input of the run (``inputs.0`` for a text classifier),
 ``<series>`` for the forecast section of a forecasting run or else its sequence input, and
 ``<text|sequence>`` for the first of those the run has (:func:`resolve_path`).
 """
@@ -22,7 +22,7 @@ __all__ = ["ESTIMATOR_KINDS", "PARAMS", "TUNE_ALIASES", "Param", "estimator_para
            "param", "resolve_path"]
 
 # The estimator families that take keyword arguments from the table (dlforge.estimators).
-ESTIMATOR_KINDS = ("text", "image", "sequence", "tabular", "forecast")
+ESTIMATOR_KINDS = ("text", "image", "sequence", "tabular", "forecast", "audio")
 _ALL = frozenset(ESTIMATOR_KINDS)
 _SEQ = frozenset({"text", "sequence", "forecast"})  # families that read a sequence of steps
 
@@ -63,7 +63,8 @@ def _p(name: str, path: str, type: str, help: str, estimators: frozenset[str] = 
 PARAMS: tuple[Param, ...] = (
     # -------------------------------------------------------------------- data and output
     _p("data", "data.path", "str",
-       "CSV, TSV, JSONL or Parquet file; or a folder of class sub-folders of images.",
+       "CSV, TSV, JSONL or Parquet file; or a folder of class sub-folders of images or "
+       "audio clips.",
        flag=True),
     _p("label", "output.name", "str", "The label (output) column.", flag=True),
     _p("output", "output.type", "str",
@@ -71,7 +72,8 @@ PARAMS: tuple[Param, ...] = (
        {"text", "sequence"}, flag="output-type"),
     _p("threshold", "output.threshold", "str",
        "Binary: the probability from which a row is the second class; auto: chosen on the "
-       "validation split for the monitored metric.", {"text", "image", "sequence", "tabular"},
+       "validation split for the monitored metric.",
+       {"text", "image", "sequence", "tabular", "audio"},
        flag=True),
     _p("validation_split", "data.validation_split", "float",
        "Fraction of the rows held out for validation (early stopping, model choice).", _ALL,
@@ -92,9 +94,19 @@ PARAMS: tuple[Param, ...] = (
        "Resize every image to HxW (needed when sizes differ).", {"image"}, flag=True,
        parse="size"),
     _p("color", "<image>.color", "str", "Images: auto, gray or rgb.", {"image"}, flag=True),
-    _p("augment", "<text|image|series>.augment", "dict[str, float]",
+    _p("sample_rate", "<audio>.sample_rate", "int",
+       "Audio: every clip is resampled to this rate (Hz).", {"audio"}, flag=True),
+    _p("clip_seconds", "<audio>.seconds", "float",
+       "Audio: the window length; longer clips are cropped around their centre, shorter ones "
+       "padded with silence.", {"audio"}, flag=True),
+    _p("n_mels", "<audio>.n_mels", "int", "Audio: mel bands of the log-mel spectrogram.",
+       {"audio"}, flag=True),
+    _p("n_fft", "<audio>.n_fft", "int", "Audio: STFT window, in samples.", {"audio"}),
+    _p("hop_length", "<audio>.hop_length", "int", "Audio: samples between STFT frames.",
+       {"audio"}),
+    _p("augment", "<text|image|audio|series>.augment", "dict[str, float]",
        "Training-split augmentation of the main input, e.g. {'delete': 0.1, 'mask': 0.1}.",
-       {"text", "image", "sequence", "forecast"}),
+       {"text", "image", "sequence", "forecast", "audio"}),
     _p("augment_delete", "<text>.augment.delete", "float",
        "Training only: drop each token with this probability.", flag=True),
     _p("augment_swap", "<text>.augment.swap", "float",
@@ -107,8 +119,15 @@ PARAMS: tuple[Param, ...] = (
        "Training only: horizontal flip with this probability.", flag=True),
     _p("augment_rotate", "<image>.augment.rotate", "float",
        "Training only: rotate by up to this many degrees.", flag=True),
-    _p("augment_noise", "<image>.augment.noise", "float",
-       "Training only: add Gaussian noise of this std.", flag=True),
+    _p("augment_noise", "<image|audio>.augment.noise", "float",
+       "Training only: add Gaussian noise of this std (audio: white noise of up to this "
+       "fraction of the clip's RMS).", flag=True),
+    _p("augment_shift", "<audio>.augment.shift", "float",
+       "Training only, audio: shift each clip by up to this many seconds.", flag=True),
+    _p("augment_time_mask", "<audio>.augment.time_mask", "int",
+       "Training only, audio: SpecAugment time masks of up to N frames.", flag=True),
+    _p("augment_freq_mask", "<audio>.augment.freq_mask", "int",
+       "Training only, audio: SpecAugment frequency masks of up to N mel bands.", flag=True),
     _p("augment_jitter", "<series>.augment.jitter", "float",
        "Training only, sequences: Gaussian noise of this std.", flag=True),
     _p("augment_scaling", "<series>.augment.scaling", "float",
@@ -126,28 +145,32 @@ PARAMS: tuple[Param, ...] = (
        "Forecasting: season length for the seasonal-naive baseline.", {"forecast"}, flag=True),
     # ------------------------------------------------------------------------------ model
     _p("model", "model.name", "str",
-       "transformer, cnn, rnn, mlp, or a local Hugging Face model folder.", _ALL, flag=True,
+       "transformer, cnn, rnn, mlp, crnn (audio), or a local Hugging Face model folder.",
+       _ALL, flag=True,
        tune=True),
     _p("d_model", "model.d_model", "int", "Model width.", _SEQ, flag=True, tune=True),
     _p("heads", "model.heads", "int", "Attention heads (transformer).", _SEQ, flag=True,
        tune=True),
-    _p("layers", "model.layers", "int", "Blocks (transformer, rnn).", _SEQ, flag=True,
-       tune=True),
+    _p("layers", "model.layers", "int", "Blocks (transformer); recurrent layers (rnn, crnn).",
+       _SEQ | {"audio"}, flag=True, tune=True),
     _p("ffn_dim", "model.ffn_dim", "int", "Transformer feed-forward width (default 4 x d_model).",
        {"text"}),
     _p("kernel_sizes", "model.kernel_sizes", "list[int]", "1-D CNN kernel widths.", _SEQ),
     _p("filters", "model.filters", "int", "1-D CNN filters per kernel width.", _SEQ, tune=True),
-    _p("cell", "model.cell", "str", "RNN cell: gru or lstm.", _SEQ, tune=True),
+    _p("cell", "model.cell", "str", "RNN cell: gru or lstm.", _SEQ | {"audio"}, tune=True),
     _p("hidden", "model.hidden", "int | list[int]",
-       "MLP layer widths, e.g. 128,64 (the RNN's hidden size: one number).",
-       {"text", "sequence", "tabular", "forecast"}, flag=True, parse="ints", tune=True),
-    _p("bidirectional", "model.bidirectional", "bool", "RNN: read both ways.",
-       {"text", "sequence"}),
+       "MLP layer widths, e.g. 128,64 (the RNN's or CRNN's hidden size: one number).",
+       {"text", "sequence", "tabular", "forecast", "audio"}, flag=True, parse="ints",
+       tune=True),
+    _p("bidirectional", "model.bidirectional", "bool", "RNN, CRNN: read both ways.",
+       {"text", "sequence", "audio"}),
     _p("channels", "model.channels", "list[int]",
-       "CNN stage widths for images, e.g. 32,64,128.", {"image"}, flag=True, parse="ints"),
-    _p("blocks", "model.blocks", "int", "Images: conv blocks per CNN stage.", {"image"}),
-    _p("residual", "model.residual", "bool", "Images: residual connection around each block.",
-       {"image"}),
+       "CNN stage widths for images and audio (crnn too), e.g. 32,64,128.",
+       {"image", "audio"}, flag=True, parse="ints"),
+    _p("blocks", "model.blocks", "int", "Images, audio: conv blocks per CNN stage.",
+       {"image", "audio"}),
+    _p("residual", "model.residual", "bool",
+       "Images, audio: residual connection around each conv block.", {"image", "audio"}),
     _p("head_hidden", "model.head_hidden", "list[int]",
        "Hidden layers of the head on top of the encoders, e.g. 64 (mixed inputs).", flag=True,
        parse="ints"),
@@ -199,8 +222,8 @@ PARAMS: tuple[Param, ...] = (
        {"text", "tabular", "forecast"}, flag=True),
     _p("class_weight", "train.class_weight", "str",
        "auto, none or balanced: each class weighs n / (classes x its count) in the loss; auto: "
-       "balanced when the monitored metric is macro_f1.", {"text", "image", "sequence",
-                                                            "tabular"}, flag=True),
+       "balanced when the monitored metric is macro_f1.",
+       {"text", "image", "sequence", "tabular", "audio"}, flag=True),
     _p("accumulate", "train.accumulate", "int",
        "Micro-batches per optimizer step (gradient accumulation).", flag=True),
     _p("precision", "train.precision", "str", "auto, fp32 or bf16.", _ALL, flag=True),
@@ -217,6 +240,37 @@ PARAMS: tuple[Param, ...] = (
        "DP-SGD: each row's gradient is clipped to this norm (default 1.0).", flag=True),
     _p("dp_accountant", "privacy.accountant", "str",
        "DP-SGD: the privacy accountant, rdp (default), prv or gdp.", flag=True),
+    # --------------------------------------------------------------------------- tracking
+    # Its flag, --track (dlforge train and tune), is written by hand: it adds backends to a
+    # config file's tracking: section instead of replacing it.
+    _p("track", "tracking", "str | list[str] | dict",
+       "Experiment tracking: mlflow, tensorboard or both, e.g. ['mlflow', 'tensorboard'] "
+       "(--track mlflow,tensorboard); settings as tracking: {mlflow: {uri, experiment}, "
+       "tensorboard: {log_dir}}.", _ALL),
+    # -------------------------------------------------------------- sequence to sequence
+    # Seq2Seq's own settings (dlforge.config.seq2seq); with --source/--target, dlforge train
+    # also takes the shared rows whose names are Seq2SeqConfig fields (--epochs, --d-model...).
+    _p("beam_size", "seq2seq.beam_size", "int",
+       "Seq2Seq: beams searched when generating; 1: greedy.", flag=True),
+    _p("length_penalty", "seq2seq.length_penalty", "float",
+       "Seq2Seq: a hypothesis scores log p / length^this (above 0 favours longer ones).",
+       flag=True),
+    _p("max_new_tokens", "seq2seq.max_new_tokens", "int",
+       "Seq2Seq: the most tokens generated (unset: the longest target the model takes).",
+       flag=True),
+    _p("max_target_length", "seq2seq.max_target_length", "int",
+       "Seq2Seq: target tokens the decoder takes (unset: the data's longest plus a quarter; "
+       "--max-length is the source's).", flag=True),
+    _p("label_smoothing", "seq2seq.label_smoothing", "float",
+       "Seq2Seq: share of each target token's probability spread over the vocabulary.",
+       flag=True),
+    _p("positions", "seq2seq.positions", "str",
+       "Seq2Seq Transformer: sinusoidal or learned positions.", flag=True),
+    _p("shared_vocab", "seq2seq.shared_vocab", "bool",
+       "Seq2Seq Transformer: one BPE vocabulary (and embedding) for sources and targets; "
+       "false: one each."),
+    _p("tie_embeddings", "seq2seq.tie_embeddings", "bool",
+       "Seq2Seq Transformer: the output layer is the target embedding's matrix."),
 )
 
 _BY_NAME = {p.name: p for p in PARAMS}

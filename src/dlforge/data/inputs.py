@@ -2,10 +2,11 @@
 
 Every kind goes through the same three steps, so training and prediction cannot drift apart:
 
-``load(values)``   parse raw values (texts, image paths or arrays, numbers, categories);
+``load(values)``   parse raw values (texts, image or audio paths or arrays, numbers,
+                   categories);
                    stateless except for choices fitted earlier (an image's channel count);
-``fit(loaded)``    fit the state on the training rows only (tokenizer, image mean/std, numeric
-                   mean/std, category vocabulary);
+``fit(loaded)``    fit the state on the training rows only (tokenizer, image mean/std, log-mel
+                   band mean/std, numeric mean/std, category vocabulary);
 ``encode(loaded)`` per-row arrays the loader batches with ``item`` and ``collate``.
 
 The fitted state is JSON (``features.json`` in the run), plus the tokenizer file of a text
@@ -26,6 +27,7 @@ import torch
 
 from dlforge._atomic import atomic_file
 from dlforge.config import (
+    AudioInput,
     CategoryInput,
     ImageInput,
     NumericInput,
@@ -40,7 +42,7 @@ from dlforge.data.pretrained import PretrainedTokenizer, check_pretrained_folder
 from dlforge.data.series import parse_sequence
 from dlforge.errors import DataError
 
-__all__ = ["CategoryFeature", "Feature", "ImageFeature", "NumericFeature",
+__all__ = ["AudioFeature", "CategoryFeature", "Feature", "ImageFeature", "NumericFeature",
            "PretrainedTextFeature", "SequenceFeature", "TextFeature",
            "build_features", "load_features", "save_features"]
 
@@ -263,6 +265,86 @@ class ImageFeature(Feature):
         self.scale, self.mean, self.std = state["scale"], state["mean"], state["std"]
 
 
+# ------------------------------------------------------------------------------------ audio
+class AudioFeature(Feature):
+    """Audio clips (paths, file bytes or waveforms) as fixed-length mono waveforms at the
+    input's sample rate (:mod:`dlforge.data.audio`); each batch becomes a log-mel
+    spectrogram (1, mels, frames) standardised per mel band with the training split's mean
+    and std (:mod:`dlforge.data.spectrogram`). Waveforms are kept, not spectrograms, so the
+    training split's shift and noise act on the sound itself, as a microphone would."""
+
+    kind = "audio"
+    cfg: AudioInput
+
+    def __init__(self, cfg: AudioInput):
+        super().__init__(cfg)
+        self.samples = round(cfg.seconds * cfg.sample_rate)
+        self._filterbank: torch.Tensor | None = None
+
+    @property
+    def filterbank(self) -> torch.Tensor:
+        if self._filterbank is None:
+            from dlforge.data.spectrogram import mel_filterbank
+
+            c = self.cfg
+            self._filterbank = torch.from_numpy(
+                mel_filterbank(c.sample_rate, c.n_fft, c.n_mels).astype(np.float32))
+        return self._filterbank
+
+    def load(self, values: Sequence[Any], source: str) -> np.ndarray:
+        from dlforge.data.audio import load_audio
+
+        return load_audio(values, self.cfg.sample_rate, self.samples, source)  # (N, samples)
+
+    def _log_mel(self, waves: torch.Tensor) -> torch.Tensor:
+        from dlforge.data.spectrogram import log_mel
+
+        return log_mel(waves, self.cfg.n_fft, self.cfg.hop_length, self.filterbank)
+
+    def fit(self, loaded: np.ndarray, source: str) -> None:
+        total, square, count = np.zeros(self.cfg.n_mels), np.zeros(self.cfg.n_mels), 0
+        with torch.no_grad():
+            for i in range(0, len(loaded), 256):
+                m = self._log_mel(torch.from_numpy(loaded[i:i + 256])).double()  # (b, M, T)
+                total += m.sum(dim=(0, 2)).numpy()
+                square += m.square().sum(dim=(0, 2)).numpy()
+                count += m.shape[0] * m.shape[2]
+        mean = total / count
+        std = np.sqrt(np.maximum(square / count - mean**2, 0.0))
+        self.mean = mean.tolist()
+        self.std = np.where(std > 1e-6, std, 1.0).tolist()
+
+    def make_augmenter(self, seed: int) -> Any:
+        from dlforge.data.spectrogram import AudioAugmenter
+
+        a = self.cfg.augment
+        aug = AudioAugmenter(shift=round(a.shift * self.cfg.sample_rate), noise=a.noise,
+                             time_mask=a.time_mask, freq_mask=a.freq_mask, masks=a.masks,
+                             seed=seed)
+        return aug if aug.active else None
+
+    def collate(self, items: list[np.ndarray], augment: Any = None) -> torch.Tensor:
+        waves = torch.from_numpy(np.stack(items))  # (B, samples)
+        if augment is not None:
+            waves = augment.waveform(waves)
+        m = self._log_mel(waves)  # (B, mels, frames)
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1)
+        x = ((m - mean) / std).unsqueeze(1)  # (B, 1, mels, frames)
+        return x if augment is None else augment.spectrogram(x)
+
+    def spec(self) -> dict[str, Any]:
+        from dlforge.data.spectrogram import n_frames
+
+        return {"channels": 1, "height": self.cfg.n_mels,
+                "width": n_frames(self.samples, self.cfg.hop_length)}
+
+    def state(self) -> dict[str, Any]:
+        return {"samples": self.samples, "mean": self.mean, "std": self.std}
+
+    def set_state(self, state: dict[str, Any], folder: Path | None) -> None:
+        self.mean, self.std = state["mean"], state["std"]
+
 class SequenceFeature(Feature):
     """A numeric sequence per row (T steps of F channels): standardised per channel with the
     training split's statistics, the last ``max_length`` steps kept, padded per batch."""
@@ -431,7 +513,7 @@ class CategoryFeature(Feature):
 # ---------------------------------------------------------------------------------- helpers
 FEATURES: dict[str, type[Feature]] = {"text": TextFeature, "image": ImageFeature,
                                       "numeric": NumericFeature, "category": CategoryFeature,
-                                      "sequence": SequenceFeature}
+                                      "sequence": SequenceFeature, "audio": AudioFeature}
 FEATURES_FILE = "features.json"
 
 

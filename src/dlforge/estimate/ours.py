@@ -147,8 +147,11 @@ def _encoder(cfg: RunConfig, kind: str, spec: dict[str, Any], T: int, act_bytes:
         table = spec["categories"] * spec["dim"]
         return Part(params=table, embedding=table, act=spec["dim"], out_dim=spec["dim"],
                     grad_out=True)
-    if kind == "image":
+    if kind == "image" or (kind == "audio" and family == "cnn"):  # audio: its spectrogram
         return _image_cnn(m, spec)
+    if kind == "audio":
+        raise ConfigError(f"model.name: estimating a {family!r} model of audio is not "
+                          "supported; the cnn family is")
     embed = _embed(family, kind, spec, m.d_model, T)
     if family == "transformer":
         return embed.add(_transformer(m, T, act_bytes))

@@ -16,21 +16,34 @@ from safetensors import safe_open
 from dlforge.config import RunConfig, load_config
 from dlforge.data.clean import clean_frame
 from dlforge.data.frames import output_kind, read_data
-from dlforge.data.io import write_table
+from dlforge.data.io import read_table, require_columns, write_table
+from dlforge.data.pairs import read_pairs
 from dlforge.data.rows import load_fingerprints, overlap
 from dlforge.errors import DataError, DlforgeError, RunDirError
+from dlforge.estimators.audio import AudioClassifier
 from dlforge.estimators.base import DeepModel
 from dlforge.estimators.forecast import Forecaster, cross_validate_series
 from dlforge.estimators.image import ImageClassifier
 from dlforge.estimators.load import load_deep_model
 from dlforge.estimators.persist import save_run
 from dlforge.estimators.select import cross_validate_frame
+from dlforge.estimators.seq2seq import Seq2Seq
 from dlforge.estimators.sequence import SequenceModel
 from dlforge.estimators.tabular import TabularClassifier, TabularRegressor
 from dlforge.estimators.text import TextClassifier
-from dlforge.run import FINETUNE_TASK, LM_TASK, MANIFEST, check_out, check_run, partial_dir
+from dlforge.run import (
+    FINETUNE_TASK,
+    LM_TASK,
+    MANIFEST,
+    SEQ2SEQ_TASK,
+    check_out,
+    check_run,
+    partial_dir,
+    read_manifest,
+)
 from dlforge.train.distributed import is_main_process
 from dlforge.train.metrics import probabilities
+from dlforge.train.tracking import Tracker
 
 __all__ = ["cross_validate", "estimator_for", "evaluate", "info", "predict", "preflight",
            "resumable", "train"]
@@ -47,6 +60,8 @@ def estimator_for(cfg: RunConfig, output_kind: str) -> type[DeepModel]:
         return TextClassifier
     if kinds == {"image"}:
         return ImageClassifier
+    if kinds == {"audio"}:
+        return AudioClassifier
     if kinds == {"sequence"}:
         return SequenceModel
     return TabularClassifier
@@ -59,10 +74,27 @@ def train(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
     Checkpoints go to a hidden ``.NAME.partial`` folder beside ``out`` after every epoch; if
     training is interrupted, ``resume=True`` continues from there (with the saved config) to
     the same result an uninterrupted run gives.
+
+    With ``cfg.tracking`` (``--track``) the run is logged to MLflow and/or TensorBoard, named
+    after ``out``: every epoch's metrics, then the resolved config, the final metrics and the
+    run directory's files (:mod:`dlforge.train.tracking`). A Tracker among ``callbacks`` is
+    the caller's (``dlforge tune`` nests the best run under its study) and is used instead.
     """
     out = Path(out)
-    work = partial_dir(out)
     cfg = preflight(cfg, out, resume=resume, overwrite=overwrite)
+    if (cfg.tracking is None or not is_main_process()
+            or any(isinstance(c, Tracker) for c in callbacks)):
+        return _train(cfg, out, resume, verbose, tuple(callbacks))
+    with Tracker.open(cfg, out.name, verbose=verbose) as tracker:
+        clf = _train(cfg, out, resume, verbose, (*callbacks, tracker))
+        tracker.finish(clf.config_, clf.metrics_, out)
+    return clf
+
+
+def _train(cfg: RunConfig, out: Path, resume: bool, verbose: int, callbacks: tuple
+           ) -> DeepModel:
+    """:func:`train` once ``out`` is checked (and the tracker, if any, started)."""
+    work = partial_dir(out)
     if not resume and work.exists() and is_main_process():
         shutil.rmtree(work)  # a stale unfinished run; under torchrun rank 0 alone clears it
     df = read_data(cfg)
@@ -147,6 +179,8 @@ def _load_eval_frame(clf: DeepModel, data: str | Path, text: str | None,
 def evaluate(run_dir: str | Path, data: str | Path, *, text: str | None = None,
              label: str | None = None) -> dict[str, Any]:
     """Score a run on a labelled file: the same metrics as training, with the baseline."""
+    if _task(run_dir) == SEQ2SEQ_TASK:  # text to text: BLEU, chrF, exact match
+        return evaluate_seq2seq(run_dir, data, source=text, target=label)
     clf = load_deep_model(run_dir, "dlforge evaluate")
     cfg = clf.config_
     if cfg.forecast is not None:
@@ -170,6 +204,8 @@ def predict(run_dir: str | Path, data: str | Path, out: str | Path, *,
     """Predict every row of ``data``; write its columns plus ``prediction`` (and for
     classification one ``proba_<class>`` column per class) to ``out`` (format from its
     extension). Image arrays are not written back; image paths are."""
+    if _task(run_dir) == SEQ2SEQ_TASK:
+        return predict_seq2seq(run_dir, data, out, source=text)
     clf = load_deep_model(run_dir, "dlforge predict")
     if clf.config_.forecast is not None:
         forecast = clf.predict(read_data(clf.config_, data, labelled=True))
@@ -213,6 +249,16 @@ def info(run_dir: str | Path) -> dict[str, Any]:
                 "model": {"name": manifest.get("model"), "base": read("base.json")},
                 "parameters": read("metrics.json").get("parameters", 0),
                 "metrics": read("metrics.json"), "files": sorted(manifest["files"])}
+    if manifest["task"] == SEQ2SEQ_TASK:
+        read = lambda name: json.loads((path / name).read_text(encoding="utf-8"))  # noqa: E731
+        metrics = read("metrics.json")
+        return {"path": str(path), "task": SEQ2SEQ_TASK, "created": manifest["created"],
+                "dlforge_version": manifest["dlforge_version"], "estimator": "Seq2Seq",
+                "model": {"name": manifest.get("model"),
+                          **(read("model.json") if (path / "model.json").is_file() else {})},
+                "parameters": n_params or metrics.get("parameters", 0),
+                "data": read("data.json"), "metrics": metrics,
+                "files": sorted(manifest["files"])}
     if manifest["task"] == LM_TASK:
         read = lambda name: json.loads((path / name).read_text(encoding="utf-8"))  # noqa: E731
         return {"path": str(path), "task": LM_TASK, "created": manifest["created"],
@@ -269,3 +315,38 @@ def _prod(shape: list[int]) -> int:
     for s in shape:
         n *= s
     return n
+
+
+# ------------------------------------------------------------------------ sequence to sequence
+def _task(run_dir: str | Path) -> str | None:
+    return read_manifest(Path(run_dir)).get("task")
+
+
+def evaluate_seq2seq(run_dir: str | Path, data: str | Path, *, source: str | None = None,
+                     target: str | None = None) -> dict[str, Any]:
+    """A seq2seq run's BLEU, chrF and exact match on the pairs of ``data`` (its source and
+    target columns as trained, or ``source``/``target``), beside the copy baseline's."""
+    s2s = Seq2Seq.load(run_dir)
+    cfg = s2s.config_
+    sources, targets, dropped = read_pairs(data, source or cfg.source, target or cfg.target)
+    scores = s2s.evaluate(sources, targets)
+    return {"task": SEQ2SEQ_TASK, **scores, "dropped": dropped}
+
+
+def predict_seq2seq(run_dir: str | Path, data: str | Path, out: str | Path, *,
+                    source: str | None = None) -> pd.DataFrame:
+    """Generate the text of every row's source column (as trained, or ``source``); write the
+    file's columns plus ``prediction`` to ``out``."""
+    s2s = Seq2Seq.load(run_dir)
+    column = source or s2s.config_.source
+    df = read_table(data)
+    require_columns(df, {column: "--text"}, str(data))
+    texts = df[column]
+    blank = [i for i, v in enumerate(texts) if not isinstance(v, str) or not v.strip()]
+    if blank:
+        raise DataError(f"{data}: row {blank[0] + 1}: the source column {column!r} is empty; "
+                        f"every row needs a source ({len(blank)} row(s) without one)")
+    result = df.copy()
+    result["prediction"] = s2s.predict(texts.tolist())
+    write_table(result, Path(out))
+    return result

@@ -10,14 +10,16 @@ from pathlib import Path
 
 from dlforge.config import load_config
 from dlforge.errors import DlforgeError, RunDirError
+from dlforge.estimators.audio import AudioClassifier
 from dlforge.estimators.base import DeepModel, baseline_from_report
 from dlforge.estimators.forecast import Forecaster
 from dlforge.estimators.image import ImageClassifier
 from dlforge.estimators.language import LanguageModel
+from dlforge.estimators.seq2seq import Seq2Seq
 from dlforge.estimators.sequence import SequenceModel
 from dlforge.estimators.tabular import TabularClassifier, TabularRegressor
 from dlforge.estimators.text import TextClassifier
-from dlforge.run import FINETUNE_TASK, LM_TASK, MANIFEST, check_run, read_history
+from dlforge.run import FINETUNE_TASK, LM_TASK, MANIFEST, SEQ2SEQ_TASK, check_run, read_history
 from dlforge.train.thresholds import FILE as POSTPROCESS
 from dlforge.train.thresholds import GroupThresholds
 
@@ -26,16 +28,19 @@ __all__ = ["ESTIMATORS", "load", "load_deep_model"]
 # The manifest's "estimator" -> its class.
 ESTIMATORS: dict[str, type[DeepModel]] = {cls.__name__: cls for cls in (
     TextClassifier, ImageClassifier, SequenceModel, TabularClassifier, TabularRegressor,
-    Forecaster)}
+    Forecaster, AudioClassifier)}
 
 
-def load(path: str | Path, device: str | None = None) -> DeepModel | LanguageModel:
+def load(path: str | Path, device: str | None = None) -> DeepModel | LanguageModel | Seq2Seq:
     """Load a run directory as a fitted estimator that predicts exactly as the saved one (a
-    :class:`~dlforge.LanguageModel` for a language model's run)."""
+    :class:`~dlforge.LanguageModel` for a language model's run, a :class:`~dlforge.Seq2Seq` for
+    a sequence-to-sequence run)."""
     path = Path(path)
     manifest = check_run(path)
     if manifest.get("task") == LM_TASK:
         return LanguageModel._restore(path, device)
+    if manifest.get("task") == SEQ2SEQ_TASK:
+        return Seq2Seq._restore(path, device)
     if manifest.get("task") == FINETUNE_TASK:  # a pretrained causal LM's fine-tune
         from dlforge.estimators.pretrained_lm import PretrainedLM
 
@@ -71,6 +76,9 @@ def load_deep_model(path: str | Path, command: str, device: str | None = None) -
                           "not apply to it. Use dlforge lm chat / generate / eval, or dlforge "
                           "serve")
     clf = load(path, device)
+    if isinstance(clf, Seq2Seq):
+        raise RunDirError(f"{path}: is a sequence-to-sequence run; {command} does not apply to "
+                          "it. Use dlforge predict / evaluate / serve")
     if isinstance(clf, LanguageModel):
         raise RunDirError(f"{path}: is a language model; {command} does not apply to it. Use "
                           "dlforge lm generate / dlforge lm eval")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 from collections.abc import Iterator
 
 import torch
@@ -22,6 +23,7 @@ __all__ = [
     "MultiHeadSelfAttention",
     "PositionEmbedding",
     "RecurrentEncoder",
+    "SinusoidalPositions",
     "TokenPositionEmbedding",
     "ValueEmbedding",
     "TransformerBlock",
@@ -74,6 +76,26 @@ class PositionEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.weight[: x.shape[1]]  # (B, T, C)
+
+
+class SinusoidalPositions(nn.Module):
+    """The original Transformer's fixed positions (Vaswani et al. 2017, section 3.5):
+    PE[t, 2i] = sin(t / 10000^(2i/C)), PE[t, 2i+1] = cos(t / 10000^(2i/C)). A buffer, not a
+    weight (nothing to learn or save); ``forward(T, start)`` gives rows start..start+T-1,
+    (T, C), so a decoder with a KV cache can ask for the position it is at."""
+
+    def __init__(self, max_length: int, d_model: int):
+        super().__init__()
+        t = torch.arange(max_length, dtype=torch.float32)[:, None]  # (L, 1)
+        rate = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32)
+                         * (-math.log(10000.0) / d_model))  # (C/2,)
+        table = torch.zeros(max_length, d_model)
+        table[:, 0::2] = torch.sin(t * rate)
+        table[:, 1::2] = torch.cos(t * rate[: d_model // 2])
+        self.register_buffer("table", table, persistent=False)
+
+    def forward(self, length: int, start: int = 0) -> torch.Tensor:
+        return self.table[start:start + length]  # (T, C)
 
 
 class TokenPositionEmbedding(nn.Module):

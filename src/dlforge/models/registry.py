@@ -1,8 +1,9 @@
 """From a run config to a model: one encoder per input column, their outputs concatenated,
 then the head (Ludwig's input-feature / combiner idea, in our schema).
 
-The model family (``model.name``) is the encoder of the text or image input: Transformer,
-TextCNN or RNN for text; the residual CNN for images. Numeric columns pass through as their
+The model family (``model.name``) is the encoder of the text, image or audio input: Transformer,
+TextCNN or RNN for text; the residual CNN for images; the residual CNN or the CRNN for audio
+(its log-mel spectrogram). Numeric columns pass through as their
 (standardised value, missing indicator) pair; category columns get an embedding each. A table
 alone (numeric and category columns only) is the ``mlp`` family. Every registered family passes
 ``dlforge.testing.check_model``.
@@ -19,6 +20,7 @@ from torch import nn
 from dlforge._extras import PRIVACY_FEATURE, require
 from dlforge.config import RunConfig
 from dlforge.models.cnn import ImageCNN, SequenceCNN
+from dlforge.models.crnn import CRNN
 from dlforge.models.layers import TokenPositionEmbedding, ValueEmbedding, init_weights
 from dlforge.models.mlp import MLP
 from dlforge.models.rnn import RNNEncoder
@@ -47,6 +49,9 @@ MODELS: dict[tuple[str, str], Callable[..., nn.Module]] = {
     ("cnn", "sequence"): lambda c, s: SequenceCNN(c, _values(c, s)),
     ("rnn", "sequence"): lambda c, s: RNNEncoder(c, _values(c, s)),
     ("cnn", "image"): lambda c, s: ImageCNN(c, s["channels"], s["height"], s["width"]),
+    # audio: the log-mel spectrogram (1 x mels x frames) as a one-channel image
+    ("cnn", "audio"): lambda c, s: ImageCNN(c, s["channels"], s["height"], s["width"]),
+    ("crnn", "audio"): lambda c, s: CRNN(c, s["channels"], s["height"], s["width"]),
     ("pretrained", "text"): lambda c, s: _pretrained(c, s),
 }
 

@@ -3,10 +3,12 @@
 The ONNX graph takes one tensor per model input, in the config's order: a text or numeric
 sequence gives two (``NAME`` token ids int64 [batch, length] or values float [batch, length,
 features], and ``NAME_mask`` bool [batch, length]); an image one float [batch, C, H, W]
-(normalised as in the run's ``features.json``); a numeric column one float [batch, 2] (the
-standardised value and the missing flag); a category one int64 [batch]. The output is
-``logits`` [batch, outputs]. Batch and length are dynamic. A JSON file beside the model says
-all this and where the preprocessing state lives (the run directory).
+(normalised as in the run's ``features.json``), an audio clip its log-mel spectrogram float
+[batch, 1, mels, frames] (standardised per band as in ``features.json``); a numeric column
+one float [batch, 2] (the standardised value and the missing flag); a category one int64
+[batch]. The output is ``logits`` [batch, outputs]. Batch and length are dynamic. A JSON
+file beside the model says all this and where the preprocessing state lives (the run
+directory).
 
 A run of the simple baseline (``model: baseline``) exports the baseline's graph instead (raw
 columns in, the same ``logits`` out: :mod:`dlforge.serve.export_simple`), and a network that
@@ -34,7 +36,7 @@ from dlforge._atomic import atomic_file
 from dlforge._extras import require_extra
 from dlforge.errors import DlforgeError
 from dlforge.estimators.load import load_deep_model
-from dlforge.run import LM_TASK, check_run
+from dlforge.run import LM_TASK, SEQ2SEQ_TASK, check_run
 from dlforge.serve.export_simple import baseline_onnx
 
 __all__ = ["export_onnx", "onnx_session"]
@@ -98,7 +100,7 @@ def _samples(clf: Any, n: int, length: int, seed: int = 0) -> tuple[list[np.ndar
             names += [name, f"{name}_mask"]
             axes[name] = {0: "batch", 1: "length"}
             axes[f"{name}_mask"] = {0: "batch", 1: "length"}
-        elif kind == "image":
+        elif kind in ("image", "audio"):  # audio: its normalised log-mel spectrogram
             arrays.append(rng.normal(size=(n, spec["channels"], spec["height"],
                                            spec["width"])).astype(np.float32))
             names.append(name)
@@ -136,6 +138,11 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None,
 
         return export_lm_onnx(run_dir, Path(out) if out is not None
                               else run_dir.with_suffix(".onnx"), opset)
+    if check_run(run_dir).get("task") == SEQ2SEQ_TASK:  # encoder + decoder with past
+        from dlforge.serve.export_seq2seq import export_seq2seq_onnx
+
+        return export_seq2seq_onnx(run_dir, Path(out) if out is not None
+                                   else run_dir.with_suffix(".onnx"), opset)
     clf = load_deep_model(run_dir, "ONNX export", device="cpu")
     out = Path(out) if out is not None else run_dir.with_suffix(".onnx")
     simple = getattr(clf, "simple_", None)

@@ -1,5 +1,6 @@
 """What the server serves: a run directory loaded for prediction (``ServedModel``), its inputs
-checked field by field (HTTP 422 naming the field), a forecaster (``ServedForecaster``, in
+checked field by field (HTTP 422 naming the field; an audio clip, base64 file bytes in JSON or
+raw bytes, decoded here, see :func:`decode_audio`), a forecaster (``ServedForecaster``, in
 ``serve/forecast.py``) or a language model (``ServedLM``, in ``serve/generate.py``)."""
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ from fastapi import HTTPException
 
 from dlforge.errors import ConfigError, DlforgeError
 from dlforge.estimators.load import load
-from dlforge.run import FINETUNE_TASK, LM_TASK, read_manifest
+from dlforge.run import FINETUNE_TASK, LM_TASK, SEQ2SEQ_TASK, read_manifest
 
-__all__ = ["ServedModel", "served_run"]
+__all__ = ["ServedModel", "decode_audio", "served_run"]
 
 
 def served_run(run_dir: str | Path, name: str | None = None, backend: str = "torch") -> Any:
     """The run at ``run_dir``, ready to serve: a classifier/regressor (``ServedModel``), a
-    forecaster (``ServedForecaster``, in ``serve/forecast.py``) or a language model
+    forecaster (``ServedForecaster``, in ``serve/forecast.py``), a sequence-to-sequence run
+    (``ServedSeq2Seq``, in ``serve/seq2seq.py``) or a language model
     (``ServedLM``, served through the generate and OpenAI routes: a GPT run, a pretrained
     model's folder, or a fine-tune run of one)."""
     from dlforge.lm.hf import is_hf_folder
@@ -34,6 +36,10 @@ def served_run(run_dir: str | Path, name: str | None = None, backend: str = "tor
         return ServedLM(run_dir, name, backend)
     if manifest.get("estimator") == "Forecaster":
         return ServedForecaster(run_dir, name, backend)
+    if manifest.get("task") == SEQ2SEQ_TASK:  # text in, text out (serve/seq2seq.py)
+        from dlforge.serve.seq2seq import ServedSeq2Seq
+
+        return ServedSeq2Seq(run_dir, name, backend)
     return ServedModel(run_dir, name, backend)
 
 
@@ -112,6 +118,9 @@ class ServedModel:
                 value = _check_value(inst[name], kind, f"{where}[{i}].{name}")
                 if kind == "image" and self._eight_bit(name):
                     value = _as_uint8(value, f"{where}[{i}].{name}")
+                if kind == "audio":  # decoded per request: a bad clip fails its request only
+                    value = decode_audio(value, self.clf.features_[name].cfg.sample_rate,
+                                         f"{where}[{i}].{name}")
                 row[name] = value
             for name in self.sensitive:
                 if name not in inst:
@@ -174,7 +183,7 @@ class ServedModel:
 
     def metadata(self) -> dict[str, Any]:
         datatype = {"text": "BYTES", "category": "BYTES", "numeric": "FP32", "image": "FP32",
-                    "sequence": "FP32"}
+                    "sequence": "FP32", "audio": "BYTES"}
         outputs = ([{"name": "prediction", "datatype": "FP32", "shape": [-1]}]
                    if self.target.kind == "numeric" else
                    [{"name": "label", "datatype": "BYTES", "shape": [-1]},
@@ -188,6 +197,11 @@ class ServedModel:
                 entry["shape"] = [-1, h, w] + ([c] if c > 1 else [])
                 entry["image"] = {"height": h, "width": w, "channels": c,
                                   "range": "0-255" if self._eight_bit(n) else "float"}
+            if k == "audio":  # a file's bytes (base64 in JSON), any rate, cut to the window
+                a = self.clf.features_[n].cfg
+                entry["audio"] = {"sample_rate": a.sample_rate, "seconds": a.seconds,
+                                  "encoding": "WAV, FLAC, OGG or MP3 file bytes; base64 in "
+                                              "JSON"}
             inputs.append(entry)
         return {"name": self.name, "versions": ["1"], "platform": "dlforge",
                 "inputs": inputs,
@@ -209,7 +223,40 @@ def _as_uint8(arr: np.ndarray, where: str) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
+def decode_audio(value: Any, sample_rate: int, where: str) -> np.ndarray:
+    """One audio instance as a mono float32 waveform at ``sample_rate``, or HTTP 422 naming
+    ``where``: the bytes of a WAV, FLAC, OGG or MP3 file (raw, as OIP v2 binary BYTES send
+    them; or base64 text, as JSON must, optionally a ``data:audio/...;base64,`` URL), or a
+    list of samples already at ``sample_rate``."""
+    import base64
+    import binascii
+
+    from dlforge.data.audio import read_audio
+
+    if isinstance(value, str):
+        text = value.split(",", 1)[1] if value.startswith("data:") else value
+        try:
+            value = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise HTTPException(422, f"{where}: expected base64-encoded bytes of a WAV, FLAC, "
+                                     "OGG or MP3 file") from None
+    elif isinstance(value, list):
+        try:
+            value = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise HTTPException(422, f"{where}: expected a list of samples (numbers)") from None
+    elif not isinstance(value, bytes | bytearray | np.ndarray):
+        raise HTTPException(422, f"{where}: expected base64-encoded audio file bytes, got "
+                                 f"{type(value).__name__}")
+    try:
+        return read_audio(value, sample_rate, where)
+    except DlforgeError as err:
+        raise HTTPException(422, str(err)) from None
+
+
 def _check_value(v: Any, kind: str, where: str) -> Any:
+    if kind == "audio":
+        return v  # decoded by decode_audio, which needs the run's sample rate
     if kind == "text":
         if not isinstance(v, str):
             raise HTTPException(422, f"{where}: expected a string, got {type(v).__name__}")
