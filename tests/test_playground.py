@@ -255,3 +255,33 @@ def test_a_forecast_shows_its_table_and_chart(browser, tmp_path):
         assert len(browser.find_elements(By.CSS_SELECTOR, "#forecast svg polyline")) == 2
         if os.environ.get("DLFORGE_SCREENSHOT"):
             browser.save_screenshot(os.environ["DLFORGE_SCREENSHOT"])
+
+
+def test_uploading_an_audio_clip_shows_its_label(browser, tmp_path):
+    """An audio model: the page sends the uploaded file's bytes (base64); the label is the one
+    the server gives for the same file."""
+    sf = pytest.importorskip("soundfile")
+    from dlforge import AudioClassifier
+
+    rate, t = 8000, np.arange(4000) / 8000
+    clips, labels = [], []
+    for i in range(24):
+        hz = (300 if i % 2 else 1500) * (1 + 0.02 * (i // 2))
+        clips.append((0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32))
+        labels.append("low" if i % 2 else "high")
+    clf = AudioClassifier(sample_rate=rate, clip_seconds=0.5, n_mels=16, channels=[4, 8],
+                          epochs=4, batch_size=8, verbose=0).fit(clips, labels)
+    clf.save(tmp_path / "tones")
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, clips[0], rate)
+    served = ServedModel(tmp_path / "tones")
+    want = served.predict(served.check([{"audio": wav.read_bytes()}]))[0]["label"]
+    with Server([served], ServeSettings()) as srv:
+        meta = httpx.get(f"{srv.url}/v2/models/tones").json()["inputs"][0]
+        assert meta["kind"] == "audio" and meta["audio"]["sample_rate"] == rate
+        browser.get(srv.url + "/?model=tones")
+        box = WebDriverWait(browser, 30).until(
+            EC.presence_of_element_located((By.ID, "in-audio")))
+        box.send_keys(str(wav))
+        browser.find_element(By.ID, "predict").click()
+        assert _label(browser) == want
