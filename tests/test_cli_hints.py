@@ -91,7 +91,8 @@ def test_ctrl_c_in_the_first_epoch_prints_a_command_that_works(toy_csv, tmp_path
                                                               monkeypatch):
     out_dir = tmp_path / "run"
     _interrupt_at(monkeypatch, 2)
-    code, _, err = run_cli(capsys, "train", "--data", toy_csv, *TRAIN_ARGS, "--out", out_dir)
+    code, _, err = run_cli(capsys, "train", "--data", toy_csv, *TRAIN_ARGS, "--epochs", "1",
+                           "--out", out_dir)
     assert code == 130 and "nothing to resume" in err and "--resume" not in err
     assert not any(tmp_path.glob(".run.partial*")) and not out_dir.exists()
     command = err.split("start again with: ", 1)[1].strip().split(" ", 1)[1]
@@ -104,7 +105,8 @@ def test_ctrl_c_in_the_first_epoch_prints_a_command_that_works(toy_csv, tmp_path
 def test_ctrl_c_after_an_epoch_prints_resume(toy_csv, tmp_path, capsys, monkeypatch):
     out_dir = tmp_path / "run"
     _interrupt_at(monkeypatch, 12)  # 144 training rows / 16 = 9 steps an epoch: in epoch 2
-    code, _, err = run_cli(capsys, "train", "--data", toy_csv, *TRAIN_ARGS, "--out", out_dir)
+    code, _, err = run_cli(capsys, "train", "--data", toy_csv, *TRAIN_ARGS, "--epochs", "2",
+                           "--out", out_dir)
     assert code == 130 and f"--resume {out_dir}" in err
     monkeypatch.undo()
     code, _, err = run_cli(capsys, "train", "--resume", out_dir, "--quiet")
@@ -116,9 +118,9 @@ def test_early_stopping_line_comes_after_the_epoch_line(toy_csv, tmp_path, capsy
     args = [a for a in TRAIN_ARGS if a not in ("--quiet",)]
     i = args.index("--lr")
     args[i + 1] = "1e-9"  # nothing improves: early stopping after epoch 1 + patience
-    code, _, err = run_cli(capsys, "train", "--data", toy_csv, *args, "--epochs", "6",
+    code, _, err = run_cli(capsys, "train", "--data", toy_csv, *args, "--epochs", "4",
                            "--patience", str(patience), "--out", tmp_path / "run")
     assert code == 0, err
     lines = [ln for ln in err.splitlines() if ln.startswith(("epoch ", "early stopping"))]
     stop = next(i for i, ln in enumerate(lines) if ln.startswith("early stopping"))
-    assert stop == len(lines) - 1 and lines[stop - 1].startswith(f"epoch {stop}/6")
+    assert stop == len(lines) - 1 and lines[stop - 1].startswith(f"epoch {stop}/4")
