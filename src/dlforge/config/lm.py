@@ -10,11 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from dlforge._atomic import atomic_file
-from dlforge.config._base import _Strict
+from dlforge.config._base import _Strict, dump_settings, load_settings, validate_settings
 from dlforge.config.train import PrivacyConfig
 from dlforge.errors import ConfigError
 
@@ -73,34 +71,16 @@ class LMConfig(_Strict):
 
 
 def lm_config(data: dict[str, Any], source: str = "LanguageModel") -> LMConfig:
-    """Validate plain settings; each problem names its key and what was expected."""
-    try:
-        return LMConfig(**data)
-    except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            key = ".".join(str(p) for p in e["loc"])
-            msg = e["msg"].removeprefix("Value error, ")
-            if e["type"] == "extra_forbidden":
-                msg = f"unknown setting; valid ones are: {', '.join(LMConfig.model_fields)}"
-            elif "input" in e and not isinstance(e["input"], dict):
-                msg += f" (got {e['input']!r})"
-            lines.append(f"{source}: {key}: {msg}" if key else f"{source}: {msg}")
-        raise ConfigError("; ".join(lines)) from None
+    """Validate plain settings; each problem names its key, what was expected and what came."""
+    return validate_settings(LMConfig, data, source)
 
 
 def dump_lm_config(cfg: LMConfig, path: Path) -> None:
-    text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
-    with atomic_file(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    dump_settings(cfg, path)
 
 
 def load_lm_config(path: Path) -> LMConfig:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: unreadable ({err})") from None
-    return lm_config(data if isinstance(data, dict) else {}, str(path))
+    return load_settings(LMConfig, path)
 
 
 class FinetuneConfig(_Strict):

@@ -14,12 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from dlforge._atomic import atomic_file
-from dlforge.config._base import _Strict
-from dlforge.errors import ConfigError
+from dlforge.config._base import _Strict, dump_settings, load_settings, validate_settings
 
 __all__ = ["Seq2SeqConfig", "dump_seq2seq_config", "load_seq2seq_config", "seq2seq_config"]
 
@@ -81,30 +78,12 @@ class Seq2SeqConfig(_Strict):
 
 def seq2seq_config(data: dict[str, Any], source: str = "Seq2Seq") -> Seq2SeqConfig:
     """Validate plain settings; each problem names its key, what was expected and what came."""
-    try:
-        return Seq2SeqConfig(**data)
-    except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            key = ".".join(str(p) for p in e["loc"])
-            msg = e["msg"].removeprefix("Value error, ")
-            if e["type"] == "extra_forbidden":
-                msg = f"unknown setting; valid ones are: {', '.join(Seq2SeqConfig.model_fields)}"
-            elif "input" in e and not isinstance(e["input"], dict):
-                msg += f" (got {e['input']!r})"
-            lines.append(f"{source}: {key}: {msg}" if key else f"{source}: {msg}")
-        raise ConfigError("; ".join(lines)) from None
+    return validate_settings(Seq2SeqConfig, data, source)
 
 
 def dump_seq2seq_config(cfg: Seq2SeqConfig, path: Path) -> None:
-    text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
-    with atomic_file(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    dump_settings(cfg, path)
 
 
 def load_seq2seq_config(path: Path) -> Seq2SeqConfig:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: unreadable ({err})") from None
-    return seq2seq_config(data if isinstance(data, dict) else {}, str(path))
+    return load_settings(Seq2SeqConfig, path)
