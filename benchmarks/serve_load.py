@@ -116,16 +116,34 @@ async def load_test(url: str, texts: list[str], clients: int, duration: float,
             "p99": q[98] * 1e3, "errors": errors}
 
 
-def wrk_test(url: str, text: str, clients: int, duration: float, protocol: str = "v1") -> dict:
-    """The same load with wrk: one connection per client, one thread."""
+def wrk_test(url: str, texts: list[str], clients: int, duration: float,
+             protocol: str = "v1") -> dict:
+    """The same load with wrk: one connection per client, one thread, cycling through
+    ``texts`` (one per request), so the server sees tweets of every length, as the raw
+    model's batches do."""
     import re
     import tempfile
 
-    path, body, headers = request_for(protocol, text)
-    lua = "".join(f"\\{b:03d}" for b in body)  # any bytes, as Lua decimal escapes
-    script = "wrk.method = \"POST\"\n" + "".join(
-        f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in headers.items()) + \
-        f"wrk.body = \"{lua}\"\n"
+    def lua_string(data: bytes) -> str:
+        return '"' + "".join(f"\\{b:03d}" for b in data) + '"'  # any bytes, Lua escapes
+
+    requests = [request_for(protocol, t) for t in texts]
+    path = requests[0][0]
+
+    def lua_table(headers: dict[str, str]) -> str:
+        return "{" + ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}"
+                               for k, v in headers.items()) + "}"
+
+    script = (
+        "local specs = {\n" + ",\n".join(f"{{{lua_table(h)}, {lua_string(b)}}}"
+                                         for _, b, h in requests) + "}\n"
+        "local reqs, i = {}, 0\n"
+        "init = function(args)\n"
+        "  for k, s in ipairs(specs) do\n"
+        f"    reqs[k] = wrk.format(\"POST\", {json.dumps(path)}, s[1], s[2])\n"
+        "  end\n"
+        "end\n"
+        "request = function()\n  i = i % #reqs + 1\n  return reqs[i]\nend\n")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         fh.write(script)
     out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{int(duration)}s", "--latency",
@@ -159,12 +177,13 @@ def mean_batch(url: str) -> float:
 
 def raw_throughput(run: Path, texts: list[str], seconds: float = 5.0) -> float:
     clf = load(run)
-    batch = texts[:64]
-    clf.predict_proba(batch)  # warm-up
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        clf.predict_proba(batch)
-        n += len(batch)
+    batches = [texts[i:i + 64] for i in range(0, len(texts) - 63, 64)]
+    clf.predict_proba(batches[0])  # warm-up
+    n, k, t0 = 0, 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:  # cycling through the texts wrk sends
+        clf.predict_proba(batches[k % len(batches)])
+        n += 64
+        k += 1
     return n / (time.perf_counter() - t0)
 
 
@@ -185,7 +204,7 @@ def main() -> None:
     if not (run / "dlforge.json").is_file():
         sys.exit(f"{run}: no run there; make quickstart writes runs/quickstart")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    texts = trump_tweets()["text"].tolist()[:2000]
+    texts = trump_tweets()["text"].tolist()[:512]  # wrk and the raw model cycle through these
     raw = raw_throughput(run, texts)
     print(f"raw model, in process, batches of 64: {raw:.1f} texts/s; load from "
           f"{'wrk' if shutil.which('wrk') else 'an asyncio httpx client'}")
@@ -200,7 +219,7 @@ def main() -> None:
         for batch, workers, protocol in settings:
             proc, url = start_server(run, batch, workers=workers)
             try:
-                r = (wrk_test(url, texts[0], clients, args.duration, protocol)
+                r = (wrk_test(url, texts, clients, args.duration, protocol)
                      if shutil.which("wrk") else
                      asyncio.run(load_test(url, texts, clients, args.duration, protocol)))
                 r["batch"] = mean_batch(url)
@@ -218,7 +237,7 @@ def main() -> None:
     for backend in ("onnx",):
         proc, url = start_server(run, 64, backend)
         try:
-            r = (wrk_test(url, texts[0], 1, args.duration) if shutil.which("wrk")
+            r = (wrk_test(url, texts, 1, args.duration) if shutil.which("wrk")
                  else asyncio.run(load_test(url, texts, 1, args.duration)))
         finally:
             proc.terminate()
