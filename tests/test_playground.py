@@ -1,11 +1,15 @@
 """The playground page at GET /, driven in a real headless Chromium (Debian's chromium and
 chromium-driver, through Selenium). ``.ci/run`` installs the browser and sets
-DLFORGE_REQUIRE_BROWSER=1, so there a missing browser fails instead of skipping."""
+DLFORGE_REQUIRE_BROWSER=1, so there a missing browser fails instead of skipping. The browser's
+microphone is Chromium's fake one (a beep), allowed without asking."""
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import shutil
+import wave
 
 import httpx
 import numpy as np
@@ -34,7 +38,8 @@ def browser():
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1000,900"):
+                 "--window-size=1000,900", "--use-fake-ui-for-media-stream",
+                 "--use-fake-device-for-media-stream"):
         opts.add_argument(flag)
     service = webdriver.ChromeService(executable_path=DRIVER)
     driver = webdriver.Chrome(options=opts, service=service)
@@ -257,9 +262,10 @@ def test_a_forecast_shows_its_table_and_chart(browser, tmp_path):
             browser.save_screenshot(os.environ["DLFORGE_SCREENSHOT"])
 
 
-def test_uploading_an_audio_clip_shows_its_label(browser, tmp_path):
-    """An audio model: the page sends the uploaded file's bytes (base64); the label is the one
-    the server gives for the same file."""
+@pytest.fixture(scope="module")
+def tones(one_thread, tmp_path_factory):
+    """A tiny audio model telling a high tone from a low one (8 kHz, 2 s windows), saved:
+    (run directory, a WAV file of one of its training clips)."""
     sf = pytest.importorskip("soundfile")
     from dlforge import AudioClassifier
 
@@ -269,19 +275,91 @@ def test_uploading_an_audio_clip_shows_its_label(browser, tmp_path):
         hz = (300 if i % 2 else 1500) * (1 + 0.02 * (i // 2))
         clips.append((0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32))
         labels.append("low" if i % 2 else "high")
-    clf = AudioClassifier(sample_rate=rate, clip_seconds=0.5, n_mels=16, channels=[4, 8],
+    clf = AudioClassifier(sample_rate=rate, clip_seconds=2.0, n_mels=16, channels=[4, 8],
                           epochs=4, batch_size=8, verbose=0).fit(clips, labels)
-    clf.save(tmp_path / "tones")
-    wav = tmp_path / "clip.wav"
-    sf.write(wav, clips[0], rate)
-    served = ServedModel(tmp_path / "tones")
+    d = tmp_path_factory.mktemp("tones")
+    clf.save(d / "tones")
+    sf.write(d / "clip.wav", clips[0], rate)
+    return d / "tones", d / "clip.wav"
+
+
+def test_uploading_an_audio_clip_shows_its_label(browser, tones):
+    """An audio model: the page sends the uploaded file's bytes (base64); the label is the one
+    the server gives for the same file."""
+    run, wav = tones
+    served = ServedModel(run)
     want = served.predict(served.check([{"audio": wav.read_bytes()}]))[0]["label"]
     with Server([served], ServeSettings()) as srv:
         meta = httpx.get(f"{srv.url}/v2/models/tones").json()["inputs"][0]
-        assert meta["kind"] == "audio" and meta["audio"]["sample_rate"] == rate
+        assert meta["kind"] == "audio" and meta["audio"]["sample_rate"] == 8000
         browser.get(srv.url + "/?model=tones")
         box = WebDriverWait(browser, 30).until(
             EC.presence_of_element_located((By.ID, "in-audio")))
         box.send_keys(str(wav))
         browser.find_element(By.ID, "predict").click()
         assert _label(browser) == want
+
+
+def test_recording_a_clip_sends_a_wav_and_shows_its_label(browser, tones):
+    """Record, then Stop: the page turns the fake microphone's samples into a 16-bit PCM WAV
+    and sends it as an uploaded file; what the server received is checked here. Chromium's
+    fake microphone beeps every 0.5 s, so 0.8 s of recording holds a beep."""
+    run, _ = tones
+    served = ServedModel(run)
+    received = []
+    check = served.check
+
+    def keep(instances, where="instances"):  # the instances as the server got them
+        received.extend(instances)
+        return check(instances, where)
+
+    served.check = keep
+    with Server([served], ServeSettings()) as srv:
+        browser.get(srv.url + "/?model=tones")
+        button = WebDriverWait(browser, 30).until(
+            EC.presence_of_element_located((By.ID, "record-audio")))
+        button.click()
+        WebDriverWait(browser, 10, poll_frequency=0.02).until(
+            lambda d: button.text == "Stop" or d.find_element(By.ID, "error").text)
+        assert not browser.find_element(By.ID, "error").text
+        browser.execute_script("return new Promise((ok) => setTimeout(ok, 800))")
+        button.click()
+        label = _label(browser)
+        assert button.text == "Record"
+        assert browser.find_element(By.ID, "record-status-audio").text.startswith("recorded ")
+    assert len(received) == 1
+    raw = base64.b64decode(received[0]["audio"])
+    assert raw[:4] == b"RIFF" and raw[8:16] == b"WAVEfmt "
+    with wave.open(io.BytesIO(raw)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getcomptype()) == (1, 2, "NONE")
+        rate, n = w.getframerate(), w.getnframes()
+        samples = np.frombuffer(w.readframes(n), dtype="<i2")
+    assert rate >= 8000 and 0.6 < n / rate < 2.0  # stopped by the click, before the 2 s cap
+    assert len(samples) == n and np.abs(samples).max() > 0
+    assert label in {"high", "low"}
+    assert label == served.predict(served.check([{"audio": raw}]))[0]["label"]
+
+
+def test_a_seq2seq_run_turns_a_source_into_text(browser, one_thread, tmp_path):
+    from dlforge import Seq2Seq
+    from dlforge.serve.app import served_run
+    from tests.test_seq2seq import TINY, upper_pairs
+
+    src, tgt = upper_pairs(120)
+    s2s = Seq2Seq(**TINY).fit(src, tgt, out=tmp_path / "upper")
+    source = "blue cat sun"
+    want = s2s.predict([source])[0]
+    assert want
+    with Server([served_run(tmp_path / "upper")], ServeSettings()) as srv:
+        browser.get(srv.url + "/")
+        box = WebDriverWait(browser, 30).until(
+            EC.presence_of_element_located((By.ID, "in-source")))
+        assert browser.find_element(By.ID, "predict").text == "Generate"
+        assert "sequence to sequence" in browser.find_element(By.ID, "meta").text
+        box.send_keys(source)
+        browser.find_element(By.ID, "predict").click()
+        WebDriverWait(browser, 30).until(
+            lambda d: d.find_element(By.ID, "latency").text or d.find_element(By.ID, "error").text)
+        assert not browser.find_element(By.ID, "error").text
+        got = browser.execute_script("return document.getElementById('output').textContent")
+        assert got == want
