@@ -72,9 +72,9 @@ def test_model_selection_never_sees_the_test_rows(toy_csv):
     seen = {}
     real = base.cross_validate_frame
 
-    def spy(estimator, c, k, frame, source, verbose=1, only=None):
+    def spy(estimator, c, k, frame, source, verbose=1, only=None, **kwargs):
         seen["rows"] = len(frame)
-        return real(estimator, c, k, frame, source, verbose, only)
+        return real(estimator, c, k, frame, source, verbose, only, **kwargs)
 
     base.cross_validate_frame = spy
     try:

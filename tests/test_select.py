@@ -28,18 +28,22 @@ def test_compare_prints_a_leaderboard_and_keeps_the_winner(toy_csv, tmp_path, ca
     sel = metrics["model_selection"]
     board = sel["leaderboard"]
     assert [r["model"] for r in board] != [] and {r["model"] for r in board} == {
-        "transformer", "cnn", "rnn", "baseline"}  # the strong simple baseline is a candidate
+        "transformer", "cnn", "rnn", "baseline", "ensemble"}  # the simple baseline competes
     # Successive halving: the best third of the networks (one of three) and the baseline ran
     # both folds, ranked first; the other two networks stopped after the last fold (run first).
+    ensemble = next(r for r in board if r["model"] == "ensemble")
     full = [r for r in board if "stopped" not in r]
     stopped = [r for r in board if "stopped" in r]
     assert board == full + stopped and sel["halving"] is True
-    assert {r["model"] for r in full} >= {"baseline"} and len(full) == 2 and len(stopped) == 2
+    assert {r["model"] for r in full} >= {"baseline"} and len(full) == 3 and len(stopped) == 2
+    # The average of the two fully cross-validated candidates, scored on the same folds.
+    assert sorted(ensemble["members"]) == sorted(r["model"] for r in full if r is not ensemble)
+    full = [r for r in full if r is not ensemble]
     assert all(len(r["folds"]) == 2 for r in full) and all(len(r["folds"]) == 1 and r["std"]
                                                           is None for r in stopped)
     net = next(r for r in full if r["model"] != "baseline")
     assert all(net["folds"][-1] >= r["folds"][0] for r in stopped)  # kept on that score
-    means = [r["mean"] for r in full]
+    means = [r["mean"] for r in board if "stopped" not in r]
     assert means == sorted(means, reverse=True) and sel["winner"] == board[0]["model"]
     assert all(r["parameters"] > 0 for r in board)
     assert "the weakest networks stopped" in out and "fold)" in out
@@ -51,7 +55,7 @@ def test_auto_from_python_with_families_and_the_metric(toy):
     texts, labels = toy
     clf = TextClassifier(model="auto", max_length=16, vocab_size=300, epochs=2, batch_size=16,
                          lr=1e-2, verbose=0, precision="fp32").fit(texts, labels)
-    assert clf.config_.model.name in ("transformer", "cnn", "rnn", "baseline")
+    assert clf.config_.model.name in ("transformer", "cnn", "rnn", "baseline", "ensemble")
     assert clf.metrics_["model_selection"]["metric"] == "accuracy"
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"a": rng.normal(size=150), "b": rng.normal(size=150)})
@@ -59,7 +63,7 @@ def test_auto_from_python_with_families_and_the_metric(toy):
     reg = TabularRegressor(model="auto", epochs=3, verbose=0, precision="fp32").fit(X, y)
     sel = reg.metrics_["model_selection"]
     assert sel["metric"] == "rmse" and {r["model"] for r in sel["leaderboard"]} == {
-        "mlp", "baseline"}
+        "mlp", "baseline", "ensemble"}
 
 
 def test_auto_forecaster_uses_time_series_folds():

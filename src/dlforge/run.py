@@ -68,6 +68,8 @@ FINETUNE_TASK = "causal_lm"  # a pretrained causal LM's fine-tune (dlforge.lm.fi
 REQUIRED_FINETUNE = ("config.yaml", "base.json", "metrics.json", "tokenizer/tokenizer_config.json")
 # The simple baseline (model: baseline): a scikit-learn pipeline saved with skops.
 REQUIRED_BASELINE = ("config.yaml", "model.skops", "labels.json", "metrics.json", "data.json")
+# An ensemble (model: ensemble): each member a whole run in members/<family>/.
+REQUIRED_ENSEMBLE = ("config.yaml", "labels.json", "metrics.json", "data.json")
 SEQ2SEQ_TASK = "seq2seq"  # a Seq2Seq run (dlforge.estimators.seq2seq): its own files
 REQUIRED_SEQ2SEQ = ("config.yaml", "metrics.json", "data.json")
 # Human-facing documents rebuilt from the run's records (MODEL_CARD.md at save time, dlforge
@@ -253,7 +255,8 @@ def check_run(path: Path, verify_digests: bool = True) -> dict[str, Any]:
     required = (REQUIRED_LM if manifest.get("task") == LM_TASK else REQUIRED_FINETUNE
                 if manifest.get("task") == FINETUNE_TASK else REQUIRED_SEQ2SEQ
                 if manifest.get("task") == SEQ2SEQ_TASK else REQUIRED_BASELINE
-                if manifest.get("model") == "baseline" else REQUIRED)
+                if manifest.get("model") == "baseline" else REQUIRED_ENSEMBLE
+                if manifest.get("model") == "ensemble" else REQUIRED)
     for name in required:
         if name not in files:
             raise RunDirError(f"{path}: incomplete run: {name} is not in the manifest")

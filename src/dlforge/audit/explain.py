@@ -168,6 +168,12 @@ def _check_explainable(model: Any) -> None:
         raise RunDirError(f"explain: {type(model).__name__} models have no supported "
                           "attribution; explain a classifier or a regressor")
     model._check_fitted()
+    members = getattr(model, "members_", None)
+    if members:
+        raise RunDirError(f"explain: an ensemble averages {len(members)} runs and is not "
+                          "explained as one; explain a member: dlforge explain RUN/members/"
+                          f"{members[0].config_.model.name} (members: "
+                          f"{', '.join(m.config_.model.name for m in members)})")
     if model.model_ is None:  # the simple baseline: explained by baseline Shapley values
         if getattr(model, "simple_", None) is None:
             raise RunDirError(f"explain: this {type(model).__name__} run has neither a network "

@@ -117,7 +117,8 @@ def leaderboard_table(metrics: dict[str, Any]):
                          no_wrap=col == "model")
     for i, r in enumerate(sel["leaderboard"], start=1):
         share = r.get("baseline_weight")
-        table.add_row(str(i), r["model"] + (" ← kept" if r["model"] == sel["winner"] else ""),
+        name = r["model"] + (f" ({' + '.join(r['members'])})" if r.get("members") else "")
+        table.add_row(str(i), name + (" ← kept" if r["model"] == sel["winner"] else ""),
                       f"{r['mean']:.4f} ± {r['std']:.4f}" if r.get("std") is not None
                       else f"{r['mean']:.4f} (1 fold)",
                       "-" if share is None else f"{share:.2f}", f"{r['parameters']:,}",

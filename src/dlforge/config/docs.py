@@ -27,6 +27,7 @@ from dlforge.config.models import (
     AutoModelConfig,
     CNNConfig,
     CRNNConfig,
+    EnsembleConfig,
     MLPConfig,
     PretrainedModelConfig,
     RNNConfig,
@@ -50,7 +51,8 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "<audio>": AudioInput, "<audio>.augment": AudioAugment, "seq2seq": Seq2SeqConfig,
 }
 _FAMILIES: tuple[type[BaseModel], ...] = (TransformerConfig, CNNConfig, RNNConfig, MLPConfig,
-                                          PretrainedModelConfig, AutoModelConfig, CRNNConfig)
+                                          PretrainedModelConfig, AutoModelConfig, CRNNConfig,
+                                          EnsembleConfig)
 
 
 def _show(v: Any) -> str:

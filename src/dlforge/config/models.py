@@ -18,6 +18,7 @@ __all__ = [
     "BaselineConfig",
     "CNNConfig",
     "CRNNConfig",
+    "EnsembleConfig",
     "MLPConfig",
     "ModelConfig",
     "PretrainedModelConfig",
@@ -184,12 +185,40 @@ class AutoModelConfig(_Strict):
     # the networks (at least one) and the simple baseline (seconds to fit) go on to the other
     # folds. False: every candidate on every fold.
     halving: bool = True
+    # Also score the average of the two best fully cross-validated candidates on the same
+    # folds, and keep that ensemble when it scores better than the best one alone.
+    ensemble: bool = True
     metric: Literal["auto", "accuracy", "macro_f1", "roc_auc", "mae", "rmse", "r2", "smape"] = (
         "auto")  # auto: accuracy (classification), rmse (regression), mae (forecasting)
 
 
+class EnsembleConfig(_Strict):
+    """Several families trained on the same rows, their predictions averaged (the mean of
+    their probabilities; of their numbers for regression). What ``model: auto`` keeps when the
+    average of its two best candidates beats the best one in cross-validation; also a run of
+    its own (``model: {name: ensemble, members: [cnn, rnn]}``). Each member is a whole run of
+    its family (its recipe, its blend with the simple baseline), saved in the run's
+    ``members/`` folder."""
+
+    # it encodes what its members encode (each member must fit the inputs)
+    KINDS: ClassVar[tuple[str, ...]] = ("text", "image", "sequence", "audio", "table")
+    name: Literal["ensemble"] = "ensemble"
+    members: list[Literal[_CANDIDATE_NAMES]] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> EnsembleConfig:
+        dup = sorted({m for m in self.members if self.members.count(m) > 1})
+        if dup:
+            raise ValueError(f"members: {dup[0]!r} is listed twice")
+        return self
+
+    @property
+    def head_hidden(self) -> list[int]:
+        return []
+
+
 FAMILY_CONFIGS: tuple[type[_Strict], ...] = (*CANDIDATES, AutoModelConfig,
-                                              PretrainedModelConfig)
+                                              PretrainedModelConfig, EnsembleConfig)
 MODEL_FAMILIES = tuple(c.model_fields["name"].default for c in FAMILY_CONFIGS)
 # Which input kinds each family encodes. Numeric and category columns are encoded by their own
 # small encoders under any family; the family is the encoder of the text or image input.

@@ -197,6 +197,12 @@ PARAMS: tuple[Param, ...] = (
     _p("families", "model.families", "list[str]",
        "Model selection (--model auto): the candidates, e.g. cnn,rnn.", flag=True,
        parse="names"),
+    _p("ensemble", "model.ensemble", "bool",
+       "Model selection (--model auto): also score the average of the two best candidates "
+       "on the same folds and keep it when it wins (false: one family)."),
+    _p("members", "model.members", "list[str]",
+       "--model ensemble: the families trained and averaged, e.g. cnn,rnn.",
+       {"text", "image", "sequence", "tabular", "audio"}, flag=True, parse="names"),
     # ------------------------------------------------------------------------------ train
     _p("epochs", "train.epochs", "int", "Training epochs (unset: chosen from the data size).",
        _ALL, flag=True, tune=True),

@@ -76,6 +76,9 @@ class RunConfig(_Strict):
             if self.inputs or self.output is not None:
                 raise ValueError("forecast: a forecasting run takes its columns from forecast "
                                  "(targets, covariates, exogenous); remove inputs and output")
+            if self.model.name == "ensemble":
+                raise ValueError("model.name: ensemble averages rows' predictions; a "
+                                 "forecasting run takes one family (or auto)")
             check_family_fits(self.model.name, ["sequence"])
             return self
         if not self.inputs:
@@ -88,7 +91,10 @@ class RunConfig(_Strict):
             raise ValueError(f"inputs: column {dup[0]!r} is listed twice")
         if self.output.name in names:
             raise ValueError(f"output.name: column {self.output.name!r} is also an input")
-        check_family_fits(self.model.name, [i.type for i in self.inputs])
+        members = getattr(self.model, "members", None)  # an ensemble: each member must fit
+        for family in members or [self.model.name]:
+            check_family_fits(family, [i.type for i in self.inputs],
+                              "model.members" if members else "model.name")
         return self
 
     @model_validator(mode="after")
@@ -108,6 +114,9 @@ class RunConfig(_Strict):
              "model selection trains and scores many models on the same rows, which the "
              "privacy budget does not account for; name the family (transformer, cnn, rnn, "
              "mlp)"),
+            ("model.name", self.model.name == "ensemble",
+             "an ensemble trains several models on the same rows, which the privacy budget "
+             "does not account for; name one family (transformer, cnn, rnn, mlp)"),
             ("model.checkpointing", getattr(self.model, "checkpointing", False),
              "activation checkpointing re-runs the forward pass in backward, which breaks "
              "Opacus' per-row gradients; set it to false"),
@@ -126,8 +135,9 @@ class RunConfig(_Strict):
         return self
 
 
-def check_family_fits(family: str, kinds: list[str]) -> None:
-    """Raise ValueError unless model ``family`` can encode inputs of ``kinds``."""
+def check_family_fits(family: str, kinds: list[str], key: str = "model.name") -> None:
+    """Raise ValueError unless model ``family`` can encode inputs of ``kinds`` (``key``: the
+    config key the message names)."""
     rich = [k for k in kinds if k not in TABULAR_KINDS]
     if len(rich) > 1:
         raise ValueError(f"inputs: at most one text, image or audio input per model (got "
@@ -138,8 +148,8 @@ def check_family_fits(family: str, kinds: list[str]) -> None:
     if kind in fits or (not rich and family == "auto"):
         return
     good = [f for f, ks in FAMILY_KINDS.items() if kind in ks and f not in ("pretrained",
-                                                                          "auto")]
-    raise ValueError(f"model.name: {family!r} does not fit {kind} inputs; families that fit "
+                                                                          "auto", "ensemble")]
+    raise ValueError(f"{key}: {family!r} does not fit {kind} inputs; families that fit "
                      f"{kind} inputs: {', '.join(good)}")
 
 

@@ -212,7 +212,7 @@ class DeepModel(BaseEstimator):
                    folds: list[int] | None) -> dict[str, Any]:
                 return cross_validate_frame(lambda kind: type(self), trial, k, frame,
                                             str(trial.data.path or "data"), verbose=0,
-                                            only=folds)
+                                            only=folds, keep_predictions=True)
 
             cfg, selection = select_model(df.iloc[idx].reset_index(drop=True), cfg,
                                           target.kind, source, say, cv)
@@ -223,6 +223,10 @@ class DeepModel(BaseEstimator):
         if cfg.model.name == "baseline":
             return self._fit_simple(df, cfg, source, target, y, (train_idx, val_idx, test_idx),
                                     cleaning, selection, workdir, say)
+        if cfg.model.name == "ensemble":
+            return self._fit_ensemble(df, cfg, source, target, y,
+                                      (train_idx, val_idx, test_idx), cleaning, selection,
+                                      workdir, say, log)
         # The settings left unset, chosen from the number of training rows and the family.
         cfg = apply_recipe(cfg, len(train_idx), say)
 
@@ -416,6 +420,75 @@ class DeepModel(BaseEstimator):
                              **target_report(target, y[train_idx])}
         return self
 
+    # ------------------------------------------------------------------ an ensemble
+    def _fit_ensemble(self, df: pd.DataFrame, cfg: RunConfig, source: str, target: Target,
+                      y: np.ndarray, splits: tuple[np.ndarray, np.ndarray, np.ndarray],
+                      cleaning: dict[str, int], selection: dict[str, Any] | None,
+                      workdir: Path | None, say: Callable[[str], None],
+                      log: Callable[[str], None]) -> DeepModel:
+        """``model: ensemble``: each member family trained as a run of its own on the same
+        rows and splits (its recipe, its blend with the simple baseline), their predictions
+        averaged; the decision threshold and the scores are the average's."""
+        train_idx, val_idx, test_idx = splits
+        members = []
+        base = config_to_dict(cfg.model_copy(update={"tracking": None}))
+        names = cfg.model.members  # type: ignore[union-attr]
+        for i, family in enumerate(names, start=1):
+            say(f"ensemble: member {i} of {len(names)}, {family}")
+            member_cfg = validate_config({**base, "model": {"name": family}}, source=source)
+            member = type(self)(config=member_cfg, verbose=self.verbose)
+            members.append(member._fit_frame(df, member_cfg, f"{source} ({family})", log=log))
+        features = build_features(cfg)  # only to read each column as training reads it
+        columns = {name: feat.load(df[name].tolist(), source) for name, feat in features.items()}
+        if workdir is not None and is_main_process():
+            workdir.mkdir(parents=True, exist_ok=True)
+            dump_config(cfg, workdir / "config.yaml")
+        self.config_, self.labels_, self.features_, self.members_ = (cfg, target, features,
+                                                                    members)
+        if isinstance(target, LabelEncoder):
+            self.classes_ = label_array(target.classes)
+        self.postprocess_ = self.simple_ = self.yardstick_ = None
+        self.model_, self.device_, self.precision_ = None, torch.device("cpu"), "fp32"
+        self.history_, self.best_epoch_, self.privacy_ = [], 0, None
+        self.baseline_ = fit_baseline(target, y[train_idx])
+        monitor = resolve_monitor(cfg.train.monitor, target.kind)
+        self._settle_threshold(self._logits_rows(None, columns, val_idx) if len(val_idx) else None,
+                               y[val_idx], monitor, say)
+        report = {name: self._metrics(self._logits_rows(None, columns, rows), y[rows])
+                  for name, rows in (("validation", val_idx), ("test", test_idx)) if len(rows)}
+        member_scores = {m.config_.model.name: m.metrics_.get("validation", {}).get(monitor)
+                         for m in members}
+        if report.get("validation") and all(v is not None for v in member_scores.values()):
+            say(f"ensemble: validation {monitor} " + ", ".join(
+                f"{k} {v:.4f}" for k, v in member_scores.items())
+                + f"; their average {report['validation'][monitor]:.4f}")
+        self.metrics_ = {"task": task_name(cfg, target.kind).replace("_", " "),
+                         "monitor": monitor, "best_epoch": 0, "epochs_run": 0,
+                         "model": "ensemble (" + " + ".join(names) + ")",
+                         "parameters": self.n_parameters(),
+                         "members": {k: {monitor: v} for k, v in member_scores.items()},
+                         **report}
+        if selection is not None:
+            self.metrics_["model_selection"] = selection
+        self.data_report_ = {"source": source, "cleaning": cleaning,
+                             "splits": {"train": len(train_idx), "validation": len(val_idx),
+                                        "test": len(test_idx)},
+                             **target_report(target, y[train_idx])}
+        return self
+
+    def _ensemble_logits(self, columns: dict[str, Any], rows: np.ndarray | None) -> np.ndarray:
+        """The mean of the members' predictions (probabilities, or numbers) for ``rows`` of
+        the loaded ``columns``, as logits."""
+        cols = columns if rows is None else take_columns(columns, rows)
+        out = None
+        for i, member in enumerate(self.members_):
+            encoded = (None if member.model_ is None else
+                       {n: f.encode(cols[n]) for n, f in member.features_.items()})
+            logits = member._logits_rows(encoded, cols)
+            out = logits if out is None else blend_logits(self.labels_.kind, out, logits,
+                                                          1 / (i + 1))
+        return out
+
     @staticmethod
     def _has_simple(cfg: RunConfig, output_kind: str) -> bool:
         """Whether the simple baseline takes this run's inputs and output."""
@@ -505,7 +578,9 @@ class DeepModel(BaseEstimator):
                      rows: np.ndarray | None = None) -> np.ndarray:
         """The model's logits for ``rows`` (all by default): the network's on the
         ``encoded`` inputs, the simple baseline's on the loaded ``columns``, or the two
-        blended with the run's ``train.baseline_weight``."""
+        blended with the run's ``train.baseline_weight``; an ensemble's members' average."""
+        if getattr(self, "members_", None):
+            return self._ensemble_logits(columns, rows)
         simple = getattr(self, "simple_", None)
         cols = columns if rows is None else take_columns(columns, rows)
         if self.model_ is None:
@@ -653,6 +728,8 @@ class DeepModel(BaseEstimator):
             self.simple_.save(folder / SIMPLE_FILE)
         if self.model_ is not None:  # a network (alone, or blended with the baseline)
             save_features(self.features_, folder)
+        for member in getattr(self, "members_", None) or []:  # an ensemble: a run each
+            save_run(member, folder / "members" / member.config_.model.name)
         self.labels_.save(folder / "labels.json")
 
     @classmethod
@@ -665,6 +742,17 @@ class DeepModel(BaseEstimator):
             clf.simple_ = _simple_model(cfg, labels).load(path / SIMPLE_FILE)
             if isinstance(labels, LabelEncoder):
                 clf.classes_ = label_array(labels.classes)
+            clf.model_, clf.device_, clf.precision_ = None, torch.device("cpu"), "fp32"
+            return clf
+        if cfg.model.name == "ensemble":
+            from dlforge.estimators.load import load  # load imports this module
+
+            clf = cls(config=cfg, verbose=0)
+            clf.config_, clf.labels_, clf.features_ = cfg, labels, build_features(cfg)
+            clf.members_ = [load(path / "members" / m, device) for m in cfg.model.members]
+            if isinstance(labels, LabelEncoder):
+                clf.classes_ = label_array(labels.classes)
+            clf.simple_ = None
             clf.model_, clf.device_, clf.precision_ = None, torch.device("cpu"), "fp32"
             return clf
         features = load_features(cfg, path)
@@ -686,6 +774,7 @@ class DeepModel(BaseEstimator):
         self._check_fitted()
         simple = getattr(self, "simple_", None)
         count = simple.n_parameters() if simple is not None else 0
+        count += sum(m.n_parameters() for m in getattr(self, "members_", None) or [])
         if self.model_ is not None:
             count += sum(p.numel() for p in self.model_.parameters())
         return count

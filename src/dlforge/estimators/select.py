@@ -11,6 +11,11 @@ run that will be trained, where the first fold has the least data.) The fully
 cross-validated family with the best mean score wins; the run is then trained with it on all
 the data, and the leaderboard (mean ± std of the metric, parameters, training time, and for a
 candidate stopped early the one fold it ran) is kept in the run's metrics.
+
+The average of the two best fully cross-validated candidates (an ensemble: the mean of their
+probabilities, or numbers) is scored on the same held-out folds from the predictions already
+made, at no extra training; when it scores better than the best one alone it is kept, and
+the run trains both members on all the data (``model: ensemble``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from dlforge.data.clean import clean_frame
 from dlforge.data.frames import encode_labels
 from dlforge.data.split import kfold
 from dlforge.errors import ConfigError, DataError
+from dlforge.train.metrics import classification_metrics, probabilities, regression_metrics
 
 __all__ = ["CV_METRICS", "candidates", "cross_validate_frame", "fold_report", "say_fold",
            "select_model"]
@@ -51,7 +57,7 @@ def candidates(cfg: RunConfig) -> list[str]:
         rich = [i.type for i in cfg.inputs if i.type not in TABULAR_KINDS]
         kind = rich[0] if rich else "table"
     return [f for f, kinds in FAMILY_KINDS.items() if kind in kinds
-            and f not in ("auto", "pretrained")]
+            and f not in ("auto", "pretrained", "ensemble")]
 
 
 def _metric(cfg: RunConfig, output_kind: str) -> str:
@@ -96,9 +102,14 @@ def select_model(df: pd.DataFrame, cfg: RunConfig, output_kind: str, source: str
         got = cv(trials[family], k, df, folds)
         seconds[family] += time.perf_counter() - t0
         old = reports.get(family)
-        reports[family] = got if old is None else fold_report(
-            {key: v for key, v in got.items() if key not in ("folds", "mean", "std")},
-            got["folds"] + old["folds"])  # the folds in order: the last one ran first
+        if old is not None:  # the folds in order: the last one ran first
+            merged = fold_report({key: v for key, v in got.items()
+                                  if key not in ("folds", "mean", "std", "held_out")},
+                                 got["folds"] + old["folds"])
+            if "held_out" in got and "held_out" in old:
+                merged["held_out"] = got["held_out"] + old["held_out"]
+            got = merged
+        reports[family] = got
 
     def key(family: str) -> tuple[float, int]:  # best score first; on a tie the smaller model
         score = reports[family]["mean"].get(metric)
@@ -143,25 +154,67 @@ def select_model(df: pd.DataFrame, cfg: RunConfig, output_kind: str, source: str
             + (f", the simple baseline's mean share {share:.2f}" if share else ""))
     # The fully cross-validated first (best score first; on a tie the smaller model, the simple
     # baseline before a network), then those halving stopped.
-    rows.sort(key=lambda r: (r["model"] in stopped, r["mean"] if lower else -r["mean"],
-                             r["parameters"]))
+    def order(r: dict[str, Any]) -> tuple[bool, float, int]:
+        return r["model"] in stopped, r["mean"] if lower else -r["mean"], r["parameters"]
+
+    rows.sort(key=order)
+    full = [r["model"] for r in rows if r["model"] not in stopped]
+    if getattr(auto, "ensemble", False) and len(full) >= 2 and all(
+            "held_out" in reports[f] for f in full[:2]):
+        row = _ensemble_row(full[:2], reports, metric, output_kind, seconds)
+        say(f"model selection: ensemble of {' + '.join(full[:2])} (their average on the same "
+            f"folds): {metric} {row['mean']:.4f} ± {row['std']:.4f}")
+        rows.append(row)
+        rows.sort(key=order)
     winner = rows[0]["model"]
-    say(f"model selection: {winner} wins on {metric}; training it on all the data")
-    chosen = validate_config({**base, "model": {"name": winner}}, source=source)
+    if winner == "ensemble":
+        members = rows[0]["members"]
+        say(f"model selection: the ensemble of {' + '.join(members)} wins on {metric}; "
+            "training both on all the data")
+        chosen = validate_config({**base, "model": {"name": "ensemble", "members": members}},
+                                 source=source)
+    else:
+        say(f"model selection: {winner} wins on {metric}; training it on all the data")
+        chosen = validate_config({**base, "model": {"name": winner}}, source=source)
     return chosen, {"metric": metric, "k": k, "winner": winner, "leaderboard": rows,
                     "halving": halving,
                     "budget": {"epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
                                "lr": cfg.train.lr}}
 
 
+def _ensemble_row(members: list[str], reports: dict[str, dict[str, Any]], metric: str,
+                  output_kind: str, seconds: dict[str, float]) -> dict[str, Any]:
+    """The leaderboard row of the average of ``members``' held-out predictions, fold by
+    fold (a binary decision at the mean of their thresholds)."""
+    scores = []
+    for parts in zip(*(reports[m]["held_out"] for m in members), strict=True):
+        first = parts[0]
+        if output_kind == "numeric":
+            pred = np.mean([p["pred"] for p in parts], axis=0)
+            scores.append(regression_metrics(first["truth"], pred)[metric])
+            continue
+        proba = np.mean([p["proba"] for p in parts], axis=0)
+        threshold = float(np.mean([p["threshold"] for p in parts]))
+        scores.append(classification_metrics(output_kind, first["y"], proba, first["classes"],
+                                             full=False, threshold=threshold)[metric])
+    return {"model": "ensemble", "members": list(members), "metric": metric,
+            "mean": float(np.mean(scores)),
+            "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
+            "parameters": int(sum(reports[m]["parameters"] for m in members)),
+            "seconds": round(sum(seconds[m] for m in members), 2),
+            "folds": [float(v) for v in scores]}
+
+
 def cross_validate_frame(estimator: Callable[[str], type], cfg: RunConfig, k: int,
                          frame: pd.DataFrame, source: str, verbose: int = 1,
-                         only: list[int] | None = None) -> dict[str, Any]:
+                         only: list[int] | None = None, keep_predictions: bool = False
+                         ) -> dict[str, Any]:
     """k-fold cross-validation of ``cfg`` on the rows of ``frame``, stratified by label for
     classification: the data is cleaned once; each fold trains a fresh
     ``estimator(output_kind)(config=cfg)`` on the other folds (with its own validation split
     for early stopping) and scores the held-out fold. Every fold's metrics (of the folds
-    ``only`` names, 1-based, when given), their mean and standard deviation."""
+    ``only`` names, 1-based, when given), their mean and standard deviation; with
+    ``keep_predictions``, also each fold's held-out predictions (``held_out``)."""
     texts = [i.name for i in cfg.inputs if i.type == "text"]
     df, _ = clean_frame(frame, texts, cfg.output.name, cfg.data.clean, source=source,
                         key_cols=[i.name for i in cfg.inputs])
@@ -175,7 +228,7 @@ def cross_validate_frame(estimator: Callable[[str], type], cfg: RunConfig, k: in
     # tracked run of its own.
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"test_split": 0.0}),
                                  "tracking": None})
-    rows = []
+    rows, predictions = [], []
     for i, (tr, te) in enumerate(folds, start=1):
         if only is not None and i not in only:
             continue
@@ -183,7 +236,17 @@ def cross_validate_frame(estimator: Callable[[str], type], cfg: RunConfig, k: in
         clf._fit_frame(df.iloc[tr].reset_index(drop=True), cfg, source=f"{source} (fold {i})")
         n_params = clf.n_parameters()
         held_out = df.iloc[te].reset_index(drop=True)
-        m = clf.evaluate_frame(held_out, source)
+        logits = clf._logits_frame(held_out, source)
+        truth = clf.labels_.encode(held_out[cfg.output.name].tolist(), cfg.output.separator,
+                                   source=source)
+        m = clf._metrics(logits, truth)
+        # The held-out predictions, for scoring an ensemble of candidates on the same folds.
+        target = clf.labels_
+        predictions.append(
+            {"truth": target.decode(truth), "pred": target.decode(logits)}
+            if target.kind == "numeric" else
+            {"y": truth, "proba": probabilities(target.kind, logits),
+             "threshold": clf.decision_threshold_, "classes": list(target.classes)})
         row = {key: m[key] for key in CV_METRICS if m.get(key) is not None}
         base = m["baseline"]
         row.update({f"baseline_{key}": base[key] for key in ("accuracy", "mae", "rmse")
@@ -193,7 +256,10 @@ def cross_validate_frame(estimator: Callable[[str], type], cfg: RunConfig, k: in
             row["baseline_weight"] = float(weight)  # the simple baseline's share, chosen
         rows.append(row)
         say_fold(i, k, row, verbose)
-    return fold_report({"k": k, "seed": cfg.data.seed, "parameters": n_params}, rows)
+    report = fold_report({"k": k, "seed": cfg.data.seed, "parameters": n_params}, rows)
+    if keep_predictions:  # model selection's, never saved: a run keeps scores only
+        report["held_out"] = predictions
+    return report
 
 
 def say_fold(i: int, k: int, row: dict[str, float], verbose: int) -> None:

@@ -34,7 +34,7 @@ from torch import nn
 
 from dlforge._atomic import atomic_file
 from dlforge._extras import require_extra
-from dlforge.errors import DlforgeError
+from dlforge.errors import DlforgeError, RunDirError
 from dlforge.estimators.load import load_deep_model
 from dlforge.run import LM_TASK, SEQ2SEQ_TASK, check_run
 from dlforge.serve.export_simple import baseline_onnx
@@ -144,6 +144,13 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None,
         return export_seq2seq_onnx(run_dir, Path(out) if out is not None
                                    else run_dir.with_suffix(".onnx"), opset)
     clf = load_deep_model(run_dir, "ONNX export", device="cpu")
+    members = getattr(clf, "members_", None)
+    if members:  # one graph per run: each member is a run of its own
+        raise RunDirError(
+            f"{run_dir}: an ensemble ({' + '.join(m.config_.model.name for m in members)}) "
+            "has no single ONNX graph; serve it with the torch backend, or export a member: "
+            + ", ".join(f"dlforge export {run_dir / 'members' / m.config_.model.name}"
+                        for m in members))
     out = Path(out) if out is not None else run_dir.with_suffix(".onnx")
     simple = getattr(clf, "simple_", None)
     baseline = None if simple is None else _baseline(run_dir, clf, simple, opset)
