@@ -411,24 +411,3 @@ def test_cached_steps_give_the_teacher_forced_logits(fitted):
         steps = torch.stack([state.step(tgt_in[:, :t + 1]) for t in range(5)], dim=1)
     never = torch.isinf(steps)  # [PAD] and [BOS] are never generated
     assert torch.allclose(steps[~never], full[~never], atol=1e-5)
-
-
-# ---------------------------------------------------------------------------------- ONNX
-def test_onnx_export_gives_the_same_tokens(fitted, tmp_path, capsys):
-    import onnxruntime as ort
-
-    from dlforge.serve.export_seq2seq import onnx_greedy
-
-    s2s, run = fitted
-    out = tmp_path / "upper.onnx"
-    assert main(["export", str(run), "--out", str(out)]) == 0
-    assert "onnxruntime matches" in capsys.readouterr().out
-    info = json.loads(out.with_suffix(".onnx.json").read_text())
-    assert info["task"] == "seq2seq" and info["max_abs_difference"] < 1e-4
-    enc = ort.InferenceSession(str(tmp_path / "upper.encoder.onnx"))
-    dec = ort.InferenceSession(str(out))
-    model = s2s.backend_.model
-    src, mask = _batch(model, ["red cat", "blue sky sea moon", "dog"], s2s)
-    want = greedy_search(model, src, mask, model.config.max_target)
-    got = onnx_greedy(enc, dec, src.numpy(), mask.long().numpy(), model.config.max_target)
-    assert got == want

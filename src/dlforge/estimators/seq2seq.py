@@ -28,6 +28,7 @@ import json
 import math
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,14 @@ from dlforge.config.seq2seq import (
 )
 from dlforge.data.pairs import BOS, EOS, PAD, PairTokenizer, check_pairs, read_pairs, split_pairs
 from dlforge.errors import ConfigError, DataError, MissingExtraError, NotFittedError, RunDirError
-from dlforge.models.seq2seq import EncoderDecoder, EncoderDecoderConfig, beam_search, greedy_search
+from dlforge.models.seq2seq import (
+    Decoding,
+    DecodingState,
+    EncoderDecoder,
+    EncoderDecoderConfig,
+    beam_decode,
+    greedy_decode,
+)
 from dlforge.run import (
     SEQ2SEQ_TASK,
     check_out,
@@ -130,13 +138,22 @@ class TransformerBackend:
     def forward(self, b: PairBatch) -> torch.Tensor:
         return self.model(b.src, b.src_mask, b.tgt_in)
 
+    @torch.inference_mode()
     def generate(self, src: torch.Tensor, src_mask: torch.Tensor, beam_size: int,
-                 length_penalty: float, max_new_tokens: int, use_cache: bool) -> list[str]:
-        if beam_size == 1:
-            ids = greedy_search(self.model, src, src_mask, max_new_tokens, use_cache)
+                 length_penalty: float, max_new_tokens: int, use_cache: bool,
+                 decoding: Callable[..., DecodingState] | None = None) -> list[str]:
+        """Greedy (``beam_size`` 1) or beam search, detokenised. ``decoding``: a function
+        (src, src_mask, beams) → the decoding state to search over instead of the model's own
+        :class:`~dlforge.models.seq2seq.Decoding` (the ONNX backend's graphs)."""
+        if decoding is None:
+            state: DecodingState = Decoding(self.model, src, src_mask, beam_size, use_cache)
         else:
-            ids = beam_search(self.model, src, src_mask, beam_size, max_new_tokens,
-                              length_penalty, use_cache)
+            state = decoding(src, src_mask, beam_size)
+        B = src.shape[0]
+        if beam_size == 1:
+            ids = greedy_decode(state, B, max_new_tokens, src.device)
+        else:
+            ids = beam_decode(state, B, beam_size, max_new_tokens, length_penalty, src.device)
         return self.tgt_tok.decode(ids)
 
     def parameters(self) -> int:
@@ -323,10 +340,14 @@ class Seq2Seq(BaseEstimator):
 
     def predict(self, X: Any, *, beam_size: int | None = None,
                 length_penalty: float | None = None, max_new_tokens: int | None = None,
-                use_cache: bool = True) -> list[str]:
+                use_cache: bool = True, decoding: Callable[..., DecodingState] | None = None
+                ) -> list[str]:
         """The generated text of each source (a list of strings). ``beam_size`` 1 is greedy;
         the defaults are the run's (``beam_size``, ``length_penalty``, ``max_new_tokens``).
-        A source longer than the model takes is a DataError with both numbers."""
+        A source longer than the model takes is a DataError with both numbers. ``decoding``
+        (a from-scratch Transformer only): a function (src, src_mask, beams) → the decoding
+        state to search over instead of the model (``dlforge serve --backend onnx`` passes
+        :class:`~dlforge.serve.export_seq2seq.OnnxDecoding` over the exported graphs)."""
         self._check_fitted()
         cfg, b = self.config_, self.backend_
         beam = cfg.beam_size if beam_size is None else beam_size
@@ -359,7 +380,7 @@ class Seq2Seq(BaseEstimator):
             batch = collate([ids[i] for i in chunk], [[b.pad]] * len(chunk),  # sources only
                             [[b.pad]] * len(chunk), b.pad).to(self.device_)
             texts_out = b.generate(batch.src, batch.src_mask, beam, float(penalty), new,
-                                   use_cache)
+                                   use_cache, decoding)
             for i, t in zip(chunk, texts_out, strict=True):
                 out[i] = t
         return out

@@ -94,7 +94,12 @@ class PretrainedBackend:
                           decoder_input_ids=b.tgt_in, use_cache=False).logits
 
     def generate(self, src: torch.Tensor, src_mask: torch.Tensor, beam_size: int,
-                 length_penalty: float, max_new_tokens: int, use_cache: bool) -> list[str]:
+                 length_penalty: float, max_new_tokens: int, use_cache: bool,
+                 decoding: Any = None) -> list[str]:
+        if decoding is not None:
+            raise ConfigError("decoding: a fine-tuned pretrained model decodes with its own "
+                              "generate (transformers); another decoding state is only for a "
+                              "from-scratch Transformer run")
         out = self.model.generate(input_ids=src, attention_mask=src_mask.long(),
                                   num_beams=beam_size, length_penalty=length_penalty,
                                   max_new_tokens=max_new_tokens, do_sample=False,

@@ -13,7 +13,10 @@ keeps every decoder layer's self-attention keys and values (a KV cache: a new to
 position, not the whole prefix) and the cross-attention keys and values of the memory (computed
 once per source; :class:`CachedStep` is that one-position step written out flat, as
 ``models.gpt.Decoder``); ``use_cache=False`` recomputes the prefix, and the memory's keys and
-values, at every step instead (the same tokens, slower: the benchmark's yardstick).
+values, at every step instead (the same tokens, slower: the benchmark's yardstick). The
+search loops themselves (:func:`greedy_decode`, :func:`beam_decode`) take any state with
+:class:`Decoding`'s two calls (:class:`DecodingState`): the ONNX backend decodes its exported
+graphs through the same loops (``serve.export_seq2seq.OnnxDecoding``).
 
 Shapes: B batch, S source tokens, T target tokens, C = d_model, nh heads, hs = C / nh, V the
 target vocabulary, K beams.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +34,8 @@ from torch import nn
 
 from dlforge.models.layers import Dropout, SinusoidalPositions, TransformerBlock, attention
 
-__all__ = ["CachedStep", "Decoding", "EncoderDecoder", "EncoderDecoderConfig", "beam_search",
-           "greedy_search"]
+__all__ = ["CachedStep", "Decoding", "DecodingState", "EncoderDecoder", "EncoderDecoderConfig",
+           "beam_decode", "beam_search", "greedy_decode", "greedy_search"]
 
 PAD, BOS, EOS = 0, 1, 2  # the vocabulary's special tokens (data.pairs)
 
@@ -320,8 +324,40 @@ def greedy_search(model: EncoderDecoder, src: torch.Tensor, src_mask: torch.Tens
     """The likeliest next token at every step, until [EOS] (not returned) or
     ``max_new_tokens``; one token list per source."""
     state = Decoding(model, src, src_mask, 1, use_cache)
-    tokens = torch.full((src.shape[0], 1), BOS, dtype=torch.long, device=src.device)
-    done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
+    return greedy_decode(state, src.shape[0], max_new_tokens, src.device)
+
+
+@torch.inference_mode()
+def beam_search(model: EncoderDecoder, src: torch.Tensor, src_mask: torch.Tensor,
+                beam_size: int, max_new_tokens: int, length_penalty: float = 1.0,
+                use_cache: bool = True) -> list[list[int]]:
+    """Beam search as in fairseq (see :func:`beam_decode`); each source's best hypothesis
+    (without [EOS]). With K = 1 this is :func:`greedy_search`."""
+    state = Decoding(model, src, src_mask, beam_size, use_cache)
+    return beam_decode(state, src.shape[0], beam_size, max_new_tokens, length_penalty,
+                       src.device)
+
+
+class DecodingState(Protocol):
+    """What the search loops ask of a decoding state: :class:`Decoding` (the model itself),
+    or ``serve.export_seq2seq.OnnxDecoding`` (its exported graphs)."""
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens`` (N, t): every row's prefix, [BOS] first → logits (N, V) of token t+1,
+        -inf at [PAD] and [BOS] (never chosen)."""
+        ...
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Row i continues row ``rows[i]`` (beam search): its cache follows."""
+        ...
+
+
+@torch.inference_mode()
+def greedy_decode(state: DecodingState, batch: int, max_new_tokens: int,
+                  device: torch.device) -> list[list[int]]:
+    """The greedy loop of :func:`greedy_search` over any decoding state of ``batch`` rows."""
+    tokens = torch.full((batch, 1), BOS, dtype=torch.long, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
     for _ in range(max_new_tokens):
         nxt = state.step(tokens).argmax(-1)
         nxt = nxt.masked_fill(done, PAD)  # finished rows idle
@@ -333,17 +369,15 @@ def greedy_search(model: EncoderDecoder, src: torch.Tensor, src_mask: torch.Tens
 
 
 @torch.inference_mode()
-def beam_search(model: EncoderDecoder, src: torch.Tensor, src_mask: torch.Tensor,
-                beam_size: int, max_new_tokens: int, length_penalty: float = 1.0,
-                use_cache: bool = True) -> list[list[int]]:
-    """Beam search as in fairseq: each step, every source's K beams propose their 2K best
-    continuations; an [EOS] among the best K finishes a hypothesis, scored
+def beam_decode(state: DecodingState, batch: int, beam_size: int, max_new_tokens: int,
+                length_penalty: float, device: torch.device) -> list[list[int]]:
+    """Beam search over a decoding state of ``batch`` x ``beam_size`` rows (each source's K
+    beams side by side), as in fairseq: each step, every source's K beams propose their 2K
+    best continuations; an [EOS] among the best K finishes a hypothesis, scored
     log p / length^``length_penalty``; the best K others go on. A source is done once it has
     K finished hypotheses; at ``max_new_tokens`` its beams finish as they are. Returns each
-    source's best hypothesis (without [EOS]). With K = 1 this is :func:`greedy_search`."""
-    B, K = src.shape[0], beam_size
-    state = Decoding(model, src, src_mask, K, use_cache)
-    device = src.device
+    source's best hypothesis (without [EOS])."""
+    B, K = batch, beam_size
     tokens = torch.full((B * K, 1), BOS, dtype=torch.long, device=device)
     scores = torch.zeros(B, K, device=device)
     scores[:, 1:] = float("-inf")  # all beams start identical: only the first one proposes

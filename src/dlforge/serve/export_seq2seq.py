@@ -12,7 +12,10 @@ head_size] (``past`` 0 at the start) → ``logits`` [batch, length, vocab] and `
 ``[BOS]`` (id 1) and stops at ``[EOS]`` (id 2); the tokenizer is the run's BPE file.
 
 Nothing is written unless onnxruntime matches PyTorch within 1e-4 on sample inputs and greedy
-decoding through the two graphs gives the same tokens as the run's own greedy search.
+decoding through the two graphs gives the same tokens as the run's own greedy search (and beam
+search too, with the run's beam size, when it is above 1). :class:`OnnxDecoding` is that
+decoding state for ``models.seq2seq``'s search loops: ``dlforge serve --backend onnx`` predicts
+through it (:func:`onnx_sessions` exports the graphs first when missing or older than the run).
 """
 
 from __future__ import annotations
@@ -31,9 +34,19 @@ from dlforge._atomic import atomic_file
 from dlforge._extras import require_extra
 from dlforge.errors import DlforgeError
 from dlforge.estimators.seq2seq import Seq2Seq
-from dlforge.models.seq2seq import BOS, EOS, PAD, EncoderDecoder, greedy_search
+from dlforge.models.seq2seq import (
+    BOS,
+    EOS,
+    PAD,
+    EncoderDecoder,
+    beam_decode,
+    beam_search,
+    greedy_decode,
+    greedy_search,
+)
 
-__all__ = ["DecoderWithPast", "EncoderGraph", "export_seq2seq_onnx", "onnx_greedy"]
+__all__ = ["DecoderWithPast", "EncoderGraph", "OnnxDecoding", "export_seq2seq_onnx",
+           "onnx_sessions"]
 
 TOLERANCE = 1e-4
 ENCODER_OUT = ["memory_keys", "memory_values"]
@@ -93,29 +106,64 @@ class DecoderWithPast(nn.Module):
         return F.linear(m.dec_ln(x), weight), torch.stack(keys), torch.stack(values)
 
 
-def onnx_greedy(encoder: Any, decoder: Any, src: np.ndarray, mask: np.ndarray,
-                max_new_tokens: int) -> list[list[int]]:
-    """Greedy decoding through the two onnxruntime sessions, as ``greedy_search``: the
-    likeliest token (never [PAD] nor [BOS]) until [EOS] or ``max_new_tokens``."""
-    mk, mv = encoder.run(ENCODER_OUT, {"src_ids": src, "src_mask": mask})
-    B = src.shape[0]
-    past = np.zeros((mk.shape[0], B, mk.shape[2], 0, mk.shape[4]), dtype=np.float32)
-    pk, pv = past, past
-    ids = np.full((B, 1), BOS, dtype=np.int64)
-    out = np.zeros((B, 0), dtype=np.int64)
-    done = np.zeros(B, dtype=bool)
-    for _ in range(max_new_tokens):
-        logits, pk, pv = decoder.run(DECODER_OUT, dict(zip(DECODER_IN, (
-            ids, mask, mk, mv, pk, pv), strict=True)))
-        step = logits[:, -1]
-        step[:, [PAD, BOS]] = -np.inf
-        nxt = np.where(done, PAD, step.argmax(-1))
-        out = np.concatenate([out, nxt[:, None]], axis=1)
-        done |= nxt == EOS
-        if done.all():
-            break
-        ids = nxt[:, None].astype(np.int64)
-    return [row[:row.index(EOS)] if EOS in row else row for row in out.tolist()]
+class OnnxDecoding:
+    """:class:`~dlforge.models.seq2seq.Decoding`'s interface over the two onnxruntime
+    sessions, for the same search loops (``greedy_decode``, ``beam_decode``): the encoder
+    runs once, its keys and values (and the source mask) repeated for the K beams of each
+    source; each step feeds the decoder the last token and the pasts, and keeps its
+    ``present_*`` as the next ``past_*``; :meth:`reorder` moves the pasts' rows. Logits come
+    back as torch tensors on the sources' device."""
+
+    def __init__(self, encoder: Any, decoder: Any, src: torch.Tensor, src_mask: torch.Tensor,
+                 beams: int = 1):
+        self.decoder, self.device = decoder, src.device
+        mask = src_mask.cpu().numpy().astype(np.int64)  # (B, S), 1 on real tokens
+        keys, values = encoder.run(ENCODER_OUT, {"src_ids": src.cpu().numpy().astype(np.int64),
+                                                 "src_mask": mask})  # (L, B, nh, S, hs)
+        if beams > 1:  # each source's row repeated for its K beams: (L, B·K, ...)
+            keys, values = keys.repeat(beams, axis=1), values.repeat(beams, axis=1)
+            mask = mask.repeat(beams, axis=0)
+        self.mask, self.memory = mask, (keys, values)
+        L, N, nh, _, hs = keys.shape
+        empty = np.zeros((L, N, nh, 0, hs), dtype=np.float32)  # no positions yet
+        self.past = (empty, empty)
+        self._never = torch.tensor([PAD, BOS], device=src.device)
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens`` (N, t): every row's prefix, [BOS] first → logits (N, V) of token t+1."""
+        last = tokens[:, -1:].cpu().numpy()  # the pasts hold the positions before it
+        logits, keys, values = self.decoder.run(DECODER_OUT, dict(zip(DECODER_IN, (
+            last, self.mask, *self.memory, *self.past), strict=True)))
+        self.past = (keys, values)
+        logits = torch.from_numpy(logits[:, -1]).to(self.device)
+        return logits.index_fill(1, self._never, float("-inf"))  # never [PAD] nor [BOS]
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Row i continues row ``rows[i]`` (beam search): the pasts follow (batch axis 1)."""
+        index = rows.cpu().numpy()
+        self.past = tuple(p.take(index, axis=1) for p in self.past)
+
+
+def encoder_path(out: Path) -> Path:
+    """``RUN.encoder.onnx`` beside the decoder's ``RUN.onnx``."""
+    return out.with_name(out.name.removesuffix(".onnx") + ".encoder.onnx")
+
+
+def onnx_sessions(run_dir: Path) -> tuple[Any, Any]:
+    """onnxruntime sessions of the run's encoder and decoder graphs (``RUN_DIR.encoder.onnx``,
+    ``RUN_DIR.onnx``), exported and verified now if either is missing or older than the run
+    (as :func:`dlforge.serve.export.onnx_session`)."""
+    require_extra("onnx", "dlforge serve --backend onnx")
+    import onnxruntime as ort
+
+    out = run_dir.with_suffix(".onnx")
+    files = (encoder_path(out), out)
+    stamp = (run_dir / "dlforge.json").stat().st_mtime
+    if any(not f.is_file() or f.stat().st_mtime < stamp for f in files):
+        export_seq2seq_onnx(run_dir, out)
+    enc, dec = (ort.InferenceSession(str(f), providers=["CPUExecutionProvider"])
+                for f in files)
+    return enc, dec
 
 
 def _samples(model: EncoderDecoder, batch: int, src_len: int, past: int, length: int,
@@ -146,7 +194,7 @@ def export_seq2seq_onnx(run_dir: Path, out: Path, opset: int = 17) -> dict[str, 
     model = s2s.backend_.model.float().eval()
     c = model.config
     enc, dec = EncoderGraph(model).eval(), DecoderWithPast(model).eval()
-    enc_path = out.with_name(out.name.removesuffix(".onnx") + ".encoder.onnx")
+    enc_path = encoder_path(out)
     src_len = min(5, c.max_source)
     enc_sample, dec_sample = _samples(model, 2, src_len, 3, 2, seed=0)
     layered = {1: "batch", 3: "src_len"}
@@ -193,13 +241,10 @@ def export_seq2seq_onnx(run_dir: Path, out: Path, opset: int = 17) -> dict[str, 
         if worst > TOLERANCE:
             raise DlforgeError(f"{run_dir}: the ONNX graphs differ from PyTorch by up to "
                                f"{worst:.2e} (more than {TOLERANCE:g}); not written")
-        src, mask = _sources(s2s)
-        torch_tokens = greedy_search(model, torch.from_numpy(src), torch.from_numpy(mask) > 0,
-                                     c.max_target)
-        if onnx_greedy(enc_s, dec_s, src, mask, c.max_target) != torch_tokens:
-            raise DlforgeError(f"{run_dir}: greedy decoding through the ONNX graphs gives "
-                               "other tokens than PyTorch; not written")
+        _same_tokens(run_dir, s2s, model, enc_s, dec_s)
     hs = c.d_model // c.heads
+    beams = s2s.config_.beam_size
+    searched = "greedy" if beams == 1 else f"greedy and {beams}-beam search"
     info = {"model": out.name, "encoder": enc_path.name, "run_dir": str(run_dir.resolve()),
             "opset": opset, "task": "seq2seq",
             "inputs": [{"name": "input_ids", "dtype": "int64", "shape": ["batch", "length"]},
@@ -218,7 +263,8 @@ def export_seq2seq_onnx(run_dir: Path, out: Path, opset: int = 17) -> dict[str, 
                       "vocab": c.target_vocab, "max_source": c.max_source,
                       "max_target": c.max_target},
             "special_tokens": {"pad": PAD, "bos": BOS, "eos": EOS},
-            "max_abs_difference": worst, "verified_against": "PyTorch (and greedy tokens)",
+            "max_abs_difference": worst,
+            "verified_against": f"PyTorch (and its {searched} tokens)",
             "preprocessing": "the run's tokenizer.json (or source_/target_tokenizer.json); "
                              "run the encoder once, then the decoder from [BOS] with pasts of "
                              "length 0, feeding each step's present_* back as past_*"}
@@ -227,13 +273,34 @@ def export_seq2seq_onnx(run_dir: Path, out: Path, opset: int = 17) -> dict[str, 
     return info
 
 
-def _sources(s2s: Seq2Seq) -> tuple[np.ndarray, np.ndarray]:
-    """A few real-looking sources (pieces of the vocabulary) to decode both ways."""
+def _same_tokens(run_dir: Path, s2s: Seq2Seq, model: EncoderDecoder, encoder: Any,
+                 decoder: Any) -> None:
+    """Greedy decoding (and beam search, with the run's beam size and length penalty) of a
+    few sources through the graphs gives PyTorch's tokens, or a DlforgeError."""
+    src, mask = _sources(s2s)
+    cfg, n = s2s.config_, model.config.max_target
+    for k in sorted({1, cfg.beam_size}):
+        with torch.inference_mode():
+            state = OnnxDecoding(encoder, decoder, src, mask, k)
+            if k == 1:
+                want = greedy_search(model, src, mask, n)
+                got = greedy_decode(state, src.shape[0], n, src.device)
+            else:
+                want = beam_search(model, src, mask, k, n, cfg.length_penalty)
+                got = beam_decode(state, src.shape[0], k, n, cfg.length_penalty, src.device)
+        if got != want:
+            how = "greedy decoding" if k == 1 else f"beam search ({k} beams)"
+            raise DlforgeError(f"{run_dir}: {how} through the ONNX graphs gives other tokens "
+                               "than PyTorch; not written")
+
+
+def _sources(s2s: Seq2Seq) -> tuple[torch.Tensor, torch.Tensor]:
+    """A few real-looking sources (pieces of the vocabulary), of different lengths, to decode
+    both ways: token ids (B, S) and the mask (True on real tokens)."""
     texts = ["a", "hello world", "the 3 cats"]
     ids = [row[:s2s.backend_.max_source] or [3] for row in s2s.backend_.encode_sources(texts)]
     width = max(map(len, ids))
-    src = np.zeros((len(ids), width), dtype=np.int64)
-    mask = np.zeros_like(src)
+    src = torch.zeros(len(ids), width, dtype=torch.long)
     for i, row in enumerate(ids):
-        src[i, :len(row)], mask[i, :len(row)] = row, 1
-    return src, mask
+        src[i, :len(row)] = torch.tensor(row)
+    return src, src != PAD

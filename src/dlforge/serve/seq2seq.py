@@ -9,10 +9,16 @@ tensor named after the source column, shape [N], and the output one BYTES tensor
 shape [N]. Every source is checked before it joins a batch (HTTP 422 naming
 ``instances[i]``: not a string, empty, or longer than the model takes, with both numbers),
 so one bad request never fails the others it is batched with.
+
+``backend="onnx"`` (a from-scratch Transformer run) predicts through the same
+``Seq2Seq.predict``, its search loops running over the exported encoder and decoder graphs
+(``export_seq2seq.OnnxDecoding``; exported and verified first when ``RUN.onnx`` or
+``RUN.encoder.onnx`` is missing or older than the run): the same texts as the torch backend.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +34,20 @@ class ServedSeq2Seq:
     def __init__(self, run_dir: str | Path, name: str | None = None, backend: str = "torch"):
         self.path = Path(run_dir)
         self.name = name or self.path.resolve().name
-        if backend != "torch":
-            raise ConfigError(f"--backend {backend}: a sequence-to-sequence run is served with "
-                              "torch only for now (dlforge export writes its ONNX graphs)")
+        if backend not in ("torch", "onnx"):
+            raise ConfigError(f"--backend: torch or onnx, got {backend!r}")
         self.backend = backend
-        self.clf = Seq2Seq.load(self.path)
+        # onnx: the tokenizer and settings from the run, the decoding through its graphs
+        # (on the CPU, where onnxruntime hands the logits back).
+        self.clf = Seq2Seq.load(self.path, device="cpu" if backend == "onnx" else None)
+        self.decoding: Any = None  # torch: the model's own Decoding
+        if backend == "onnx":
+            if self.clf.backend_.kind != "transformer":
+                raise ConfigError(f"{self.path}: a fine-tuned pretrained model, which has no "
+                                  "dlforge ONNX graphs; serve it with --backend torch")
+            from dlforge.serve.export_seq2seq import OnnxDecoding, onnx_sessions
+
+            self.decoding = partial(OnnxDecoding, *onnx_sessions(self.path))
         self.source = self.clf.config_.source
         self.inputs = [(self.source, "text")]
         self.sensitive: list[str] = []
@@ -65,7 +80,7 @@ class ServedSeq2Seq:
         return [t for _, t in texts]
 
     def predict(self, rows: list[str]) -> list[dict[str, Any]]:
-        return [{"text": t} for t in self.clf.predict(rows)]
+        return [{"text": t} for t in self.clf.predict(rows, decoding=self.decoding)]
 
     def infer_outputs(self, preds: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
         """Open Inference Protocol v2: one BYTES tensor of the generated texts."""
@@ -79,6 +94,7 @@ class ServedSeq2Seq:
                             "kind": "text"}],
                 "outputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
                 "parameters": {"task": "seq2seq", "model": self.clf.backend_.kind,
+                               "backend": self.backend,
                                "target": cfg.target, "beam_size": cfg.beam_size,
                                "length_penalty": cfg.length_penalty,
                                "max_source_tokens": self.clf.backend_.max_source}}
