@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SKIP: set[str] = set()  # model names left out of this run (--no-default)
@@ -214,6 +215,17 @@ def _majority(y_train: Any, n: int) -> np.ndarray:
     return np.repeat(values[np.argmax(counts)], n)
 
 
+# --set NAME=VALUE: dlforge estimator arguments for the default and auto runs (each estimator
+# takes those it knows), to judge a change of a default across the whole suite.
+SETTINGS: dict[str, Any] = {}
+
+
+def opts(estimator: type) -> dict[str, Any]:
+    """The --set arguments ``estimator`` takes."""
+    known = estimator.param_paths()
+    return {k: v for k, v in SETTINGS.items() if k in known}
+
+
 def run_text(ds: Dataset, seed: int, auto: bool, pretrained: Path | None) -> list[dict]:
     from dlforge import TextClassifier
 
@@ -224,11 +236,12 @@ def run_text(ds: Dataset, seed: int, auto: bool, pretrained: Path | None) -> lis
     models: dict[str, Callable[[], Any]] = {
         "majority": lambda: _majority(ytr, len(te)),
         "tfidf+lr": lambda: _tfidf_lr(seed).fit(Xtr, ytr).predict(Xte),
-        "dlforge": lambda: TextClassifier(seed=seed, verbose=0).fit(Xtr, ytr).predict(Xte),
+        "dlforge": lambda: TextClassifier(seed=seed, verbose=0, **opts(TextClassifier)).fit(
+            Xtr, ytr).predict(Xte),
     }
     if auto:
         models["dlforge auto"] = lambda: TextClassifier(
-            model="auto", seed=seed, verbose=0).fit(Xtr, ytr).predict(Xte)
+            model="auto", seed=seed, verbose=0, **opts(TextClassifier)).fit(Xtr, ytr).predict(Xte)
     if pretrained is not None:
         models["pretrained"] = lambda: TextClassifier(
             model=str(pretrained), seed=seed, verbose=0).fit(Xtr, ytr).predict(Xte)
@@ -245,12 +258,14 @@ def run_mixed(ds: Dataset, seed: int, auto: bool, pretrained: Path | None) -> li
     models: dict[str, Callable[[], Any]] = {
         "majority": lambda: _majority(ytr, len(te)),
         "tfidf+onehot+lr": lambda: _mixed_lr(seed).fit(Xtr, ytr).predict(Xte),
-        "dlforge": lambda: TabularClassifier(text=["title"], seed=seed, verbose=0).fit(
+        "dlforge": lambda: TabularClassifier(text=["title"], seed=seed, verbose=0,
+                                              **opts(TabularClassifier)).fit(
             Xtr, ytr).predict(Xte),
     }
     if auto:
         models["dlforge auto"] = lambda: TabularClassifier(
-            model="auto", text=["title"], seed=seed, verbose=0).fit(Xtr, ytr).predict(Xte)
+            model="auto", text=["title"], seed=seed, verbose=0,
+            **opts(TabularClassifier)).fit(Xtr, ytr).predict(Xte)
     return _rows(ds, seed, models, yte)
 
 
@@ -265,8 +280,8 @@ def run_image(ds: Dataset, seed: int, auto: bool, pretrained: Path | None) -> li
     models: dict[str, Callable[[], Any]] = {
         "majority": lambda: _majority(y[tr], len(te)),
         "svc": lambda: SVC().fit(flat[tr], y[tr]).predict(flat[te]),
-        "dlforge": lambda: ImageClassifier(seed=seed, verbose=0).fit(images[tr], y[tr])
-        .predict(images[te]),
+        "dlforge": lambda: ImageClassifier(seed=seed, verbose=0, **opts(ImageClassifier)).fit(
+            images[tr], y[tr]).predict(images[te]),
     }
     return _rows(ds, seed, models, y[te])
 
@@ -287,7 +302,8 @@ def run_table(ds: Dataset, seed: int, auto: bool, pretrained: Path | None) -> li
         models: dict[str, Callable[[], Any]] = {
             "mean": lambda: np.full(len(te), float(ytr.mean())),
             "gradient boosting": lambda: hgb.fit(Xtr, ytr).predict(Xte),
-            "dlforge": lambda: TabularRegressor(seed=seed, verbose=0).fit(Xtr, ytr)
+            "dlforge": lambda: TabularRegressor(seed=seed, verbose=0,
+                                                **opts(TabularRegressor)).fit(Xtr, ytr)
             .predict(Xte),
         }
     else:
@@ -296,12 +312,13 @@ def run_table(ds: Dataset, seed: int, auto: bool, pretrained: Path | None) -> li
         models = {
             "majority": lambda: _majority(ytr, len(te)),
             "gradient boosting": lambda: hgb.fit(as_cat(Xtr), ytr).predict(as_cat(Xte)),
-            "dlforge": lambda: TabularClassifier(seed=seed, verbose=0).fit(Xtr, ytr)
+            "dlforge": lambda: TabularClassifier(seed=seed, verbose=0,
+                                                 **opts(TabularClassifier)).fit(Xtr, ytr)
             .predict(Xte),
         }
     if auto:  # the MLP against the table's simple baseline (gradient boosting), by CV
         est = TabularRegressor if regression else TabularClassifier
-        models["dlforge auto"] = lambda: est(model="auto", seed=seed, verbose=0).fit(
+        models["dlforge auto"] = lambda: est(model="auto", seed=seed, verbose=0, **opts(est)).fit(
             Xtr, ytr).predict(Xte)
     return _rows(ds, seed, models, yte)
 
@@ -318,12 +335,13 @@ def run_series(ds: Dataset, seed: int, auto: bool, pretrained: Path | None) -> l
     models: dict[str, Callable[[], Any]] = {
         "naive": lambda: np.repeat(last[-1], horizon),
         "seasonal naive": lambda: last[-season:][:horizon],
-        "dlforge": lambda: Forecaster(horizon=horizon, seed=seed, verbose=0).fit(
+        "dlforge": lambda: Forecaster(horizon=horizon, seed=seed, verbose=0,
+                                      **opts(Forecaster)).fit(
             train, "value", time="time").predict(history)["value"].to_numpy(),
     }
     if auto:
         models["dlforge auto"] = lambda: Forecaster(
-            model="auto", horizon=horizon, seed=seed, verbose=0).fit(
+            model="auto", horizon=horizon, seed=seed, verbose=0, **opts(Forecaster)).fit(
             train, "value", time="time").predict(history)["value"].to_numpy()
     return _rows(ds, seed, models, truth)
 
@@ -401,8 +419,16 @@ def main() -> None:
     ap.add_argument("--no-default", action="store_true",
                     help="skip dlforge's default model (to measure auto or the pretrained "
                          "encoder alone; the baselines always run)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="a dlforge estimator argument for the default and auto runs, e.g. "
+                         "label_smoothing=0.1 (repeatable; each estimator takes those it knows)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set: expected NAME=VALUE, got {item!r}")
+        SETTINGS[name.strip()] = yaml.safe_load(value)
     if args.no_default:
         SKIP.add("dlforge")
     wanted = None if args.datasets == "all" else set(args.datasets.split(","))

@@ -15,7 +15,7 @@ import torch
 
 from dlforge import TabularClassifier, TabularRegressor, TextClassifier, load
 from dlforge.config import TrainConfig, validate_config
-from dlforge.errors import RunDirError
+from dlforge.errors import ConfigError, RunDirError
 from dlforge.estimators.base import DeepModel
 from dlforge.models.registry import build_model
 from dlforge.serve.app import ServedModel, ServeSettings
@@ -369,3 +369,39 @@ def test_a_blended_run_counts_the_network_and_the_baseline():
                            precision="fp32").fit(texts, labels)
     network = sum(p.numel() for p in blend.model_.parameters())
     assert blend.n_parameters() == network + blend.simple_.n_parameters() > network
+
+
+# ------------------------------------------------------------------------ label smoothing
+def test_label_smoothing_moves_the_training_targets_only():
+    import torch.nn.functional as F
+
+    from dlforge.train.trainer import Trainer, loss_fn
+
+    logits = torch.tensor([[2.0], [-1.0]])
+    labels = torch.tensor([1, 0])
+    # binary: 0/1 targets move s/2 towards 1/2 (s = 0.2: 0.9 and 0.1)
+    want = F.binary_cross_entropy_with_logits(logits[:, 0], torch.tensor([0.9, 0.1]))
+    assert float(loss_fn("binary", logits, labels, smoothing=0.2)) == pytest.approx(float(want))
+    assert float(loss_fn("binary", logits, labels)) < float(want)  # sure and right: lower
+    multi = torch.tensor([[3.0, 0.0, -1.0], [0.0, 2.0, 0.0]])
+    y = torch.tensor([0, 1])
+    # category: 1 - s on the true class plus s/C on each (PyTorch's definition)
+    p = torch.log_softmax(multi, dim=1)
+    target = torch.full((2, 3), 0.1 / 3) + F.one_hot(y, 3) * 0.9
+    assert float(loss_fn("category", multi, y, smoothing=0.1)) == pytest.approx(
+        float(-(target * p).sum(1).mean()), rel=1e-5)
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=120), "b": rng.normal(size=120)})
+    yes = np.where(X["a"] > 0, "yes", "no")
+    clf = TabularClassifier(label_smoothing=0.1, epochs=2, verbose=0, precision="fp32").fit(
+        X, yes)
+    assert clf.config_.train.label_smoothing == 0.1
+    # the trainer smooths its training loss only; validation's is the plain one
+    trainer = Trainer(torch.nn.Linear(1, 1), "binary", clf.config_.train, lambda t, lg: {},
+                      "loss", verbose=0)
+    assert float(trainer.compute_loss(logits, labels, training=True)) == pytest.approx(
+        float(loss_fn("binary", logits, labels, smoothing=0.1)))
+    assert float(trainer.compute_loss(logits, labels)) == float(loss_fn("binary", logits,
+                                                                        labels))
+    with pytest.raises(ConfigError, match="train.label_smoothing: smooths a classifier"):
+        TabularRegressor(label_smoothing=0.1, epochs=1, verbose=0).fit(X, X["a"])

@@ -226,6 +226,11 @@ PARAMS: tuple[Param, ...] = (
        "network's (forecasting: the seasonal-naive forecast's); auto: chosen on the validation "
        "split (0, 0.25, 0.5, 0.75 or 1; forecasting: 0); 0: the network alone.",
        {"text", "tabular", "forecast"}, flag=True),
+    _p("label_smoothing", "train.label_smoothing", "float",
+       "Label smoothing of the training loss, the share of each target's probability spread "
+       "over the classes (0 to <1; classifiers 0: off; Seq2Seq's seq2seq.label_smoothing "
+       "0.1 over the vocabulary).",
+       {"text", "image", "sequence", "tabular", "audio"}, flag=True, tune=True),
     _p("class_weight", "train.class_weight", "str",
        "auto, none or balanced: each class weighs n / (classes x its count) in the loss; auto: "
        "balanced when the monitored metric is macro_f1.",
@@ -267,9 +272,6 @@ PARAMS: tuple[Param, ...] = (
     _p("max_target_length", "seq2seq.max_target_length", "int",
        "Seq2Seq: target tokens the decoder takes (unset: the data's longest plus a quarter; "
        "--max-length is the source's).", flag=True),
-    _p("label_smoothing", "seq2seq.label_smoothing", "float",
-       "Seq2Seq: share of each target token's probability spread over the vocabulary.",
-       flag=True),
     _p("positions", "seq2seq.positions", "str",
        "Seq2Seq Transformer: sinusoidal or learned positions.", flag=True),
     _p("shared_vocab", "seq2seq.shared_vocab", "bool",

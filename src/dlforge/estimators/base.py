@@ -220,6 +220,9 @@ class DeepModel(BaseEstimator):
                 cfg, target.kind):
             raise ConfigError("train.baseline_weight: the simple baseline takes text, numeric "
                               "and category inputs and single-label outputs only; use auto or 0")
+        if cfg.train.label_smoothing and isinstance(target, NumericTarget):
+            raise ConfigError("train.label_smoothing: smooths a classifier's targets; this "
+                              "run's output is a number (set it to 0)")
         if cfg.model.name == "baseline":
             return self._fit_simple(df, cfg, source, target, y, (train_idx, val_idx, test_idx),
                                     cleaning, selection, workdir, say)

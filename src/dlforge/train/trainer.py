@@ -90,26 +90,30 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig,
 
 
 def loss_fn(kind: str, logits: torch.Tensor, labels: torch.Tensor,
-            weight: torch.Tensor | None = None) -> torch.Tensor:
+            weight: torch.Tensor | None = None, smoothing: float = 0.0) -> torch.Tensor:
     """The loss for an output kind: BCE-with-logits on one logit (binary), per-class BCE
     (multilabel), softmax cross-entropy (category), mean squared error on the standardised
     target (numeric). Computed in fp32. ``weight``: one weight per class (binary and
-    multi-class), each row's loss weighted by its class's, the mean taken over the weights."""
+    multi-class), each row's loss weighted by its class's, the mean taken over the weights.
+    ``smoothing``: label smoothing of a classifier's targets (0/1 targets move
+    ``smoothing / 2`` towards 1/2; softmax targets put ``smoothing`` evenly on all classes)."""
     logits = logits.float()
     if kind == "numeric":  # one number (N,), or several per row (N, K)
         out = logits[:, 0] if labels.dim() == 1 else logits
         return F.mse_loss(out, labels.float())
     if kind == "binary":
+        targets = labels.float() * (1 - smoothing) + smoothing / 2
         if weight is None:
-            return F.binary_cross_entropy_with_logits(logits[:, 0], labels.float())
+            return F.binary_cross_entropy_with_logits(logits[:, 0], targets)
         w = weight.to(logits.device)[labels.long()]
-        losses = F.binary_cross_entropy_with_logits(logits[:, 0], labels.float(),
-                                                    reduction="none")
+        losses = F.binary_cross_entropy_with_logits(logits[:, 0], targets, reduction="none")
         return (losses * w).sum() / w.sum()
     if kind == "multilabel":
-        return F.binary_cross_entropy_with_logits(logits, labels.float())
+        return F.binary_cross_entropy_with_logits(
+            logits, labels.float() * (1 - smoothing) + smoothing / 2)
     return F.cross_entropy(logits, labels,
-                           weight=None if weight is None else weight.to(logits.device))
+                           weight=None if weight is None else weight.to(logits.device),
+                           label_smoothing=smoothing)
 
 
 class Trainer:
@@ -180,8 +184,12 @@ class Trainer:
             self._log(msg)
 
     # ------------------------------------------------------------------ the steps
-    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return loss_fn(self.kind, logits, labels, self.class_weights)
+    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor,
+                     training: bool = False) -> torch.Tensor:
+        """The loss of ``logits`` against ``labels``; ``training``: with the run's label
+        smoothing (the validation loss is never smoothed)."""
+        return loss_fn(self.kind, logits, labels, self.class_weights,
+                       self.cfg.label_smoothing if training else 0.0)
 
     def train_step(self, batch: dict[str, Any], step_optimizer: bool = True,
                    scale: float = 1.0) -> float:
@@ -198,7 +206,7 @@ class Trainer:
         with sync:
             with autocast(self.device, self.precision):
                 logits = self._forward(batch["inputs"])
-            loss = self.compute_loss(logits, batch["labels"])
+            loss = self.compute_loss(logits, batch["labels"], training=True)
             (loss * scale).backward()
         if step_optimizer:
             if self.cfg.grad_clip and self._dp is None:  # DP-SGD clips each row instead
