@@ -144,6 +144,29 @@ def test_rnn_counts_are_exact(cell, d, hidden, layers, bidirectional, kind, T):
 
 
 @SETTINGS
+@given(channels=st.lists(st.integers(1, 6), min_size=1, max_size=3), residual=st.booleans(),
+       cell=st.sampled_from(["gru", "lstm"]), hidden=st.integers(1, 8),
+       bidirectional=st.booleans(), mels=st.sampled_from([1, 5, 8]),
+       frames=st.sampled_from([1, 3, 12]))
+def test_crnn_counts_are_exact(channels, residual, cell, hidden, bidirectional, mels, frames):
+    """The audio CRNN (conv stages with 2x2 pools, then a GRU/LSTM over the frames) on a
+    1 x mels x frames log-mel spectrogram."""
+    cfg = dlforge.config.validate_config({
+        "inputs": [{"name": "a", "type": "audio"}], "output": {"name": "y"},
+        "model": {"name": "crnn", "channels": channels, "residual": residual, "cell": cell,
+                  "hidden": hidden, "bidirectional": bidirectional, "dropout": 0.0}})
+    specs = {"a": {"channels": 1, "height": mels, "width": frames}}
+    torch.manual_seed(0)
+    net = build_model(cfg, specs, 3).train()
+    c = count_ours(cfg, specs, {"a": "audio"}, 3)
+    assert c.params == sum(p.numel() for p in net.parameters())
+    batch = {"a": torch.randn(4, 1, mels, frames)}
+    fwd, both = flops(net, lambda m: m(batch))
+    assert close(c.forward_flops * 4, fwd), (c.forward_flops * 4, fwd)
+    assert close(c.train_flops * 4, both), (c.train_flops * 4, both)
+
+
+@SETTINGS
 @given(hidden=st.lists(st.integers(1, 16), max_size=3),
        kind=st.sampled_from(["table", "table+category"]))
 def test_mlp_counts_are_exact(hidden, kind):

@@ -138,6 +138,30 @@ def _image_cnn(m: Any, spec: dict[str, Any]) -> Part:
     return p
 
 
+def _crnn(m: Any, spec: dict[str, Any]) -> Part:
+    """models/crnn.py: a 3x3 stem, one residual conv block and a 2x2 max pool per stage, then
+    the recurrent layer over the remaining frames (channels x bands per step)."""
+    c, h, w = spec["channels"], spec["height"], spec["width"]
+    widths = list(m.channels)
+
+    def conv(c_in: int, c_out: int, k: int, hw: int, grad_in: bool = True) -> Part:
+        f = 2.0 * k * k * c_in * c_out * hw
+        return Part(params=k * k * c_in * c_out + 2 * c_out, fwd=f,
+                    bwd=f * (2 if grad_in else 1), act=3 * c_out * hw)
+
+    p = Part(act=c * h * w).add(conv(c, widths[0], 3, h * w, grad_in=False))
+    c_in = widths[0]
+    for c_out in widths:
+        p = p.add(conv(c_in, c_out, 3, h * w)).add(conv(c_out, c_out, 3, h * w))
+        if m.residual and c_in != c_out:
+            p = p.add(conv(c_in, c_out, 1, h * w))
+        h, w, c_in = (h // 2 if h >= 2 else h), (w // 2 if w >= 2 else w), c_out
+    steps = type("Steps", (), {"cell": m.cell, "bidirectional": m.bidirectional,
+                               "hidden": m.hidden, "layers": m.layers,
+                               "d_model": c_in * h})()
+    return p.add(_rnn(steps, w))
+
+
 # ------------------------------------------------------------------------------- the model
 def _encoder(cfg: RunConfig, kind: str, spec: dict[str, Any], T: int, act_bytes: int) -> Part:
     m, family = cfg.model, cfg.model.name
@@ -149,9 +173,8 @@ def _encoder(cfg: RunConfig, kind: str, spec: dict[str, Any], T: int, act_bytes:
                     grad_out=True)
     if kind == "image" or (kind == "audio" and family == "cnn"):  # audio: its spectrogram
         return _image_cnn(m, spec)
-    if kind == "audio":
-        raise ConfigError(f"model.name: estimating a {family!r} model of audio is not "
-                          "supported; the cnn family is")
+    if kind == "audio" and family == "crnn":
+        return _crnn(m, spec)
     embed = _embed(family, kind, spec, m.d_model, T)
     if family == "transformer":
         return embed.add(_transformer(m, T, act_bytes))
@@ -167,9 +190,10 @@ def count_ours(cfg: RunConfig, specs: dict[str, dict[str, Any]], kinds: dict[str
     each input to its type; ``seq_len`` the tokens (steps) per sample of each sequence input
     (default: its max_length)."""
     family = cfg.model.name
-    if family in ("pretrained", "auto"):
+    if family in ("pretrained", "auto", "ensemble"):
         raise ConfigError(f"model.name: estimating a {family!r} model is not supported; name a "
-                          "family (transformer, cnn, rnn, mlp) or a preset")
+                          "family (transformer, cnn, rnn, mlp, crnn; an ensemble's members one "
+                          "by one) or a preset")
     seq_len = seq_len or {}
     total, width, tokens = Part(), 0, 1
     for name_, kind in kinds.items():
