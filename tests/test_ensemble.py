@@ -175,3 +175,46 @@ def test_cli_trains_an_ensemble(tmp_path, capsys):
                            "--label", "y", "--model", "ensemble", "--members", "mlp,mlp",
                            "--out", tmp_path / "r2")
     assert_user_error(code, err, "'mlp' is listed twice")
+
+
+# ------------------------------------------------ pretrained encoders as candidates / members
+def test_auto_takes_pretrained_folders_and_an_ensemble_keeps_one(tmp_path_factory):
+    import torch
+    import transformers
+
+    from dlforge import TextClassifier
+    from tests.test_pretrained import _bert_config, _save_tokenizer
+
+    bert = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    transformers.BertModel(_bert_config()).save_pretrained(str(bert))
+    _save_tokenizer(bert)
+    words = ["good", "bad", "great", "boring"] * 20
+    texts = [f"{w} film {i}" for i, w in enumerate(words)]
+    labels = ["p" if w in ("good", "great") else "n" for w in words]
+    cfg = validate_config({
+        "inputs": [{"name": "text", "max_length": 8, "vocab_size": 300}],
+        "output": {"name": "label"},
+        "model": {"name": "auto", "families": ["cnn"], "cv": 2, "pretrained": [str(bert)]},
+        "train": {"epochs": 1, "batch_size": 16, "precision": "fp32"}})
+    clf = TextClassifier(config=cfg, verbose=0).fit(texts, labels)
+    sel = clf.metrics_["model_selection"]
+    board = {r["model"]: r for r in sel["leaderboard"]}
+    name = f"pretrained-{bert.name}"
+    assert set(board) == {"cnn", name} and board[name]["parameters"] > 0
+    model = clf.config_.model
+    if sel["winner"] == name:  # the run is the fine-tuned folder
+        assert (model.name, model.path) == ("pretrained", str(bert))
+    else:
+        assert model.name == sel["winner"]
+    # An ensemble with a pretrained member keeps it in members/pretrained-<folder>.
+    ens = TextClassifier(model="ensemble", members=["baseline", str(bert)], epochs=1,
+                         batch_size=16, precision="fp32", verbose=0).fit(texts, labels)
+    path = ens.save(tmp_path_factory.mktemp("pre") / "run")
+    assert (path / "members" / name / "config.yaml").is_file()
+    assert ens.metrics_["model"] == f"ensemble (baseline + {name})"
+    np.testing.assert_array_equal(load(path).predict_proba(texts[:5]),
+                                  ens.predict_proba(texts[:5]))
+    with pytest.raises(ConfigError, match="model.pretrained: a pretrained encoder takes a text"):
+        validate_config({"inputs": [{"name": "a", "type": "numeric"}], "output": {"name": "y"},
+                         "model": {"name": "auto", "pretrained": [str(bert)]}})

@@ -168,12 +168,13 @@ def _check_explainable(model: Any) -> None:
         raise RunDirError(f"explain: {type(model).__name__} models have no supported "
                           "attribution; explain a classifier or a regressor")
     model._check_fitted()
-    members = getattr(model, "members_", None)
-    if members:
-        raise RunDirError(f"explain: an ensemble averages {len(members)} runs and is not "
+    if getattr(model, "members_", None):
+        from dlforge.config.models import member_folder
+
+        folders = [member_folder(m) for m in model.config_.model.members]
+        raise RunDirError(f"explain: an ensemble averages {len(folders)} runs and is not "
                           "explained as one; explain a member: dlforge explain RUN/members/"
-                          f"{members[0].config_.model.name} (members: "
-                          f"{', '.join(m.config_.model.name for m in members)})")
+                          f"{folders[0]} (members: {', '.join(folders)})")
     if model.model_ is None:  # the simple baseline: explained by baseline Shapley values
         if getattr(model, "simple_", None) is None:
             raise RunDirError(f"explain: this {type(model).__name__} run has neither a network "

@@ -24,6 +24,8 @@ __all__ = [
     "PretrainedModelConfig",
     "RNNConfig",
     "TransformerConfig",
+    "member_folder",
+    "member_model",
 ]
 
 # -------------------------------------------------------------------------------------- models
@@ -188,6 +190,19 @@ class AutoModelConfig(_Strict):
     # Also score the average of the two best fully cross-validated candidates on the same
     # folds, and keep that ensemble when it scores better than the best one alone.
     ensemble: bool = True
+    # Local pretrained encoder folders (Hugging Face: config, weights, tokenizer) that are
+    # candidates too, each fine-tuned with the pretrained recipe (a text input only).
+    pretrained: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _distinct_folders(self) -> AutoModelConfig:
+        names = [member_folder(p) for p in self.pretrained]
+        clash = sorted({n for n in names if names.count(n) > 1})
+        if clash:
+            name = clash[0].removeprefix("pretrained-")
+            raise ValueError(f"pretrained: two folders named {name!r}; give folders of "
+                             "different names")
+        return self
     metric: Literal["auto", "accuracy", "macro_f1", "roc_auc", "mae", "rmse", "r2", "smape"] = (
         "auto")  # auto: accuracy (classification), rmse (regression), mae (forecasting)
 
@@ -203,18 +218,57 @@ class EnsembleConfig(_Strict):
     # it encodes what its members encode (each member must fit the inputs)
     KINDS: ClassVar[tuple[str, ...]] = ("text", "image", "sequence", "audio", "table")
     name: Literal["ensemble"] = "ensemble"
-    members: list[Literal[_CANDIDATE_NAMES]] = Field(min_length=2)
+    # each a family (transformer, cnn, rnn, mlp, baseline, crnn) or the path of a local
+    # pretrained encoder folder (a text input)
+    members: list[str] = Field(min_length=2)
 
     @model_validator(mode="after")
     def _distinct(self) -> EnsembleConfig:
+        for m in self.members:
+            if m not in _CANDIDATE_NAMES and not _is_path(m):
+                raise ValueError(f"members: {m!r} is neither a family ("
+                                 f"{', '.join(_CANDIDATE_NAMES)}) nor a pretrained folder path")
         dup = sorted({m for m in self.members if self.members.count(m) > 1})
         if dup:
             raise ValueError(f"members: {dup[0]!r} is listed twice")
+        folders = [member_folder(m) for m in self.members]
+        clash = sorted({f for f in folders if folders.count(f) > 1})
+        if clash:
+            raise ValueError(f"members: two pretrained folders named {clash[0]!r}; give "
+                             "folders of different names")
         return self
 
     @property
     def head_hidden(self) -> list[int]:
         return []
+
+
+def _is_path(name: str) -> bool:
+    """A model name that is a folder path (``model: path/to/folder``), not a family name."""
+    import os
+    from pathlib import Path
+
+    seps = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    return (any(sep in name for sep in seps) or name.startswith((".", "~", "/"))
+            or Path(name).is_dir())
+
+
+def member_model(member: str) -> dict[str, Any]:
+    """The ``model:`` of an ensemble member or a model-selection candidate: a family, or a
+    pretrained encoder folder."""
+    if member in _CANDIDATE_NAMES:
+        return {"name": member}
+    return {"name": "pretrained", "path": member}
+
+
+def member_folder(member: str) -> str:
+    """Where an ensemble keeps a member's run (``members/<this>``): the family's name, or
+    ``pretrained-<folder name>``."""
+    from pathlib import Path
+
+    if member in _CANDIDATE_NAMES:
+        return member
+    return "pretrained-" + (Path(member).expanduser().name or "encoder")
 
 
 FAMILY_CONFIGS: tuple[type[_Strict], ...] = (*CANDIDATES, AutoModelConfig,

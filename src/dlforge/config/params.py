@@ -200,6 +200,10 @@ PARAMS: tuple[Param, ...] = (
     _p("ensemble", "model.ensemble", "bool",
        "Model selection (--model auto): also score the average of the two best candidates "
        "on the same folds and keep it when it wins (false: one family)."),
+    _p("auto_pretrained", "model.pretrained", "list[str]",
+       "Model selection (--model auto): local pretrained encoder folders that are candidates "
+       "too (a text input), e.g. models/minilm.", {"text", "tabular"}, flag=True,
+       parse="names"),
     _p("members", "model.members", "list[str]",
        "--model ensemble: the families trained and averaged, e.g. cnn,rnn.",
        {"text", "image", "sequence", "tabular", "audio"}, flag=True, parse="names"),

@@ -31,6 +31,7 @@ from dlforge.config.models import (
     MODEL_FAMILIES,
     ModelConfig,
     TransformerConfig,
+    member_model,
 )
 from dlforge.config.train import PrivacyConfig, TrackingConfig, TrainConfig, TuneConfig
 from dlforge.errors import ConfigError
@@ -91,10 +92,14 @@ class RunConfig(_Strict):
             raise ValueError(f"inputs: column {dup[0]!r} is listed twice")
         if self.output.name in names:
             raise ValueError(f"output.name: column {self.output.name!r} is also an input")
+        kinds = [i.type for i in self.inputs]
         members = getattr(self.model, "members", None)  # an ensemble: each member must fit
         for family in members or [self.model.name]:
-            check_family_fits(family, [i.type for i in self.inputs],
+            check_family_fits(member_model(family)["name"] if members else family, kinds,
                               "model.members" if members else "model.name")
+        if getattr(self.model, "pretrained", None) and "text" not in kinds:
+            raise ValueError("model.pretrained: a pretrained encoder takes a text input; this "
+                             "run has none")
         return self
 
     @model_validator(mode="after")

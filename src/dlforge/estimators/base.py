@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from dlforge._extras import PRIVACY_FEATURE, require
 from dlforge.config import RunConfig, apply_overrides, config_to_dict, dump_config, validate_config
+from dlforge.config.models import member_folder, member_model
 from dlforge.config.params import estimator_params, resolve_path
 from dlforge.data.clean import clean_frame
 from dlforge.data.features import LabelEncoder, NumericTarget, load_target
@@ -438,7 +439,7 @@ class DeepModel(BaseEstimator):
         names = cfg.model.members  # type: ignore[union-attr]
         for i, family in enumerate(names, start=1):
             say(f"ensemble: member {i} of {len(names)}, {family}")
-            member_cfg = validate_config({**base, "model": {"name": family}}, source=source)
+            member_cfg = validate_config({**base, "model": member_model(family)}, source=source)
             member = type(self)(config=member_cfg, verbose=self.verbose)
             members.append(member._fit_frame(df, member_cfg, f"{source} ({family})", log=log))
         features = build_features(cfg)  # only to read each column as training reads it
@@ -459,15 +460,15 @@ class DeepModel(BaseEstimator):
                                y[val_idx], monitor, say)
         report = {name: self._metrics(self._logits_rows(None, columns, rows), y[rows])
                   for name, rows in (("validation", val_idx), ("test", test_idx)) if len(rows)}
-        member_scores = {m.config_.model.name: m.metrics_.get("validation", {}).get(monitor)
-                         for m in members}
+        member_scores = {member_folder(name): m.metrics_.get("validation", {}).get(monitor)
+                         for name, m in zip(names, members, strict=True)}
         if report.get("validation") and all(v is not None for v in member_scores.values()):
             say(f"ensemble: validation {monitor} " + ", ".join(
                 f"{k} {v:.4f}" for k, v in member_scores.items())
                 + f"; their average {report['validation'][monitor]:.4f}")
         self.metrics_ = {"task": task_name(cfg, target.kind).replace("_", " "),
                          "monitor": monitor, "best_epoch": 0, "epochs_run": 0,
-                         "model": "ensemble (" + " + ".join(names) + ")",
+                         "model": "ensemble (" + " + ".join(map(member_folder, names)) + ")",
                          "parameters": self.n_parameters(),
                          "members": {k: {monitor: v} for k, v in member_scores.items()},
                          **report}
@@ -731,8 +732,9 @@ class DeepModel(BaseEstimator):
             self.simple_.save(folder / SIMPLE_FILE)
         if self.model_ is not None:  # a network (alone, or blended with the baseline)
             save_features(self.features_, folder)
-        for member in getattr(self, "members_", None) or []:  # an ensemble: a run each
-            save_run(member, folder / "members" / member.config_.model.name)
+        if getattr(self, "members_", None):  # an ensemble: a run each
+            for name, member in zip(self.config_.model.members, self.members_, strict=True):
+                save_run(member, folder / "members" / member_folder(name))
         self.labels_.save(folder / "labels.json")
 
     @classmethod
@@ -752,7 +754,8 @@ class DeepModel(BaseEstimator):
 
             clf = cls(config=cfg, verbose=0)
             clf.config_, clf.labels_, clf.features_ = cfg, labels, build_features(cfg)
-            clf.members_ = [load(path / "members" / m, device) for m in cfg.model.members]
+            clf.members_ = [load(path / "members" / member_folder(m), device)
+                            for m in cfg.model.members]
             if isinstance(labels, LabelEncoder):
                 clf.classes_ = label_array(labels.classes)
             clf.simple_ = None

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from dlforge.config import FAMILY_KINDS, TABULAR_KINDS, RunConfig, config_to_dict, validate_config
+from dlforge.config.models import member_folder, member_model
 from dlforge.data.clean import clean_frame
 from dlforge.data.frames import encode_labels
 from dlforge.data.split import kfold
@@ -87,13 +88,17 @@ def select_model(df: pd.DataFrame, cfg: RunConfig, output_kind: str, source: str
     if wrong:
         raise ConfigError(f"model.families: {wrong[0]!r} does not fit this data; families "
                           f"that fit: {', '.join(fitting)}")
+    # Each local pretrained encoder folder is a candidate too, named pretrained-<folder>.
+    spec = {f: f for f in families} | {member_folder(p): p for p in getattr(
+        auto, "pretrained", None) or []}
+    families = list(spec)
     metric = _metric(cfg, output_kind)
     lower = metric in MINIMISE
     k = auto.cv  # type: ignore[union-attr]
     halving = auto.halving and k > 1  # type: ignore[union-attr]
     base = config_to_dict(cfg)
-    trials = {f: validate_config({**base, "model": {"name": f}}, source="model selection")
-              for f in families}
+    trials = {f: validate_config({**base, "model": member_model(spec[f])},
+                                 source="model selection") for f in families}
     reports: dict[str, dict[str, Any]] = {}
     seconds = dict.fromkeys(families, 0.0)
 
@@ -171,11 +176,11 @@ def select_model(df: pd.DataFrame, cfg: RunConfig, output_kind: str, source: str
         members = rows[0]["members"]
         say(f"model selection: the ensemble of {' + '.join(members)} wins on {metric}; "
             "training both on all the data")
-        chosen = validate_config({**base, "model": {"name": "ensemble", "members": members}},
-                                 source=source)
+        chosen = validate_config({**base, "model": {"name": "ensemble", "members": [
+            spec[m] for m in members]}}, source=source)
     else:
         say(f"model selection: {winner} wins on {metric}; training it on all the data")
-        chosen = validate_config({**base, "model": {"name": winner}}, source=source)
+        chosen = validate_config({**base, "model": member_model(spec[winner])}, source=source)
     return chosen, {"metric": metric, "k": k, "winner": winner, "leaderboard": rows,
                     "halving": halving,
                     "budget": {"epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,

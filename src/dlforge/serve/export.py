@@ -144,13 +144,14 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None,
         return export_seq2seq_onnx(run_dir, Path(out) if out is not None
                                    else run_dir.with_suffix(".onnx"), opset)
     clf = load_deep_model(run_dir, "ONNX export", device="cpu")
-    members = getattr(clf, "members_", None)
-    if members:  # one graph per run: each member is a run of its own
+    if getattr(clf, "members_", None):  # one graph per run: each member is a run of its own
+        from dlforge.config.models import member_folder
+
+        folders = [member_folder(m) for m in clf.config_.model.members]
         raise RunDirError(
-            f"{run_dir}: an ensemble ({' + '.join(m.config_.model.name for m in members)}) "
-            "has no single ONNX graph; serve it with the torch backend, or export a member: "
-            + ", ".join(f"dlforge export {run_dir / 'members' / m.config_.model.name}"
-                        for m in members))
+            f"{run_dir}: an ensemble ({' + '.join(folders)}) has no single ONNX graph; serve "
+            "it with the torch backend, or export a member: "
+            + ", ".join(f"dlforge export {run_dir / 'members' / f}" for f in folders))
     out = Path(out) if out is not None else run_dir.with_suffix(".onnx")
     simple = getattr(clf, "simple_", None)
     baseline = None if simple is None else _baseline(run_dir, clf, simple, opset)
