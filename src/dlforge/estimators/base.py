@@ -396,16 +396,29 @@ class DeepModel(BaseEstimator):
             f" {_describe_target(target)}")
         say(f"model: baseline ({simple.name})")
         simple.fit(take_columns(columns, train_idx), y[train_idx])
+        self.simple_ = simple
+        return self._score_untrained(cfg, source, target, y, splits, features, columns,
+                                     cleaning, selection, workdir, say, simple.name)
+
+    def _score_untrained(self, cfg: RunConfig, source: str, target: Target, y: np.ndarray,
+                         splits: tuple[np.ndarray, np.ndarray, np.ndarray],
+                         features: dict[str, Any], columns: dict[str, Any],
+                         cleaning: dict[str, int], selection: dict[str, Any] | None,
+                         workdir: Path | None, say: Callable[[str], None], name: str,
+                         **extra: Any) -> DeepModel:
+        """The rest of a run without a training loop of its own (the simple baseline, an
+        ensemble of fitted members): its state, the decision threshold and the scores on
+        the validation and test rows from ``_logits_rows`` on the loaded ``columns``."""
+        train_idx, val_idx, test_idx = splits
         if workdir is not None and is_main_process():
             workdir.mkdir(parents=True, exist_ok=True)
             dump_config(cfg, workdir / "config.yaml")
-        self.config_, self.labels_, self.features_, self.simple_ = cfg, target, features, simple
+        self.config_, self.labels_, self.features_ = cfg, target, features
         if isinstance(target, LabelEncoder):
             self.classes_ = label_array(target.classes)
-        self.postprocess_ = None
+        self.postprocess_ = self.yardstick_ = None  # no yardstick: the run is (has) it
         self.model_, self.device_, self.precision_ = None, torch.device("cpu"), "fp32"
         self.history_, self.best_epoch_, self.privacy_ = [], 0, None
-        self.yardstick_ = None  # the run is the simple baseline
         self.baseline_ = fit_baseline(target, y[train_idx])
         monitor = resolve_monitor(cfg.train.monitor, target.kind)
         self._settle_threshold(self._logits_rows(None, columns, val_idx) if len(val_idx) else None,
@@ -413,9 +426,8 @@ class DeepModel(BaseEstimator):
         report = {name: self._metrics(self._logits_rows(None, columns, rows), y[rows])
                   for name, rows in (("validation", val_idx), ("test", test_idx)) if len(rows)}
         self.metrics_ = {"task": task_name(cfg, target.kind).replace("_", " "),
-                         "monitor": monitor,
-                         "best_epoch": 0, "epochs_run": 0, "model": simple.name,
-                         "parameters": simple.n_parameters(), **report}
+                         "monitor": monitor, "best_epoch": 0, "epochs_run": 0, "model": name,
+                         "parameters": self.n_parameters(), **extra, **report}
         if selection is not None:
             self.metrics_["model_selection"] = selection
         self.data_report_ = {"source": source, "cleaning": cleaning,
@@ -433,7 +445,6 @@ class DeepModel(BaseEstimator):
         """``model: ensemble``: each member family trained as a run of its own on the same
         rows and splits (its recipe, its blend with the simple baseline), their predictions
         averaged; the decision threshold and the scores are the average's."""
-        train_idx, val_idx, test_idx = splits
         members = []
         base = config_to_dict(cfg.model_copy(update={"tracking": None}))
         names = cfg.model.members  # type: ignore[union-attr]
@@ -444,40 +455,18 @@ class DeepModel(BaseEstimator):
             members.append(member._fit_frame(df, member_cfg, f"{source} ({family})", log=log))
         features = build_features(cfg)  # only to read each column as training reads it
         columns = {name: feat.load(df[name].tolist(), source) for name, feat in features.items()}
-        if workdir is not None and is_main_process():
-            workdir.mkdir(parents=True, exist_ok=True)
-            dump_config(cfg, workdir / "config.yaml")
-        self.config_, self.labels_, self.features_, self.members_ = (cfg, target, features,
-                                                                    members)
-        if isinstance(target, LabelEncoder):
-            self.classes_ = label_array(target.classes)
-        self.postprocess_ = self.simple_ = self.yardstick_ = None
-        self.model_, self.device_, self.precision_ = None, torch.device("cpu"), "fp32"
-        self.history_, self.best_epoch_, self.privacy_ = [], 0, None
-        self.baseline_ = fit_baseline(target, y[train_idx])
-        monitor = resolve_monitor(cfg.train.monitor, target.kind)
-        self._settle_threshold(self._logits_rows(None, columns, val_idx) if len(val_idx) else None,
-                               y[val_idx], monitor, say)
-        report = {name: self._metrics(self._logits_rows(None, columns, rows), y[rows])
-                  for name, rows in (("validation", val_idx), ("test", test_idx)) if len(rows)}
-        member_scores = {member_folder(name): m.metrics_.get("validation", {}).get(monitor)
-                         for name, m in zip(names, members, strict=True)}
-        if report.get("validation") and all(v is not None for v in member_scores.values()):
+        self.members_, self.simple_ = members, None
+        self._score_untrained(cfg, source, target, y, splits, features, columns, cleaning,
+                              selection, workdir, say,
+                              "ensemble (" + " + ".join(map(member_folder, names)) + ")")
+        monitor = self.metrics_["monitor"]
+        scores = {member_folder(name): m.metrics_.get("validation", {}).get(monitor)
+                  for name, m in zip(names, members, strict=True)}
+        self.metrics_["members"] = {k: {monitor: v} for k, v in scores.items()}
+        ours = self.metrics_.get("validation", {}).get(monitor)
+        if ours is not None and all(v is not None for v in scores.values()):
             say(f"ensemble: validation {monitor} " + ", ".join(
-                f"{k} {v:.4f}" for k, v in member_scores.items())
-                + f"; their average {report['validation'][monitor]:.4f}")
-        self.metrics_ = {"task": task_name(cfg, target.kind).replace("_", " "),
-                         "monitor": monitor, "best_epoch": 0, "epochs_run": 0,
-                         "model": "ensemble (" + " + ".join(map(member_folder, names)) + ")",
-                         "parameters": self.n_parameters(),
-                         "members": {k: {monitor: v} for k, v in member_scores.items()},
-                         **report}
-        if selection is not None:
-            self.metrics_["model_selection"] = selection
-        self.data_report_ = {"source": source, "cleaning": cleaning,
-                             "splits": {"train": len(train_idx), "validation": len(val_idx),
-                                        "test": len(test_idx)},
-                             **target_report(target, y[train_idx])}
+                f"{k} {v:.4f}" for k, v in scores.items()) + f"; their average {ours:.4f}")
         return self
 
     def _ensemble_logits(self, columns: dict[str, Any], rows: np.ndarray | None) -> np.ndarray:
