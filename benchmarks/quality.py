@@ -350,26 +350,53 @@ RUNNERS = {"text": run_text, "mixed": run_mixed, "image": run_image, "table": ru
            "regression": run_table, "series": run_series}
 
 
+def _chosen(model: Any) -> str:
+    """What a dlforge run became: auto's winner, the family, and the simple baseline's share
+    of a network's predictions."""
+    if model is None:
+        return ""
+    cfg, metrics = model.config_, getattr(model, "metrics_", {})
+    name = metrics.get("model") if cfg.model.name in ("baseline", "ensemble") else (
+        cfg.model.name if cfg.model.name != "pretrained" else "pretrained")
+    share = cfg.train.baseline_weight
+    if cfg.model.name not in ("baseline", "ensemble") and isinstance(share, float) and share:
+        name += f" + baseline {share:g}"
+    return name
+
+
 def _rows(ds: Dataset, seed: int, models: dict[str, Callable[[], Any]], truth: Any
           ) -> list[dict]:
     from dlforge import DlforgeError
+    from dlforge.estimators.base import DeepModel
+
+    last: dict[str, Any] = {}
+    predict = DeepModel.predict
+
+    def noting(self: Any, *args: Any, **kwargs: Any) -> Any:  # which run predicted
+        last["model"] = self
+        return predict(self, *args, **kwargs)
 
     rows = []
     for name, fit_predict in models.items():
         if name in SKIP:
             continue
         error = ""
+        last.clear()
+        DeepModel.predict = noting
         try:
             pred, seconds = _timed(fit_predict)
             score = _score(ds.metric, truth, pred)
         except DlforgeError as err:  # a default that cannot run on this data is a result too
             score, seconds, error = float("nan"), 0.0, str(err)
+        finally:
+            DeepModel.predict = predict
+        chosen = "" if error else _chosen(last.get("model"))
         rows.append({"dataset": ds.name, "kind": ds.kind, "model": name, "seed": seed,
                      "metric": ds.metric, "score": score, "seconds": round(seconds, 2),
-                     "error": error})
+                     "error": error, "chosen": chosen})
         print(f"{ds.name:8s} seed {seed}  {name:18s} "
-              + (f"failed: {error}" if error else f"{ds.metric} {score:.4f}  ({seconds:.1f} s)"),
-              flush=True)
+              + (f"failed: {error}" if error else f"{ds.metric} {score:.4f}  ({seconds:.1f} s)")
+              + (f"  [{chosen}]" if chosen else ""), flush=True)
     return rows
 
 
