@@ -15,13 +15,14 @@ BLOCKS = re.findall(r"```yaml\n(.*?)```", DOC.read_text(encoding="utf-8"), flags
 
 
 def test_every_kind_has_a_config():
-    assert len(BLOCKS) == 8
+    assert len(BLOCKS) == 9
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
 def test_doc_config_validates(block):
     cfg = validate_config(yaml.safe_load(block), source="docs/kinds.md")
-    assert cfg.model.name in ("transformer", "cnn", "rnn", "mlp", "pretrained", "auto")
+    assert cfg.model.name in ("transformer", "cnn", "rnn", "mlp", "pretrained", "auto",
+                              "ensemble")
 
 
 def test_parameters_page_is_the_parameter_table():
