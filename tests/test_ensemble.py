@@ -154,7 +154,8 @@ def test_auto_keeps_the_ensemble_only_when_it_wins(capsys):
     board = {r["model"]: r for r in sel["leaderboard"]}
     assert set(board) == {"mlp", "baseline", "ensemble"}
     best_single = max(board["mlp"]["mean"], board["baseline"]["mean"])
-    assert (sel["winner"] == "ensemble") == (board["ensemble"]["mean"] > best_single)
+    assert (sel["winner"] == "ensemble") == (board["ensemble"]["mean"] > best_single
+                                             and "not_kept" not in board["ensemble"])
     assert clf.config_.model.name == sel["winner"]
     off = validate_config({**clf.config_.model_dump(mode="json"),
                            "model": {"name": "auto", "ensemble": False}})
@@ -218,3 +219,30 @@ def test_auto_takes_pretrained_folders_and_an_ensemble_keeps_one(tmp_path_factor
     with pytest.raises(ConfigError, match="model.pretrained: a pretrained encoder takes a text"):
         validate_config({"inputs": [{"name": "a", "type": "numeric"}], "output": {"name": "y"},
                          "model": {"name": "auto", "pretrained": [str(bert)]}})
+
+
+@pytest.mark.parametrize("folds,kept", [([0.90, 0.80, 0.80], False),  # one lucky fold
+                                        ([0.82, 0.81, 0.79], True)])  # better on 2 of 3
+def test_the_ensemble_is_kept_only_when_it_wins_most_folds(monkeypatch, folds, kept):
+    from dlforge.estimators import select
+
+    X, y = _table(60)
+    cfg = validate_config({"inputs": [{"name": c, "type": "numeric"} for c in ("a", "b")],
+                           "output": {"name": "y"}, "model": {"name": "auto"}})
+    scores = {"mlp": [0.80, 0.80, 0.80], "baseline": [0.70, 0.70, 0.70]}
+
+    def cv(trial, k, frame, only):  # the fold scores above; only the folds asked for
+        rows = [{"accuracy": scores[trial.model.name][i - 1]} for i in (only or range(1, 4))]
+        return {**select.fold_report({"k": k, "parameters": 10}, rows),
+                "held_out": [None] * len(rows)}
+
+    monkeypatch.setattr(select, "_ensemble_row", lambda members, *a: {
+        "model": "ensemble", "members": list(members), "metric": "accuracy",
+        "mean": float(np.mean(folds)), "std": 0.05, "parameters": 20, "seconds": 0.0,
+        "folds": folds})
+    chosen, sel = select.select_model(X.assign(y=y), cfg, "binary", "t", lambda s: None, cv)
+    board = {r["model"]: r for r in sel["leaderboard"]}
+    assert board["ensemble"]["mean"] > board["mlp"]["mean"]  # a better mean either way
+    assert (sel["winner"] == "ensemble") is kept and (chosen.model.name == "ensemble") is kept
+    assert ("not_kept" in board["ensemble"]) is not kept
+    assert board["ensemble"]["folds_won"] == f"{2 if kept else 1} of 3 against mlp"

@@ -118,7 +118,9 @@ def leaderboard_table(metrics: dict[str, Any]):
     for i, r in enumerate(sel["leaderboard"], start=1):
         share = r.get("baseline_weight")
         name = r["model"] + (f" ({' + '.join(r['members'])})" if r.get("members") else "")
-        table.add_row(str(i), name + (" ← kept" if r["model"] == sel["winner"] else ""),
+        name += (" ← kept" if r["model"] == sel["winner"] else
+                 " (not kept: better on too few folds)" if r.get("not_kept") else "")
+        table.add_row(str(i), name,
                       f"{r['mean']:.4f} ± {r['std']:.4f}" if r.get("std") is not None
                       else f"{r['mean']:.4f} (1 fold)",
                       "-" if share is None else f"{share:.2f}", f"{r['parameters']:,}",

@@ -14,8 +14,9 @@ candidate stopped early the one fold it ran) is kept in the run's metrics.
 
 The average of the two best fully cross-validated candidates (an ensemble: the mean of their
 probabilities, or numbers) is scored on the same held-out folds from the predictions already
-made, at no extra training; when it scores better than the best one alone it is kept, and
-the run trains both members on all the data (``model: ensemble``).
+made, at no extra training; when it scores better than the best one alone, on the mean and
+on most folds, it is kept, and the run trains both members on all the data
+(``model: ensemble``).
 """
 
 from __future__ import annotations
@@ -167,11 +168,21 @@ def select_model(df: pd.DataFrame, cfg: RunConfig, output_kind: str, source: str
     if getattr(auto, "ensemble", False) and len(full) >= 2 and all(
             "held_out" in reports[f] for f in full[:2]):
         row = _ensemble_row(full[:2], reports, metric, output_kind, seconds)
+        # Kept only when it beats the best one alone on most folds too (a paired comparison):
+        # a higher mean from one lucky fold does not pay for training and serving two models.
+        best = next(r for r in rows if r["model"] == full[0])
+        wins = sum((e < b) if lower else (e > b)
+                   for e, b in zip(row["folds"], best["folds"], strict=True))
+        row["folds_won"] = f"{wins} of {len(row['folds'])} against {full[0]}"
+        better = (row["mean"] < best["mean"]) if lower else (row["mean"] > best["mean"])
+        if better and 2 * wins <= len(row["folds"]):
+            row["not_kept"] = "its better mean is not better on most folds"
         say(f"model selection: ensemble of {' + '.join(full[:2])} (their average on the same "
-            f"folds): {metric} {row['mean']:.4f} ± {row['std']:.4f}")
+            f"folds): {metric} {row['mean']:.4f} ± {row['std']:.4f}, better than {full[0]} on "
+            f"{wins} of {len(row['folds'])} folds")
         rows.append(row)
         rows.sort(key=order)
-    winner = rows[0]["model"]
+    winner = next(r["model"] for r in rows if "not_kept" not in r)
     if winner == "ensemble":
         members = rows[0]["members"]
         say(f"model selection: the ensemble of {' + '.join(members)} wins on {metric}; "
