@@ -31,7 +31,13 @@ def test_the_recipe_picks_from_the_data_size_and_the_family():
     small, chosen = choose_recipe(TrainConfig(), 400, "transformer")
     big, _ = choose_recipe(TrainConfig(), 50_000, "transformer")
     assert set(chosen) == {"epochs", "batch_size", "lr", "weight_decay", "warmup", "patience",
-                           "restarts"}
+                           "restarts", "label_smoothing"}
+    # Label smoothing: 0.1 for a network of classes trained from scratch, else off.
+    assert chosen["label_smoothing"] == 0.0  # the output kind is not known here
+    assert choose_recipe(TrainConfig(), 400, "cnn", "binary")[0].label_smoothing == 0.1
+    assert choose_recipe(TrainConfig(), 400, "mlp", "category")[0].label_smoothing == 0.1
+    assert choose_recipe(TrainConfig(), 400, "mlp", "numeric")[0].label_smoothing == 0.0
+    assert choose_recipe(TrainConfig(), 400, "pretrained", "binary")[0].label_smoothing == 0.0
     assert small.batch_size < big.batch_size and small.epochs > big.epochs
     # Enough optimiser steps to learn on a few hundred rows: far more than 5 x batch 64.
     assert optimiser_steps(small, 400) >= 1000 > optimiser_steps(TrainConfig(epochs=5,
@@ -44,8 +50,8 @@ def test_the_recipe_picks_from_the_data_size_and_the_family():
 
 def test_every_explicit_setting_wins_over_the_recipe():
     given = dict(epochs=2, batch_size=7, lr=0.3, weight_decay=0.0, warmup=0.0, patience=0,
-                 restarts=1)
-    cfg, chosen = choose_recipe(TrainConfig(**given), 400, "cnn")
+                 restarts=1, label_smoothing=0.0)
+    cfg, chosen = choose_recipe(TrainConfig(**given), 400, "cnn", "binary")
     assert chosen == {} and {k: getattr(cfg, k) for k in given} == given
     cfg, chosen = choose_recipe(TrainConfig(epochs=3), 400, "cnn")
     assert cfg.epochs == 3 and "epochs" not in chosen and cfg.batch_size == chosen["batch_size"]

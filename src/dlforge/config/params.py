@@ -232,8 +232,9 @@ PARAMS: tuple[Param, ...] = (
        {"text", "tabular", "forecast"}, flag=True),
     _p("label_smoothing", "train.label_smoothing", "float",
        "Label smoothing of the training loss, the share of each target's probability spread "
-       "over the classes (0 to <1; classifiers 0: off; Seq2Seq's seq2seq.label_smoothing "
-       "0.1 over the vocabulary).",
+       "over the classes (0 to <1; 0: off; unset: 0.1 for a binary or multi-class network "
+       "trained from scratch, else 0; Seq2Seq's seq2seq.label_smoothing: 0.1 over the "
+       "vocabulary).",
        {"text", "image", "sequence", "tabular", "audio"}, flag=True, tune=True),
     _p("class_weight", "train.class_weight", "str",
        "auto, none or balanced: each class weighs n / (classes x its count) in the loss; auto: "

@@ -54,8 +54,9 @@ class TrainConfig(_Strict):
     class_weight: Literal["auto", "none", "balanced"] = "auto"
     # Label smoothing (Szegedy et al., 2016) of the training loss of a classifier: the target
     # puts 1 - s on the true class and spreads s over all of them (binary and multi-label: each
-    # 0/1 target moves s/2 towards 1/2). The validation loss is never smoothed. 0: off.
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    # 0/1 target moves s/2 towards 1/2). The validation loss is never smoothed. 0: off; None:
+    # the recipe's (0.1 for a binary or multi-class network trained from scratch, else 0).
+    label_smoothing: float | None = Field(None, ge=0.0, lt=1.0)
     # The share of the strong simple baseline (dlforge.models.simple, fitted on the same
     # training rows; text, numeric and category inputs) in the predictions: probabilities (or
     # numbers) averaged as (1 - w) x network + w x baseline. auto: the w of 0, 0.25, 0.5, 0.75

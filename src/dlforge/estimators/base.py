@@ -232,7 +232,7 @@ class DeepModel(BaseEstimator):
                                       (train_idx, val_idx, test_idx), cleaning, selection,
                                       workdir, say, log)
         # The settings left unset, chosen from the number of training rows and the family.
-        cfg = apply_recipe(cfg, len(train_idx), say)
+        cfg = apply_recipe(cfg, len(train_idx), say, target.kind)
 
         # Each input: load, fit on the training split only, encode.
         resumed = resume and workdir is not None and (workdir / "features.json").exists()

@@ -189,7 +189,7 @@ class Trainer:
         """The loss of ``logits`` against ``labels``; ``training``: with the run's label
         smoothing (the validation loss is never smoothed)."""
         return loss_fn(self.kind, logits, labels, self.class_weights,
-                       self.cfg.label_smoothing if training else 0.0)
+                       (self.cfg.label_smoothing or 0.0) if training else 0.0)
 
     def train_step(self, batch: dict[str, Any], step_optimizer: bool = True,
                    scale: float = 1.0) -> float:
@@ -231,7 +231,7 @@ class Trainer:
         every epoch trains, nothing is monitored and the last weights are kept. Settings the
         config leaves unset are chosen by the recipe (:mod:`dlforge.train.recipe`) for the
         training rows and ``family`` (an estimator has chosen them already)."""
-        self.cfg, _ = choose_recipe(self.cfg, len(train_loader.dataset), self.family)
+        self.cfg, _ = choose_recipe(self.cfg, len(train_loader.dataset), self.family, self.kind)
         cfg = self.cfg
         torch.manual_seed(cfg.seed + self.rank)  # dropout streams differ between processes
         if cfg.num_threads:
