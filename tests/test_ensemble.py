@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from dlforge import TabularClassifier, TabularRegressor, load
+from dlforge.config import config_to_dict as config_dict
 from dlforge.config import validate_config
 from dlforge.errors import ConfigError, RunDirError
 from dlforge.estimators.select import _ensemble_row
@@ -149,7 +150,8 @@ def test_selection_scores_the_average_on_the_same_folds():
 
 def test_auto_keeps_the_ensemble_only_when_it_wins(capsys):
     X, y = _table(200, seed=2)
-    clf = TabularClassifier(model="auto", epochs=2, precision="fp32", verbose=0).fit(X, y)
+    clf = TabularClassifier(model="auto", ensemble=True, epochs=2, precision="fp32",
+                            verbose=0).fit(X, y)
     sel = clf.metrics_["model_selection"]
     board = {r["model"]: r for r in sel["leaderboard"]}
     assert set(board) == {"mlp", "baseline", "ensemble"}
@@ -157,10 +159,6 @@ def test_auto_keeps_the_ensemble_only_when_it_wins(capsys):
     assert (sel["winner"] == "ensemble") == (board["ensemble"]["mean"] > best_single
                                              and "not_kept" not in board["ensemble"])
     assert clf.config_.model.name == sel["winner"]
-    off = validate_config({**clf.config_.model_dump(mode="json"),
-                           "model": {"name": "auto", "ensemble": False}})
-    clf = TabularClassifier(config=off, verbose=0).fit(X, y)
-    assert "ensemble" not in {r["model"] for r in clf.metrics_["model_selection"]["leaderboard"]}
 
 
 def test_cli_trains_an_ensemble(tmp_path, capsys):
@@ -228,7 +226,7 @@ def test_the_ensemble_is_kept_only_when_it_wins_most_folds(monkeypatch, folds, k
 
     X, y = _table(60)
     cfg = validate_config({"inputs": [{"name": c, "type": "numeric"} for c in ("a", "b")],
-                           "output": {"name": "y"}, "model": {"name": "auto"}})
+                           "output": {"name": "y"}, "model": {"name": "auto", "ensemble": True}})
     scores = {"mlp": [0.80, 0.80, 0.80], "baseline": [0.70, 0.70, 0.70]}
 
     def cv(trial, k, frame, only):  # the fold scores above; only the folds asked for
@@ -246,3 +244,6 @@ def test_the_ensemble_is_kept_only_when_it_wins_most_folds(monkeypatch, folds, k
     assert (sel["winner"] == "ensemble") is kept and (chosen.model.name == "ensemble") is kept
     assert ("not_kept" in board["ensemble"]) is not kept
     assert board["ensemble"]["folds_won"] == f"{2 if kept else 1} of 3 against mlp"
+    off = validate_config({**config_dict(cfg), "model": {"name": "auto"}})  # the default
+    _, sel = select.select_model(X.assign(y=y), off, "binary", "t", lambda s: None, cv)
+    assert [r["model"] for r in sel["leaderboard"]] == ["mlp", "baseline"]

@@ -21,7 +21,8 @@ TINY = ["--vocab-size", "300", "--max-length", "16", "--epochs", "2", "--batch-s
 def test_compare_prints_a_leaderboard_and_keeps_the_winner(toy_csv, tmp_path, capsys):
     run = tmp_path / "best"
     code, out, err = run_cli(capsys, "compare", "--data", toy_csv, "--text", "review",
-                             "--label", "sentiment", *TINY, "--folds", "2", "--out", run)
+                             "--label", "sentiment", *TINY, "--folds", "2", "--ensemble",
+                             "--out", run)
     assert code == 0, err
     assert "Model selection: 2-fold cross-validation" in out and "← kept" in out
     metrics = json.loads((run / "metrics.json").read_text())
@@ -29,6 +30,7 @@ def test_compare_prints_a_leaderboard_and_keeps_the_winner(toy_csv, tmp_path, ca
     board = sel["leaderboard"]
     assert [r["model"] for r in board] != [] and {r["model"] for r in board} == {
         "transformer", "cnn", "rnn", "baseline", "ensemble"}  # the simple baseline competes
+    # (--ensemble is on here: the average of the two best candidates is scored too)
     # Successive halving: the best third of the networks (one of three) and the baseline ran
     # both folds, ranked first; the other two networks stopped after the last fold (run first).
     ensemble = next(r for r in board if r["model"] == "ensemble")
@@ -64,7 +66,7 @@ def test_auto_from_python_with_families_and_the_metric(toy):
     reg = TabularRegressor(model="auto", epochs=3, verbose=0, precision="fp32").fit(X, y)
     sel = reg.metrics_["model_selection"]
     assert sel["metric"] == "rmse" and {r["model"] for r in sel["leaderboard"]} == {
-        "mlp", "baseline", "ensemble"}
+        "mlp", "baseline"}  # no ensemble unless asked
 
 
 def test_auto_forecaster_uses_time_series_folds():

@@ -188,8 +188,10 @@ class AutoModelConfig(_Strict):
     # folds. False: every candidate on every fold.
     halving: bool = True
     # Also score the average of the two best fully cross-validated candidates on the same
-    # folds, and keep that ensemble when it scores better than the best one alone.
-    ensemble: bool = True
+    # folds, and keep that ensemble when it scores better than the best one alone (on the mean
+    # and on most folds). Off by default: on the quality suite it never raised a test score
+    # and on the tweets it cost 1.7 points (benchmarks/README.md, issue 17).
+    ensemble: bool = False
     # Local pretrained encoder folders (Hugging Face: config, weights, tokenizer) that are
     # candidates too, each fine-tuned with the pretrained recipe (a text input only).
     pretrained: list[str] = Field(default_factory=list)

@@ -199,7 +199,9 @@ PARAMS: tuple[Param, ...] = (
        parse="names"),
     _p("ensemble", "model.ensemble", "bool",
        "Model selection (--model auto): also score the average of the two best candidates "
-       "on the same folds and keep it when it wins (false: one family)."),
+       "on the same folds and keep it when it wins on the mean and on most folds (default "
+       "false: one family).", {"text", "image", "sequence", "tabular", "audio"}, flag=True,
+       parse="switch"),
     _p("auto_pretrained", "model.pretrained", "list[str]",
        "Model selection (--model auto): local pretrained encoder folders that are candidates "
        "too (a text input), e.g. models/minilm.", {"text", "tabular"}, flag=True,
