@@ -10,6 +10,7 @@ clean → labels → split → load, fit and encode each input column → train 
 from __future__ import annotations
 
 import inspect
+import json
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -25,7 +26,14 @@ from sklearn.utils.metaestimators import available_if
 from torch.utils.data import DataLoader
 
 from dlforge._extras import PRIVACY_FEATURE, require
-from dlforge.config import RunConfig, apply_overrides, config_to_dict, dump_config, validate_config
+from dlforge.config import (
+    RunConfig,
+    apply_overrides,
+    config_to_dict,
+    dump_config,
+    load_config,
+    validate_config,
+)
 from dlforge.config.models import member_folder, member_model
 from dlforge.config.params import estimator_params, resolve_path
 from dlforge.data.clean import clean_frame
@@ -43,12 +51,13 @@ from dlforge.data.inputs import build_features, load_features, save_features
 from dlforge.data.loader import FeatureDataset, make_loader
 from dlforge.data.rows import row_fingerprints
 from dlforge.data.split import split_rows
-from dlforge.errors import ConfigError, DataError, NotFittedError, RunDirError
+from dlforge.errors import ConfigError, DataError, DlforgeError, NotFittedError, RunDirError
 from dlforge.estimators.persist import save_run
 from dlforge.estimators.select import cross_validate_frame, select_model
 from dlforge.models.registry import build_model
 from dlforge.models.simple import FILE as SIMPLE_FILE
 from dlforge.models.simple import SimpleModel
+from dlforge.run import MANIFEST, read_history
 from dlforge.train.callbacks import Callback
 from dlforge.train.compute import compute_report
 from dlforge.train.device import resolve_device, resolve_precision
@@ -69,6 +78,8 @@ from dlforge.train.metrics import (
     resolve_monitor,
 )
 from dlforge.train.recipe import apply_recipe
+from dlforge.train.thresholds import FILE as POSTPROCESS
+from dlforge.train.thresholds import GroupThresholds
 from dlforge.train.tracking import tracked_fit
 from dlforge.train.trainer import Trainer, loss_fn, predict_logits
 
@@ -738,13 +749,17 @@ class DeepModel(BaseEstimator):
                 clf.classes_ = label_array(labels.classes)
             clf.model_, clf.device_, clf.precision_ = None, torch.device("cpu"), "fp32"
             return clf
-        if cfg.model.name == "ensemble":
-            from dlforge.estimators.load import load  # load imports this module
-
+        if cfg.model.name == "ensemble":  # each member a run of this class (checked by ours)
             clf = cls(config=cfg, verbose=0)
             clf.config_, clf.labels_, clf.features_ = cfg, labels, build_features(cfg)
-            clf.members_ = [load(path / "members" / member_folder(m), device)
-                            for m in cfg.model.members]
+            clf.members_ = []
+            for m in cfg.model.members:
+                folder = path / "members" / member_folder(m)
+                try:
+                    member_cfg = load_config(folder / "config.yaml")
+                except DlforgeError as err:
+                    raise RunDirError(f"{folder}: config.yaml does not validate: {err}") from None
+                clf.members_.append(cls._load_run(folder, member_cfg, device))
             if isinstance(labels, LabelEncoder):
                 clf.classes_ = label_array(labels.classes)
             clf.simple_ = None
@@ -761,6 +776,25 @@ class DeepModel(BaseEstimator):
         clf.simple_ = (_simple_model(cfg, labels).load(path / SIMPLE_FILE)
                        if cfg.train.baseline_weight not in ("auto", 0.0) else None)
         clf.model_, clf.device_, clf.precision_ = load_weights(net, path, cfg, device)
+        return clf
+
+    @classmethod
+    def _load_run(cls, path: Path, cfg: RunConfig, device: str | None = None) -> DeepModel:
+        """A fitted estimator from a checked run folder (``dlforge.load`` once it has checked
+        the manifest and picked the class): its state and weights, and its records (metrics,
+        data report, history, privacy budget, fairness rule)."""
+        clf = cls._restore(path, cfg, device)
+        clf.metrics_ = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+        clf.data_report_ = json.loads((path / "data.json").read_text(encoding="utf-8"))
+        clf.privacy_ = (json.loads((path / "privacy.json").read_text(encoding="utf-8"))
+                        if (path / "privacy.json").is_file() else None)
+        clf.history_ = read_history(path / "history.csv")
+        listed = json.loads((path / MANIFEST).read_text(encoding="utf-8"))["files"]
+        if POSTPROCESS in listed:  # only what the (checked) manifest lists
+            clf.postprocess_ = GroupThresholds.load(path / POSTPROCESS)
+        clf.best_epoch_ = clf.metrics_.get("best_epoch", 0)
+        if "baseline_mean" in clf.data_report_ or "baseline_majority" in clf.data_report_:
+            clf.baseline_ = baseline_from_report(clf.data_report_)
         return clf
 
     def n_parameters(self) -> int:

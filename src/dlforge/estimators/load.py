@@ -5,13 +5,12 @@ from the manifest, and it restores its own fitted state and weights."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from dlforge.config import load_config
 from dlforge.errors import DlforgeError, RunDirError
 from dlforge.estimators.audio import AudioClassifier
-from dlforge.estimators.base import DeepModel, baseline_from_report
+from dlforge.estimators.base import DeepModel
 from dlforge.estimators.forecast import Forecaster
 from dlforge.estimators.image import ImageClassifier
 from dlforge.estimators.language import LanguageModel
@@ -19,9 +18,7 @@ from dlforge.estimators.seq2seq import Seq2Seq
 from dlforge.estimators.sequence import SequenceModel
 from dlforge.estimators.tabular import TabularClassifier, TabularRegressor
 from dlforge.estimators.text import TextClassifier
-from dlforge.run import FINETUNE_TASK, LM_TASK, MANIFEST, SEQ2SEQ_TASK, check_run, read_history
-from dlforge.train.thresholds import FILE as POSTPROCESS
-from dlforge.train.thresholds import GroupThresholds
+from dlforge.run import FINETUNE_TASK, LM_TASK, MANIFEST, SEQ2SEQ_TASK, check_run
 
 __all__ = ["ESTIMATORS", "load", "load_deep_model"]
 
@@ -54,18 +51,7 @@ def load(path: str | Path, device: str | None = None) -> DeepModel | LanguageMod
     if cls is None:
         raise RunDirError(f"{path}: unknown estimator {manifest.get('estimator')!r} in "
                           f"{MANIFEST}")
-    clf = cls._restore(path, cfg, device)
-    clf.metrics_ = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
-    clf.data_report_ = json.loads((path / "data.json").read_text(encoding="utf-8"))
-    clf.privacy_ = (json.loads((path / "privacy.json").read_text(encoding="utf-8"))
-                    if (path / "privacy.json").is_file() else None)
-    clf.history_ = read_history(path / "history.csv")
-    if POSTPROCESS in manifest["files"]:
-        clf.postprocess_ = GroupThresholds.load(path / POSTPROCESS)
-    clf.best_epoch_ = clf.metrics_.get("best_epoch", 0)
-    if "baseline_mean" in clf.data_report_ or "baseline_majority" in clf.data_report_:
-        clf.baseline_ = baseline_from_report(clf.data_report_)
-    return clf
+    return cls._load_run(path, cfg, device)
 
 
 def load_deep_model(path: str | Path, command: str, device: str | None = None) -> DeepModel:
