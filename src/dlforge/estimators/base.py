@@ -415,8 +415,8 @@ class DeepModel(BaseEstimator):
                          splits: tuple[np.ndarray, np.ndarray, np.ndarray],
                          features: dict[str, Any], columns: dict[str, Any],
                          cleaning: dict[str, int], selection: dict[str, Any] | None,
-                         workdir: Path | None, say: Callable[[str], None], name: str,
-                         **extra: Any) -> DeepModel:
+                         workdir: Path | None, say: Callable[[str], None], name: str
+                         ) -> DeepModel:
         """The rest of a run without a training loop of its own (the simple baseline, an
         ensemble of fitted members): its state, the decision threshold and the scores on
         the validation and test rows from ``_logits_rows`` on the loaded ``columns``."""
@@ -438,7 +438,7 @@ class DeepModel(BaseEstimator):
                   for name, rows in (("validation", val_idx), ("test", test_idx)) if len(rows)}
         self.metrics_ = {"task": task_name(cfg, target.kind).replace("_", " "),
                          "monitor": monitor, "best_epoch": 0, "epochs_run": 0, "model": name,
-                         "parameters": self.n_parameters(), **extra, **report}
+                         "parameters": self.n_parameters(), **report}
         if selection is not None:
             self.metrics_["model_selection"] = selection
         self.data_report_ = {"source": source, "cleaning": cleaning,

@@ -182,9 +182,10 @@ def select_model(df: pd.DataFrame, cfg: RunConfig, output_kind: str, source: str
             f"{wins} of {len(row['folds'])} folds")
         rows.append(row)
         rows.sort(key=order)
-    winner = next(r["model"] for r in rows if "not_kept" not in r)
+    kept = next(r for r in rows if "not_kept" not in r)
+    winner = kept["model"]
     if winner == "ensemble":
-        members = rows[0]["members"]
+        members = kept["members"]
         say(f"model selection: the ensemble of {' + '.join(members)} wins on {metric}; "
             "training both on all the data")
         chosen = validate_config({**base, "model": {"name": "ensemble", "members": [
