@@ -21,8 +21,9 @@ import pandas as pd
 from fastapi import HTTPException
 
 from dlforge.data.series import check_time_column
-from dlforge.errors import ConfigError, DlforgeError
+from dlforge.errors import DlforgeError
 from dlforge.estimators.load import load
+from dlforge.serve import check_backend
 
 __all__ = ["ServedForecaster"]
 
@@ -42,9 +43,7 @@ class ServedForecaster:
     def __init__(self, run_dir: str | Path, name: str | None = None, backend: str = "torch"):
         self.path = Path(run_dir)
         self.name = name or self.path.resolve().name
-        if backend not in ("torch", "onnx"):
-            raise ConfigError(f"--backend: torch or onnx, got {backend!r}")
-        self.backend = backend
+        self.backend = check_backend(backend)
         self.clf = load(self.path)
         self.session = None
         if backend == "onnx":

@@ -15,6 +15,7 @@ from fastapi import HTTPException
 from dlforge.errors import ConfigError, DlforgeError
 from dlforge.estimators.load import load
 from dlforge.run import FINETUNE_TASK, LM_TASK, SEQ2SEQ_TASK, read_manifest
+from dlforge.serve import check_backend
 
 __all__ = ["ServedModel", "decode_audio", "served_run"]
 
@@ -62,9 +63,7 @@ class ServedModel:
         self.sensitive = [c for c in (rule.columns if rule else []) if c not in names]
         self.optional: list[str] = []
         self.target = self.clf.labels_
-        if backend not in ("torch", "onnx"):
-            raise ConfigError(f"--backend: torch or onnx, got {backend!r}")
-        self.backend = backend
+        self.backend = check_backend(backend)
         # onnx: the run's graph (the network's, or the simple baseline's for a baseline run)
         # and, for a network that blends the baseline in, the baseline's graph beside it.
         self.session = self.baseline_session = None

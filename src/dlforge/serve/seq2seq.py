@@ -26,6 +26,7 @@ from fastapi import HTTPException
 
 from dlforge.errors import ConfigError
 from dlforge.estimators.seq2seq import Seq2Seq
+from dlforge.serve import check_backend
 
 __all__ = ["ServedSeq2Seq"]
 
@@ -34,9 +35,7 @@ class ServedSeq2Seq:
     def __init__(self, run_dir: str | Path, name: str | None = None, backend: str = "torch"):
         self.path = Path(run_dir)
         self.name = name or self.path.resolve().name
-        if backend not in ("torch", "onnx"):
-            raise ConfigError(f"--backend: torch or onnx, got {backend!r}")
-        self.backend = backend
+        self.backend = check_backend(backend)
         # onnx: the tokenizer and settings from the run, the decoding through its graphs
         # (on the CPU, where onnxruntime hands the logits back).
         self.clf = Seq2Seq.load(self.path, device="cpu" if backend == "onnx" else None)
